@@ -1,0 +1,106 @@
+package caps
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+const childEnv = "HOLDFAST_CAPS_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(childEnv) {
+	case "drop":
+		env := []string{childEnv + "=report"}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, childEnv+"=") {
+				env = append(env, kv)
+			}
+		}
+		err := DropAndExec([]int{unix.CAP_LINUX_IMMUTABLE, unix.CAP_SYS_ADMIN}, "/proc/self/exe", os.Args, env)
+		fmt.Fprintln(os.Stderr, "DropAndExec:", err)
+		os.Exit(3)
+	case "report":
+		s, err := Read(0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(4)
+		}
+		fmt.Printf("%d %x %x %x %x\n", os.Getuid(), s.Bounding, s.Effective, s.Permitted, s.Inheritable)
+		// A child of the child inherits the reduced bounding set.
+		out, err := exec.Command("grep", "CapBnd", "/proc/self/status").Output()
+		if err != nil {
+			os.Exit(5)
+		}
+		fmt.Print(string(out))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestDropAndExec(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test must run as root: it proves root loses capabilities")
+	}
+	before, err := Read(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !before.Bounding.Has(unix.CAP_LINUX_IMMUTABLE) {
+		t.Fatal("test process lacks CAP_LINUX_IMMUTABLE to start with; cannot show it being dropped")
+	}
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=drop")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("child output: %q", out)
+	}
+	var uid int
+	var bnd, eff, prm, inh Set
+	if _, err := fmt.Sscanf(lines[0], "%d %x %x %x %x", &uid, &bnd, &eff, &prm, &inh); err != nil {
+		t.Fatalf("parse %q: %v", lines[0], err)
+	}
+	if uid != 0 {
+		t.Fatalf("child uid %d, want 0", uid)
+	}
+	for _, c := range []int{unix.CAP_LINUX_IMMUTABLE, unix.CAP_SYS_ADMIN} {
+		for name, set := range map[string]Set{"bounding": bnd, "effective": eff, "permitted": prm, "inheritable": inh} {
+			if set.Has(c) {
+				t.Errorf("capability %d still in the child's %s set", c, name)
+			}
+		}
+	}
+	if !eff.Has(unix.CAP_CHOWN) {
+		t.Errorf("child lost CAP_CHOWN, which was not dropped (eff=%x)", eff)
+	}
+	var grand Set
+	if _, err := fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(lines[1], "CapBnd:")), "%x", &grand); err != nil {
+		t.Fatalf("parse %q: %v", lines[1], err)
+	}
+	if grand.Has(unix.CAP_LINUX_IMMUTABLE) {
+		t.Errorf("grandchild regained CAP_LINUX_IMMUTABLE in its bounding set")
+	}
+}
+
+func TestSetHas(t *testing.T) {
+	for _, tc := range []struct {
+		set  Set
+		cap  int
+		want bool
+	}{
+		{0, 0, false}, {1, 0, true}, {1 << 9, unix.CAP_LINUX_IMMUTABLE, true}, {1 << 9, unix.CAP_SYS_ADMIN, false},
+		{0x1ffffffffff, 40, true},
+	} {
+		if got := tc.set.Has(tc.cap); got != tc.want {
+			t.Errorf("Set(%x).Has(%d) = %v, want %v", tc.set, tc.cap, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,152 @@
+package store
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+)
+
+// Clock is the time source the store records and prune trusts. On the
+// appliance it is built on the TPM clock; SystemClock serves hosts and tests.
+// An implementation returns an error when it cannot vouch for the time.
+type Clock interface {
+	Now() (time.Time, error)
+}
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns time.Now.
+func (SystemClock) Now() (time.Time, error) { return time.Now(), nil }
+
+// ErrClockUntrusted means prune refused because time looks wrong.
+var ErrClockUntrusted = errors.New("clock is not trusted")
+
+// Clock high-water log (STORE/state/clock.log), FS_APPEND_FL on the file so
+// records can only be added:
+//
+//	| size | field                                                    |
+//	|------|----------------------------------------------------------|
+//	| 8    | time, Unix nanoseconds, big endian                       |
+//	| 8    | first 8 bytes of HMAC-SHA256(clock key, the 8 bytes)     |
+//
+// The high-water mark is the largest authentic record. A torn record is
+// padded with zeros to the next record boundary (it then fails its tag).
+const clockRecLen = 16
+
+func (s *Store) clockLogPath() string { return s.path(stateDir, clockLogName) }
+
+func (s *Store) clockTag(ns []byte) []byte {
+	m := hmac.New(sha256.New, s.keys.clock)
+	m.Write(ns)
+	return m.Sum(nil)[:8]
+}
+
+// openClockLog makes sure the log exists, is append-only and aligned.
+func (s *Store) openClockLog() error {
+	f, err := os.OpenFile(s.clockLogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("clock log: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("clock log: %w", err)
+	}
+	if rem := st.Size() % clockRecLen; rem != 0 {
+		if _, err := f.Write(make([]byte, clockRecLen-rem)); err != nil {
+			return fmt.Errorf("clock log pad: %w", err)
+		}
+	}
+	if err := s.sealer.SealDir(s.clockLogPath()); err != nil {
+		return fmt.Errorf("clock log flag: %w", err)
+	}
+	return nil
+}
+
+// HighWater returns the largest authentic time recorded in the clock log.
+func (s *Store) HighWater() (time.Time, error) {
+	f, err := os.Open(s.clockLogPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("clock log: %w", err)
+	}
+	defer f.Close()
+	var hw int64
+	rec := make([]byte, clockRecLen)
+	for {
+		if _, err := io.ReadFull(f, rec); err != nil {
+			break
+		}
+		if hmac.Equal(rec[8:], s.clockTag(rec[:8])) {
+			if ns := int64(binary.BigEndian.Uint64(rec[:8])); ns > hw {
+				hw = ns
+			}
+		}
+	}
+	if hw == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, hw), nil
+}
+
+// recordClock appends the current time to the clock log when it is past the
+// high-water mark.
+func (s *Store) recordClock() error {
+	if s.ro {
+		return nil
+	}
+	now, err := s.clock.Now()
+	if err != nil {
+		return err
+	}
+	hw, err := s.HighWater()
+	if err != nil {
+		return err
+	}
+	if !now.After(hw) {
+		return nil
+	}
+	rec := binary.BigEndian.AppendUint64(nil, uint64(now.UnixNano()))
+	rec = append(rec, s.clockTag(rec)...)
+	f, err := os.OpenFile(s.clockLogPath(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("clock log: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(rec); err != nil {
+		return fmt.Errorf("clock log: %w", err)
+	}
+	return f.Sync()
+}
+
+// trustedNow returns the clock's time only if it is not before the
+// high-water mark and not more than maxJump past it.
+func (s *Store) trustedNow(maxJump time.Duration) (time.Time, error) {
+	now, err := s.clock.Now()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: %v", ErrClockUntrusted, err)
+	}
+	hw, err := s.HighWater()
+	if err != nil {
+		return time.Time{}, err
+	}
+	if hw.IsZero() {
+		return now, nil
+	}
+	if now.Before(hw) {
+		return time.Time{}, fmt.Errorf("%w: clock reads %s, before the recorded high-water mark %s", ErrClockUntrusted, now.UTC().Format(time.RFC3339), hw.UTC().Format(time.RFC3339))
+	}
+	if maxJump > 0 && now.Sub(hw) > maxJump {
+		return time.Time{}, fmt.Errorf("%w: clock jumped %s past the high-water mark %s (bound %s)", ErrClockUntrusted, now.Sub(hw).Round(time.Second), hw.UTC().Format(time.RFC3339), maxJump)
+	}
+	return now, nil
+}

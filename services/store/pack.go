@@ -1,0 +1,258 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Pack file layout (STORE/packs/ab/<sha256 of the whole file>):
+//
+//	| size  | field                                                        |
+//	|-------|--------------------------------------------------------------|
+//	| 8     | magic "HFPACK01"                                             |
+//	| ...   | blobs, each: nonce(12) || AES-GCM(data key, AD = chunk ID)   |
+//	|       | of the chunk plaintext || tag(16)                            |
+//	| T     | trailer: nonce(12) || AES-GCM(meta key, AD = "HFPT") of the  |
+//	|       | entries, 44 bytes each: chunk ID(32) | offset u32 BE |       |
+//	|       | sealed length u32 BE | plaintext length u32 BE              |
+//	| 4     | T, big endian                                                |
+//	| 8     | magic "HFPKEND1"                                             |
+//
+// The trailer is what rebuilds the index. The file name is the SHA-256 of
+// the file, so a flipped bit anywhere shows as a name mismatch.
+const (
+	packMagic    = "HFPACK01"
+	packEndMagic = "HFPKEND1"
+	entrySize    = 32 + 4 + 4 + 4
+	packFooter   = 4 + 8
+	maxTrailer   = 64 << 20
+)
+
+var trailerAD = []byte("HFPT")
+
+type packEntry struct {
+	id       ChunkID
+	offset   uint32
+	length   uint32 // sealed length
+	plainLen uint32
+}
+
+func appendEntries(dst []byte, es []packEntry) []byte {
+	for _, e := range es {
+		dst = append(dst, e.id[:]...)
+		dst = binary.BigEndian.AppendUint32(dst, e.offset)
+		dst = binary.BigEndian.AppendUint32(dst, e.length)
+		dst = binary.BigEndian.AppendUint32(dst, e.plainLen)
+	}
+	return dst
+}
+
+func parseEntries(b []byte) ([]packEntry, error) {
+	if len(b)%entrySize != 0 {
+		return nil, fmt.Errorf("entries of %d bytes: %w", len(b), ErrCorrupt)
+	}
+	es := make([]packEntry, 0, len(b)/entrySize)
+	for ; len(b) > 0; b = b[entrySize:] {
+		var e packEntry
+		copy(e.id[:], b)
+		e.offset = binary.BigEndian.Uint32(b[32:])
+		e.length = binary.BigEndian.Uint32(b[36:])
+		e.plainLen = binary.BigEndian.Uint32(b[40:])
+		es = append(es, e)
+	}
+	return es, nil
+}
+
+// packWriter appends sealed chunks to a pack in tmp/.
+type packWriter struct {
+	f       *os.File
+	w       *bufio.Writer
+	sum     hash.Hash
+	tmpPath string
+	size    int64
+	entries []packEntry
+	buf     []byte
+}
+
+func (s *Store) newPackWriter() (*packWriter, error) {
+	f, err := os.CreateTemp(s.path(tmpDir), "pack-*")
+	if err != nil {
+		return nil, fmt.Errorf("create pack: %w", err)
+	}
+	pw := &packWriter{f: f, tmpPath: f.Name(), sum: sha256.New()}
+	pw.w = bufio.NewWriterSize(io.MultiWriter(f, pw.sum), 1<<20)
+	if _, err := pw.w.WriteString(packMagic); err != nil {
+		pw.abort()
+		return nil, fmt.Errorf("write pack: %w", err)
+	}
+	pw.size = int64(len(packMagic))
+	return pw, nil
+}
+
+// add appends an already sealed blob for id.
+func (pw *packWriter) add(id ChunkID, sealed []byte, plainLen int) error {
+	if _, err := pw.w.Write(sealed); err != nil {
+		return fmt.Errorf("write pack: %w", err)
+	}
+	pw.entries = append(pw.entries, packEntry{id: id, offset: uint32(pw.size), length: uint32(len(sealed)), plainLen: uint32(plainLen)})
+	pw.size += int64(len(sealed))
+	return nil
+}
+
+func (pw *packWriter) abort() {
+	pw.f.Close()
+	os.Remove(pw.tmpPath)
+}
+
+// finish writes the trailer, fsyncs, renames the pack into packs/ and seals
+// it. It returns the pack name.
+func (s *Store) finishPack(pw *packWriter) (string, error) {
+	plain := appendEntries(make([]byte, 0, len(pw.entries)*entrySize), pw.entries)
+	trailer := sealTo(nil, s.keys.meta, trailerAD, plain)
+	tail := binary.BigEndian.AppendUint32(trailer, uint32(len(trailer)))
+	tail = append(tail, packEndMagic...)
+	if _, err := pw.w.Write(tail); err != nil {
+		pw.abort()
+		return "", fmt.Errorf("write pack trailer: %w", err)
+	}
+	if err := pw.w.Flush(); err != nil {
+		pw.abort()
+		return "", fmt.Errorf("flush pack: %w", err)
+	}
+	s.at("pack-before-fsync")
+	if err := pw.f.Sync(); err != nil {
+		pw.abort()
+		return "", fmt.Errorf("fsync pack: %w", err)
+	}
+	if err := pw.f.Close(); err != nil {
+		os.Remove(pw.tmpPath)
+		return "", fmt.Errorf("close pack: %w", err)
+	}
+	name := hex.EncodeToString(pw.sum.Sum(nil))
+	shard := s.path(packsDir, name[:2])
+	if err := s.ensureShard(shard); err != nil {
+		os.Remove(pw.tmpPath)
+		return "", err
+	}
+	final := filepath.Join(shard, name)
+	s.at("pack-before-rename")
+	if err := renameNoReplace(pw.tmpPath, final); err != nil {
+		os.Remove(pw.tmpPath)
+		return "", fmt.Errorf("install pack: %w", err)
+	}
+	s.at("pack-after-rename")
+	if err := syncDir(shard); err != nil {
+		return "", err
+	}
+	s.at("pack-before-seal")
+	if err := s.sealer.SealFile(final); err != nil {
+		return "", fmt.Errorf("seal pack: %w", err)
+	}
+	s.at("pack-after-seal")
+	s.idx.addPack(name, pw.entries)
+	return name, nil
+}
+
+func (s *Store) ensureShard(shard string) error {
+	err := os.Mkdir(shard, 0o700)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create shard: %w", err)
+	}
+	if err := syncDir(filepath.Dir(shard)); err != nil {
+		return err
+	}
+	if err := s.sealer.SealDir(shard); err != nil {
+		return fmt.Errorf("seal shard: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) packPath(name string) string {
+	return s.path(packsDir, name[:2], name)
+}
+
+// readTrailer reads the entries of a pack from its trailer.
+func (s *Store) readTrailer(f *os.File, size int64) ([]packEntry, error) {
+	if size < int64(len(packMagic)+packFooter) {
+		return nil, fmt.Errorf("pack of %d bytes: %w", size, ErrCorrupt)
+	}
+	var foot [packFooter]byte
+	if _, err := f.ReadAt(foot[:], size-packFooter); err != nil {
+		return nil, fmt.Errorf("read pack footer: %w", err)
+	}
+	if string(foot[4:]) != packEndMagic {
+		return nil, fmt.Errorf("pack end magic: %w", ErrCorrupt)
+	}
+	t := int64(binary.BigEndian.Uint32(foot[:4]))
+	if t > maxTrailer || t > size-packFooter-int64(len(packMagic)) {
+		return nil, fmt.Errorf("pack trailer length %d: %w", t, ErrCorrupt)
+	}
+	sealed := make([]byte, t)
+	if _, err := f.ReadAt(sealed, size-packFooter-t); err != nil {
+		return nil, fmt.Errorf("read pack trailer: %w", err)
+	}
+	plain, err := openSealed(s.keys.meta, trailerAD, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("pack trailer: %w", err)
+	}
+	es, err := parseEntries(plain)
+	if err != nil {
+		return nil, err
+	}
+	limit := size - packFooter - t
+	for _, e := range es {
+		if int64(e.offset) < int64(len(packMagic)) || int64(e.offset)+int64(e.length) > limit || e.length < sealOverhead {
+			return nil, fmt.Errorf("pack entry out of bounds: %w", ErrCorrupt)
+		}
+	}
+	return es, nil
+}
+
+// openBlob decrypts a sealed blob and checks that its plaintext hashes to id.
+func (s *Store) openBlob(id ChunkID, sealed []byte, h hash.Hash) ([]byte, error) {
+	plain, err := openSealed(s.keys.data, id[:], sealed)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	if sumID(h, plain) != id {
+		return nil, fmt.Errorf("chunk %s: content does not match its ID: %w", id, ErrCorrupt)
+	}
+	return plain, nil
+}
+
+// checkPackFile checks that a pack's name is the SHA-256 of its bytes and
+// that its trailer opens. Recovery calls it before sealing a pack that a
+// crash left unsealed.
+func (s *Store) checkPackFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return fmt.Errorf("read pack: %w", err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != filepath.Base(path) {
+		return fmt.Errorf("pack content does not match its name: %w", ErrCorrupt)
+	}
+	var magic [8]byte
+	if _, err := f.ReadAt(magic[:], 0); err != nil || !bytes.Equal(magic[:], []byte(packMagic)) {
+		return fmt.Errorf("pack magic: %w", ErrCorrupt)
+	}
+	_, err = s.readTrailer(f, n)
+	return err
+}

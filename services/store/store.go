@@ -1,0 +1,465 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/restic/chunker"
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
+)
+
+// Names inside the store directory.
+const (
+	configName   = "holdfast-store"
+	lockName     = "lock"
+	packsDir     = "packs"
+	snapshotsDir = "snapshots"
+	retentionDir = "retention"
+	wipDir       = "wip"
+	tmpDir       = "tmp"
+	indexDir     = "index"
+	stateDir     = "state"
+	clockLogName = "clock.log"
+)
+
+// Defaults for a new store.
+const (
+	DefaultPackSize = 16 << 20
+	minChunk        = 512 << 10
+	maxChunk        = 8 << 20
+	formatVersion   = 1
+)
+
+// ErrLocked means another process holds the store's write lock.
+var ErrLocked = errors.New("store is locked by another process")
+
+// ErrNotStore means the directory holds no Holdfast store.
+var ErrNotStore = errors.New("not a Holdfast store")
+
+// Sealer sets the flags that make the kernel protect the store. It can only
+// set flags, never clear them. After lockdown it is a separate process that
+// alone holds CAP_LINUX_IMMUTABLE and checks every path against the layout.
+type Sealer interface {
+	// SealFile sets FS_IMMUTABLE_FL on a regular file.
+	SealFile(path string) error
+	// SealDir sets FS_APPEND_FL on a directory (or on an append-only log file).
+	SealDir(path string) error
+}
+
+// LocalSealer seals through ioctls in this process.
+type LocalSealer struct{}
+
+// SealFile sets FS_IMMUTABLE_FL.
+func (LocalSealer) SealFile(path string) error { return fsflag.Set(path, fsflag.Immutable) }
+
+// SealDir sets FS_APPEND_FL.
+func (LocalSealer) SealDir(path string) error { return fsflag.Set(path, fsflag.Append) }
+
+// Options configure an opened store.
+type Options struct {
+	Logger hclog.Logger
+	// Clock is the time source prune trusts; nil means SystemClock.
+	Clock Clock
+	// Sealer sets inode flags; nil means LocalSealer.
+	Sealer Sealer
+	// ReadOnly opens without the write lock and without recovery; it
+	// works on a read-only mount.
+	ReadOnly bool
+	// Hook, when set, is called at every named point of the write path
+	// (crash tests kill the process there). Production code leaves it nil.
+	Hook func(point string)
+}
+
+// InitOptions configure a new store.
+type InitOptions struct {
+	PackSize int // target pack size in bytes; 0 means DefaultPackSize
+}
+
+// Config file layout (STORE/holdfast-store), sealed immutable at init:
+//
+//	| offset | size | field                                                  |
+//	|--------|------|--------------------------------------------------------|
+//	| 0      | 8    | magic "HOLDFAST"                                       |
+//	| 8      | 2    | format version, big endian (1)                         |
+//	| 10     | 16   | store ID (random); the HKDF salt                        |
+//	| 26     | 4    | length L of the sealed body, big endian                |
+//	| 30     | L    | nonce || AES-GCM(meta key, AD = bytes 0..26) of CBOR   |
+//	|        |      | storeConfig                                            |
+const configMagic = "HOLDFAST"
+
+type storeConfig struct {
+	Created    int64  `cbor:"1,keyasint"`
+	ChunkerPol uint64 `cbor:"2,keyasint"`
+	MinChunk   uint32 `cbor:"3,keyasint"`
+	MaxChunk   uint32 `cbor:"4,keyasint"`
+	PackSize   uint32 `cbor:"5,keyasint"`
+}
+
+// Store is an open store. Its methods are not safe for concurrent use
+// except where noted.
+type Store struct {
+	dir    string
+	id     [16]byte
+	cfg    storeConfig
+	keys   *keys
+	codec  codec
+	log    hclog.Logger
+	clock  Clock
+	sealer Sealer
+	hook   func(string)
+	ro     bool
+	lock   *os.File
+	idx    *index
+}
+
+// Init creates a new store in dir, which must not exist or be empty. It
+// never touches a directory that holds anything.
+func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Options) (*Store, error) {
+	master, err := ks.MasterKey(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create store dir: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read store dir: %w", err)
+	}
+	if len(entries) > 0 {
+		return nil, fmt.Errorf("init %s: directory is not empty; refusing to touch it", dir)
+	}
+	if err := checkFlagSupport(dir); err != nil {
+		return nil, err
+	}
+	pol, err := chunker.RandomPolynomial()
+	if err != nil {
+		return nil, fmt.Errorf("chunker polynomial: %w", err)
+	}
+	packSize := io.PackSize
+	if packSize <= 0 {
+		packSize = DefaultPackSize
+	}
+	cfg := storeConfig{
+		Created: time.Now().UnixNano(), ChunkerPol: uint64(pol),
+		MinChunk: minChunk, MaxChunk: maxChunk, PackSize: uint32(packSize),
+	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, fmt.Errorf("store id: %w", err)
+	}
+	k, err := deriveKeys(master, id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newCodec()
+	if err != nil {
+		return nil, err
+	}
+	body, err := c.marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	hdr := make([]byte, 26, 30)
+	copy(hdr, configMagic)
+	binary.BigEndian.PutUint16(hdr[8:], formatVersion)
+	copy(hdr[10:], id[:])
+	sealed := sealTo(nil, k.meta, hdr, body)
+	out := binary.BigEndian.AppendUint32(hdr, uint32(len(sealed)))
+	out = append(out, sealed...)
+
+	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, lockName), nil, 0o600); err != nil {
+		return nil, fmt.Errorf("create lock file: %w", err)
+	}
+	if err := writeFileSync(filepath.Join(dir, tmpDir, configName), out); err != nil {
+		return nil, fmt.Errorf("write config: %w", err)
+	}
+	// The config appears under its final name only once complete.
+	if err := os.Rename(filepath.Join(dir, tmpDir, configName), filepath.Join(dir, configName)); err != nil {
+		return nil, fmt.Errorf("install config: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+	s, err := Open(ctx, dir, ks, o)
+	if err != nil {
+		return nil, fmt.Errorf("open new store: %w", err)
+	}
+	return s, nil
+}
+
+// Open opens an existing store. Unless opts.ReadOnly, it takes the write
+// lock and recovers from a crash: it empties tmp/, seals files that a crash
+// left renamed but unsealed, and restores directory flags.
+func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, configName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open %s: %w", dir, ErrNotStore)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(raw) < 30 || string(raw[:8]) != configMagic {
+		return nil, fmt.Errorf("open %s: bad config magic: %w", dir, ErrNotStore)
+	}
+	if v := binary.BigEndian.Uint16(raw[8:]); v != formatVersion {
+		return nil, fmt.Errorf("open %s: store format version %d, this build reads %d", dir, v, formatVersion)
+	}
+	var id [16]byte
+	copy(id[:], raw[10:26])
+	n := binary.BigEndian.Uint32(raw[26:30])
+	if int(n) != len(raw)-30 {
+		return nil, fmt.Errorf("open %s: config length: %w", dir, ErrCorrupt)
+	}
+	master, err := ks.MasterKey(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	k, err := deriveKeys(master, id)
+	if err != nil {
+		return nil, err
+	}
+	body, err := openSealed(k.meta, raw[:26], raw[30:])
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, ErrWrongKey)
+	}
+	c, err := newCodec()
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, id: id, keys: k, codec: c, ro: o.ReadOnly, hook: o.Hook}
+	if err := c.unmarshal(body, &s.cfg); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if s.cfg.MinChunk == 0 || s.cfg.MaxChunk < s.cfg.MinChunk || s.cfg.PackSize == 0 {
+		return nil, fmt.Errorf("config: bad chunk or pack size: %w", ErrCorrupt)
+	}
+	s.log = o.Logger
+	if s.log == nil {
+		s.log = hclog.NewNullLogger()
+	}
+	s.log = s.log.Named("store")
+	s.clock = o.Clock
+	if s.clock == nil {
+		s.clock = SystemClock{}
+	}
+	s.sealer = o.Sealer
+	if s.sealer == nil {
+		s.sealer = LocalSealer{}
+	}
+	if err := s.takeLock(); err != nil {
+		return nil, err
+	}
+	if !s.ro {
+		if err := s.recover(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("recover: %w", err)
+		}
+	}
+	if s.idx, err = s.loadIndex(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	return s, nil
+}
+
+// Dir returns the store directory.
+func (s *Store) Dir() string { return s.dir }
+
+// ID returns the store ID in hex.
+func (s *Store) ID() string { return fmt.Sprintf("%x", s.id) }
+
+// Close releases the lock.
+func (s *Store) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := s.lock.Close()
+	s.lock = nil
+	return err
+}
+
+func (s *Store) takeLock() error {
+	mode, how := os.O_RDWR, unix.LOCK_EX
+	if s.ro {
+		mode, how = os.O_RDONLY, unix.LOCK_SH
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, lockName), mode, 0)
+	if err != nil {
+		return fmt.Errorf("open lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return ErrLocked
+		}
+		return fmt.Errorf("lock: %w", err)
+	}
+	s.lock = f
+	return nil
+}
+
+func (s *Store) at(point string) {
+	if s.hook != nil {
+		s.hook(point)
+	}
+}
+
+func (s *Store) path(elem ...string) string {
+	return filepath.Join(append([]string{s.dir}, elem...)...)
+}
+
+// recover brings a store back to a consistent state after a crash. It only
+// seals, restores flags and removes files from tmp/; it never removes or
+// changes anything in packs/, snapshots/ or retention/.
+func (s *Store) recover() error {
+	tmps, err := os.ReadDir(s.path(tmpDir))
+	if err != nil {
+		return fmt.Errorf("read tmp: %w", err)
+	}
+	for _, e := range tmps {
+		if err := os.Remove(s.path(tmpDir, e.Name())); err != nil {
+			return fmt.Errorf("clean tmp: %w", err)
+		}
+	}
+	if err := s.sealer.SealFile(s.path(configName)); err != nil {
+		return fmt.Errorf("seal config: %w", err)
+	}
+	for _, d := range []string{"", packsDir, snapshotsDir, retentionDir} {
+		if err := s.sealer.SealDir(s.path(d)); err != nil {
+			return fmt.Errorf("seal dir: %w", err)
+		}
+	}
+	shards, err := os.ReadDir(s.path(packsDir))
+	if err != nil {
+		return fmt.Errorf("read packs: %w", err)
+	}
+	for _, sh := range shards {
+		if !sh.IsDir() || !isShard(sh.Name()) {
+			s.log.Warn("foreign entry in packs/", "name", sh.Name())
+			continue
+		}
+		if err := s.sealer.SealDir(s.path(packsDir, sh.Name())); err != nil {
+			return fmt.Errorf("seal shard: %w", err)
+		}
+		packs, err := os.ReadDir(s.path(packsDir, sh.Name()))
+		if err != nil {
+			return fmt.Errorf("read shard: %w", err)
+		}
+		for _, p := range packs {
+			if err := s.sealIfComplete(s.path(packsDir, sh.Name(), p.Name()), s.checkPackFile); err != nil {
+				return err
+			}
+		}
+	}
+	snaps, err := os.ReadDir(s.path(snapshotsDir))
+	if err != nil {
+		return fmt.Errorf("read snapshots: %w", err)
+	}
+	for _, e := range snaps {
+		if err := s.sealIfComplete(s.path(snapshotsDir, e.Name()), s.finishManifestSeal); err != nil {
+			return err
+		}
+	}
+	exts, err := os.ReadDir(s.path(retentionDir))
+	if err != nil {
+		return fmt.Errorf("read retention: %w", err)
+	}
+	for _, e := range exts {
+		if err := s.sealIfComplete(s.path(retentionDir, e.Name()), s.checkExtensionFile); err != nil {
+			return err
+		}
+	}
+	return s.openClockLog()
+}
+
+// sealIfComplete seals a file that a crash left renamed into place but not
+// yet sealed. check validates it first (and may set xattrs); a file that
+// fails its check is left alone and reported by Verify.
+func (s *Store) sealIfComplete(path string, check func(string) error) error {
+	sealed, err := fsflag.Has(path, fsflag.Immutable)
+	if err != nil {
+		return fmt.Errorf("flags of %s: %w", path, err)
+	}
+	if sealed {
+		return nil
+	}
+	if err := check(path); err != nil {
+		s.log.Warn("unsealed file fails its check; leaving it for verify", "path", path, "error", err)
+		return nil
+	}
+	s.log.Info("sealing file left unsealed by a crash", "path", path)
+	if err := s.sealer.SealFile(path); err != nil {
+		return fmt.Errorf("seal %s: %w", path, err)
+	}
+	return nil
+}
+
+func isShard(name string) bool {
+	if len(name) != 2 {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkFlagSupport proves the filesystem under dir honours FS_APPEND_FL,
+// using a probe directory it then removes.
+func checkFlagSupport(dir string) error {
+	probe := filepath.Join(dir, ".flag-probe")
+	if err := os.Mkdir(probe, 0o700); err != nil {
+		return fmt.Errorf("flag probe: %w", err)
+	}
+	defer os.Remove(probe)
+	if err := fsflag.Set(probe, fsflag.Append); err != nil {
+		return fmt.Errorf("store needs a filesystem with inode flags (ext4, xfs, btrfs) and CAP_LINUX_IMMUTABLE: %w", err)
+	}
+	return fsflag.Clear(probe, fsflag.Append)
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir for sync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}

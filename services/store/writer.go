@@ -1,0 +1,546 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/restic/chunker"
+)
+
+// BeginOptions describe a new snapshot.
+type BeginOptions struct {
+	Source      string
+	RetainUntil time.Time
+	LegalHold   bool
+}
+
+// Snapshot is a snapshot being written. Objects reach the journal once the
+// pack holding their chunks is sealed; Commit makes the snapshot permanent.
+type Snapshot struct {
+	s       *Store
+	id      string
+	head    wireHead
+	j       *journal
+	pw      *packWriter
+	pending map[ChunkID]struct{} // chunks in the open pack
+	queued  []Object             // objects whose chunks are not all sealed yet
+	done    []Object             // objects already in the journal
+	errs    []string
+	objects int64
+	bytes   int64
+	chunker *chunker.Chunker
+	closed  bool
+}
+
+// ErrSnapshotClosed is returned after Commit or Abort.
+var ErrSnapshotClosed = errors.New("snapshot already committed or aborted")
+
+// Begin starts a snapshot. Its journal is in wip/ until Commit.
+func (s *Store) Begin(ctx context.Context, o BeginOptions) (*Snapshot, error) {
+	if s.ro {
+		return nil, errors.New("begin snapshot: store opened read-only")
+	}
+	now, err := s.clock.Now()
+	if err != nil {
+		return nil, fmt.Errorf("begin snapshot: clock: %w", err)
+	}
+	sn := &Snapshot{s: s, id: newSnapshotID(now), pending: map[ChunkID]struct{}{}}
+	sn.head = wireHead{Source: o.Source, Started: now.UnixNano(), LegalHold: o.LegalHold}
+	if !o.RetainUntil.IsZero() {
+		sn.head.RetainUntil = o.RetainUntil.UnixNano()
+	}
+	path := s.path(wipDir, sn.id+".journal")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create journal: %w", err)
+	}
+	sn.j = &journal{s: s, f: f, id: sn.id, path: path}
+	if _, err := f.Write(append([]byte(snapMagic), sn.id...)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write journal: %w", err)
+	}
+	head, err := s.codec.marshal(sn.head)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := sn.j.writeFrame(frameHead, head); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := syncDir(s.path(wipDir)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	s.log.Info("snapshot started", "id", sn.id, "source", o.Source)
+	return sn, nil
+}
+
+// Interrupted describes a snapshot a crash left in progress.
+type Interrupted struct {
+	ID      string
+	Source  string
+	Started time.Time
+	Objects int
+}
+
+// Interrupted lists snapshots left in progress by a crash.
+func (s *Store) Interrupted() ([]Interrupted, error) {
+	es, err := os.ReadDir(s.path(wipDir))
+	if err != nil {
+		return nil, fmt.Errorf("read wip: %w", err)
+	}
+	var out []Interrupted
+	for _, e := range es {
+		id, ok := journalID(e.Name())
+		if !ok {
+			continue
+		}
+		m, _, _, err := s.readJournal(id)
+		if err != nil {
+			s.log.Warn("unreadable journal", "id", id, "error", err)
+			continue
+		}
+		out = append(out, Interrupted{ID: id, Source: m.Source, Started: m.Started, Objects: len(m.Objects)})
+	}
+	return out, nil
+}
+
+func journalID(name string) (string, bool) {
+	const ext = ".journal"
+	if len(name) != snapIDLen+len(ext) || name[snapIDLen:] != ext || !ValidSnapshotID(name[:snapIDLen]) {
+		return "", false
+	}
+	return name[:snapIDLen], true
+}
+
+func (s *Store) readJournal(id string) (*Manifest, int64, uint64, error) {
+	f, err := os.Open(s.path(wipDir, id+".journal"))
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer f.Close()
+	return s.readManifestFrames(f, true, false)
+}
+
+// Resume reopens a snapshot left in progress. A torn last frame is cut off;
+// Objects returns what it already holds, so the caller can skip those.
+func (s *Store) Resume(ctx context.Context, id string) (*Snapshot, error) {
+	if !ValidSnapshotID(id) {
+		return nil, fmt.Errorf("resume: bad snapshot id %q", id)
+	}
+	m, validLen, frames, err := s.readJournal(id)
+	if err != nil {
+		return nil, fmt.Errorf("resume %s: %w", id, err)
+	}
+	for _, o := range m.Objects {
+		for _, c := range o.Chunks {
+			if !s.idx.has(c) {
+				return nil, fmt.Errorf("resume %s: journal names chunk %s that no pack holds: %w", id, c, ErrCorrupt)
+			}
+		}
+	}
+	path := s.path(wipDir, id+".journal")
+	if err := os.Truncate(path, validLen); err != nil {
+		return nil, fmt.Errorf("resume: cut torn frame: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	sn := &Snapshot{s: s, id: id, pending: map[ChunkID]struct{}{}, done: m.Objects, objects: int64(len(m.Objects)), bytes: m.Bytes}
+	sn.head = wireHead{Source: m.Source, Started: m.Started.UnixNano(), LegalHold: m.LegalHold}
+	if !m.RetainUntil.IsZero() {
+		sn.head.RetainUntil = m.RetainUntil.UnixNano()
+	}
+	sn.j = &journal{s: s, f: f, id: id, seq: frames, path: path}
+	s.log.Info("snapshot resumed", "id", id, "source", m.Source, "objects", len(m.Objects))
+	return sn, nil
+}
+
+// Discard removes the journal of an interrupted snapshot. Packs it wrote stay
+// until prune finds them unreferenced.
+func (s *Store) Discard(id string) error {
+	if !ValidSnapshotID(id) {
+		return fmt.Errorf("discard: bad snapshot id %q", id)
+	}
+	if err := os.Remove(s.path(wipDir, id+".journal")); err != nil {
+		return fmt.Errorf("discard %s: %w", id, err)
+	}
+	s.log.Info("interrupted snapshot discarded", "id", id)
+	return syncDir(s.path(wipDir))
+}
+
+// ID returns the snapshot ID.
+func (sn *Snapshot) ID() string { return sn.id }
+
+// Objects returns the objects already in the journal (after Resume).
+func (sn *Snapshot) Objects() []Object { return sn.done }
+
+// RecordError notes an error in the snapshot record.
+func (sn *Snapshot) RecordError(msg string) { sn.errs = append(sn.errs, msg) }
+
+// ObjectInfo is what the caller knows about an object before reading it.
+type ObjectInfo struct {
+	Key         []byte
+	ModTime     time.Time
+	ETag        string
+	VersionID   string
+	ContentType string
+	Checksums   map[string]string
+	UserMeta    map[string]string
+	// Finish, if set, is called once the body has been read, with its size.
+	// The checksums it returns are added to the object; an error (a body
+	// that fails the source's checksum, say) keeps the object out of the
+	// snapshot, and Put returns that error.
+	Finish func(size int64) (map[string]string, error)
+}
+
+type chunkJob struct {
+	buf    []byte
+	data   []byte
+	id     ChunkID
+	sealed []byte
+	done   chan struct{}
+}
+
+// Put streams r through the chunker into the snapshot. The returned object
+// is recorded; its Size is what was read.
+func (sn *Snapshot) Put(ctx context.Context, info ObjectInfo, r io.Reader) (Object, error) {
+	if sn.closed {
+		return Object{}, ErrSnapshotClosed
+	}
+	obj := Object{
+		Key: append([]byte{}, info.Key...), ModTime: info.ModTime, ETag: info.ETag, VersionID: info.VersionID,
+		ContentType: info.ContentType, Checksums: info.Checksums, UserMeta: info.UserMeta,
+	}
+	chunks, size, err := sn.store(ctx, r)
+	if err != nil {
+		return Object{}, err
+	}
+	obj.Chunks, obj.Size = chunks, size
+	if info.Finish != nil {
+		sums, err := info.Finish(size)
+		if err != nil {
+			return Object{}, fmt.Errorf("object %q: %w", info.Key, err)
+		}
+		for k, v := range sums {
+			if obj.Checksums == nil {
+				obj.Checksums = map[string]string{}
+			}
+			obj.Checksums[k] = v
+		}
+	}
+	if err := sn.record(obj); err != nil {
+		return Object{}, err
+	}
+	return obj, nil
+}
+
+// PutExisting records an object whose chunks are already stored (an
+// unchanged object from an earlier snapshot) without reading it again.
+func (sn *Snapshot) PutExisting(obj Object) error {
+	if sn.closed {
+		return ErrSnapshotClosed
+	}
+	for _, c := range obj.Chunks {
+		if _, ok := sn.pending[c]; !ok && !sn.s.idx.has(c) {
+			return fmt.Errorf("reuse object %q: chunk %s is not stored", obj.Key, c)
+		}
+	}
+	return sn.record(obj)
+}
+
+func (sn *Snapshot) record(obj Object) error {
+	sn.queued = append(sn.queued, obj)
+	sn.objects++
+	sn.bytes += obj.Size
+	if sn.pw == nil {
+		// Every chunk is already sealed in a pack: the object can go to the
+		// journal with the next frame.
+		if len(sn.queued) >= 1024 {
+			return sn.flushQueued()
+		}
+	}
+	return nil
+}
+
+// store chunks r and writes new chunks to packs. Hashing and sealing run on
+// all cores; chunk order is kept by a queue of jobs in order.
+func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, error) {
+	s := sn.s
+	pol := chunker.Pol(s.cfg.ChunkerPol)
+	if sn.chunker == nil {
+		sn.chunker = chunker.NewWithBoundaries(r, pol, uint(s.cfg.MinChunk), uint(s.cfg.MaxChunk))
+	} else {
+		sn.chunker.ResetWithBoundaries(r, pol, uint(s.cfg.MinChunk), uint(s.cfg.MaxChunk))
+	}
+	workers := runtime.GOMAXPROCS(0)
+	inflight := 2*workers + 2
+	free := make(chan []byte, inflight)
+	for i := 0; i < inflight; i++ {
+		free <- nil
+	}
+	jobs := make(chan *chunkJob)
+	order := make(chan *chunkJob, inflight)
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := s.keys.idHasher()
+			for j := range jobs {
+				j.id = sumID(h, j.data)
+				j.sealed = sealTo(j.sealed[:0], s.keys.data, j.id[:], j.data)
+				close(j.done)
+			}
+		}()
+	}
+	type result struct {
+		ids []ChunkID
+		err error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		var ids []ChunkID
+		var err error
+		for j := range order {
+			<-j.done
+			if err == nil {
+				ids = append(ids, j.id)
+				err = sn.addChunk(j.id, j.sealed, len(j.data))
+			}
+			free <- j.buf
+		}
+		resc <- result{ids, err}
+	}()
+	var size int64
+	var rerr error
+	for {
+		if err := ctx.Err(); err != nil {
+			rerr = err
+			break
+		}
+		buf := <-free
+		if buf == nil {
+			buf = make([]byte, s.cfg.MaxChunk)
+		}
+		c, err := sn.chunker.Next(buf)
+		if errors.Is(err, io.EOF) {
+			free <- buf
+			break
+		}
+		if err != nil {
+			free <- buf
+			rerr = fmt.Errorf("read object: %w", err)
+			break
+		}
+		size += int64(c.Length)
+		j := &chunkJob{buf: buf, data: c.Data, done: make(chan struct{})}
+		order <- j
+		jobs <- j
+	}
+	close(jobs)
+	close(order)
+	wg.Wait()
+	res := <-resc
+	if rerr != nil {
+		return nil, 0, rerr
+	}
+	if res.err != nil {
+		return nil, 0, res.err
+	}
+	return res.ids, size, nil
+}
+
+// addChunk writes a sealed chunk unless the store already has it, and
+// finishes the pack when it reaches the target size.
+func (sn *Snapshot) addChunk(id ChunkID, sealed []byte, plainLen int) error {
+	if _, ok := sn.pending[id]; ok || sn.s.idx.has(id) {
+		return nil
+	}
+	if sn.pw == nil {
+		pw, err := sn.s.newPackWriter()
+		if err != nil {
+			return err
+		}
+		sn.pw = pw
+	}
+	if err := sn.pw.add(id, sealed, plainLen); err != nil {
+		return err
+	}
+	sn.pending[id] = struct{}{}
+	sn.s.at("chunk-written")
+	if sn.pw.size >= int64(sn.s.cfg.PackSize) {
+		return sn.finishPack()
+	}
+	return nil
+}
+
+// finishPack seals the open pack; then every queued object is durable and
+// goes to the journal.
+func (sn *Snapshot) finishPack() error {
+	if sn.pw == nil {
+		return nil
+	}
+	pw := sn.pw
+	sn.pw = nil
+	if _, err := sn.s.finishPack(pw); err != nil {
+		return err
+	}
+	sn.pending = map[ChunkID]struct{}{}
+	return sn.flushQueued()
+}
+
+// flushQueued writes queued objects to the journal; their chunks must all be
+// in sealed packs.
+func (sn *Snapshot) flushQueued() error {
+	for len(sn.queued) > 0 {
+		// Frames stay well under maxFrame: split by encoded size.
+		var batch []wireObject
+		size := 0
+		n := 0
+		for _, o := range sn.queued {
+			w := toWire(o)
+			sz := len(w.Key) + len(w.Chunks) + 256
+			if n > 0 && size+sz > 4<<20 {
+				break
+			}
+			batch = append(batch, w)
+			size += sz
+			n++
+		}
+		plain, err := sn.s.codec.marshal(batch)
+		if err != nil {
+			return fmt.Errorf("journal objects: %w", err)
+		}
+		if err := sn.j.writeFrame(frameObjects, plain); err != nil {
+			return err
+		}
+		sn.done = append(sn.done, sn.queued[:n]...)
+		sn.queued = sn.queued[n:]
+	}
+	sn.queued = nil
+	return nil
+}
+
+// CommitOptions finish a snapshot.
+type CommitOptions struct {
+	// Incomplete marks a snapshot whose pull hit errors or bounds: it is
+	// kept, but never passed off as a complete copy of the source.
+	Incomplete bool
+}
+
+// Commit seals the last pack, writes the tail, moves the manifest into
+// snapshots/ (the commit point), sets its retention xattrs and seals it.
+func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, error) {
+	if sn.closed {
+		return nil, ErrSnapshotClosed
+	}
+	s := sn.s
+	if err := sn.finishPack(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	if err := sn.flushQueued(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	now, err := s.clock.Now()
+	if err != nil {
+		return nil, fmt.Errorf("commit: clock: %w", err)
+	}
+	tail := wireTail{Finished: now.UnixNano(), Complete: !o.Incomplete && len(sn.errs) == 0, Errors: sn.errs, Objects: sn.objects, Bytes: sn.bytes}
+	plain, err := s.codec.marshal(tail)
+	if err != nil {
+		return nil, err
+	}
+	if err := sn.j.writeFrame(frameTail, plain); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	if err := sn.j.f.Close(); err != nil {
+		return nil, fmt.Errorf("commit: close journal: %w", err)
+	}
+	sn.closed = true
+	final := s.path(snapshotsDir, sn.id+".snap")
+	s.at("commit-before-rename")
+	if err := renameNoReplace(sn.j.path, final); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	s.at("commit-after-rename")
+	if err := syncDir(s.path(snapshotsDir)); err != nil {
+		return nil, err
+	}
+	if err := syncDir(s.path(wipDir)); err != nil {
+		return nil, err
+	}
+	m := &Manifest{
+		ID: sn.id, Source: sn.head.Source, Started: unixOrZero(sn.head.Started), Finished: unixOrZero(tail.Finished),
+		RetainUntil: unixOrZero(sn.head.RetainUntil), LegalHold: sn.head.LegalHold, Complete: tail.Complete,
+		Errors: sn.errs, Objects: sn.done, Count: sn.objects, Bytes: sn.bytes,
+	}
+	if err := s.sealManifest(final, m); err != nil {
+		return nil, err
+	}
+	if err := s.saveIndex(); err != nil {
+		s.log.Warn("index cache not saved; it will be rebuilt", "error", err)
+	}
+	s.at("commit-done")
+	if err := s.recordClock(); err != nil {
+		s.log.Warn("clock high-water mark not recorded", "error", err)
+	}
+	s.log.Info("snapshot committed", "id", sn.id, "source", m.Source, "objects", sn.objects, "bytes", sn.bytes, "complete", m.Complete)
+	return m, nil
+}
+
+// Abort discards the snapshot: the open pack is dropped and the journal
+// removed. Sealed packs stay until prune finds them unreferenced.
+func (sn *Snapshot) Abort() error {
+	if sn.closed {
+		return nil
+	}
+	sn.closed = true
+	if sn.pw != nil {
+		sn.pw.abort()
+		sn.pw = nil
+	}
+	sn.j.f.Close()
+	return sn.s.Discard(sn.id)
+}
+
+// finishManifestSeal is recovery's check for a manifest that a crash left
+// renamed but unsealed: it must decode whole; then its xattrs are set.
+func (s *Store) finishManifestSeal(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	m, _, _, err := s.readManifestFrames(f, false, true)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if filepath.Base(path) != m.ID+".snap" {
+		return fmt.Errorf("manifest %s holds snapshot %s: %w", path, m.ID, ErrCorrupt)
+	}
+	return s.setRetentionXattrs(path, m.RetainUntil, m.LegalHold)
+}
+
+// sealManifest sets retention xattrs, then FS_IMMUTABLE_FL.
+func (s *Store) sealManifest(path string, m *Manifest) error {
+	s.at("commit-before-xattr")
+	if err := s.setRetentionXattrs(path, m.RetainUntil, m.LegalHold); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	s.at("commit-before-seal")
+	if err := s.sealer.SealFile(path); err != nil {
+		return fmt.Errorf("commit: seal manifest: %w", err)
+	}
+	s.at("commit-after-seal")
+	return nil
+}
