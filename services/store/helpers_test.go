@@ -78,10 +78,15 @@ func unsealAll(t testing.TB, dir string) {
 
 func newStore(t testing.TB, io InitOptions, o Options) *Store {
 	t.Helper()
+	return newStoreIn(t, storeDir(t), io, o)
+}
+
+func newStoreIn(t testing.TB, dir string, io InitOptions, o Options) *Store {
+	t.Helper()
 	if o.Logger == nil {
 		o.Logger = testLogger(t)
 	}
-	s, err := Init(context.Background(), storeDir(t), testKey, io, o)
+	s, err := Init(context.Background(), dir, testKey, io, o)
 	if err != nil {
 		t.Fatalf("init: %v", err)
 	}

@@ -234,14 +234,21 @@ func (fr *frameReader) next() (kind byte, plain []byte, err error) {
 	return kind, plain, nil
 }
 
+// frameStats says how much of a journal is valid.
+type frameStats struct {
+	validLen int64  // bytes up to the end of the last good frame
+	frames   uint64 // good frames
+	tail     bool   // the journal ends with a tail: only the rename is missing
+}
+
 // readManifestFrames decodes a manifest or journal. With partial set it
 // accepts a missing tail and a torn last frame (a journal) and reports how
-// many bytes and frames are valid; otherwise any defect is an error. With
-// skipObjects, object frames are not decrypted (listing).
-func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *Manifest, validLen int64, frames uint64, err error) {
+// much is valid; otherwise any defect is an error. With skipObjects, object
+// frames are not decrypted (listing).
+func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *Manifest, st frameStats, err error) {
 	fr, err := s.newFrameReader(r)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, st, err
 	}
 	fr.skip = skipObjects
 	m = &Manifest{ID: fr.id}
@@ -255,19 +262,19 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 			if partial && fr.seq > 0 {
 				break // torn or damaged tail of a journal: cut here
 			}
-			return nil, 0, 0, err
+			return nil, st, err
 		}
 		if sawTail {
-			return nil, 0, 0, fmt.Errorf("frame after tail: %w", ErrCorrupt)
+			return nil, st, fmt.Errorf("frame after tail: %w", ErrCorrupt)
 		}
 		if (fr.seq == 1) != (kind == frameHead) {
-			return nil, 0, 0, fmt.Errorf("manifest head out of place: %w", ErrCorrupt)
+			return nil, st, fmt.Errorf("manifest head out of place: %w", ErrCorrupt)
 		}
 		switch kind {
 		case frameHead:
 			var h wireHead
 			if err := s.codec.unmarshal(plain, &h); err != nil {
-				return nil, 0, 0, fmt.Errorf("manifest head: %w", err)
+				return nil, st, fmt.Errorf("manifest head: %w", err)
 			}
 			m.Source, m.Started, m.RetainUntil, m.LegalHold = h.Source, unixOrZero(h.Started), unixOrZero(h.RetainUntil), h.LegalHold
 		case frameObjects:
@@ -276,12 +283,12 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 			}
 			var objs []wireObject
 			if err := s.codec.unmarshal(plain, &objs); err != nil {
-				return nil, 0, 0, fmt.Errorf("manifest objects: %w", err)
+				return nil, st, fmt.Errorf("manifest objects: %w", err)
 			}
 			for _, w := range objs {
 				o, err := fromWire(w)
 				if err != nil {
-					return nil, 0, 0, err
+					return nil, st, err
 				}
 				m.Objects = append(m.Objects, o)
 				m.Count++
@@ -290,23 +297,24 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 		case frameTail:
 			var t wireTail
 			if err := s.codec.unmarshal(plain, &t); err != nil {
-				return nil, 0, 0, fmt.Errorf("manifest tail: %w", err)
+				return nil, st, fmt.Errorf("manifest tail: %w", err)
 			}
 			if !skipObjects && (m.Count != t.Objects || m.Bytes != t.Bytes) {
-				return nil, 0, 0, fmt.Errorf("manifest holds %d objects of %d bytes, tail says %d of %d: %w", m.Count, m.Bytes, t.Objects, t.Bytes, ErrCorrupt)
+				return nil, st, fmt.Errorf("manifest holds %d objects of %d bytes, tail says %d of %d: %w", m.Count, m.Bytes, t.Objects, t.Bytes, ErrCorrupt)
 			}
 			m.Finished, m.Complete, m.Errors, m.Count, m.Bytes = unixOrZero(t.Finished), t.Complete, t.Errors, t.Objects, t.Bytes
 			sawTail = true
 		}
-		validLen, frames = fr.off, fr.seq
+		st.validLen, st.frames = fr.off, fr.seq
 	}
+	st.tail = sawTail
 	if fr.seq == 0 {
-		return nil, 0, 0, fmt.Errorf("manifest has no head: %w", ErrCorrupt)
+		return nil, st, fmt.Errorf("manifest has no head: %w", ErrCorrupt)
 	}
 	if !partial && !sawTail {
-		return nil, 0, 0, fmt.Errorf("manifest has no tail: %w", ErrCorrupt)
+		return nil, st, fmt.Errorf("manifest has no tail: %w", ErrCorrupt)
 	}
-	return m, validLen, frames, nil
+	return m, st, nil
 }
 
 // journal appends frames to a manifest in progress.

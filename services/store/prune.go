@@ -62,7 +62,7 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		return nil, err
 	}
 	live := map[ChunkID]bool{}
-	newest := map[string]string{} // source -> newest snapshot ID (IDs sort by time)
+	newest := map[string]string{} // source -> snapshot with the latest start
 	manifests := map[string]*Manifest{}
 	for _, id := range ids {
 		m, err := s.ReadManifest(id)
@@ -70,7 +70,9 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 			return nil, fmt.Errorf("prune refused: cannot read snapshot %s, so cannot know what it references: %w", id, err)
 		}
 		manifests[id] = m
-		newest[m.Source] = id
+		if cur, ok := newest[m.Source]; !ok || !m.Started.Before(manifests[cur].Started) {
+			newest[m.Source] = id
+		}
 	}
 	for _, id := range ids {
 		m := manifests[id]
@@ -90,7 +92,7 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		if !ok {
 			continue
 		}
-		m, _, _, err := s.readJournal(id)
+		m, _, err := s.readJournal(id)
 		if err != nil {
 			return nil, fmt.Errorf("prune refused: cannot read journal %s: %w", id, err)
 		}

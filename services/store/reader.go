@@ -36,7 +36,7 @@ func (s *Store) snapshotIDs() ([]string, error) {
 	return ids, nil
 }
 
-// Snapshots lists committed snapshots, oldest first. Damaged manifests are
+// Snapshots lists committed snapshots by start time, oldest first. Damaged manifests are
 // skipped with a warning; Verify names them.
 func (s *Store) Snapshots() ([]SnapshotInfo, error) {
 	ids, err := s.snapshotIDs()
@@ -56,6 +56,8 @@ func (s *Store) Snapshots() ([]SnapshotInfo, error) {
 		}
 		out = append(out, SnapshotInfo{Manifest: *m, Retention: s.effectiveRetention(m, exts[id])})
 	}
+	// IDs carry whole seconds only; the manifest has the exact start.
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
 	return out, nil
 }
 
@@ -65,7 +67,7 @@ func (s *Store) readManifestSummary(id string) (*Manifest, error) {
 		return nil, err
 	}
 	defer f.Close()
-	m, _, _, err := s.readManifestFrames(f, false, true)
+	m, _, err := s.readManifestFrames(f, false, true)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +90,7 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 		return nil, err
 	}
 	defer f.Close()
-	m, _, _, err := s.readManifestFrames(f, false, false)
+	m, _, err := s.readManifestFrames(f, false, false)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", id, err)
 	}

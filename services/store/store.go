@@ -83,6 +83,8 @@ type Options struct {
 // InitOptions configure a new store.
 type InitOptions struct {
 	PackSize int // target pack size in bytes; 0 means DefaultPackSize
+
+	polynomial chunker.Pol // tests only: a fixed chunker polynomial; 0 means random
 }
 
 // Config file layout (STORE/holdfast-store), sealed immutable at init:
@@ -142,9 +144,11 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	if err := checkFlagSupport(dir); err != nil {
 		return nil, err
 	}
-	pol, err := chunker.RandomPolynomial()
-	if err != nil {
-		return nil, fmt.Errorf("chunker polynomial: %w", err)
+	pol := io.polynomial
+	if pol == 0 {
+		if pol, err = chunker.RandomPolynomial(); err != nil {
+			return nil, fmt.Errorf("chunker polynomial: %w", err)
+		}
 	}
 	packSize := io.PackSize
 	if packSize <= 0 {
@@ -385,7 +389,46 @@ func (s *Store) recover() error {
 			return err
 		}
 	}
+	if err := s.recoverJournals(); err != nil {
+		return err
+	}
 	return s.openClockLog()
+}
+
+// recoverJournals finishes journals that a crash left complete (only the
+// rename was missing) and removes journals torn inside their head frame
+// (they record no object and reference no chunk). Other journals stay for
+// Resume or Discard.
+func (s *Store) recoverJournals() error {
+	es, err := os.ReadDir(s.path(wipDir))
+	if err != nil {
+		return fmt.Errorf("read wip: %w", err)
+	}
+	for _, e := range es {
+		id, ok := journalID(e.Name())
+		if !ok {
+			continue
+		}
+		m, st, err := s.readJournal(id)
+		switch {
+		case err != nil && st.frames == 0:
+			s.log.Info("removing journal torn before its first frame", "id", id)
+			if err := os.Remove(s.path(wipDir, e.Name())); err != nil {
+				return fmt.Errorf("remove torn journal: %w", err)
+			}
+		case err != nil:
+			s.log.Warn("unreadable journal left in place", "id", id, "error", err)
+		case st.tail:
+			s.log.Info("completing commit interrupted before its rename", "id", id)
+			if err := s.publishManifest(id); err != nil {
+				return err
+			}
+			if err := s.sealManifest(s.path(snapshotsDir, id+".snap"), m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // sealIfComplete seals a file that a crash left renamed into place but not

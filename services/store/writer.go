@@ -103,7 +103,7 @@ func (s *Store) Interrupted() ([]Interrupted, error) {
 		if !ok {
 			continue
 		}
-		m, _, _, err := s.readJournal(id)
+		m, _, err := s.readJournal(id)
 		if err != nil {
 			s.log.Warn("unreadable journal", "id", id, "error", err)
 			continue
@@ -121,10 +121,10 @@ func journalID(name string) (string, bool) {
 	return name[:snapIDLen], true
 }
 
-func (s *Store) readJournal(id string) (*Manifest, int64, uint64, error) {
+func (s *Store) readJournal(id string) (*Manifest, frameStats, error) {
 	f, err := os.Open(s.path(wipDir, id+".journal"))
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, frameStats{}, err
 	}
 	defer f.Close()
 	return s.readManifestFrames(f, true, false)
@@ -136,9 +136,12 @@ func (s *Store) Resume(ctx context.Context, id string) (*Snapshot, error) {
 	if !ValidSnapshotID(id) {
 		return nil, fmt.Errorf("resume: bad snapshot id %q", id)
 	}
-	m, validLen, frames, err := s.readJournal(id)
+	m, st, err := s.readJournal(id)
 	if err != nil {
 		return nil, fmt.Errorf("resume %s: %w", id, err)
+	}
+	if st.tail {
+		return nil, fmt.Errorf("resume %s: journal is complete; reopening the store commits it", id)
 	}
 	for _, o := range m.Objects {
 		for _, c := range o.Chunks {
@@ -148,7 +151,7 @@ func (s *Store) Resume(ctx context.Context, id string) (*Snapshot, error) {
 		}
 	}
 	path := s.path(wipDir, id+".journal")
-	if err := os.Truncate(path, validLen); err != nil {
+	if err := os.Truncate(path, st.validLen); err != nil {
 		return nil, fmt.Errorf("resume: cut torn frame: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
@@ -160,7 +163,7 @@ func (s *Store) Resume(ctx context.Context, id string) (*Snapshot, error) {
 	if !m.RetainUntil.IsZero() {
 		sn.head.RetainUntil = m.RetainUntil.UnixNano()
 	}
-	sn.j = &journal{s: s, f: f, id: id, seq: frames, path: path}
+	sn.j = &journal{s: s, f: f, id: id, seq: st.frames, path: path}
 	s.log.Info("snapshot resumed", "id", id, "source", m.Source, "objects", len(m.Objects))
 	return sn, nil
 }
@@ -467,16 +470,7 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 		return nil, fmt.Errorf("commit: close journal: %w", err)
 	}
 	sn.closed = true
-	final := s.path(snapshotsDir, sn.id+".snap")
-	s.at("commit-before-rename")
-	if err := renameNoReplace(sn.j.path, final); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
-	}
-	s.at("commit-after-rename")
-	if err := syncDir(s.path(snapshotsDir)); err != nil {
-		return nil, err
-	}
-	if err := syncDir(s.path(wipDir)); err != nil {
+	if err := s.publishManifest(sn.id); err != nil {
 		return nil, err
 	}
 	m := &Manifest{
@@ -484,7 +478,7 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 		RetainUntil: unixOrZero(sn.head.RetainUntil), LegalHold: sn.head.LegalHold, Complete: tail.Complete,
 		Errors: sn.errs, Objects: sn.done, Count: sn.objects, Bytes: sn.bytes,
 	}
-	if err := s.sealManifest(final, m); err != nil {
+	if err := s.sealManifest(s.path(snapshotsDir, sn.id+".snap"), m); err != nil {
 		return nil, err
 	}
 	if err := s.saveIndex(); err != nil {
@@ -513,6 +507,21 @@ func (sn *Snapshot) Abort() error {
 	return sn.s.Discard(sn.id)
 }
 
+// publishManifest moves a finished journal into snapshots/: the commit
+// point. The rename never replaces an existing manifest.
+func (s *Store) publishManifest(id string) error {
+	final := s.path(snapshotsDir, id+".snap")
+	s.at("commit-before-rename")
+	if err := renameNoReplace(s.path(wipDir, id+".journal"), final); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	s.at("commit-after-rename")
+	if err := syncDir(s.path(snapshotsDir)); err != nil {
+		return err
+	}
+	return syncDir(s.path(wipDir))
+}
+
 // finishManifestSeal is recovery's check for a manifest that a crash left
 // renamed but unsealed: it must decode whole; then its xattrs are set.
 func (s *Store) finishManifestSeal(path string) error {
@@ -520,7 +529,7 @@ func (s *Store) finishManifestSeal(path string) error {
 	if err != nil {
 		return err
 	}
-	m, _, _, err := s.readManifestFrames(f, false, true)
+	m, _, err := s.readManifestFrames(f, false, true)
 	f.Close()
 	if err != nil {
 		return err
