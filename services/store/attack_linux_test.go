@@ -112,7 +112,9 @@ func attackChild() {
 		try("remove everything in "+d.kind, func() error { return removeAllReport(d.path) })
 	}
 	try("clear append flag on store root", clearFlags(tg.Root, fsflag.Append))
-	try("rename store config", func() error { return unix.Rename(filepath.Join(tg.Root, configName), filepath.Join(tg.Root, "tmp", "cfg")) })
+	try("rename store config", func() error {
+		return unix.Rename(filepath.Join(tg.Root, configName), filepath.Join(tg.Root, "tmp", "cfg"))
+	})
 	try("remove snapshot by RemoveAll", func() error { return removeAllReport(tg.Manifest) })
 	json.NewEncoder(os.Stdout).Encode(rep)
 	os.Exit(0)

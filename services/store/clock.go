@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"time"
-
 )
 
 // Clock is the time source the store records and prune trusts. On the
