@@ -19,7 +19,7 @@ import (
 // skipped. Symlinks and special files are skipped with a recorded error.
 func (sn *Snapshot) PutPaths(ctx context.Context, paths []string) error {
 	have := map[string]Object{}
-	for _, o := range sn.done {
+	for _, o := range sn.Objects() {
 		have[string(o.Key)] = o
 	}
 	for _, root := range paths {

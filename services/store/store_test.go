@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -230,5 +232,44 @@ func TestExtendOnlyLengthens(t *testing.T) {
 	if err := s.Extend("20260101T000000Z-00000000", later, false, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown snapshot: got %v", err)
 	}
+	mustVerify(t, s)
+}
+
+// TestConcurrentPuts streams objects into one snapshot from many goroutines,
+// with duplicated content racing to be stored.
+func TestConcurrentPuts(t *testing.T) {
+	s := newStore(t, InitOptions{PackSize: 2 << 20}, Options{})
+	ctx := context.Background()
+	objs := map[string][]byte{}
+	for i := 0; i < 32; i++ {
+		objs[fmt.Sprintf("obj-%02d", i)] = randBytes(uint64(200+i%8), 1<<20+i*4096) // many share content
+	}
+	sn, err := s.Begin(ctx, BeginOptions{Source: "src"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(objs))
+	for k, v := range objs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := sn.Put(ctx, ObjectInfo{Key: []byte(k)}, bytes.NewReader(v)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	m, err := sn.Commit(ctx, CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSnapshot(t, s, m.ID, objs)
+	s = reopen(t, s, Options{})
+	checkSnapshot(t, s, m.ID, objs)
 	mustVerify(t, s)
 }

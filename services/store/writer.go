@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,20 +24,24 @@ type BeginOptions struct {
 
 // Snapshot is a snapshot being written. Objects reach the journal once the
 // pack holding their chunks is sealed; Commit makes the snapshot permanent.
+// Put, PutExisting and RecordError are safe for concurrent use; Commit and
+// Abort must not race with them.
 type Snapshot struct {
-	s       *Store
-	id      string
-	head    wireHead
-	j       *journal
-	pw      *packWriter
-	pending map[ChunkID]struct{} // chunks in the open pack
-	queued  []Object             // objects whose chunks are not all sealed yet
-	done    []Object             // objects already in the journal
-	errs    []string
-	objects int64
-	bytes   int64
-	chunker *chunker.Chunker
-	closed  bool
+	s    *Store
+	id   string
+	head wireHead
+
+	mu       sync.Mutex // guards everything below
+	j        *journal
+	pw       *packWriter
+	pending  map[ChunkID]struct{} // chunks in the open pack
+	queued   []Object             // objects whose chunks are not all sealed yet
+	done     []Object             // objects already in the journal
+	errs     []string
+	objects  int64
+	bytes    int64
+	closed   bool
+	chunkers sync.Pool // *chunker.Chunker, reused across Puts
 }
 
 // ErrSnapshotClosed is returned after Commit or Abort.
@@ -185,10 +190,25 @@ func (s *Store) Discard(id string) error {
 func (sn *Snapshot) ID() string { return sn.id }
 
 // Objects returns the objects already in the journal (after Resume).
-func (sn *Snapshot) Objects() []Object { return sn.done }
+func (sn *Snapshot) Objects() []Object {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return slices.Clone(sn.done)
+}
 
 // RecordError notes an error in the snapshot record.
-func (sn *Snapshot) RecordError(msg string) { sn.errs = append(sn.errs, msg) }
+func (sn *Snapshot) RecordError(msg string) {
+	sn.mu.Lock()
+	sn.errs = append(sn.errs, msg)
+	sn.mu.Unlock()
+}
+
+// Errors returns the errors recorded so far.
+func (sn *Snapshot) Errors() []string {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return slices.Clone(sn.errs)
+}
 
 // ObjectInfo is what the caller knows about an object before reading it.
 type ObjectInfo struct {
@@ -217,7 +237,10 @@ type chunkJob struct {
 // Put streams r through the chunker into the snapshot. The returned object
 // is recorded; its Size is what was read.
 func (sn *Snapshot) Put(ctx context.Context, info ObjectInfo, r io.Reader) (Object, error) {
-	if sn.closed {
+	sn.mu.Lock()
+	closed := sn.closed
+	sn.mu.Unlock()
+	if closed {
 		return Object{}, ErrSnapshotClosed
 	}
 	obj := Object{
@@ -241,6 +264,11 @@ func (sn *Snapshot) Put(ctx context.Context, info ObjectInfo, r io.Reader) (Obje
 			obj.Checksums[k] = v
 		}
 	}
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.closed {
+		return Object{}, ErrSnapshotClosed
+	}
 	if err := sn.record(obj); err != nil {
 		return Object{}, err
 	}
@@ -250,6 +278,8 @@ func (sn *Snapshot) Put(ctx context.Context, info ObjectInfo, r io.Reader) (Obje
 // PutExisting records an object whose chunks are already stored (an
 // unchanged object from an earlier snapshot) without reading it again.
 func (sn *Snapshot) PutExisting(obj Object) error {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
 	if sn.closed {
 		return ErrSnapshotClosed
 	}
@@ -261,6 +291,7 @@ func (sn *Snapshot) PutExisting(obj Object) error {
 	return sn.record(obj)
 }
 
+// record queues obj for the journal; sn.mu is held.
 func (sn *Snapshot) record(obj Object) error {
 	sn.queued = append(sn.queued, obj)
 	sn.objects++
@@ -280,11 +311,13 @@ func (sn *Snapshot) record(obj Object) error {
 func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, error) {
 	s := sn.s
 	pol := chunker.Pol(s.cfg.ChunkerPol)
-	if sn.chunker == nil {
-		sn.chunker = chunker.NewWithBoundaries(r, pol, uint(s.cfg.MinChunk), uint(s.cfg.MaxChunk))
+	ch, _ := sn.chunkers.Get().(*chunker.Chunker)
+	if ch == nil {
+		ch = chunker.NewWithBoundaries(r, pol, uint(s.cfg.MinChunk), uint(s.cfg.MaxChunk))
 	} else {
-		sn.chunker.ResetWithBoundaries(r, pol, uint(s.cfg.MinChunk), uint(s.cfg.MaxChunk))
+		ch.ResetWithBoundaries(r, pol, uint(s.cfg.MinChunk), uint(s.cfg.MaxChunk))
 	}
+	defer sn.chunkers.Put(ch)
 	workers := runtime.GOMAXPROCS(0)
 	inflight := 2*workers + 2
 	free := make(chan []byte, inflight)
@@ -318,7 +351,9 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 			<-j.done
 			if err == nil {
 				ids = append(ids, j.id)
+				sn.mu.Lock()
 				err = sn.addChunk(j.id, j.sealed, len(j.data))
+				sn.mu.Unlock()
 			}
 			free <- j.buf
 		}
@@ -335,7 +370,7 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 		if buf == nil {
 			buf = make([]byte, s.cfg.MaxChunk)
 		}
-		c, err := sn.chunker.Next(buf)
+		c, err := ch.Next(buf)
 		if errors.Is(err, io.EOF) {
 			free <- buf
 			break
@@ -364,7 +399,7 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 }
 
 // addChunk writes a sealed chunk unless the store already has it, and
-// finishes the pack when it reaches the target size.
+// finishes the pack when it reaches the target size. sn.mu is held.
 func (sn *Snapshot) addChunk(id ChunkID, sealed []byte, plainLen int) error {
 	if _, ok := sn.pending[id]; ok || sn.s.idx.has(id) {
 		return nil
@@ -444,6 +479,8 @@ type CommitOptions struct {
 // Commit seals the last pack, writes the tail, moves the manifest into
 // snapshots/ (the commit point), sets its retention xattrs and seals it.
 func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, error) {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
 	if sn.closed {
 		return nil, ErrSnapshotClosed
 	}
@@ -495,6 +532,8 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 // Abort discards the snapshot: the open pack is dropped and the journal
 // removed. Sealed packs stay until prune finds them unreferenced.
 func (sn *Snapshot) Abort() error {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
 	if sn.closed {
 		return nil
 	}
