@@ -34,6 +34,8 @@
 //	|                              |              | and user.holdfast.legal_hold set before seal |
 //	| STORE/retention/             | APPEND       | retention extensions (only ever lengthen)    |
 //	| STORE/retention/<id>.<ns>.ext| IMMUTABLE    | one sealed extension record                  |
+//	| STORE/receipts/              | APPEND       | signed receipts of committed manifests       |
+//	| STORE/receipts/<id>.receipt  | IMMUTABLE    | TPM signature over the manifest's SHA-256    |
 //	| STORE/wip/<id>.journal       | -            | manifest of the snapshot in progress         |
 //	| STORE/tmp/                   | -            | packs being written; emptied at open         |
 //	| STORE/index/index            | -            | sealed chunk index cache, rebuildable        |

@@ -75,6 +75,9 @@ type Options struct {
 	// ReadOnly opens without the write lock and without recovery; it
 	// works on a read-only mount.
 	ReadOnly bool
+	// Signer, when set, signs every committed manifest; the receipt is
+	// kept in receipts/.
+	Signer ReceiptSigner
 	// Hook, when set, is called at every named point of the write path
 	// (crash tests kill the process there). Production code leaves it nil.
 	Hook func(point string)
@@ -119,6 +122,7 @@ type Store struct {
 	clock  Clock
 	sealer Sealer
 	hook   func(string)
+	signer ReceiptSigner
 	ro     bool
 	lock   *os.File
 	idx    *index
@@ -182,7 +186,7 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	out := binary.BigEndian.AppendUint32(hdr, uint32(len(sealed)))
 	out = append(out, sealed...)
 
-	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir} {
+	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir, receiptsDir} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
@@ -246,7 +250,7 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, id: id, keys: k, codec: c, ro: o.ReadOnly, hook: o.Hook}
+	s := &Store{dir: dir, id: id, keys: k, codec: c, ro: o.ReadOnly, hook: o.Hook, signer: o.Signer}
 	if err := c.unmarshal(body, &s.cfg); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -344,7 +348,7 @@ func (s *Store) recover() error {
 	if err := s.sealer.SealFile(s.path(configName)); err != nil {
 		return fmt.Errorf("seal config: %w", err)
 	}
-	for _, d := range []string{"", packsDir, snapshotsDir, retentionDir} {
+	for _, d := range []string{"", packsDir, snapshotsDir, retentionDir, receiptsDir} {
 		if err := s.sealer.SealDir(s.path(d)); err != nil {
 			return fmt.Errorf("seal dir: %w", err)
 		}
@@ -386,6 +390,16 @@ func (s *Store) recover() error {
 	}
 	for _, e := range exts {
 		if err := s.sealIfComplete(s.path(retentionDir, e.Name()), s.checkExtensionFile); err != nil {
+			return err
+		}
+	}
+	recs, err := os.ReadDir(s.path(receiptsDir))
+	if err != nil {
+		return fmt.Errorf("read receipts: %w", err)
+	}
+	for _, e := range recs {
+		// A receipt is renamed into place only once fsynced, so it is whole.
+		if err := s.sealIfComplete(s.path(receiptsDir, e.Name()), func(string) error { return nil }); err != nil {
 			return err
 		}
 	}

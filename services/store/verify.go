@@ -71,6 +71,9 @@ func (s *Store) Verify(ctx context.Context) (*Report, error) {
 	if err := s.verifyRetention(r); err != nil {
 		return nil, err
 	}
+	if err := s.verifyReceipts(r); err != nil {
+		return nil, err
+	}
 	if !s.ro {
 		if in, err := s.Interrupted(); err == nil {
 			for _, i := range in {
@@ -213,6 +216,22 @@ func (s *Store) verifySnapshots(ctx context.Context, r *Report, good map[ChunkID
 		}
 	}
 	sort.Strings(r.DamagedSnapshots)
+	return nil
+}
+
+func (s *Store) verifyReceipts(r *Report) error {
+	es, err := os.ReadDir(s.path(receiptsDir))
+	if err != nil {
+		return fmt.Errorf("read receipts: %w", err)
+	}
+	for _, e := range es {
+		rel := receiptsDir + "/" + e.Name()
+		if !isReceiptName(e.Name()) {
+			s.problem(r, Problem{Kind: "foreign", Path: rel, Detail: "not a receipt"})
+			continue
+		}
+		s.checkSealed(r, rel)
+	}
 	return nil
 }
 

@@ -518,6 +518,10 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 	if err := s.sealManifest(s.path(snapshotsDir, sn.id+".snap"), m); err != nil {
 		return nil, err
 	}
+	if err := s.issueReceipt(ctx, sn.id); err != nil {
+		// The snapshot is committed; only its receipt is missing.
+		s.log.Error("snapshot committed without a receipt", "id", sn.id, "error", err)
+	}
 	if err := s.saveIndex(); err != nil {
 		s.log.Warn("index cache not saved; it will be rebuilt", "error", err)
 	}
