@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# setup.sh: install what building, testing, the demo and the benchmarks need
+# on a fresh Debian bookworm machine or CI. Idempotent: it installs only what
+# is missing, runs `apt-get update` at most once, and says what it does.
+#
+# To add a Debian package: one line in DEBS below.
+# To add a pinned Go-built tool (e.g. minio): one line in GO_TOOLS below; it
+# is built once with `go install` into ${XDG_CACHE_HOME:-$HOME/.cache}/holdfast.
+set -euo pipefail
+
+CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/holdfast"
+
+# Debian packages: "package  what needs it".
+DEBS=(
+	"e2fsprogs    chattr/lsattr and mkfs.ext4: inode flags on the store"
+	"xfsprogs     mkfs.xfs: store tests on xfs"
+	"btrfs-progs  mkfs.btrfs: store tests on btrfs"
+	"attr         getfattr/setfattr: retention xattrs in the demo"
+	"libcap2-bin  capsh: dropping CAP_LINUX_IMMUTABLE in the demo"
+	"util-linux   setpriv, losetup, mount"
+	"rclone       bench-store: the rclone copy baseline"
+	"time         GNU time (/usr/bin/time): peak memory in benchmarks"
+	"jq           JSON in scripts"
+)
+
+# Pinned tools built from source with Go: "name  module/path@version".
+# Each lands in $CACHE_DIR/bin/<name>; a stamp records the version built.
+GO_TOOLS=(
+	# "minio  github.com/minio/minio@RELEASE.2024-..."   (S3 source tests; a later issue)
+)
+
+log() { printf 'setup: %s\n' "$*"; }
+die() {
+	printf 'setup: error: %s\n' "$*" >&2
+	exit 1
+}
+
+# as_root runs a command as root: directly when we are root, else with sudo.
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo "$@"
+	else
+		die "need root to run '$*' and sudo is not installed"
+	fi
+}
+
+deb_installed() {
+	# Capture first: `dpkg -s | grep -q` under pipefail fails when grep quits
+	# early and dpkg dies of SIGPIPE on a long description.
+	local status
+	status=$(dpkg -s "$1" 2>/dev/null) || return 1
+	grep -q '^Status: install ok installed$' <<<"$status"
+}
+
+install_debs() {
+	local missing=() entry pkg
+	for entry in "${DEBS[@]}"; do
+		pkg=${entry%% *}
+		if deb_installed "$pkg"; then
+			continue
+		fi
+		missing+=("$pkg")
+	done
+	if [ ${#missing[@]} -eq 0 ]; then
+		log "Debian packages: all ${#DEBS[@]} present"
+		return
+	fi
+	log "Debian packages missing: ${missing[*]}"
+	# Wait for another apt/dpkg run to finish instead of failing at once.
+	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300)
+	log "running apt-get update"
+	as_root "${apt[@]}" update
+	log "running apt-get install -y --no-install-recommends ${missing[*]}"
+	as_root "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
+	for pkg in "${missing[@]}"; do
+		deb_installed "$pkg" || die "package $pkg is still not installed"
+	done
+}
+
+check_go() {
+	local go=${GO:-go}
+	command -v "$go" >/dev/null 2>&1 || die "Go is not on PATH; install the Go version go.mod names (Debian's golang is too old)"
+	log "Go: $("$go" version)"
+}
+
+install_go_tools() {
+	local entry name mod stamp go=${GO:-go}
+	[ ${#GO_TOOLS[@]} -gt 0 ] || return 0
+	mkdir -p "$CACHE_DIR/bin"
+	for entry in "${GO_TOOLS[@]}"; do
+		read -r name mod <<<"$entry"
+		stamp="$CACHE_DIR/bin/.$name.version"
+		if [ -x "$CACHE_DIR/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$mod" ]; then
+			log "$name: cached ($mod)"
+			continue
+		fi
+		log "$name: building $mod into $CACHE_DIR/bin"
+		GOBIN="$CACHE_DIR/bin" CGO_ENABLED=0 "$go" install "$mod"
+		[ -x "$CACHE_DIR/bin/$name" ] || die "go install $mod did not produce $CACHE_DIR/bin/$name"
+		printf '%s\n' "$mod" >"$stamp"
+	done
+}
+
+main() {
+	[ -r /etc/debian_version ] || die "this script sets up Debian (bookworm); /etc/debian_version is missing"
+	install_debs
+	check_go
+	install_go_tools
+	log "done (tool cache: $CACHE_DIR)"
+}
+
+main "$@"
