@@ -195,6 +195,21 @@ func storeBytes(t testing.TB, s *Store) int64 {
 	return n
 }
 
+// crash abandons a snapshot as a killed process would, once the packs it
+// already closed are sealed: the open pack and queued objects are lost.
+func crash(sn *Snapshot) {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	for sn.finisher {
+		sn.cond.Wait()
+	}
+	sn.j.f.Close()
+	if sn.pw != nil {
+		sn.pw.f.Close()
+	}
+	sn.closed = true
+}
+
 func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil

@@ -190,7 +190,7 @@ func (s *Store) newFrameReader(r io.Reader) (*frameReader, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	hdr := make([]byte, snapHdrLen)
 	if _, err := io.ReadFull(br, hdr); err != nil {
-		return nil, fmt.Errorf("manifest header: %w", ErrCorrupt)
+		return nil, fmt.Errorf("manifest header: %w", io.ErrUnexpectedEOF)
 	}
 	if string(hdr[:8]) != snapMagic || !ValidSnapshotID(string(hdr[8:])) {
 		return nil, fmt.Errorf("manifest magic: %w", ErrCorrupt)

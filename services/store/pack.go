@@ -80,7 +80,8 @@ type packWriter struct {
 	tmpPath string
 	size    int64
 	entries []packEntry
-	buf     []byte
+	objects []Object // objects durable once this pack is sealed
+	kicked  int64    // bytes handed to writeback so far
 }
 
 func (s *Store) newPackWriter() (*packWriter, error) {
@@ -105,16 +106,27 @@ func (pw *packWriter) add(id ChunkID, sealed []byte, plainLen int) error {
 	}
 	pw.entries = append(pw.entries, packEntry{id: id, offset: uint32(pw.size), length: uint32(len(sealed)), plainLen: uint32(plainLen)})
 	pw.size += int64(len(sealed))
+	if pw.size-pw.kicked >= writebackStep {
+		// Start writeback now, so the fsync at the end of the pack finds
+		// little left to write and the disk never idles.
+		if err := pw.w.Flush(); err != nil {
+			return fmt.Errorf("write pack: %w", err)
+		}
+		startWriteback(pw.f, pw.kicked, pw.size-pw.kicked)
+		pw.kicked = pw.size
+	}
 	return nil
 }
+
+const writebackStep = 4 << 20
 
 func (pw *packWriter) abort() {
 	pw.f.Close()
 	os.Remove(pw.tmpPath)
 }
 
-// finish writes the trailer, fsyncs, renames the pack into packs/ and seals
-// it. It returns the pack name.
+// finishPack writes the trailer, fsyncs, renames the pack into packs/ and
+// seals it. It returns the pack name; the caller adds it to the index.
 func (s *Store) finishPack(pw *packWriter) (string, error) {
 	plain := appendEntries(make([]byte, 0, len(pw.entries)*entrySize), pw.entries)
 	trailer := sealTo(nil, s.keys.meta, trailerAD, plain)
@@ -158,7 +170,6 @@ func (s *Store) finishPack(pw *packWriter) (string, error) {
 		return "", fmt.Errorf("seal pack: %w", err)
 	}
 	s.at("pack-after-seal")
-	s.idx.addPack(name, pw.entries)
 	return name, nil
 }
 

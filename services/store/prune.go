@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
@@ -135,6 +136,10 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		}
 		s.log.Info("expired snapshot removed", "snapshot", id, "source", manifests[id].Source)
 	}
+	// Receipts and retention records of removed snapshots go with them.
+	if err := s.removeRecordsOf(res.Expired); err != nil {
+		return res, err
+	}
 	drop := map[string]bool{}
 	for _, name := range res.Packs {
 		if err := s.unsealRemove(s.path(packsDir, name[:2]), name); err != nil {
@@ -151,6 +156,29 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 	}
 	s.log.Info("prune done", "expired", len(res.Expired), "packs", len(res.Packs), "freed_bytes", res.FreedBytes)
 	return res, nil
+}
+
+// removeRecordsOf removes the receipts and retention records of snapshots
+// prune has removed.
+func (s *Store) removeRecordsOf(ids []string) error {
+	gone := map[string]bool{}
+	for _, id := range ids {
+		gone[id] = true
+	}
+	for _, dir := range []string{receiptsDir, retentionDir} {
+		es, err := os.ReadDir(s.path(dir))
+		if err != nil {
+			return fmt.Errorf("prune: read %s: %w", dir, err)
+		}
+		for _, e := range es {
+			if id, _, ok := strings.Cut(e.Name(), "."); ok && gone[id] {
+				if err := s.unsealRemove(s.path(dir), e.Name()); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func markLive(live map[ChunkID]bool, objs []Object) {

@@ -51,6 +51,9 @@ func TestPrune(t *testing.T) {
 	if err := s.Extend(ids["X"], t0.Add(100*day), false, "operator at the console"); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.AddReceipt(ids["A"], []byte("receipt of A")); err != nil {
+		t.Fatal(err)
+	}
 	before := storeBytes(t, s)
 	packsBefore, _ := s.listPacks()
 
@@ -117,7 +120,13 @@ func TestPrune(t *testing.T) {
 		}
 		checkSnapshot(t, s, ids[sn.name], sn.objs)
 	}
-	for _, d := range []string{"", packsDir, snapshotsDir, retentionDir} {
+	if exists(s.path(receiptsDir, ids["A"]+".receipt")) {
+		t.Error("the receipt of a pruned snapshot is still there")
+	}
+	if exts, _ := os.ReadDir(s.path(retentionDir)); len(exts) != 1 {
+		t.Errorf("retention records after prune: %d, want the one of X", len(exts))
+	}
+	for _, d := range []string{"", packsDir, snapshotsDir, retentionDir, receiptsDir} {
 		if ok, err := fsflag.Has(s.path(d), fsflag.Append); err != nil || !ok {
 			t.Errorf("directory %q lost FS_APPEND_FL after prune (%v)", d, err)
 		}

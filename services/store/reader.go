@@ -100,14 +100,16 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 	return m, nil
 }
 
-// FindObject returns the object with key in snapshot id.
+// FindObject returns the object with key in snapshot id. When a snapshot
+// holds the key more than once (versions of an S3 object, or a file that
+// changed before a resumed put read it again) the last one recorded wins.
 func (s *Store) FindObject(id string, key []byte) (*Manifest, Object, error) {
 	m, err := s.ReadManifest(id)
 	if err != nil {
 		return nil, Object{}, err
 	}
-	for _, o := range m.Objects {
-		if bytes.Equal(o.Key, key) {
+	for i := len(m.Objects) - 1; i >= 0; i-- {
+		if o := m.Objects[i]; bytes.Equal(o.Key, key) {
 			return m, o, nil
 		}
 	}

@@ -143,6 +143,18 @@ func (s *Store) checkExtensionFile(path string) error {
 	return err
 }
 
+// laterRetention returns the more protective of two retain-until times; the
+// zero time means "kept forever" and wins over any date.
+func laterRetention(a, b time.Time) time.Time {
+	if a.IsZero() || b.IsZero() {
+		return time.Time{}
+	}
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // effectiveRetention combines manifest, xattrs and extension records.
 func (s *Store) effectiveRetention(m *Manifest, exts []retentionExt) Retention {
 	r := Retention{RetainUntil: m.RetainUntil, LegalHold: m.LegalHold}
@@ -151,14 +163,12 @@ func (s *Store) effectiveRetention(m *Manifest, exts []retentionExt) Retention {
 		r.Disagree = true
 	}
 	if ok {
-		if until.After(r.RetainUntil) {
-			r.RetainUntil = until
-		}
+		r.RetainUntil = laterRetention(r.RetainUntil, until)
 		r.LegalHold = r.LegalHold || hold
 	}
 	for _, x := range exts {
-		if t := unixOrZero(x.RetainUntil); t.After(r.RetainUntil) {
-			r.RetainUntil = t
+		if x.RetainUntil != 0 { // 0: the record only adds a hold
+			r.RetainUntil = laterRetention(r.RetainUntil, unixOrZero(x.RetainUntil))
 		}
 		r.LegalHold = r.LegalHold || x.LegalHold
 	}
@@ -169,8 +179,9 @@ func (s *Store) effectiveRetention(m *Manifest, exts []retentionExt) Retention {
 var ErrShorten = errors.New("retention can only be extended")
 
 // Extend lengthens a snapshot's retention or puts it under legal hold, by
-// adding a sealed record; nothing existing is changed. A request that would
-// shorten retention, or change nothing, fails with ErrShorten.
+// adding a sealed record; nothing existing is changed. A zero until asks
+// for no new date (a hold alone). A request that would shorten retention,
+// or change nothing, fails with ErrShorten.
 func (s *Store) Extend(id string, until time.Time, hold bool, reason string) error {
 	if s.ro {
 		return errors.New("extend: store opened read-only")
@@ -184,7 +195,8 @@ func (s *Store) Extend(id string, until time.Time, hold bool, reason string) err
 		return err
 	}
 	cur := s.effectiveRetention(m, exts[id])
-	if !until.After(cur.RetainUntil) && !(hold && !cur.LegalHold) {
+	longer := !until.IsZero() && !cur.RetainUntil.IsZero() && until.After(cur.RetainUntil)
+	if !longer && !(hold && !cur.LegalHold) {
 		return fmt.Errorf("extend %s to %s (hold %v): current %s (hold %v): %w", id, until.UTC().Format(time.RFC3339), hold, cur.RetainUntil.UTC().Format(time.RFC3339), cur.LegalHold, ErrShorten)
 	}
 	now, err := s.clock.Now()
@@ -192,7 +204,7 @@ func (s *Store) Extend(id string, until time.Time, hold bool, reason string) err
 		return fmt.Errorf("extend: clock: %w", err)
 	}
 	x := retentionExt{Snapshot: id, LegalHold: hold, Reason: reason, At: now.UnixNano()}
-	if until.After(cur.RetainUntil) {
+	if longer {
 		x.RetainUntil = until.UnixNano()
 	}
 	plain, err := s.codec.marshal(x)

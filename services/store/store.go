@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -72,8 +74,10 @@ type Options struct {
 	Clock Clock
 	// Sealer sets inode flags; nil means LocalSealer.
 	Sealer Sealer
-	// ReadOnly opens without the write lock and without recovery; it
-	// works on a read-only mount.
+	// ReadOnly opens without any lock and without recovery; it works on a
+	// read-only mount and never blocks a writer. Readers see only committed
+	// (sealed) files; a prune running at the same time can make a read fail,
+	// never return wrong data.
 	ReadOnly bool
 	// Signer, when set, signs every committed manifest; the receipt is
 	// kept in receipts/.
@@ -270,8 +274,10 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 	if s.sealer == nil {
 		s.sealer = LocalSealer{}
 	}
-	if err := s.takeLock(); err != nil {
-		return nil, err
+	if !s.ro {
+		if err := s.takeLock(); err != nil {
+			return nil, err
+		}
 	}
 	if !s.ro {
 		if err := s.recover(); err != nil {
@@ -303,15 +309,11 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) takeLock() error {
-	mode, how := os.O_RDWR, unix.LOCK_EX
-	if s.ro {
-		mode, how = os.O_RDONLY, unix.LOCK_SH
-	}
-	f, err := os.OpenFile(filepath.Join(s.dir, lockName), mode, 0)
+	f, err := os.OpenFile(filepath.Join(s.dir, lockName), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return ErrLocked
@@ -336,6 +338,12 @@ func (s *Store) path(elem ...string) string {
 // seals, restores flags and removes files from tmp/; it never removes or
 // changes anything in packs/, snapshots/ or retention/.
 func (s *Store) recover() error {
+	// Directories a crash during init (or an older layout) left missing.
+	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir, receiptsDir} {
+		if err := os.Mkdir(s.path(d), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
 	tmps, err := os.ReadDir(s.path(tmpDir))
 	if err != nil {
 		return fmt.Errorf("read tmp: %w", err)
@@ -343,6 +351,17 @@ func (s *Store) recover() error {
 	for _, e := range tmps {
 		if err := os.Remove(s.path(tmpDir, e.Name())); err != nil {
 			return fmt.Errorf("clean tmp: %w", err)
+		}
+	}
+	idx, err := os.ReadDir(s.path(indexDir))
+	if err != nil {
+		return fmt.Errorf("read index dir: %w", err)
+	}
+	for _, e := range idx {
+		if strings.HasPrefix(e.Name(), "index-") { // a cache write cut short
+			if err := os.Remove(s.path(indexDir, e.Name())); err != nil {
+				return fmt.Errorf("clean index dir: %w", err)
+			}
 		}
 	}
 	if err := s.sealer.SealFile(s.path(configName)); err != nil {
@@ -425,7 +444,9 @@ func (s *Store) recoverJournals() error {
 		}
 		m, st, err := s.readJournal(id)
 		switch {
-		case err != nil && st.frames == 0:
+		case err != nil && st.frames == 0 && errors.Is(err, io.ErrUnexpectedEOF):
+			// Cut inside its header or head frame: it records no object
+			// and references no chunk.
 			s.log.Info("removing journal torn before its first frame", "id", id)
 			if err := os.Remove(s.path(wipDir, e.Name())); err != nil {
 				return fmt.Errorf("remove torn journal: %w", err)
@@ -439,6 +460,9 @@ func (s *Store) recoverJournals() error {
 			}
 			if err := s.sealManifest(s.path(snapshotsDir, id+".snap"), m); err != nil {
 				return err
+			}
+			if err := s.issueReceipt(context.Background(), id); err != nil {
+				s.log.Error("recovered snapshot has no receipt", "id", id, "error", err)
 			}
 		}
 	}

@@ -147,13 +147,10 @@ func TestResumeAndDiscard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A pack is sealed once it reaches 1 MiB, so both objects are in the
-	// journal except what sits in the open pack. Simulate a crash: drop the
-	// process state without Commit or Abort.
-	sn.j.f.Close()
-	if sn.pw != nil {
-		sn.pw.f.Close()
-	}
+	// A pack is closed once it reaches 1 MiB; once closed packs are sealed,
+	// objects are in the journal except what sits in the open pack.
+	// Simulate a crash: drop the process state without Commit or Abort.
+	crash(sn)
 	s = reopen(t, s, Options{})
 	in, err := s.Interrupted()
 	if err != nil || len(in) != 1 || in[0].ID != sn.ID() || in[0].Source != "src" {
@@ -192,7 +189,7 @@ func TestResumeAndDiscard(t *testing.T) {
 		t.Fatal(err)
 	}
 	sn3.Put(ctx, ObjectInfo{Key: []byte("x")}, bytes.NewReader(randBytes(23, 2<<20)))
-	sn3.j.f.Close()
+	crash(sn3)
 	s = reopen(t, s, Options{})
 	if err := s.Discard(sn3.ID()); err != nil {
 		t.Fatal(err)
@@ -232,7 +229,42 @@ func TestExtendOnlyLengthens(t *testing.T) {
 	if err := s.Extend("20260101T000000Z-00000000", later, false, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown snapshot: got %v", err)
 	}
+
+	// A snapshot kept forever (zero retain-until) stays forever: a dated
+	// "extension" would shorten it and is refused; a hold is still added.
+	forever := putObjects(t, s, "src", time.Time{}, map[string][]byte{"b": []byte("y")})
+	if err := s.Extend(forever.ID, time.Now().Add(time.Hour), false, "date on a forever snapshot"); !errors.Is(err, ErrShorten) {
+		t.Fatalf("dated extension of a forever snapshot: got %v, want ErrShorten", err)
+	}
+	if err := s.Extend(forever.ID, time.Time{}, true, "hold"); err != nil {
+		t.Fatal(err)
+	}
+	infos, _ = s.Snapshots()
+	for _, i := range infos {
+		if i.ID == forever.ID && (!i.Retention.RetainUntil.IsZero() || !i.Retention.LegalHold || !i.Retention.Protects(time.Now().AddDate(100, 0, 0))) {
+			t.Fatalf("forever snapshot after extensions: %+v", i.Retention)
+		}
+	}
 	mustVerify(t, s)
+}
+
+// TestReadOnlyNeverBlocksWriter opens a reader while a writer holds the lock,
+// and a writer while a reader is open.
+func TestReadOnlyNeverBlocksWriter(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	m := putObjects(t, s, "src", time.Time{}, map[string][]byte{"a": []byte("x")})
+	ro, err := Open(context.Background(), s.Dir(), testKey, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only open while a writer holds the lock: %v", err)
+	}
+	defer ro.Close()
+	checkSnapshot(t, ro, m.ID, map[string][]byte{"a": []byte("x")})
+	s.Close()
+	w, err := Open(context.Background(), s.Dir(), testKey, Options{})
+	if err != nil {
+		t.Fatalf("writer open while a reader is open: %v", err)
+	}
+	w.Close()
 }
 
 // TestConcurrentPuts streams objects into one snapshot from many goroutines,

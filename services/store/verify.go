@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -74,11 +76,9 @@ func (s *Store) Verify(ctx context.Context) (*Report, error) {
 	if err := s.verifyReceipts(r); err != nil {
 		return nil, err
 	}
-	if !s.ro {
-		if in, err := s.Interrupted(); err == nil {
-			for _, i := range in {
-				r.Interrupted = append(r.Interrupted, i.ID)
-			}
+	if in, err := s.Interrupted(); err == nil {
+		for _, i := range in {
+			r.Interrupted = append(r.Interrupted, i.ID)
 		}
 	}
 	return r, nil
@@ -221,6 +221,9 @@ func (s *Store) verifySnapshots(ctx context.Context, r *Report, good map[ChunkID
 
 func (s *Store) verifyReceipts(r *Report) error {
 	es, err := os.ReadDir(s.path(receiptsDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // made before receipts existed; recovery creates it
+	}
 	if err != nil {
 		return fmt.Errorf("read receipts: %w", err)
 	}

@@ -31,17 +31,40 @@ type Snapshot struct {
 	id   string
 	head wireHead
 
-	mu       sync.Mutex // guards everything below
-	j        *journal
-	pw       *packWriter
-	pending  map[ChunkID]struct{} // chunks in the open pack
-	queued   []Object             // objects whose chunks are not all sealed yet
-	done     []Object             // objects already in the journal
-	errs     []string
-	objects  int64
-	bytes    int64
-	closed   bool
-	chunkers sync.Pool // *chunker.Chunker, reused across Puts
+	mu        sync.Mutex // guards everything below
+	cond      *sync.Cond // signals a finished pack
+	j         *journal
+	pw        *packWriter
+	finishing []*packWriter        // closed packs waiting for fsync, rename and seal, in order
+	finisher  bool                 // the finishing goroutine runs
+	ferr      error                // first error of the finishing goroutine
+	pending   map[ChunkID]struct{} // chunks in the open pack or a finishing one
+	queued    []Object             // objects whose chunks are not all sealed yet
+	done      []Object             // objects already in the journal
+	errs      []string
+	objects   int64
+	bytes     int64
+	closed    bool
+
+	chunkers sync.Pool      // *chunker.Chunker, reused across Puts
+	bufs     chan *chunkBuf // free chunk buffers; bounds memory across all Puts
+}
+
+// newSnapshot returns a snapshot with its buffers; the journal is set by
+// the caller.
+func (s *Store) newSnapshot(id string) *Snapshot {
+	sn := &Snapshot{s: s, id: id, pending: map[ChunkID]struct{}{}}
+	sn.cond = sync.NewCond(&sn.mu)
+	// Enough chunks in flight to keep every core hashing and sealing while
+	// one chunk is being written. Buffers grow to the chunks they carry
+	// (1 MiB on average, MaxChunk at most) and are kept for the snapshot's
+	// life.
+	n := 2*runtime.GOMAXPROCS(0) + 2
+	sn.bufs = make(chan *chunkBuf, n)
+	for i := 0; i < n; i++ {
+		sn.bufs <- &chunkBuf{}
+	}
+	return sn
 }
 
 // ErrSnapshotClosed is returned after Commit or Abort.
@@ -56,7 +79,7 @@ func (s *Store) Begin(ctx context.Context, o BeginOptions) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin snapshot: clock: %w", err)
 	}
-	sn := &Snapshot{s: s, id: newSnapshotID(now), pending: map[ChunkID]struct{}{}}
+	sn := s.newSnapshot(newSnapshotID(now))
 	sn.head = wireHead{Source: o.Source, Started: now.UnixNano(), LegalHold: o.LegalHold}
 	if !o.RetainUntil.IsZero() {
 		sn.head.RetainUntil = o.RetainUntil.UnixNano()
@@ -163,7 +186,8 @@ func (s *Store) Resume(ctx context.Context, id string) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resume: %w", err)
 	}
-	sn := &Snapshot{s: s, id: id, pending: map[ChunkID]struct{}{}, done: m.Objects, objects: int64(len(m.Objects)), bytes: m.Bytes}
+	sn := s.newSnapshot(id)
+	sn.done, sn.objects, sn.bytes = m.Objects, int64(len(m.Objects)), m.Bytes
 	sn.head = wireHead{Source: m.Source, Started: m.Started.UnixNano(), LegalHold: m.LegalHold}
 	if !m.RetainUntil.IsZero() {
 		sn.head.RetainUntil = m.RetainUntil.UnixNano()
@@ -226,12 +250,16 @@ type ObjectInfo struct {
 	Finish func(size int64) (map[string]string, error)
 }
 
+// chunkBuf holds one chunk's plaintext and sealed form; reused across Puts.
+type chunkBuf struct {
+	plain, sealed []byte
+}
+
 type chunkJob struct {
-	buf    []byte
-	data   []byte
-	id     ChunkID
-	sealed []byte
-	done   chan struct{}
+	cb   *chunkBuf
+	data []byte
+	id   ChunkID
+	done chan struct{}
 }
 
 // Put streams r through the chunker into the snapshot. The returned object
@@ -296,12 +324,9 @@ func (sn *Snapshot) record(obj Object) error {
 	sn.queued = append(sn.queued, obj)
 	sn.objects++
 	sn.bytes += obj.Size
-	if sn.pw == nil {
-		// Every chunk is already sealed in a pack: the object can go to the
-		// journal with the next frame.
-		if len(sn.queued) >= 1024 {
-			return sn.flushQueued()
-		}
+	if sn.pw == nil && len(sn.finishing) == 0 && len(sn.queued) >= 1024 {
+		// Every chunk is already in a sealed pack.
+		return sn.flushQueued()
 	}
 	return nil
 }
@@ -319,13 +344,8 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 	}
 	defer sn.chunkers.Put(ch)
 	workers := runtime.GOMAXPROCS(0)
-	inflight := 2*workers + 2
-	free := make(chan []byte, inflight)
-	for i := 0; i < inflight; i++ {
-		free <- nil
-	}
 	jobs := make(chan *chunkJob)
-	order := make(chan *chunkJob, inflight)
+	order := make(chan *chunkJob, cap(sn.bufs))
 	var wg sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
@@ -334,7 +354,7 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 			h := s.keys.idHasher()
 			for j := range jobs {
 				j.id = sumID(h, j.data)
-				j.sealed = sealTo(j.sealed[:0], s.keys.data, j.id[:], j.data)
+				j.cb.sealed = sealTo(j.cb.sealed[:0], s.keys.data, j.id[:], j.data)
 				close(j.done)
 			}
 		}()
@@ -352,10 +372,10 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 			if err == nil {
 				ids = append(ids, j.id)
 				sn.mu.Lock()
-				err = sn.addChunk(j.id, j.sealed, len(j.data))
+				err = sn.addChunk(j.id, j.cb.sealed, len(j.data))
 				sn.mu.Unlock()
 			}
-			free <- j.buf
+			sn.bufs <- j.cb
 		}
 		resc <- result{ids, err}
 	}()
@@ -366,22 +386,26 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 			rerr = err
 			break
 		}
-		buf := <-free
-		if buf == nil {
-			buf = make([]byte, s.cfg.MaxChunk)
+		var cb *chunkBuf
+		select {
+		case cb = <-sn.bufs:
+		case <-ctx.Done():
+			rerr = ctx.Err()
 		}
-		c, err := ch.Next(buf)
-		if errors.Is(err, io.EOF) {
-			free <- buf
+		if cb == nil {
 			break
 		}
+		c, err := ch.Next(cb.plain[:0])
 		if err != nil {
-			free <- buf
-			rerr = fmt.Errorf("read object: %w", err)
+			sn.bufs <- cb
+			if !errors.Is(err, io.EOF) {
+				rerr = fmt.Errorf("read object: %w", err)
+			}
 			break
 		}
 		size += int64(c.Length)
-		j := &chunkJob{buf: buf, data: c.Data, done: make(chan struct{})}
+		cb.plain = c.Data // keep the buffer the chunker grew
+		j := &chunkJob{cb: cb, data: c.Data, done: make(chan struct{})}
 		order <- j
 		jobs <- j
 	}
@@ -399,8 +423,11 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 }
 
 // addChunk writes a sealed chunk unless the store already has it, and
-// finishes the pack when it reaches the target size. sn.mu is held.
+// closes the pack when it reaches the target size. sn.mu is held.
 func (sn *Snapshot) addChunk(id ChunkID, sealed []byte, plainLen int) error {
+	if sn.ferr != nil {
+		return sn.ferr
+	}
 	if _, ok := sn.pending[id]; ok || sn.s.idx.has(id) {
 		return nil
 	}
@@ -417,35 +444,89 @@ func (sn *Snapshot) addChunk(id ChunkID, sealed []byte, plainLen int) error {
 	sn.pending[id] = struct{}{}
 	sn.s.at("chunk-written")
 	if sn.pw.size >= int64(sn.s.cfg.PackSize) {
-		return sn.finishPack()
+		sn.closePack()
 	}
 	return nil
 }
 
-// finishPack seals the open pack; then every queued object is durable and
-// goes to the journal.
-func (sn *Snapshot) finishPack() error {
+// closePack hands the open pack to the finishing goroutine, together with
+// every object queued so far: their chunks are all in this pack or an
+// earlier one, so they are durable once this pack is sealed. sn.mu is held.
+func (sn *Snapshot) closePack() {
 	if sn.pw == nil {
-		return nil
+		return
 	}
 	pw := sn.pw
 	sn.pw = nil
-	if _, err := sn.s.finishPack(pw); err != nil {
-		return err
+	pw.objects, sn.queued = sn.queued, nil
+	sn.finishing = append(sn.finishing, pw)
+	if !sn.finisher {
+		sn.finisher = true
+		go sn.finishLoop()
 	}
-	sn.pending = map[ChunkID]struct{}{}
-	return sn.flushQueued()
+	sn.cond.Broadcast()
+}
+
+// finishLoop fsyncs, renames and seals closed packs in order, then journals
+// the objects that became durable. It stops when nothing is left to finish.
+func (sn *Snapshot) finishLoop() {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	for len(sn.finishing) > 0 {
+		pw := sn.finishing[0]
+		var name string
+		var err error
+		if sn.ferr != nil {
+			pw.abort()
+			err = sn.ferr
+		} else {
+			sn.mu.Unlock()
+			name, err = sn.s.finishPack(pw)
+			sn.mu.Lock()
+		}
+		sn.finishing = sn.finishing[1:]
+		if err == nil {
+			sn.s.idx.addPack(name, pw.entries)
+			for _, e := range pw.entries {
+				delete(sn.pending, e.id)
+			}
+			err = sn.journalObjects(pw.objects)
+		}
+		if err != nil && sn.ferr == nil {
+			sn.ferr = err
+		}
+		sn.cond.Broadcast()
+	}
+	sn.finisher = false
+	sn.cond.Broadcast()
+}
+
+// waitFinished closes the open pack and waits until every pack is sealed.
+// sn.mu is held.
+func (sn *Snapshot) waitFinished() error {
+	sn.closePack()
+	for len(sn.finishing) > 0 || sn.finisher {
+		sn.cond.Wait()
+	}
+	return sn.ferr
 }
 
 // flushQueued writes queued objects to the journal; their chunks must all be
-// in sealed packs.
+// in sealed packs. sn.mu is held.
 func (sn *Snapshot) flushQueued() error {
-	for len(sn.queued) > 0 {
-		// Frames stay well under maxFrame: split by encoded size.
+	objs := sn.queued
+	sn.queued = nil
+	return sn.journalObjects(objs)
+}
+
+// journalObjects writes objects whose chunks are sealed to the journal, in
+// frames well under maxFrame. sn.mu is held.
+func (sn *Snapshot) journalObjects(objs []Object) error {
+	for len(objs) > 0 {
 		var batch []wireObject
 		size := 0
 		n := 0
-		for _, o := range sn.queued {
+		for _, o := range objs {
 			w := toWire(o)
 			sz := len(w.Key) + len(w.Chunks) + 256
 			if n > 0 && size+sz > 4<<20 {
@@ -462,10 +543,9 @@ func (sn *Snapshot) flushQueued() error {
 		if err := sn.j.writeFrame(frameObjects, plain); err != nil {
 			return err
 		}
-		sn.done = append(sn.done, sn.queued[:n]...)
-		sn.queued = sn.queued[n:]
+		sn.done = append(sn.done, objs[:n]...)
+		objs = objs[n:]
 	}
-	sn.queued = nil
 	return nil
 }
 
@@ -485,7 +565,7 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 		return nil, ErrSnapshotClosed
 	}
 	s := sn.s
-	if err := sn.finishPack(); err != nil {
+	if err := sn.waitFinished(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	if err := sn.flushQueued(); err != nil {
@@ -545,6 +625,9 @@ func (sn *Snapshot) Abort() error {
 	if sn.pw != nil {
 		sn.pw.abort()
 		sn.pw = nil
+	}
+	for sn.finisher {
+		sn.cond.Wait()
 	}
 	sn.j.f.Close()
 	return sn.s.Discard(sn.id)
