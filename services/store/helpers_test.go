@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"io/fs"
 	"maps"
 	"math/rand/v2"
@@ -17,7 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
 // testKey is a fixed master key for tests.
@@ -52,29 +51,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// storeDir returns an empty directory on a filesystem with inode flags and
-// makes sure the test's cleanup can remove it (clearing the flags first).
-func storeDir(t testing.TB) string {
-	t.Helper()
-	base := t.TempDir()
-	t.Cleanup(func() { unsealAll(t, base) })
-	if err := checkFlagSupport(base); err != nil {
-		t.Fatalf("the store tests need a filesystem with inode flags (ext4) at %s and CAP_LINUX_IMMUTABLE (run as root): %v", base, err)
-	}
-	return filepath.Join(base, "store")
-}
+// storeDir returns an empty directory for a store on a filesystem with
+// inode flags; cleanup clears the flags.
+func storeDir(t testing.TB) string { return storetest.Dir(t) }
 
 // unsealAll clears immutable and append flags below dir so it can be removed.
-func unsealAll(t testing.TB, dir string) {
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && (d.IsDir() || d.Type().IsRegular()) {
-			if err := fsflag.Clear(p, fsflag.Immutable|fsflag.Append); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				t.Logf("unseal %s: %v", p, err)
-			}
-		}
-		return nil
-	})
-}
+func unsealAll(t testing.TB, dir string) { storetest.Unseal(t, dir) }
 
 func newStore(t testing.TB, io InitOptions, o Options) *Store {
 	t.Helper()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,43 +14,13 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
-// storeTestDir returns a temporary directory on a filesystem where this
-// process can set inode flags, or skips the test. The store's sealed files
-// are unflagged again before the directory is removed.
+// storeTestDir returns a temporary directory on a filesystem with inode
+// flags; its sealed files are unflagged again before it is removed.
 func storeTestDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	probe := filepath.Join(dir, "probe")
-	if err := os.Mkdir(probe, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := fsflag.Set(probe, fsflag.Append); err != nil {
-		t.Fatalf("store tests need root (CAP_LINUX_IMMUTABLE) and a filesystem with inode flags (ext4, xfs, btrfs) under TMPDIR: %v", err)
-	}
-	if err := fsflag.Clear(probe, fsflag.Append); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(probe); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unflagTree(t, dir) })
-	return dir
-}
-
-// unflagTree clears the immutable and append-only flags below root, as
-// `chattr -R -i -a` does, so the tree can be removed.
-func unflagTree(t *testing.T, root string) {
-	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.Type()&fs.ModeSymlink != 0 {
-			return nil
-		}
-		if err := fsflag.Clear(p, fsflag.Immutable|fsflag.Append); err != nil {
-			t.Logf("unflag %s: %v", p, err)
-		}
-		return nil
-	})
+	return filepath.Dir(storetest.Dir(t))
 }
 
 func writeFile(t *testing.T, path, content string) {
