@@ -56,10 +56,11 @@ func (s *Store) newSnapshot(id string) *Snapshot {
 	sn := &Snapshot{s: s, id: id, pending: map[ChunkID]struct{}{}}
 	sn.cond = sync.NewCond(&sn.mu)
 	// Enough chunks in flight to keep every core hashing and sealing while
-	// one chunk is being written. Buffers grow to the chunks they carry
-	// (1 MiB on average, MaxChunk at most) and are kept for the snapshot's
-	// life.
-	n := 2*runtime.GOMAXPROCS(0) + 2
+	// one chunk is being chunked and one written (twice as many measured 9%
+	// faster and costs 2 x 16 MiB more at worst). Buffers grow to the
+	// chunks they carry (1 MiB on average, MaxChunk at most) and are kept
+	// for the snapshot's life: at most n x 2 x MaxChunk.
+	n := runtime.GOMAXPROCS(0) + 2
 	sn.bufs = make(chan *chunkBuf, n)
 	for i := 0; i < n; i++ {
 		sn.bufs <- &chunkBuf{}
