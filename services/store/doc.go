@@ -27,7 +27,7 @@
 //	|                              |              | chunker polynomial and pack size             |
 //	| STORE/lock                   | -            | flock target: one writer at a time           |
 //	| STORE/packs/                 | APPEND       | 256 shard directories, created on demand     |
-//	| STORE/packs/ab/             | APPEND       | shard "ab": packs whose name starts "ab"     |
+//	| STORE/packs/ab/              | APPEND       | shard "ab": packs whose name starts "ab"     |
 //	| STORE/packs/ab/<sha256>      | IMMUTABLE    | sealed pack; name = SHA-256 of its bytes     |
 //	| STORE/snapshots/             | APPEND       | committed manifests                          |
 //	| STORE/snapshots/<id>.snap    | IMMUTABLE    | manifest; xattrs user.holdfast.retain_until  |
