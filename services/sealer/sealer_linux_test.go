@@ -1,0 +1,228 @@
+package sealer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/firmware/caps"
+	"github.com/holdfast-appliance/holdfast/services/store"
+	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
+)
+
+const childEnv = "HOLDFAST_SEALER_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(childEnv) {
+	case "drop":
+		// Keep only CAP_LINUX_IMMUTABLE in the bounding set, as lockdown does.
+		var drop []int
+		for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+			if c != unix.CAP_LINUX_IMMUTABLE {
+				drop = append(drop, c)
+			}
+		}
+		env := []string{childEnv + "=serve"}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, childEnv+"=") {
+				env = append(env, kv)
+			}
+		}
+		fmt.Fprintln(os.Stderr, caps.DropAndExec(drop, "/proc/self/exe", os.Args, env))
+		os.Exit(3)
+	case "serve":
+		conn := os.NewFile(3, "conn")
+		if err := Serve(context.Background(), conn, os.Getenv("HOLDFAST_SEALER_ROOT"), nil); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestCheckPath(t *testing.T) {
+	pack := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		op   byte
+		rel  string
+		want bool
+	}{
+		{OpSealFile, "holdfast-store", true},
+		{OpSealFile, "packs/ab/" + pack, true},
+		{OpSealFile, "packs/cd/" + pack, false}, // wrong shard
+		{OpSealFile, "packs/ab/" + pack[:63], false},
+		{OpSealFile, "snapshots/20261122T052100Z-1a2b3c4d.snap", true},
+		{OpSealFile, "snapshots/../holdfast-store", false},
+		{OpSealFile, "retention/20261122T052100Z-1a2b3c4d.1763790000000000000.ext", true},
+		{OpSealFile, "receipts/20261122T052100Z-1a2b3c4d.receipt", true},
+		{OpSealFile, "../../etc/passwd", false},
+		{OpSealFile, "/etc/passwd", false},
+		{OpSealFile, "lock", false},
+		{OpSealFile, "index/index", false},
+		{OpSealFile, "wip/20261122T052100Z-1a2b3c4d.journal", false},
+		{OpSealFile, "snapshots/20261122T052100Z-1a2b3c4d.snap\n", false},
+		{OpAppendDir, ".", true},
+		{OpAppendDir, "packs", true},
+		{OpAppendDir, "packs/0f", true},
+		{OpAppendDir, "packs/0g", false},
+		{OpAppendDir, "state/clock.log", true},
+		{OpAppendDir, "tmp", false},
+		{OpAppendDir, "..", false},
+		{'C', "packs", false}, // no op clears a flag
+	} {
+		err := checkPath(tc.op, tc.rel)
+		if (err == nil) != tc.want {
+			t.Errorf("checkPath(%q, %q) = %v, want allowed=%v", tc.op, tc.rel, err, tc.want)
+		}
+	}
+}
+
+// startSealer runs the sealer in a child process holding only
+// CAP_LINUX_IMMUTABLE and returns a client connected to it.
+func startSealer(t *testing.T, root string) (*Client, *os.File, int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "sealer-client"), os.NewFile(uintptr(fds[1]), "sealer-server")
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=drop", "HOLDFAST_SEALER_ROOT="+root)
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	t.Cleanup(func() {
+		ours.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("sealer exited: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Error("sealer did not stop when its connection closed")
+		}
+	})
+	return NewClient(ours, root), ours, cmd.Process.Pid
+}
+
+func TestStoreSealedThroughSealerProcess(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("run as root: the sealer test drops capabilities")
+	}
+	dir := storetest.Dir(t)
+	ctx := context.Background()
+	// Init creates the layout (the maintenance window may do that itself);
+	// from then on every seal goes through the sealer process.
+	s, err := store.Init(ctx, dir, store.StaticKey(bytes.Repeat([]byte{7}, 32)), store.InitOptions{}, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	client, conn, pid := startSealer(t, dir)
+
+	// The sealer holds CAP_LINUX_IMMUTABLE and nothing else.
+	var sets caps.Sets
+	for i := 0; i < 100; i++ {
+		if sets, err = caps.Read(pid); err == nil && sets.Bounding == 1<<unix.CAP_LINUX_IMMUTABLE {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if sets.Bounding != 1<<unix.CAP_LINUX_IMMUTABLE || sets.Effective != 1<<unix.CAP_LINUX_IMMUTABLE {
+		t.Fatalf("sealer capabilities: bounding %x effective %x, want only CAP_LINUX_IMMUTABLE", sets.Bounding, sets.Effective)
+	}
+
+	s, err = store.Open(ctx, dir, store.StaticKey(bytes.Repeat([]byte{7}, 32)), store.Options{Sealer: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sn, err := s.Begin(ctx, store.BeginOptions{Source: "src", RetainUntil: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte("a")}, bytes.NewReader(bytes.Repeat([]byte("holdfast"), 1<<18))); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sn.Commit(ctx, store.CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Extend(m.ID, time.Now().Add(48*time.Hour), false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Verify(ctx)
+	if err != nil || !r.OK() {
+		t.Fatalf("verify: %v %+v", err, r)
+	}
+	sealed := 0
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		rel, _ := filepath.Rel(dir, p)
+		if err != nil || !d.Type().IsRegular() || checkPath(OpSealFile, filepath.ToSlash(rel)) != nil {
+			return nil
+		}
+		if ok, _ := fsflag.Has(p, fsflag.Immutable); !ok {
+			t.Errorf("%s is not sealed", rel)
+		}
+		sealed++
+		return nil
+	})
+	if sealed < 4 {
+		t.Fatalf("only %d sealed files (config, pack, manifest, retention record expected)", sealed)
+	}
+
+	// Hostile requests, sent raw as a compromised store process would.
+	outside := filepath.Join(t.TempDir(), "outside")
+	os.WriteFile(outside, []byte("x"), 0o600)
+	evil := filepath.Join(dir, "snapshots", "20261122T000000Z-deadbeef.snap")
+	if err := os.Symlink(outside, evil); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []struct {
+		op  byte
+		rel string
+	}{
+		{OpSealFile, "snapshots/20261122T000000Z-deadbeef.snap"}, // a symlink to a file outside
+		{OpSealFile, "../../" + strings.TrimPrefix(outside, "/")},
+		{OpSealFile, outside},
+		{OpSealFile, "lock"},
+		{OpAppendDir, "tmp"},
+		{OpAppendDir, "holdfast-store"}, // a file where a directory is expected
+		{'C', "packs"},
+	} {
+		if err := writeMsg(conn, req.op, req.rel); err != nil {
+			t.Fatal(err)
+		}
+		status, msg, err := readMsg(conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status == 0 {
+			t.Errorf("sealer accepted %q %q", req.op, req.rel)
+		}
+		t.Logf("refused %q %q: %s", req.op, req.rel, msg)
+	}
+	if ok, _ := fsflag.Has(outside, fsflag.Immutable); ok {
+		t.Fatal("the sealer sealed a file outside the store through a symlink")
+	}
+	if err := client.SealFile("/etc/passwd"); !errors.Is(err, ErrRefused) {
+		t.Fatalf("client sealing outside the store: %v", err)
+	}
+}
