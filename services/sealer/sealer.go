@@ -39,8 +39,8 @@ const maxPath = 1024
 
 // The layout the sealer accepts, per op; mirrors services/store/doc.go.
 var (
-	filePatterns   = regexp.MustCompile(`^(holdfast-store|packs/([0-9a-f]{2})/([0-9a-f]{64})|snapshots/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.snap|retention/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.[0-9]{1,20}\.ext|receipts/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.receipt)$`)
-	appendPatterns = regexp.MustCompile(`^(\.|packs|packs/[0-9a-f]{2}|snapshots|retention|receipts|state/clock\.log)$`)
+	filePatterns   = regexp.MustCompile(`^(holdfast-store|packs/([0-9a-f]{2})/([0-9a-f]{64})|snapshots/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.snap|retention/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.[0-9]{1,20}\.ext|receipts/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.receipt|recovery/wrapped-key)$`)
+	appendPatterns = regexp.MustCompile(`^(\.|packs|packs/[0-9a-f]{2}|snapshots|retention|receipts|recovery|state/clock\.log)$`)
 )
 
 // ErrRefused marks a request the sealer would not carry out.

@@ -97,13 +97,13 @@ func (s *Store) HighWater() (time.Time, error) {
 	return time.Unix(0, hw), nil
 }
 
-// recordClock appends the current time to the clock log when it is past the
-// high-water mark.
-func (s *Store) recordClock() error {
+// recordClock appends the time of clock c to the clock log when it is past
+// the high-water mark.
+func (s *Store) recordClock(c Clock) error {
 	if s.ro {
 		return nil
 	}
-	now, err := s.clock.Now()
+	now, err := c.Now()
 	if err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func (s *Store) recordClock() error {
 // trustedNow returns the clock's time only if it is not before the
 // high-water mark and not more than maxJump past it.
 func (s *Store) trustedNow(maxJump time.Duration) (time.Time, error) {
-	now, err := s.clock.Now()
+	now, err := s.pclock.Now()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: %v", ErrClockUntrusted, err)
 	}

@@ -34,6 +34,9 @@
 //	|                              |              | and user.holdfast.legal_hold set before seal |
 //	| STORE/retention/             | APPEND       | retention extensions (only ever lengthen)    |
 //	| STORE/retention/<id>.<ns>.ext| IMMUTABLE    | one sealed extension record                  |
+//	| STORE/recovery/              | APPEND       | present when a recovery key was made         |
+//	| STORE/recovery/wrapped-key   | IMMUTABLE    | master key wrapped under the paper recovery  |
+//	|                              |              | key (firmware/recoverykey), in clear         |
 //	| STORE/receipts/              | APPEND       | signed receipts of committed manifests       |
 //	| STORE/receipts/<id>.receipt  | IMMUTABLE    | TPM signature over the manifest's SHA-256    |
 //	| STORE/wip/<id>.journal       | -            | manifest of the snapshot in progress         |

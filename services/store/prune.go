@@ -151,7 +151,7 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 	if err := s.saveIndex(); err != nil {
 		s.log.Warn("index cache not saved; it will be rebuilt", "error", err)
 	}
-	if err := s.recordClock(); err != nil {
+	if err := s.recordClock(s.pclock); err != nil {
 		return res, err
 	}
 	s.log.Info("prune done", "expired", len(res.Expired), "packs", len(res.Packs), "freed_bytes", res.FreedBytes)

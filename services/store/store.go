@@ -32,6 +32,8 @@ const (
 	indexDir     = "index"
 	stateDir     = "state"
 	clockLogName = "clock.log"
+	recoveryDir  = "recovery"
+	recoveryName = "wrapped-key"
 )
 
 // Defaults for a new store.
@@ -70,8 +72,13 @@ func (LocalSealer) SealDir(path string) error { return fsflag.Set(path, fsflag.A
 // Options configure an opened store.
 type Options struct {
 	Logger hclog.Logger
-	// Clock is the time source prune trusts; nil means SystemClock.
+	// Clock stamps snapshots and retention records; nil means SystemClock.
 	Clock Clock
+	// PruneClock is the time prune trusts (the TPM clock on the appliance);
+	// nil means Clock. When it is set, only prune writes the high-water
+	// log, so a wrong wall clock at commit time cannot freeze prune, and a
+	// frozen PruneClock never stops a backup.
+	PruneClock Clock
 	// Sealer sets inode flags; nil means LocalSealer.
 	Sealer Sealer
 	// ReadOnly opens without any lock and without recovery; it works on a
@@ -90,6 +97,11 @@ type Options struct {
 // InitOptions configure a new store.
 type InitOptions struct {
 	PackSize int // target pack size in bytes; 0 means DefaultPackSize
+	// RecoveryBlob, if set, is the master key wrapped under the paper
+	// recovery key (firmware/recoverykey). It is kept sealed, in clear, in
+	// STORE/recovery/wrapped-key, so the disk alone and the paper key open
+	// the store on any Linux PC.
+	RecoveryBlob []byte
 
 	polynomial chunker.Pol // tests only: a fixed chunker polynomial; 0 means random
 }
@@ -124,6 +136,8 @@ type Store struct {
 	codec  codec
 	log    hclog.Logger
 	clock  Clock
+	pclock Clock // prune's clock
+	ownPC  bool  // pclock is separate: only prune records the high-water mark
 	sealer Sealer
 	hook   func(string)
 	signer ReceiptSigner
@@ -198,6 +212,18 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	if err := os.WriteFile(filepath.Join(dir, lockName), nil, 0o600); err != nil {
 		return nil, fmt.Errorf("create lock file: %w", err)
 	}
+	if len(io.RecoveryBlob) > 0 {
+		if err := os.Mkdir(filepath.Join(dir, recoveryDir), 0o700); err != nil {
+			return nil, fmt.Errorf("create recovery dir: %w", err)
+		}
+		tmp := filepath.Join(dir, tmpDir, recoveryName)
+		if err := writeFileSync(tmp, io.RecoveryBlob); err != nil {
+			return nil, fmt.Errorf("write recovery blob: %w", err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, recoveryDir, recoveryName)); err != nil {
+			return nil, fmt.Errorf("install recovery blob: %w", err)
+		}
+	}
 	if err := writeFileSync(filepath.Join(dir, tmpDir, configName), out); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
@@ -270,6 +296,10 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 	if s.clock == nil {
 		s.clock = SystemClock{}
 	}
+	s.pclock, s.ownPC = o.PruneClock, o.PruneClock != nil
+	if !s.ownPC {
+		s.pclock = s.clock
+	}
 	s.sealer = o.Sealer
 	if s.sealer == nil {
 		s.sealer = LocalSealer{}
@@ -290,6 +320,19 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 		return nil, fmt.Errorf("index: %w", err)
 	}
 	return s, nil
+}
+
+// ReadRecoveryBlob returns the recovery-wrapped master key kept in the store
+// at dir. It needs no key: the blob is what the paper recovery key opens.
+func ReadRecoveryBlob(dir string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(dir, recoveryDir, recoveryName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("store %s keeps no recovery blob: %w", dir, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read recovery blob: %w", err)
+	}
+	return b, nil
 }
 
 // Dir returns the store directory.
@@ -409,6 +452,14 @@ func (s *Store) recover() error {
 	}
 	for _, e := range exts {
 		if err := s.sealIfComplete(s.path(retentionDir, e.Name()), s.checkExtensionFile); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(s.path(recoveryDir)); err == nil {
+		if err := s.sealer.SealDir(s.path(recoveryDir)); err != nil {
+			return fmt.Errorf("seal recovery dir: %w", err)
+		}
+		if err := s.sealIfComplete(s.path(recoveryDir, recoveryName), func(string) error { return nil }); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 )
 
 // hostileKeys are object keys that must be stored and read back exactly and
@@ -303,5 +305,56 @@ func TestConcurrentPuts(t *testing.T) {
 	checkSnapshot(t, s, m.ID, objs)
 	s = reopen(t, s, Options{})
 	checkSnapshot(t, s, m.ID, objs)
+	mustVerify(t, s)
+}
+
+// brokenClock is a prune clock that refuses to vouch for the time.
+type brokenClock struct{}
+
+func (brokenClock) Now() (time.Time, error) { return time.Time{}, errors.New("TPM clock rolled back") }
+
+func TestPruneClockIsSeparate(t *testing.T) {
+	wall := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} // far ahead
+	s := newStore(t, InitOptions{}, Options{Clock: wall, PruneClock: brokenClock{}})
+	// A frozen prune clock never stops a backup...
+	m := putObjects(t, s, "src", time.Now().Add(time.Hour), map[string][]byte{"a": []byte("x")})
+	// ...and a wall clock far ahead at commit time writes no high-water mark.
+	if hw, err := s.HighWater(); err != nil || !hw.IsZero() {
+		t.Fatalf("commit recorded a high-water mark %v (%v) with a separate prune clock", hw, err)
+	}
+	if _, err := s.Prune(t.Context(), PruneOptions{}); !errors.Is(err, ErrClockUntrusted) {
+		t.Fatalf("prune with a refusing prune clock: %v", err)
+	}
+	checkSnapshot(t, s, m.ID, map[string][]byte{"a": []byte("x")})
+
+	good := &fakeClock{t: time.Now()}
+	s = reopen(t, s, Options{Clock: wall, PruneClock: good})
+	if _, err := s.Prune(t.Context(), PruneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if hw, _ := s.HighWater(); !hw.Equal(good.t) {
+		t.Fatalf("prune recorded %v, want its own clock's %v", hw, good.t)
+	}
+}
+
+func TestRecoveryBlobIsKeptSealed(t *testing.T) {
+	blob := []byte("wrapped master key, 103 bytes in real life")
+	s := newStore(t, InitOptions{RecoveryBlob: blob}, Options{})
+	got, err := ReadRecoveryBlob(s.Dir())
+	if err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("recovery blob %q, %v", got, err)
+	}
+	for _, p := range []string{s.path(recoveryDir, recoveryName)} {
+		if ok, err := fsflag.Has(p, fsflag.Immutable); err != nil || !ok {
+			t.Fatalf("%s not sealed (%v)", p, err)
+		}
+	}
+	if ok, _ := fsflag.Has(s.path(recoveryDir), fsflag.Append); !ok {
+		t.Fatal("recovery dir is not append-only")
+	}
+	plain := newStore(t, InitOptions{}, Options{})
+	if _, err := ReadRecoveryBlob(plain.Dir()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("store without a blob: %v", err)
+	}
 	mustVerify(t, s)
 }

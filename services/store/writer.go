@@ -607,8 +607,10 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 		s.log.Warn("index cache not saved; it will be rebuilt", "error", err)
 	}
 	s.at("commit-done")
-	if err := s.recordClock(); err != nil {
-		s.log.Warn("clock high-water mark not recorded", "error", err)
+	if !s.ownPC {
+		if err := s.recordClock(s.clock); err != nil {
+			s.log.Warn("clock high-water mark not recorded", "error", err)
+		}
 	}
 	s.log.Info("snapshot committed", "id", sn.id, "source", m.Source, "objects", sn.objects, "bytes", sn.bytes, "complete", m.Complete)
 	return m, nil
