@@ -21,12 +21,18 @@ DEBS=(
 	"rclone       bench-store: the rclone copy baseline"
 	"time         GNU time (/usr/bin/time): peak memory in benchmarks"
 	"jq           JSON in scripts"
+	"swtpm        software TPM 2.0: firmware/tpm tests and make qemu"
+	"swtpm-tools  swtpm_setup/swtpm_ioctl for swtpm state (make qemu)"
+	"tpm2-tools   tpm2_* commands for debugging TPM state by hand (tests do not use them)"
 )
 
 # Pinned tools built from source with Go: "name  module/path@version".
 # Each lands in $CACHE_DIR/bin/<name>; a stamp records the version built.
 GO_TOOLS=(
-	# "minio  github.com/minio/minio@RELEASE.2024-..."   (S3 source tests; a later issue)
+	# MinIO for the S3 source tests and bench-pull (services/ingest). MinIO
+	# tags are not semver, so the pin is the proxy's pseudo-version of a
+	# master commit (2026-02-12) that builds with our Go; ~7 min on 2 cores.
+	"minio  github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
 )
 
 log() { printf 'setup: %s\n' "$*"; }
