@@ -8,7 +8,7 @@ HOLDFAST := $(OUT)/bin/holdfast
 
 export CGO_ENABLED := 0
 
-.PHONY: all setup build test demo bench bench-store clean
+.PHONY: all setup build test demo bench bench-store bench-pull clean
 
 all: build
 
@@ -40,8 +40,12 @@ demo: setup build
 bench-store: setup build
 	HOLDFAST=$(CURDIR)/$(HOLDFAST) GO=$(GO) bash tools/scripts/bench-store.sh
 
+## bench-pull: holdfast pull vs rclone copy of a ~1 GiB MinIO bucket (needs root)
+bench-pull: setup build
+	HOLDFAST=$(CURDIR)/$(HOLDFAST) GO=$(GO) bash tools/scripts/bench-pull.sh
+
 ## bench: every benchmark
-bench: bench-store
+bench: bench-store bench-pull
 
 clean:
 	rm -rf $(OUT)

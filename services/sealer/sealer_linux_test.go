@@ -137,23 +137,20 @@ func TestStoreSealedThroughSealerProcess(t *testing.T) {
 	s.Close()
 	client, conn, pid := startSealer(t, dir)
 
-	// The sealer holds CAP_LINUX_IMMUTABLE and nothing else.
-	var sets caps.Sets
-	for i := 0; i < 100; i++ {
-		if sets, err = caps.Read(pid); err == nil && sets.Bounding == 1<<unix.CAP_LINUX_IMMUTABLE {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if sets.Bounding != 1<<unix.CAP_LINUX_IMMUTABLE || sets.Effective != 1<<unix.CAP_LINUX_IMMUTABLE {
-		t.Fatalf("sealer capabilities: bounding %x effective %x, want only CAP_LINUX_IMMUTABLE", sets.Bounding, sets.Effective)
-	}
-
 	s, err = store.Open(ctx, dir, store.StaticKey(bytes.Repeat([]byte{7}, 32)), store.Options{Sealer: client})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// Open sealed the store's directories through the sealer, so it has
+	// exec'd: it holds CAP_LINUX_IMMUTABLE and nothing else.
+	sets, err := caps.Read(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sets.Bounding != 1<<unix.CAP_LINUX_IMMUTABLE || sets.Effective != 1<<unix.CAP_LINUX_IMMUTABLE || sets.Permitted != 1<<unix.CAP_LINUX_IMMUTABLE {
+		t.Fatalf("sealer capabilities: bounding %x effective %x permitted %x, want only CAP_LINUX_IMMUTABLE", sets.Bounding, sets.Effective, sets.Permitted)
+	}
 	sn, err := s.Begin(ctx, store.BeginOptions{Source: "src", RetainUntil: time.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)

@@ -54,7 +54,10 @@ type Object struct {
 	ContentType string
 	Checksums   map[string]string // algorithm -> hex digest, as the source declared or as computed while reading
 	UserMeta    map[string]string
-	Chunks      []ChunkID
+	// DeleteMarker records that the source had deleted this key (an S3
+	// delete marker in a versioned bucket); such an object has no content.
+	DeleteMarker bool
+	Chunks       []ChunkID
 }
 
 // Manifest describes one snapshot.
@@ -89,6 +92,7 @@ type wireObject struct {
 	Checksums   map[string]string `cbor:"7,keyasint,omitempty"`
 	UserMeta    map[string]string `cbor:"8,keyasint,omitempty"`
 	Chunks      []byte            `cbor:"9,keyasint"` // 32 bytes per chunk ID
+	Deleted     bool              `cbor:"10,keyasint,omitempty"`
 }
 
 type wireTail struct {
@@ -103,7 +107,7 @@ func toWire(o Object) wireObject {
 	w := wireObject{
 		Key: o.Key, Size: o.Size, ETag: o.ETag, VersionID: o.VersionID,
 		ContentType: o.ContentType, Checksums: o.Checksums, UserMeta: o.UserMeta,
-		Chunks: make([]byte, 0, 32*len(o.Chunks)),
+		Chunks: make([]byte, 0, 32*len(o.Chunks)), Deleted: o.DeleteMarker,
 	}
 	if !o.ModTime.IsZero() {
 		w.ModTime = o.ModTime.UnixNano()
@@ -115,13 +119,13 @@ func toWire(o Object) wireObject {
 }
 
 func fromWire(w wireObject) (Object, error) {
-	if len(w.Chunks)%32 != 0 || w.Size < 0 {
+	if len(w.Chunks)%32 != 0 || w.Size < 0 || w.Deleted && (w.Size != 0 || len(w.Chunks) != 0) {
 		return Object{}, fmt.Errorf("object record: %w", ErrCorrupt)
 	}
 	o := Object{
 		Key: w.Key, Size: w.Size, ETag: w.ETag, VersionID: w.VersionID,
 		ContentType: w.ContentType, Checksums: w.Checksums, UserMeta: w.UserMeta,
-		Chunks: make([]ChunkID, len(w.Chunks)/32),
+		Chunks: make([]ChunkID, len(w.Chunks)/32), DeleteMarker: w.Deleted,
 	}
 	if o.Key == nil {
 		o.Key = []byte{}

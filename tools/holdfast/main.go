@@ -83,6 +83,7 @@ Exit codes: 0 success; 1 the operation failed or verify found damage;
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "warn",
 		"log level for messages on stderr: trace, debug, info, warn, error or off")
 	root.AddCommand(a.storeCmd())
+	root.AddCommand(a.pullCmd())
 	root.AddCommand(a.receiptCmd())
 	return root
 }

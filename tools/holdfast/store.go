@@ -45,6 +45,7 @@ init, put and prune open the store for writing: they take the store's lock
 		a.storeCatCmd(sf),
 		a.storeVerifyCmd(sf),
 		a.storePruneCmd(sf),
+		a.storeDiffCmd(sf),
 	)
 	return cmd
 }
@@ -133,7 +134,7 @@ On success put prints the snapshot ID and what it holds.`,
 			if err != nil {
 				return usageError{fmt.Errorf("--retain: %w", err)}
 			}
-			until, err := period.until(time.Now())
+			until, err := retainUntil(period, time.Now())
 			if err != nil {
 				return usageError{fmt.Errorf("--retain %s: %w", pf.retain, err)}
 			}

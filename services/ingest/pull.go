@@ -1,0 +1,572 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// maxRecordedErrors bounds the errors one snapshot records (I8: a hostile
+// source cannot grow the manifest without limit); the rest are counted.
+const maxRecordedErrors = 1000
+
+// ErrIncomplete means the pull committed its snapshot but hit errors or
+// bounds; the snapshot is marked incomplete and lists them.
+var ErrIncomplete = errors.New("snapshot is incomplete")
+
+// Puller runs pulls into one store. Only one pull may run at a time.
+type Puller struct {
+	Store *store.Store
+	Log   hclog.Logger
+	// Alerter receives mass-change alerts; nil logs them (LogAlerter).
+	Alerter Alerter
+	// Now is the time retention is computed from; nil means time.Now.
+	Now func() time.Time
+	// Progress, if set, is told what a pull will fetch and what it read.
+	Progress Progress
+}
+
+// Progress follows a pull. Its methods are called from several goroutines.
+type Progress interface {
+	// Planned is called once the listing is done, with what will be fetched.
+	Planned(objects int, bytes int64)
+	// Transferred is called as body bytes arrive.
+	Transferred(n int)
+}
+
+// Result describes a pull.
+type Result struct {
+	Source       string
+	Snapshot     string
+	RetainUntil  time.Time
+	Versioned    bool
+	Listed       int   // listing entries: objects, versions, delete markers
+	Objects      int64 // objects in the snapshot
+	Bytes        int64 // their total size
+	Reused       int   // unchanged objects recorded without a GET
+	Fetched      int   // objects read with GET
+	FetchedBytes int64
+	Failed       int // objects left out because of an error or a bound
+	Resumes      int // Range GETs after a cut transfer
+	Complete     bool
+	Errors       []string
+	MassChange   *MassChange // nil when none was detected
+	Held         []string    // earlier snapshots put under legal hold
+}
+
+// MassChange describes what a pull found changed since the source's
+// previous complete snapshot (Baseline).
+type MassChange struct {
+	Baseline string
+	Previous int // live objects in the baseline
+	Current  int // live objects now
+	Gone     int
+	Changed  int
+	Share    float64 // (Gone + Changed) / Previous
+	Empty    bool    // the bucket lists no live object
+}
+
+func (p *Puller) log() hclog.Logger {
+	if p.Log == nil {
+		return hclog.NewNullLogger()
+	}
+	return p.Log
+}
+
+func (p *Puller) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// Pull pulls src once. It returns an error wrapping ErrIncomplete (with the
+// Result) when the snapshot was committed incomplete, and an error with a
+// nil Result when the source could not be reached or the store failed.
+func (p *Puller) Pull(ctx context.Context, src config.Source) (*Result, error) {
+	b, err := newS3Bucket(src)
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
+	return p.pull(ctx, src, b)
+}
+
+// objKey identifies one object version.
+type objKey struct{ key, version string }
+
+// history is what earlier snapshots of a source tell a pull.
+type history struct {
+	all      []store.SnapshotInfo // the source's snapshots, oldest first
+	starts   []time.Time          // start times of complete snapshots
+	baseline *store.Manifest      // latest complete snapshot (else latest)
+	reuse    map[objKey]store.Object
+}
+
+func (p *Puller) history(source string) (*history, error) {
+	infos, err := p.Store.Snapshots()
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	h := &history{reuse: map[objKey]store.Object{}}
+	base := -1
+	for _, si := range infos {
+		if si.Source != source {
+			continue
+		}
+		h.all = append(h.all, si)
+		if si.Complete {
+			h.starts = append(h.starts, si.Started)
+			base = len(h.all) - 1
+		}
+	}
+	if len(h.all) == 0 {
+		return h, nil
+	}
+	if base < 0 {
+		base = len(h.all) - 1
+	}
+	// Objects can be reused from the baseline and from any (incomplete)
+	// snapshot after it.
+	for i := base; i < len(h.all); i++ {
+		m, err := p.Store.ReadManifest(h.all[i].ID)
+		if err != nil {
+			return nil, fmt.Errorf("read previous snapshot: %w", err)
+		}
+		if i == base {
+			h.baseline = m
+		}
+		for _, o := range m.Objects {
+			if o.DeleteMarker {
+				continue
+			}
+			h.reuse[objKey{string(o.Key), o.VersionID}] = o
+		}
+	}
+	return h, nil
+}
+
+// finishInterrupted commits, as incomplete, any snapshot of source that a
+// crash left in progress, so its objects stay referenced and reusable.
+func (p *Puller) finishInterrupted(ctx context.Context, source string, log hclog.Logger) error {
+	ints, err := p.Store.Interrupted()
+	if err != nil {
+		return err
+	}
+	for _, in := range ints {
+		if in.Source != source {
+			continue
+		}
+		sn, err := p.Store.Resume(ctx, in.ID)
+		if err != nil {
+			return fmt.Errorf("finish interrupted snapshot %s: %w", in.ID, err)
+		}
+		sn.RecordError("pull interrupted (crash or power cut); committed as incomplete by the next pull")
+		if _, err := sn.Commit(ctx, store.CommitOptions{Incomplete: true}); err != nil {
+			return fmt.Errorf("finish interrupted snapshot %s: %w", in.ID, err)
+		}
+		log.Warn("interrupted pull committed as an incomplete snapshot", "snapshot", in.ID, "objects", in.Objects)
+	}
+	return nil
+}
+
+// errorLog records errors in the snapshot and the log, at most
+// maxRecordedErrors of them.
+type errorLog struct {
+	mu  sync.Mutex
+	sn  *store.Snapshot
+	log hclog.Logger
+	n   int
+}
+
+func (l *errorLog) add(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	l.log.Error(msg)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	if l.n <= maxRecordedErrors {
+		l.sn.RecordError(msg)
+	}
+}
+
+func (l *errorLog) finish() {
+	if l.n > maxRecordedErrors {
+		l.sn.RecordError(fmt.Sprintf("%d further errors not recorded", l.n-maxRecordedErrors))
+	}
+}
+
+// liveInfo is what mass-change detection compares.
+type liveInfo struct {
+	size    int64
+	etag    string
+	modTime time.Time
+	deleted bool
+}
+
+// errTooMany stops a listing at max_objects_per_pull.
+var errTooMany = errors.New("too many objects")
+
+func (p *Puller) pull(ctx context.Context, src config.Source, b bucket) (*Result, error) {
+	log := p.log().With("source", src.Name)
+	versioned, err := b.Versioned(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("source %q: %w", src.Name, err)
+	}
+	if err := p.finishInterrupted(ctx, src.Name, log); err != nil {
+		return nil, fmt.Errorf("source %q: %w", src.Name, err)
+	}
+	h, err := p.history(src.Name)
+	if err != nil {
+		return nil, fmt.Errorf("source %q: %w", src.Name, err)
+	}
+	res := &Result{Source: src.Name, Versioned: versioned}
+	res.RetainUntil = src.Retention.RetainUntil(p.now(), h.starts)
+	sn, err := p.Store.Begin(ctx, store.BeginOptions{Source: src.Name, RetainUntil: res.RetainUntil})
+	if err != nil {
+		return nil, fmt.Errorf("source %q: %w", src.Name, err)
+	}
+	res.Snapshot = sn.ID()
+	log = log.With("snapshot", sn.ID())
+	log.Info("pull started", "versioned", versioned, "retain_until", res.RetainUntil, "previous", len(h.all))
+	errs := &errorLog{sn: sn, log: log}
+	var storeErr error // a store failure ends the pull
+
+	// List, reusing unchanged objects and planning GETs for the rest.
+	var plan []entry
+	var planBytes, total int64
+	cur := map[string]liveInfo{}
+	listErr := b.List(ctx, versioned, func(e entry) error {
+		if int64(res.Listed) >= src.Limits.MaxObjectsPerPull {
+			return errTooMany
+		}
+		res.Listed++
+		if e.IsLatest {
+			cur[string(e.Key)] = liveInfo{size: e.Size, etag: e.ETag, modTime: e.ModTime, deleted: e.DeleteMarker}
+		}
+		if e.DeleteMarker {
+			o := store.Object{Key: e.Key, VersionID: e.VersionID, ModTime: e.ModTime, DeleteMarker: true}
+			if err := sn.PutExisting(o); err != nil {
+				storeErr = err
+				return err
+			}
+			return nil
+		}
+		if e.Size < 0 || e.Size > src.Limits.MaxObjectSize {
+			res.Failed++
+			errs.add("object %s version %q: %d bytes exceeds max_object_size (%d bytes); not pulled", quoteKey(e.Key), e.VersionID, e.Size, src.Limits.MaxObjectSize)
+			return nil
+		}
+		if total+e.Size > src.Limits.Quota {
+			res.Failed++
+			errs.add("object %s version %q: %d bytes would take the snapshot past quota (%d of %d bytes used); not pulled", quoteKey(e.Key), e.VersionID, e.Size, total, src.Limits.Quota)
+			return nil
+		}
+		total += e.Size
+		if o, ok := h.reuse[objKey{string(e.Key), e.VersionID}]; ok && o.Size == e.Size && o.ETag == e.ETag && o.ModTime.Equal(e.ModTime) {
+			if err := sn.PutExisting(o); err != nil {
+				storeErr = err
+				return err
+			}
+			res.Reused++
+			return nil
+		}
+		plan = append(plan, e)
+		planBytes += e.Size
+		return nil
+	})
+	listed := listErr == nil
+	switch {
+	case listErr == nil:
+	case storeErr != nil:
+	case errors.Is(listErr, errTooMany):
+		errs.add("listing stopped after %d objects: max_objects_per_pull (%d) reached; the rest of the bucket is not in this snapshot", res.Listed, src.Limits.MaxObjectsPerPull)
+	default:
+		errs.add("listing failed after %d objects: %v", res.Listed, listErr)
+	}
+	log.Info("listed", "entries", res.Listed, "unchanged", res.Reused, "to_fetch", len(plan), "fetch_bytes", planBytes)
+
+	// A wiped or rewritten source: alert, and hold what came before.
+	if listed && storeErr == nil && h.baseline != nil {
+		if mc := detectMassChange(h.baseline, cur, src.MassChangeThreshold); mc != nil {
+			res.MassChange = mc
+			p.onMassChange(ctx, src, h, res, log)
+		}
+	}
+
+	// Fetch new and changed objects.
+	if storeErr == nil && len(plan) > 0 {
+		if p.Progress != nil {
+			p.Progress.Planned(len(plan), planBytes)
+		}
+		storeErr = p.fetchAll(ctx, src, b, sn, plan, res, errs, log)
+	}
+	if storeErr != nil {
+		if aerr := sn.Abort(); aerr != nil {
+			log.Error("abort snapshot", "error", aerr)
+		}
+		return nil, fmt.Errorf("source %q: store: %w", src.Name, storeErr)
+	}
+	if err := ctx.Err(); err != nil {
+		errs.add("pull interrupted: %v", err)
+	}
+	errs.finish()
+	// An interrupted pull still commits what it has, marked incomplete.
+	m, err := sn.Commit(context.WithoutCancel(ctx), store.CommitOptions{Incomplete: errs.n > 0})
+	if err != nil {
+		return nil, fmt.Errorf("source %q: commit: %w", src.Name, err)
+	}
+	res.Objects, res.Bytes, res.Complete, res.Errors = m.Count, m.Bytes, m.Complete, m.Errors
+	log.Info("pull finished", "objects", m.Count, "bytes", m.Bytes, "reused", res.Reused, "fetched", res.Fetched,
+		"fetched_bytes", res.FetchedBytes, "failed", res.Failed, "resumes", res.Resumes, "complete", m.Complete)
+	if !m.Complete {
+		return res, fmt.Errorf("source %q: snapshot %s: %d errors (first: %s): %w", src.Name, m.ID, errs.n, firstOr(m.Errors), ErrIncomplete)
+	}
+	return res, nil
+}
+
+func firstOr(errs []string) string {
+	if len(errs) == 0 {
+		return "none recorded"
+	}
+	return errs[0]
+}
+
+// largeObject is the size from which an object counts as large: the
+// store's pipeline for one such body holds several maximum-size chunks in
+// memory, so large bodies are streamed one at a time (largeWorkers) while
+// smaller ones use the other parallel GETs.
+const (
+	largeObject  = 8 << 20
+	largeWorkers = 1
+)
+
+// fetchAll GETs plan with src.Parallel workers (at most largeWorkers of
+// them on large objects), streaming each body into sn. Object errors are
+// recorded; a store error is returned.
+func (p *Puller) fetchAll(ctx context.Context, src config.Source, b bucket, sn *store.Snapshot, plan []entry, res *Result, errs *errorLog, log hclog.Logger) error {
+	var fetched, failed, resumes atomic.Int64
+	var fetchedBytes atomic.Int64
+	var storeErr error
+	var once sync.Once
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var large, small []entry
+	for _, e := range plan {
+		if e.Size >= largeObject {
+			large = append(large, e)
+		} else {
+			small = append(small, e)
+		}
+	}
+	var wg sync.WaitGroup
+	worker := func(work <-chan entry) {
+		defer wg.Done()
+		for e := range work {
+			n, r, err := p.fetchOne(ctx, src, b, sn, e, log)
+			resumes.Add(int64(r))
+			switch {
+			case err == nil:
+				fetched.Add(1)
+				fetchedBytes.Add(n)
+			case errors.Is(err, store.ErrSnapshotClosed) || isStoreWriteErr(err):
+				once.Do(func() { storeErr = err; cancel() })
+			case ctx.Err() != nil:
+				// Interrupted: reported once by the caller.
+				failed.Add(1)
+			default:
+				failed.Add(1)
+				errs.add("object %s version %q: %v", quoteKey(e.Key), e.VersionID, err)
+			}
+		}
+	}
+	feed := func(list []entry, workers int) {
+		if len(list) == 0 {
+			return
+		}
+		work := make(chan entry)
+		for range min(workers, len(list)) {
+			wg.Add(1)
+			go worker(work)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(work)
+			for _, e := range list {
+				select {
+				case work <- e:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	smallWorkers := src.Parallel
+	if len(large) > 0 && smallWorkers > 1 {
+		smallWorkers -= min(largeWorkers, smallWorkers-1)
+	}
+	feed(large, min(largeWorkers, src.Parallel))
+	feed(small, smallWorkers)
+	wg.Wait()
+	res.Fetched += int(fetched.Load())
+	res.FetchedBytes += fetchedBytes.Load()
+	res.Failed += int(failed.Load())
+	res.Resumes += int(resumes.Load())
+	return storeErr
+}
+
+// storeWriteErr marks a failure of the store itself (not of the source).
+type storeWriteErr struct{ err error }
+
+func (e storeWriteErr) Error() string { return e.err.Error() }
+func (e storeWriteErr) Unwrap() error { return e.err }
+
+func isStoreWriteErr(err error) bool {
+	var s storeWriteErr
+	return errors.As(err, &s)
+}
+
+// fetchOne GETs one object version into sn and returns its size and the
+// number of Range resumes it took.
+func (p *Puller) fetchOne(ctx context.Context, src config.Source, b bucket, sn *store.Snapshot, e entry, log hclog.Logger) (int64, int, error) {
+	var onRead func(int)
+	if p.Progress != nil {
+		onRead = p.Progress.Transferred
+	}
+	r := newBody(ctx, b, e, src.Retries, src.S3.CheckETagMD5, log, onRead)
+	defer r.Close()
+	// The first GET comes before Put: its headers carry the content type
+	// and user metadata the object is recorded with.
+	if err := r.open(); err != nil {
+		return 0, 0, err
+	}
+	ct, meta := r.metadata()
+	var verifyErr error
+	info := store.ObjectInfo{
+		Key: e.Key, ModTime: e.ModTime, ETag: e.ETag, VersionID: e.VersionID, ContentType: ct, UserMeta: meta,
+		Finish: func(size int64) (map[string]string, error) {
+			sums, err := r.verify(size)
+			verifyErr = err
+			return sums, err
+		},
+	}
+	var readErr error
+	obj, err := sn.Put(ctx, info, readErrTap{r, &readErr})
+	if err != nil {
+		if verifyErr != nil || readErr != nil || ctx.Err() != nil {
+			// The source's fault: the body was not what it declared, or
+			// could not be read.
+			return 0, r.resumes, err
+		}
+		return 0, r.resumes, storeWriteErr{err}
+	}
+	return obj.Size, r.resumes, nil
+}
+
+// readErrTap remembers the last read error, so a failed Put can be told
+// apart: the source's body, or the store.
+type readErrTap struct {
+	r   *body
+	err *error
+}
+
+func (t readErrTap) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		*t.err = err
+	}
+	return n, err
+}
+
+// detectMassChange compares the baseline's live objects with the current
+// listing's (key -> latest version). It returns nil when the change is
+// within threshold.
+func detectMassChange(base *store.Manifest, cur map[string]liveInfo, threshold float64) *MassChange {
+	prev := map[string]liveInfo{}
+	for _, o := range base.Objects {
+		k := string(o.Key)
+		li := liveInfo{size: o.Size, etag: o.ETag, modTime: o.ModTime, deleted: o.DeleteMarker}
+		// With versions, the newest version of a key is its live state.
+		if old, ok := prev[k]; !ok || li.modTime.After(old.modTime) {
+			prev[k] = li
+		}
+	}
+	mc := &MassChange{Baseline: base.ID}
+	for k, p := range prev {
+		if p.deleted {
+			continue
+		}
+		mc.Previous++
+		c, ok := cur[k]
+		switch {
+		case !ok || c.deleted:
+			mc.Gone++
+		case c.size != p.size || c.etag != p.etag:
+			mc.Changed++
+		}
+	}
+	for _, c := range cur {
+		if !c.deleted {
+			mc.Current++
+		}
+	}
+	if mc.Previous == 0 {
+		return nil
+	}
+	mc.Empty = mc.Current == 0
+	mc.Share = float64(mc.Gone+mc.Changed) / float64(mc.Previous)
+	if !mc.Empty && mc.Share <= threshold {
+		return nil
+	}
+	return mc
+}
+
+// onMassChange holds the source's earlier snapshots (when configured) and
+// raises the alert. Neither failing stops the pull.
+func (p *Puller) onMassChange(ctx context.Context, src config.Source, h *history, res *Result, log hclog.Logger) {
+	mc := res.MassChange
+	what := fmt.Sprintf("%d of %d objects gone and %d changed since snapshot %s (%.0f%%, threshold %.0f%%)",
+		mc.Gone, mc.Previous, mc.Changed, mc.Baseline, 100*mc.Share, 100*src.MassChangeThreshold)
+	if mc.Empty {
+		what = fmt.Sprintf("the bucket is empty; snapshot %s held %d objects", mc.Baseline, mc.Previous)
+	}
+	if src.LegalHoldOnMassChange {
+		reason := fmt.Sprintf("mass change at source %q seen by snapshot %s: %s", src.Name, res.Snapshot, what)
+		for _, si := range h.all {
+			if si.Retention.LegalHold {
+				continue
+			}
+			err := p.Store.Extend(si.ID, time.Time{}, true, reason)
+			if err != nil && !errors.Is(err, store.ErrShorten) {
+				log.Error("legal hold failed", "held_snapshot", si.ID, "error", err)
+				continue
+			}
+			res.Held = append(res.Held, si.ID)
+		}
+	}
+	a := Alert{
+		Kind: "mass-change", Source: src.Name, Snapshot: res.Snapshot, Held: res.Held,
+		Previous: mc.Previous, Gone: mc.Gone, Changed: mc.Changed,
+		Message: fmt.Sprintf("mass change at source %q: %s; the new snapshot is committed as usual and older snapshots are unchanged", src.Name, what),
+	}
+	if len(res.Held) > 0 {
+		a.Message += fmt.Sprintf("; %d earlier snapshots put under legal hold", len(res.Held))
+	}
+	al := p.Alerter
+	if al == nil {
+		al = LogAlerter{Log: log}
+	}
+	if err := al.Alert(ctx, a); err != nil {
+		log.Error("alert not delivered", "error", err, "alert", a.Message)
+	}
+}

@@ -1,0 +1,189 @@
+// Command benchpull fills a MinIO bucket with the bench-pull data set:
+// 8 x 64 MiB, 512 x 1 MiB and 5,000 x 4 KiB objects (1,056 MiB in all) of
+// deterministic, incompressible bytes (ChaCha8 seeded by the object's
+// index), uploaded with minio-go over 127.0.0.1. tools/scripts/bench-pull.sh
+// runs it; it is not part of the appliance.
+//
+// Limits: it creates the bucket and only adds objects; it talks plain HTTP
+// and is meant for a local test server only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// class is one group of equally sized objects.
+type class struct {
+	prefix string
+	count  int
+	size   int64
+}
+
+var dataset = []class{
+	{"large/", 8, 64 << 20},
+	{"medium/", 512, 1 << 20},
+	{"small/", 5000, 4 << 10},
+}
+
+type object struct {
+	key  string
+	size int64
+	seed uint64
+}
+
+func objects() []object {
+	var out []object
+	seed := uint64(1)
+	for _, c := range dataset {
+		for i := 0; i < c.count; i++ {
+			out = append(out, object{fmt.Sprintf("%s%05d.bin", c.prefix, i), c.size, seed})
+			seed++
+		}
+	}
+	return out
+}
+
+// chachaReader streams n deterministic bytes.
+type chachaReader struct {
+	r *rand.ChaCha8
+	n int64
+}
+
+func (c *chachaReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	c.r.Read(p)
+	c.n -= int64(len(p))
+	return len(p), nil
+}
+
+func main() {
+	endpoint := flag.String("endpoint", "", "MinIO host:port")
+	bucket := flag.String("bucket", "bench", "bucket to create and fill")
+	access := flag.String("access-key", os.Getenv("BENCH_ACCESS_KEY"), "access key")
+	secret := flag.String("secret-key", os.Getenv("BENCH_SECRET_KEY"), "secret key (default $BENCH_SECRET_KEY)")
+	workers := flag.Int("workers", 8, "parallel uploads")
+	printSpec := flag.Bool("print-spec", false, "print the data set description and exit")
+	freePort := flag.Bool("free-port", false, "print a free TCP port on 127.0.0.1 and exit")
+	wait := flag.Duration("wait", 0, "wait up to this long for the server at -endpoint to be ready, then exit")
+	flag.Parse()
+	switch {
+	case *freePort:
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "benchpull: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Println(l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+		return
+	case *wait > 0:
+		if err := waitReady(*endpoint, *wait); err != nil {
+			fmt.Fprintf(os.Stderr, "benchpull: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *printSpec {
+		for _, c := range dataset {
+			fmt.Printf("%d x %d bytes under %s\n", c.count, c.size, c.prefix)
+		}
+		return
+	}
+	if err := run(context.Background(), *endpoint, *bucket, *access, *secret, *workers); err != nil {
+		fmt.Fprintf(os.Stderr, "benchpull: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// waitReady polls MinIO's readiness endpoint.
+func waitReady(endpoint string, d time.Duration) error {
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
+	deadline := time.Now().Add(d)
+	for {
+		resp, err := hc.Get("http://" + endpoint + "/minio/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %s (last error: %v)", endpoint, d, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func run(ctx context.Context, endpoint, bucket, access, secret string, workers int) error {
+	if endpoint == "" {
+		return errors.New("-endpoint is required")
+	}
+	cl, err := minio.New(endpoint, &minio.Options{
+		Creds: credentials.NewStaticV4(access, secret, ""), Region: "us-east-1",
+		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: workers},
+	})
+	if err != nil {
+		return err
+	}
+	if err := cl.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
+		return fmt.Errorf("make bucket %s: %w", bucket, err)
+	}
+	objs := objects()
+	work := make(chan object)
+	errc := make(chan error, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for o := range work {
+				var seed [32]byte
+				seed[0], seed[1], seed[2] = byte(o.seed), byte(o.seed>>8), 0xbe
+				r := &chachaReader{r: rand.NewChaCha8(seed), n: o.size}
+				// One part per object: its ETag is the MD5 the pull checks.
+				if _, err := cl.PutObject(ctx, bucket, o.key, r, o.size, minio.PutObjectOptions{PartSize: 128 << 20}); err != nil {
+					errc <- fmt.Errorf("put %s: %w", o.key, err)
+					return
+				}
+			}
+		}()
+	}
+	var total int64
+	for _, o := range objs {
+		select {
+		case work <- o:
+			total += o.size
+		case err := <-errc:
+			close(work)
+			wg.Wait()
+			return err
+		}
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	fmt.Printf("uploaded %d objects, %d bytes\n", len(objs), total)
+	return nil
+}
