@@ -21,6 +21,20 @@ import (
 // resetCount and restartCount. Restricted means the key signs only what the
 // TPM generated itself (quotes) or data proven not to look like it, so no
 // one can make it sign a forged attestation.
+// ecdsaP256Parms are the public parameters of an ECDSA P-256 / SHA-256
+// signing key: the firmware signing key and the receipt key share them.
+func ecdsaP256Parms() tpm2.TPMUPublicParms {
+	return tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+		Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+		Scheme: tpm2.TPMTECCScheme{
+			Scheme:  tpm2.TPMAlgECDSA,
+			Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
+		},
+		CurveID: tpm2.TPMECCNistP256,
+		KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+	})
+}
+
 func receiptKeyTemplate() tpm2.TPMTPublic {
 	label := sha256.Sum256([]byte("holdfast receipt signing key v1"))
 	return tpm2.TPMTPublic{
@@ -35,15 +49,7 @@ func receiptKeyTemplate() tpm2.TPMTPublic {
 			Restricted:          true,
 			SignEncrypt:         true,
 		},
-		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
-			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
-			Scheme: tpm2.TPMTECCScheme{
-				Scheme:  tpm2.TPMAlgECDSA,
-				Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
-			},
-			CurveID: tpm2.TPMECCNistP256,
-			KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
-		}),
+		Parameters: ecdsaP256Parms(),
 		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
 			X: tpm2.TPM2BECCParameter{Buffer: label[:]},
 			Y: tpm2.TPM2BECCParameter{},

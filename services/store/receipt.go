@@ -57,21 +57,8 @@ func (s *Store) AddReceipt(id string, receipt []byte) error {
 	if !ValidSnapshotID(id) {
 		return fmt.Errorf("add receipt: bad snapshot id %q", id)
 	}
-	name := id + ".receipt"
-	tmp := s.path(tmpDir, name)
-	if err := writeFileSync(tmp, receipt); err != nil {
+	if err := s.installSealed(receiptsDir, id+".receipt", receipt); err != nil {
 		return fmt.Errorf("add receipt: %w", err)
-	}
-	final := s.path(receiptsDir, name)
-	if err := renameNoReplace(tmp, final); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("add receipt: %w", err)
-	}
-	if err := syncDir(s.path(receiptsDir)); err != nil {
-		return err
-	}
-	if err := s.sealer.SealFile(final); err != nil {
-		return fmt.Errorf("add receipt: seal: %w", err)
 	}
 	return nil
 }

@@ -213,20 +213,8 @@ func (s *Store) Extend(id string, until time.Time, hold bool, reason string) err
 	}
 	name := id + "." + strconv.FormatInt(now.UnixNano(), 10) + ".ext"
 	out := sealTo([]byte(extMagic), s.keys.meta, []byte("HFRX"+name), plain)
-	tmp := s.path(tmpDir, name)
-	if err := writeFileSync(tmp, out); err != nil {
+	if err := s.installSealed(retentionDir, name, out); err != nil {
 		return fmt.Errorf("extend: %w", err)
-	}
-	final := s.path(retentionDir, name)
-	if err := renameNoReplace(tmp, final); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("extend: %w", err)
-	}
-	if err := syncDir(s.path(retentionDir)); err != nil {
-		return err
-	}
-	if err := s.sealer.SealFile(final); err != nil {
-		return fmt.Errorf("extend: seal: %w", err)
 	}
 	s.log.Info("retention extended", "snapshot", id, "retain_until", until, "legal_hold", hold, "reason", reason)
 	return nil

@@ -568,6 +568,29 @@ func checkFlagSupport(dir string) error {
 	return fsflag.Clear(probe, fsflag.Append)
 }
 
+// installSealed writes data to tmp/, fsyncs it, renames it into dir under
+// name (never replacing an existing file), fsyncs dir and seals the file.
+// A crash at any point leaves either nothing in dir or the whole file,
+// which recovery seals if the crash came before the seal.
+func (s *Store) installSealed(dir, name string, data []byte) error {
+	tmp := s.path(tmpDir, name)
+	if err := writeFileSync(tmp, data); err != nil {
+		return err
+	}
+	final := s.path(dir, name)
+	if err := renameNoReplace(tmp, final); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := syncDir(s.path(dir)); err != nil {
+		return err
+	}
+	if err := s.sealer.SealFile(final); err != nil {
+		return fmt.Errorf("seal %s: %w", final, err)
+	}
+	return nil
+}
+
 func writeFileSync(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
