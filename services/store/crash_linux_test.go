@@ -24,7 +24,8 @@ const crashSource = "crash-src"
 // writerChild puts HOLDFAST_CRASH_DATA into the store at
 // HOLDFAST_CRASH_STORE, resuming an interrupted snapshot of crashSource if
 // there is one. With HOLDFAST_CRASH_AT=0 it prints every hook point it
-// passes; with N > 0 it SIGKILLs itself at the N-th point.
+// passes; with N > 0 it SIGKILLs itself at the N-th point. Both read one
+// file at a time; with N < 0 it runs as the CLI does, files in parallel.
 func writerChild() {
 	crashAt, _ := strconv.Atoi(os.Getenv("HOLDFAST_CRASH_AT"))
 	n := 0
@@ -62,7 +63,12 @@ func writerChild() {
 				return err
 			}
 		}
-		if err := sn.PutPaths(ctx, []string{os.Getenv("HOLDFAST_CRASH_DATA")}); err != nil {
+		put := sn.PutPaths
+		if crashAt >= 0 {
+			// One file at a time: the N-th hook point is the same in every run.
+			put = func(ctx context.Context, p []string) error { return sn.putPaths(ctx, p, 1) }
+		}
+		if err := put(ctx, []string{os.Getenv("HOLDFAST_CRASH_DATA")}); err != nil {
 			return err
 		}
 		_, err = sn.Commit(ctx, CommitOptions{})
