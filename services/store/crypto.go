@@ -104,6 +104,16 @@ func sealTo(dst []byte, aead cipher.AEAD, ad, plain []byte) []byte {
 	return aead.Seal(dst, nonce[:], plain, ad)
 }
 
+// sealInPlace encrypts plain in place (its capacity must leave room for
+// the tag), choosing a random nonce. It returns ciphertext || tag, which
+// aliases plain; the blob is nonce || that.
+func sealInPlace(aead cipher.AEAD, nonce *[12]byte, ad, plain []byte) []byte {
+	if _, err := rand.Read(nonce[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return aead.Seal(plain[:0], nonce[:], plain, ad)
+}
+
 func openSealed(aead cipher.AEAD, ad, sealed []byte) ([]byte, error) {
 	if len(sealed) < sealOverhead {
 		return nil, fmt.Errorf("sealed blob of %d bytes: %w", len(sealed), ErrCorrupt)

@@ -99,13 +99,18 @@ func (s *Store) newPackWriter() (*packWriter, error) {
 	return pw, nil
 }
 
-// add appends an already sealed blob for id.
-func (pw *packWriter) add(id ChunkID, sealed []byte, plainLen int) error {
-	if _, err := pw.w.Write(sealed); err != nil {
+// add appends the blob nonce || ct for id, where ct is the AES-GCM
+// ciphertext and tag.
+func (pw *packWriter) add(id ChunkID, nonce *[12]byte, ct []byte, plainLen int) error {
+	if _, err := pw.w.Write(nonce[:]); err != nil {
 		return fmt.Errorf("write pack: %w", err)
 	}
-	pw.entries = append(pw.entries, packEntry{id: id, offset: uint32(pw.size), length: uint32(len(sealed)), plainLen: uint32(plainLen)})
-	pw.size += int64(len(sealed))
+	if _, err := pw.w.Write(ct); err != nil {
+		return fmt.Errorf("write pack: %w", err)
+	}
+	n := len(nonce) + len(ct)
+	pw.entries = append(pw.entries, packEntry{id: id, offset: uint32(pw.size), length: uint32(n), plainLen: uint32(plainLen)})
+	pw.size += int64(n)
 	if pw.size-pw.kicked >= writebackStep {
 		// Start writeback now, so the fsync at the end of the pack finds
 		// little left to write and the disk never idles.
