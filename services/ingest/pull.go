@@ -341,18 +341,9 @@ func firstOr(errs []string) string {
 	return errs[0]
 }
 
-// largeObject is the size from which an object counts as large: the
-// store's pipeline for one such body holds several maximum-size chunks in
-// memory, so large bodies are streamed one at a time (largeWorkers) while
-// smaller ones use the other parallel GETs.
-const (
-	largeObject  = 8 << 20
-	largeWorkers = 1
-)
-
-// fetchAll GETs plan with src.Parallel workers (at most largeWorkers of
-// them on large objects), streaming each body into sn. Object errors are
-// recorded; a store error is returned.
+// fetchAll GETs plan with src.Parallel workers, streaming each body into
+// sn (the snapshot bounds the memory of all of them together). Object
+// errors are recorded; a store error is returned.
 func (p *Puller) fetchAll(ctx context.Context, src config.Source, b bucket, sn *store.Snapshot, plan []entry, res *Result, errs *errorLog, log hclog.Logger) error {
 	var fetched, failed, resumes atomic.Int64
 	var fetchedBytes atomic.Int64
@@ -360,14 +351,6 @@ func (p *Puller) fetchAll(ctx context.Context, src config.Source, b bucket, sn *
 	var once sync.Once
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var large, small []entry
-	for _, e := range plan {
-		if e.Size >= largeObject {
-			large = append(large, e)
-		} else {
-			small = append(small, e)
-		}
-	}
 	var wg sync.WaitGroup
 	worker := func(work <-chan entry) {
 		defer wg.Done()
@@ -389,34 +372,20 @@ func (p *Puller) fetchAll(ctx context.Context, src config.Source, b bucket, sn *
 			}
 		}
 	}
-	feed := func(list []entry, workers int) {
-		if len(list) == 0 {
-			return
-		}
-		work := make(chan entry)
-		for range min(workers, len(list)) {
-			wg.Add(1)
-			go worker(work)
-		}
+	work := make(chan entry)
+	for range max(1, min(src.Parallel, len(plan))) {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer close(work)
-			for _, e := range list {
-				select {
-				case work <- e:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
+		go worker(work)
 	}
-	smallWorkers := src.Parallel
-	if len(large) > 0 && smallWorkers > 1 {
-		smallWorkers -= min(largeWorkers, smallWorkers-1)
+feed:
+	for _, e := range plan {
+		select {
+		case work <- e:
+		case <-ctx.Done():
+			break feed
+		}
 	}
-	feed(large, min(largeWorkers, src.Parallel))
-	feed(small, smallWorkers)
+	close(work)
 	wg.Wait()
 	res.Fetched += int(fetched.Load())
 	res.FetchedBytes += fetchedBytes.Load()
