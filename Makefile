@@ -8,7 +8,10 @@ HOLDFAST := $(OUT)/bin/holdfast
 
 export CGO_ENABLED := 0
 
-.PHONY: all setup build test demo bench bench-store bench-pull clean
+.PHONY: all setup build test demo bench bench-store bench-pull clean image qemu
+
+# BOARD is the board `make image` and `make qemu` build for (boards/*.hcl).
+BOARD ?= qemu-x86_64
 
 all: build
 
@@ -46,6 +49,14 @@ bench-pull: setup build
 
 ## bench: every benchmark
 bench: bench-store bench-pull
+
+## image: build out/$(BOARD)/holdfast.img (GPT, ESP with UKIs in slots A/B, config partition) and print PCR 11
+image: setup
+	$(GO) run ./images/cmd/holdfast-image build -board $(BOARD) -out $(OUT)
+
+## qemu: boot out/$(BOARD)/holdfast.img under OVMF with swtpm and two data disks; console on out/$(BOARD)/vm/serial.sock
+qemu: image
+	$(GO) run ./images/cmd/holdfast-image qemu -board $(BOARD) -out $(OUT)
 
 clean:
 	rm -rf $(OUT)

@@ -24,6 +24,13 @@ DEBS=(
 	"swtpm        software TPM 2.0: firmware/tpm tests and make qemu"
 	"swtpm-tools  swtpm_setup/swtpm_ioctl for swtpm state (make qemu)"
 	"tpm2-tools   tpm2_* commands for debugging TPM state by hand (tests do not use them)"
+	"qemu-system-x86  make qemu and the boot test: runs the qemu-x86_64 image"
+	"qemu-utils   qemu-img: the VM's data disks"
+	"ovmf         UEFI firmware for x86-64 VMs (OVMF_CODE_4M.fd, OVMF_VARS_4M.fd)"
+	"systemd-boot-efi  systemd-stub (linuxx64.efi.stub) the UKIs are built from"
+	"binutils     objcopy: adds the UKI sections to the stub"
+	"kmod         depmod: modules.dep for the initramfs"
+	"systemd      systemd-measure: cross-check of the predicted PCR 11 (images tests)"
 )
 
 # Pinned tools built from source with Go: "name  module/path@version".

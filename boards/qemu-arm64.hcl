@@ -1,0 +1,44 @@
+# qemu-arm64: QEMU's "virt" machine under AAVMF. Debian's arm64 kernel has
+# no TPM TIS driver, so this board can only run in the TPM-less test mode;
+# release images refuse a board that allows it.
+
+description = "QEMU virt (arm64), AAVMF (UEFI), virtio disks, no TPM driver"
+arch        = "arm64"
+
+efi_boot_file = "BOOTAA64.EFI"
+efi_stub      = "/usr/lib/systemd/boot/efi/linuxaa64.efi.stub"
+
+# Fetching a foreign-architecture package needs
+# `dpkg --add-architecture arm64 && apt-get update` on the build host.
+kernel {
+  package = "linux-image-6.1.0-56-arm64"
+  version = "6.1.192-2"
+}
+
+console {
+  device = "ttyAMA0"
+  baud   = 115200
+}
+
+modules = ["virtio", "virtio_ring", "virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net"]
+
+data_disks = ["vd*"]
+
+tpm {
+  required = false
+  # TEST MODE ONLY: without a TPM the appliance would stay in safe mode;
+  # this flag lets it continue for tests. Release builds refuse it.
+  allow_no_tpm_test_mode = true
+}
+
+qemu {
+  binary        = "qemu-system-aarch64"
+  machine       = "virt"
+  cpu           = "max"
+  memory_mib    = 1024
+  firmware_code = "/usr/share/AAVMF/AAVMF_CODE.fd"
+  firmware_vars = "/usr/share/AAVMF/AAVMF_VARS.fd"
+  tpm_device    = ""
+  disk_device   = "virtio-blk-pci"
+  net_device    = "virtio-net-pci"
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/u-root/u-root/pkg/kmodule"
+	"github.com/u-root/u-root/pkg/libinit"
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/boards"
+	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
+	"github.com/holdfast-appliance/holdfast/firmware/console/port"
+)
+
+// Version is the appliance firmware version shown in the banner.
+const Version = "0.1.0-foundation"
+
+// BoardFile names the board this initramfs was built for (written by
+// package initramfs).
+const BoardFile = "/etc/holdfast/board"
+
+// retryDelay is how long init waits before retrying a failed step.
+const retryDelay = 5 * time.Second
+
+func main() {
+	start := time.Now()
+	libinit.CreateRootfs()
+	libinit.SetEnv()
+	go reap()
+	ctx := context.Background()
+	for {
+		err := run(ctx, start)
+		// run only returns on a failure; init must never exit.
+		fmt.Fprintf(os.Stderr, "holdfast-init: %v; retrying in %s\n", err, retryDelay)
+		time.Sleep(retryDelay)
+	}
+}
+
+// reap collects exited orphans, as PID 1 must.
+func reap() {
+	sigs := make(chan os.Signal, 8)
+	notifyChild(sigs)
+	for range sigs {
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
+
+// crlf turns "\n" into "\r\n" for a raw serial line.
+type crlf struct{ w io.Writer }
+
+func (c crlf) Write(p []byte) (int, error) {
+	if _, err := c.w.Write([]byte(strings.ReplaceAll(strings.ReplaceAll(string(p), "\r\n", "\n"), "\n", "\r\n"))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func run(ctx context.Context, start time.Time) error {
+	name, err := os.ReadFile(BoardFile)
+	if err != nil {
+		return fmt.Errorf("board: %w", err)
+	}
+	board, err := boards.Load(strings.TrimSpace(string(name)))
+	if err != nil {
+		return err
+	}
+	dev := "/dev/" + board.Console.Device
+	tty, err := port.OpenTTY(dev, board.Console.Baud)
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	defer tty.Close()
+
+	typedR, typedW := io.Pipe()
+	conn := frame.NewConn(tty, frame.Options{Text: typedW})
+	human := crlf{connWriter{conn}}
+	log := hclog.New(&hclog.LoggerOptions{
+		Name: "holdfast", Level: hclog.Info, Output: human, Color: hclog.ColorOff,
+		TimeFormat: "15:04:05.000",
+	})
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	fmt.Fprintf(human, "\n==== Holdfast appliance %s ====\nboard %s (%s), kernel %s, console %s\n",
+		Version, board.Name, board.Description, unix.ByteSliceToString(uts.Release[:]), dev)
+	log.Info("phase 1/8 boot: kernel and initramfs up", "since_init", time.Since(start).Round(time.Millisecond))
+
+	log.Info("phase 2/8 board: loading modules", "count", len(board.Modules))
+	loadModules(log, board.Modules)
+	pcr11 := reportTPM(log, board)
+
+	log.Info("phase 3/8 config: no sealed config on this boot medium yet; asking on the serial console")
+	runErr := make(chan error, 1)
+	go func() { runErr <- conn.Run(ctx) }()
+	typed := make(chan string, 4)
+	go func() {
+		s := bufio.NewScanner(typedR)
+		for s.Scan() {
+			select {
+			case typed <- strings.TrimRight(s.Text(), "\r"):
+			default:
+			}
+		}
+	}()
+	cfg, err := console.WaitForConfig(ctx, conn, console.ApplianceOptions{
+		Board: board.Name, Version: Version, PCR11: pcr11, Log: log.Named("console"), Human: connWriter{conn}, Typed: typed,
+	})
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	log.Info("config held in memory (sealing it is later work)", "bytes", len(cfg))
+	log.Warn("phase 4/8 keys: TPM unseal not implemented yet; staying in safe mode: nothing is formatted or deleted")
+	log.Info("ready: idle in safe mode")
+	// Idle forever; the link keeps answering (late ACKs, etc.).
+	for {
+		select {
+		case err := <-runErr:
+			return fmt.Errorf("console link: %w", err)
+		case <-time.After(time.Hour):
+		}
+	}
+}
+
+// connWriter writes human text between frames.
+type connWriter struct{ c *frame.Conn }
+
+func (w connWriter) Write(p []byte) (int, error) { return w.c.WriteText(p) }
+
+func loadModules(log hclog.Logger, mods []string) {
+	for _, m := range mods {
+		t := time.Now()
+		if err := kmodule.Probe(m, ""); err != nil {
+			log.Warn("module not loaded", "module", m, "error", err)
+			continue
+		}
+		log.Info("module loaded", "module", m, "took", time.Since(t).Round(time.Millisecond))
+	}
+	blocks, _ := filepath.Glob("/sys/block/*")
+	var names []string
+	for _, b := range blocks {
+		names = append(names, filepath.Base(b))
+	}
+	log.Info("block devices", "devices", strings.Join(names, " "))
+}
+
+// reportTPM logs whether a TPM is present and returns its PCR 11 (empty
+// if unknown), which the image builder predicts.
+func reportTPM(log hclog.Logger, board *boards.Board) string {
+	if _, err := os.Stat("/sys/class/tpm/tpm0"); err != nil {
+		if board.TPM.AllowNoTPMTestMode {
+			log.Warn("no TPM; board allows TPM-less TEST MODE")
+		} else {
+			log.Error("no TPM found: the appliance will stay in safe mode")
+		}
+		return ""
+	}
+	pcr, err := os.ReadFile("/sys/class/tpm/tpm0/pcr-sha256/11")
+	if err != nil {
+		log.Warn("TPM present, PCR 11 unreadable", "error", err)
+		return ""
+	}
+	v := strings.ToLower(strings.TrimSpace(string(pcr)))
+	log.Info("TPM present", "pcr11", v)
+	return v
+}

@@ -1,0 +1,413 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/holdfast-appliance/holdfast/boards"
+	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
+)
+
+// Defaults.
+const (
+	DefaultDataDiskSize = 8 << 30
+	// KVMProgressTimeout is how long a KVM guest may stay silent on the
+	// serial line before the runner restarts it under TCG.
+	KVMProgressTimeout = 60 * time.Second
+)
+
+// ErrMissingTools means QEMU, its firmware or swtpm is not installed.
+var ErrMissingTools = errors.New("missing tools for running the VM; run make setup")
+
+// Config describes a VM.
+type Config struct {
+	Board *boards.Board
+	// Image is the boot disk (holdfast.img). It is used in place.
+	Image string
+	// StateDir holds the VM's files: OVMF variables, TPM state, data
+	// disks, sockets and the serial log. Data disks and TPM state persist
+	// across runs on the same StateDir.
+	StateDir string
+	// Accel is "auto" (KVM if usable, else TCG), "kvm" or "tcg".
+	Accel        string
+	DataDiskSize int64
+	// Console receives the serial console's text for a person; nil
+	// discards it.
+	Console io.Writer
+	Log     hclog.Logger
+}
+
+// VM is a running virtual machine.
+type VM struct {
+	cfg          Config
+	SerialSocket string
+	SerialLog    string
+	Monitor      string
+	Accel        string
+
+	swtpm, qemu *exec.Cmd
+	swtpmDone   chan struct{}
+	qemuDone    chan struct{}
+	qemuErr     error
+	tailStop    chan struct{}
+	tailDone    chan struct{}
+	stopOnce    sync.Once
+}
+
+// CheckTools reports which of the programs and files the board's VM needs
+// are missing, as an error wrapping ErrMissingTools.
+func CheckTools(b *boards.Board) error {
+	if b.QEMU == nil {
+		return fmt.Errorf("board %s does not run under QEMU", b.Name)
+	}
+	var missing []string
+	bins := []string{b.QEMU.Binary, "qemu-img"}
+	if b.QEMU.TPMDevice != "" {
+		bins = append(bins, "swtpm")
+	}
+	for _, bin := range bins {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	for _, f := range []string{b.QEMU.FirmwareCode, b.QEMU.FirmwareVars} {
+		if _, err := os.Stat(f); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s", ErrMissingTools, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// KVMUsable reports whether /dev/kvm can be opened for reading and writing.
+func KVMUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// Start prepares the state directory and boots the VM.
+func Start(ctx context.Context, c Config) (*VM, error) {
+	if err := CheckTools(c.Board); err != nil {
+		return nil, err
+	}
+	if c.Log == nil {
+		c.Log = hclog.NewNullLogger()
+	}
+	if c.Console == nil {
+		c.Console = io.Discard
+	}
+	if c.DataDiskSize <= 0 {
+		c.DataDiskSize = DefaultDataDiskSize
+	}
+	if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("vm state: %w", err)
+	}
+	if err := prepare(ctx, c); err != nil {
+		return nil, err
+	}
+	accel := c.Accel
+	switch accel {
+	case "", "auto":
+		accel = "tcg"
+		if KVMUsable() {
+			accel = "kvm"
+		}
+	case "kvm", "tcg":
+	default:
+		return nil, fmt.Errorf("accel %q: want auto, kvm or tcg", c.Accel)
+	}
+	v, err := boot(ctx, c, accel)
+	if err != nil {
+		return nil, err
+	}
+	if accel == "kvm" && (c.Accel == "" || c.Accel == "auto") {
+		// Some hosts offer /dev/kvm yet the guest hangs in early boot:
+		// no serial output at all means no progress.
+		if err := v.waitOutput(ctx, KVMProgressTimeout); err != nil {
+			c.Log.Warn("no serial output under KVM; restarting under TCG", "after", KVMProgressTimeout)
+			_ = v.Stop(ctx)
+			return boot(ctx, c, "tcg")
+		}
+	}
+	return v, nil
+}
+
+// prepare creates what persists across runs: OVMF variables and data disks.
+func prepare(ctx context.Context, c Config) error {
+	vars := filepath.Join(c.StateDir, "efivars.fd")
+	if _, err := os.Stat(vars); err != nil {
+		b, err := os.ReadFile(c.Board.QEMU.FirmwareVars)
+		if err != nil {
+			return fmt.Errorf("firmware variables: %w", err)
+		}
+		if err := os.WriteFile(vars, b, 0o644); err != nil {
+			return fmt.Errorf("firmware variables: %w", err)
+		}
+	}
+	for i := range 2 {
+		p := filepath.Join(c.StateDir, fmt.Sprintf("data%d.qcow2", i))
+		if _, err := os.Stat(p); err == nil {
+			continue
+		}
+		out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", p, fmt.Sprint(c.DataDiskSize)).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("qemu-img create %s: %w: %s", p, err, out)
+		}
+		c.Log.Info("created blank data disk", "path", p)
+	}
+	return os.MkdirAll(filepath.Join(c.StateDir, "tpm"), 0o700)
+}
+
+func boot(ctx context.Context, c Config, accel string) (*VM, error) {
+	q := c.Board.QEMU
+	v := &VM{
+		cfg:          c,
+		SerialSocket: filepath.Join(c.StateDir, "serial.sock"),
+		SerialLog:    filepath.Join(c.StateDir, "serial.log"),
+		Monitor:      filepath.Join(c.StateDir, "monitor.sock"),
+		Accel:        accel,
+		qemuDone:     make(chan struct{}),
+		tailStop:     make(chan struct{}),
+		tailDone:     make(chan struct{}),
+	}
+	for _, p := range []string{v.SerialSocket, v.Monitor, v.SerialLog} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("vm: %w", err)
+		}
+	}
+	if strings.ContainsAny(c.StateDir+c.Image, ",") {
+		return nil, fmt.Errorf("vm: QEMU cannot take paths with commas: %s, %s", c.StateDir, c.Image)
+	}
+	args := []string{
+		"-name", "holdfast-" + c.Board.Name,
+		"-machine", q.Machine, "-accel", accel, "-cpu", q.CPU,
+		"-m", fmt.Sprint(q.MemoryMiB), "-smp", "2",
+		"-no-user-config", "-nodefaults", "-display", "none", "-vga", "none",
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + q.FirmwareCode,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + filepath.Join(c.StateDir, "efivars.fd"),
+		"-drive", "if=none,id=boot,format=raw,file=" + c.Image,
+		"-device", q.DiskDevice + ",drive=boot,bootindex=0",
+		"-netdev", "user,id=net0",
+		"-device", q.NetDevice + ",netdev=net0,romfile=",
+		"-device", "virtio-rng-pci",
+		"-chardev", "socket,id=ser0,path=" + v.SerialSocket + ",server=on,wait=off,logfile=" + v.SerialLog,
+		"-serial", "chardev:ser0",
+		"-monitor", "unix:" + v.Monitor + ",server=on,wait=off",
+	}
+	for i := range 2 {
+		args = append(args,
+			"-drive", fmt.Sprintf("if=none,id=data%d,format=qcow2,file=%s", i, filepath.Join(c.StateDir, fmt.Sprintf("data%d.qcow2", i))),
+			"-device", fmt.Sprintf("%s,drive=data%d,serial=HOLDFAST-DATA%d", q.DiskDevice, i, i))
+	}
+	if q.TPMDevice != "" {
+		sock, err := v.startSWTPM(ctx)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args,
+			"-chardev", "socket,id=chrtpm,path="+sock,
+			"-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+			"-device", q.TPMDevice+",tpmdev=tpm0")
+	}
+	c.Log.Info("starting QEMU", "accel", accel, "image", c.Image)
+	c.Log.Debug("qemu command", "args", strings.Join(args, " "))
+	cmd := exec.Command(q.Binary, args...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		v.stopSWTPM()
+		return nil, fmt.Errorf("start %s: %w", q.Binary, err)
+	}
+	v.qemu = cmd
+	go func() {
+		err := cmd.Wait()
+		if err != nil {
+			err = fmt.Errorf("%s: %w: %s", q.Binary, err, strings.TrimSpace(stderr.String()))
+		}
+		v.qemuErr = err
+		close(v.qemuDone)
+	}()
+	if err := waitPath(ctx, v.SerialSocket, v.qemuDone, 30*time.Second); err != nil {
+		_ = v.Stop(ctx)
+		return nil, fmt.Errorf("qemu serial socket: %w (%v)", err, v.qemuErr)
+	}
+	go v.tail()
+	return v, nil
+}
+
+func (v *VM) startSWTPM(ctx context.Context) (string, error) {
+	sock := filepath.Join(v.cfg.StateDir, "swtpm.sock")
+	_ = os.Remove(sock)
+	cmd := exec.Command("swtpm", "socket", "--tpm2",
+		"--tpmstate", "dir="+filepath.Join(v.cfg.StateDir, "tpm"),
+		"--ctrl", "type=unixio,path="+sock,
+		"--terminate")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("start swtpm: %w", err)
+	}
+	v.swtpm = cmd
+	done := make(chan struct{})
+	v.swtpmDone = done
+	go func() { _ = cmd.Wait(); close(done) }()
+	if err := waitPath(ctx, sock, done, 10*time.Second); err != nil {
+		v.stopSWTPM()
+		return "", fmt.Errorf("swtpm control socket: %w: %s", err, out.String())
+	}
+	v.cfg.Log.Debug("swtpm started", "pid", cmd.Process.Pid)
+	return sock, nil
+}
+
+func (v *VM) stopSWTPM() {
+	if v.swtpm != nil && v.swtpm.Process != nil {
+		_ = v.swtpm.Process.Kill()
+		<-v.swtpmDone
+	}
+}
+
+func waitPath(ctx context.Context, p string, died <-chan struct{}, timeout time.Duration) error {
+	deadline := time.After(timeout)
+	for {
+		if _, err := os.Stat(p); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-died:
+			return errors.New("process exited")
+		case <-deadline:
+			return fmt.Errorf("%s did not appear within %s", p, timeout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// tail follows the serial log and copies its text to the Console writer,
+// with frames shown as markers.
+func (v *VM) tail() {
+	defer close(v.tailDone)
+	var f *os.File
+	var dec frame.Decoder
+	buf := make([]byte, 8192)
+	for {
+		if f == nil {
+			if g, err := os.Open(v.SerialLog); err == nil {
+				f = g
+				defer f.Close()
+			}
+		}
+		n := 0
+		if f != nil {
+			n, _ = f.Read(buf)
+		}
+		if n > 0 {
+			dec.Feed(buf[:n])
+			for {
+				ev, ok := dec.Next()
+				if !ok {
+					break
+				}
+				switch ev.Kind {
+				case frame.EventText:
+					_, _ = v.cfg.Console.Write(bytes.ReplaceAll(ev.Text, []byte("\r"), nil))
+				case frame.EventFrame:
+					if t := ev.Frame.Type; t != frame.TypeAck && t != frame.TypeNack {
+						fmt.Fprintf(v.cfg.Console, "<frame %s seq %d, %d bytes>\n", t, ev.Frame.Seq, len(ev.Frame.Payload))
+					}
+				}
+			}
+			continue
+		}
+		select {
+		case <-v.tailStop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitOutput waits until the serial log is not empty.
+func (v *VM) waitOutput(ctx context.Context, timeout time.Duration) error {
+	deadline := time.After(timeout)
+	for {
+		if fi, err := os.Stat(v.SerialLog); err == nil && fi.Size() > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-v.qemuDone:
+			return fmt.Errorf("qemu exited: %w", v.qemuErr)
+		case <-deadline:
+			return errors.New("no serial output")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Done is closed when QEMU exits.
+func (v *VM) Done() <-chan struct{} { return v.qemuDone }
+
+// Err is why QEMU exited; valid after Done is closed.
+func (v *VM) Err() error { return v.qemuErr }
+
+// Stop powers the VM off: "quit" on the monitor, then SIGKILL if QEMU has
+// not exited within 10 s; then it stops swtpm and the serial log follower.
+func (v *VM) Stop(ctx context.Context) error {
+	var err error
+	v.stopOnce.Do(func() {
+		if c, derr := net.DialTimeout("unix", v.Monitor, 2*time.Second); derr == nil {
+			// Wait for the HMP prompt so that QEMU reads the command,
+			// and keep the connection open until QEMU is gone.
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			buf := make([]byte, 512)
+			var seen []byte
+			for !bytes.Contains(seen, []byte("(qemu)")) {
+				n, rerr := c.Read(buf)
+				seen = append(seen, buf[:n]...)
+				if rerr != nil {
+					break
+				}
+			}
+			_, _ = c.Write([]byte("quit\n"))
+			defer c.Close()
+		}
+		select {
+		case <-v.qemuDone:
+		case <-time.After(10 * time.Second):
+			_ = v.qemu.Process.Kill()
+			<-v.qemuDone
+		case <-ctx.Done():
+			_ = v.qemu.Process.Kill()
+			<-v.qemuDone
+			err = ctx.Err()
+		}
+		v.stopSWTPM()
+		close(v.tailStop)
+		<-v.tailDone
+	})
+	return err
+}
