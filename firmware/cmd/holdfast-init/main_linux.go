@@ -38,11 +38,22 @@ func main() {
 	go reap()
 	ctx := context.Background()
 	for {
-		err := run(ctx, start)
+		err := runRecovered(ctx, start)
 		// run only returns on a failure; init must never exit.
 		fmt.Fprintf(os.Stderr, "holdfast-init: %v; retrying in %s\n", err, retryDelay)
 		time.Sleep(retryDelay)
 	}
+}
+
+// runRecovered runs run and turns a panic into an error: if PID 1 exits,
+// even by a panic, the kernel panics with it.
+func runRecovered(ctx context.Context, start time.Time) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return run(ctx, start)
 }
 
 // reap collects exited orphans, as PID 1 must.
