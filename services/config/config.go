@@ -590,17 +590,7 @@ func (v *validator) retention(name string, r *retentionHCL) Retention {
 
 func (v *validator) limits(name string, r *limitsHCL, def Limits) Limits {
 	out := def
-	if r.MaxObjectSize != nil {
-		n, err := ParseSize(*r.MaxObjectSize)
-		if err == nil && n <= 0 {
-			err = fmt.Errorf("size %q: must be positive", *r.MaxObjectSize)
-		}
-		if err != nil {
-			v.errf(r.Body, "max_object_size", `Invalid value for "max_object_size"`, "source %q: %v", name, err)
-		} else {
-			out.MaxObjectSize = n
-		}
-	}
+	v.positiveSize(r.Body, name, "max_object_size", r.MaxObjectSize, &out.MaxObjectSize)
 	if r.MaxObjectsPerPull != nil {
 		if *r.MaxObjectsPerPull < 1 {
 			v.errf(r.Body, "max_objects_per_pull", `Invalid value for "max_objects_per_pull"`, "source %q: %d: want at least 1", name, *r.MaxObjectsPerPull)
@@ -608,18 +598,25 @@ func (v *validator) limits(name string, r *limitsHCL, def Limits) Limits {
 			out.MaxObjectsPerPull = *r.MaxObjectsPerPull
 		}
 	}
-	if r.Quota != nil {
-		n, err := ParseSize(*r.Quota)
-		if err == nil && n <= 0 {
-			err = fmt.Errorf("size %q: must be positive", *r.Quota)
-		}
-		if err != nil {
-			v.errf(r.Body, "quota", `Invalid value for "quota"`, "source %q: %v", name, err)
-		} else {
-			out.Quota = n
-		}
-	}
+	v.positiveSize(r.Body, name, "quota", r.Quota, &out.Quota)
 	return out
+}
+
+// positiveSize parses the size attribute attr of source name into *dst when
+// it is set, reporting a malformed or non-positive value.
+func (v *validator) positiveSize(body hcl.Body, name, attr string, in *string, dst *int64) {
+	if in == nil {
+		return
+	}
+	n, err := ParseSize(*in)
+	if err == nil && n <= 0 {
+		err = fmt.Errorf("size %q: must be positive", *in)
+	}
+	if err != nil {
+		v.errf(body, attr, fmt.Sprintf("Invalid value for %q", attr), "source %q: %v", name, err)
+		return
+	}
+	*dst = n
 }
 
 // ParseSchedule parses "every <duration>", where the duration is one or more
