@@ -216,6 +216,10 @@ func (s *Store) Extend(id string, until time.Time, hold bool, reason string) err
 	if err := s.installSealed(retentionDir, name, out); err != nil {
 		return fmt.Errorf("extend: %w", err)
 	}
-	s.log.Info("retention extended", "snapshot", id, "retain_until", until, "legal_hold", hold, "reason", reason)
+	if longer {
+		s.log.Info("retention extended", "snapshot", id, "retain_until", until, "legal_hold", hold, "reason", reason)
+	} else {
+		s.log.Info("legal hold added", "snapshot", id, "reason", reason)
+	}
 	return nil
 }

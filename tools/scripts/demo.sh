@@ -8,6 +8,17 @@
 # flags: ext4, xfs or btrfs), stores two snapshots, lists and reads them back,
 # verifies the store, then shows that the kernel refuses to delete or change
 # sealed files, for root and for a root process without CAP_LINUX_IMMUTABLE.
+#
+# Then the VFEmail scenario with a real S3 source: it starts the pinned MinIO
+# that `make setup` builds (127.0.0.1 only, a free port, a data directory in
+# the work directory, root credentials generated for this run; stopped on
+# exit), fills bucket "mail" with 50 small mails (one key with a tab, a
+# newline and non-ASCII characters) using rclone, pulls it with `holdfast
+# pull`, deletes every object as an attacker with the bucket's root
+# credentials would, pulls again, and checks that the empty snapshot was
+# committed, an alert was logged, the earlier snapshot is under legal hold
+# and every deleted mail still reads back byte for byte from the store.
+#
 # Every step is checked: anything unexpected (a failed command, or an rm that
 # succeeded) stops the demo with a non-zero exit.
 #
@@ -42,11 +53,12 @@ fail() {
 }
 # show prints a command line as one would type it: plain words as they are,
 # other printable words in single quotes, anything else as $'...', so awkward
-# names are visible. A lone | or >> is printed as the operator it stands for.
+# names are visible. A lone |, >> or <, or 2>FILE, is printed as the operator
+# it stands for.
 show() {
 	local q=() a
 	for a in "$@"; do
-		if [[ $a == '|' || $a == '>>' || $a =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then
+		if [[ $a == '|' || $a == '>>' || $a == '<' || $a =~ ^[A-Za-z0-9_./=:,+@%-]+$ || $a =~ ^2\>[A-Za-z0-9_./-]+$ ]]; then
 			q+=("$a")
 		elif [[ $a != *"'"* && $a =~ ^[[:print:]]+$ ]]; then
 			q+=("'$a'")
@@ -86,22 +98,45 @@ expect_eperm() {
 	esac
 }
 
+# MinIO for the pull sections; stop_minio is safe to call at any time.
+CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/holdfast"
+MINIO=${MINIO:-$CACHE_DIR/bin/minio}
+MINIO_PID=
+stop_minio() {
+	[ -n "$MINIO_PID" ] || return 0
+	kill "$MINIO_PID" 2>/dev/null || true
+	local i
+	for i in $(seq 1 100); do
+		kill -0 "$MINIO_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$MINIO_PID" 2>/dev/null || true
+	wait "$MINIO_PID" 2>/dev/null || true
+	MINIO_PID=
+}
+
 on_exit() {
 	local rc=$?
+	stop_minio
 	if [ "$rc" -ne 0 ] && [ -n "$WORK" ]; then
 		printf '\ndemo FAILED (exit %d). Work directory kept for inspection: %s\n' "$rc" "$WORK" >&2
 		printf 'remove it with: chattr -R -i -a %q && rm -rf %q\n' "$WORK" "$WORK" >&2
 	fi
 }
 trap on_exit EXIT
+# A background job of a script ignores Ctrl-C; exiting through the EXIT trap
+# makes sure MinIO is stopped then too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------
 section "Preconditions"
 [ "$(id -u)" -eq 0 ] || fail "the demo needs root (sealing needs CAP_LINUX_IMMUTABLE); run it as root"
 [ -x "$HOLDFAST" ] || fail "$HOLDFAST is missing; run 'make build' (or 'make demo')"
-for tool in capsh chattr lsattr getfattr setfattr cmp; do
+for tool in capsh chattr lsattr getfattr setfattr cmp rclone jq timeout; do
 	command -v "$tool" >/dev/null || fail "$tool is missing; run 'make setup'"
 done
+[ -x "$MINIO" ] || fail "$MINIO is missing; run 'make setup' (it builds the pinned MinIO once)"
 capsh --has-p=cap_linux_immutable 2>/dev/null || fail "this process lacks CAP_LINUX_IMMUTABLE (a container without it?)"
 ok "root with CAP_LINUX_IMMUTABLE; holdfast at $HOLDFAST"
 
@@ -228,6 +263,237 @@ section "Prune, dry run (holdfast store prune --dry-run)"
 hf_out store prune store --key-file demo.key --dry-run
 grep -q 'would remove 0 expired' <<<"$OUT" || fail "prune would remove a snapshot that is still retained"
 ok "nothing is due: both snapshots are retained for 30 days, and the newest of each source is always kept"
+
+# ---------------------------------------------------------------------------
+# The VFEmail scenario: a bucket of mail, pulled, then wiped by an attacker.
+
+# free_port prints a port on 127.0.0.1 below the ephemeral range that nothing
+# accepts connections on (MinIO's start is retried if it is taken meanwhile).
+free_port() {
+	local p i
+	for i in $(seq 1 50); do
+		p=$((20000 + RANDOM % 12000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			printf '%s\n' "$p"
+			return 0
+		fi
+	done
+	fail "found no free port on 127.0.0.1"
+}
+# minio_ready PORT: MinIO's readiness endpoint answers 200.
+minio_ready() {
+	local status
+	status=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" &&
+		printf "GET /minio/health/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3 &&
+		head -n 1 <&3' "$1" 2>/dev/null) || return 1
+	[[ $status == "HTTP/1."?" 200"* ]]
+}
+# start_minio sets MINIO_PORT and MINIO_PID; three tries, 60 s each.
+start_minio() {
+	local try cport i
+	mkdir -p minio-data
+	for try in 1 2 3; do
+		MINIO_PORT=$(free_port)
+		cport=$(free_port)
+		[ "$cport" != "$MINIO_PORT" ] || continue
+		MINIO_ROOT_USER=$S3_ACCESS MINIO_ROOT_PASSWORD=$S3_SECRET MINIO_BROWSER=off MINIO_UPDATE=off MINIO_CI_CD=on \
+			"$MINIO" server --quiet --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$cport" \
+			"$WORK/minio-data" >>minio.log 2>&1 &
+		MINIO_PID=$!
+		for i in $(seq 1 600); do
+			if minio_ready "$MINIO_PORT"; then return 0; fi
+			kill -0 "$MINIO_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+		stop_minio
+		say "MinIO did not come up on 127.0.0.1:$MINIO_PORT (try $try of 3)"
+	done
+	sed 's/^/      minio: /' minio.log >&2
+	fail "MinIO did not start (its output is above and in $WORK/minio.log)"
+}
+# s3 runs rclone against the demo MinIO, configured only through environment
+# variables (remote "demo"; an empty config file so that no rclone.conf of
+# this machine is read). AWS_CA_BUNDLE, if set, would make rclone's S3 client
+# fail on a plain-HTTP endpoint, so it is removed.
+s3() {
+	env -u AWS_CA_BUNDLE RCLONE_CONFIG="$WORK/rclone.conf" \
+		RCLONE_CONFIG_DEMO_TYPE=s3 RCLONE_CONFIG_DEMO_PROVIDER=Minio \
+		RCLONE_CONFIG_DEMO_ENDPOINT="http://127.0.0.1:$MINIO_PORT" RCLONE_CONFIG_DEMO_REGION=us-east-1 \
+		RCLONE_CONFIG_DEMO_ACCESS_KEY_ID="$S3_ACCESS" RCLONE_CONFIG_DEMO_SECRET_ACCESS_KEY="$S3_SECRET" \
+		rclone "$@"
+}
+show_s3() {
+	show rclone "$@"
+	s3 "$@" 2>&1 | indent
+	return "${PIPESTATUS[0]}"
+}
+bucket_count() { s3 lsf -R --files-only demo:mail | wc -l; }
+# pull_mail LOG: holdfast pull, summary lines in $OUT (shown), logs in LOG.
+pull_mail() {
+	local rc=0
+	show holdfast pull --config mail.hcl --store store --key-file demo.key "2>$1"
+	OUT=$("$HOLDFAST" pull --config mail.hcl --store store --key-file demo.key 2>"$1") || rc=$?
+	printf '%s\n' "$OUT" | indent
+	[ "$rc" -eq 0 ] || fail "holdfast pull exited $rc (its log: $WORK/$1)"
+}
+# hold_of SNAPSHOT: the HOLD column of `store ls` in $OUT.
+hold_of() { awk -v id="$1" '$1 == id { print $7 }' <<<"$OUT"; }
+
+section "An S3 source: MinIO on 127.0.0.1 with a bucket of mail"
+S3_ACCESS=demo-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+S3_SECRET=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+: >rclone.conf
+start_minio
+MINIO_VERSION=$("$MINIO" --version)
+say "MinIO: ${MINIO_VERSION%%$'\n'*}"
+say "listening on 127.0.0.1:$MINIO_PORT, data in minio-data/, output in minio.log"
+ok "MinIO is ready, with root credentials generated for this run (user $S3_ACCESS)"
+say "50 mails for five mailboxes, one with an awkward key (a tab, a newline, non-ASCII):"
+MAIL_KEY=$'erin/Drafts/Re: Fwd: Quarterly report (final)\t\n\xe2\x9c\x89 \xc3\xbc.eml'
+MAIL_KEY_Q='"erin/Drafts/Re: Fwd: Quarterly report (final)\t\n✉ ü.eml"'
+n=0
+for user in alice bob carol dave erin; do
+	mkdir -p "mail-src/$user/INBOX"
+	for i in $(seq 1 10); do
+		n=$((n + 1))
+		[ "$user/$i" != erin/10 ] || break # the 50th is the awkward one
+		{
+			printf 'From: sender%d@example.org\nTo: %s@vfemail.example\n' "$n" "$user"
+			printf 'Date: %s\n' "$(date -u -R -d "2019-02-$(printf '%02d' $((1 + n % 11))) 0$((n % 10)):12:00")"
+			printf 'Message-ID: <%d.%s@example.org>\nSubject: message %d for %s\n\n' "$n" "$user" "$n" "$user"
+			for l in $(seq 1 $((n * 7))); do printf 'line %d of message %d, kept for eighteen years\n' "$l" "$n"; done
+		} >"mail-src/$user/INBOX/$(printf '%04d' "$i").eml"
+	done
+done
+{
+	printf 'From: erin@vfemail.example\nSubject: Re: Fwd: Quarterly report (final)\n\n'
+	printf 'revenue: 42; attachment follows\n\n'
+	head -c 49152 /dev/urandom | base64
+} >mail-awkward.eml
+[ "$(find mail-src -type f | wc -l)" -eq 49 ] || fail "expected 49 sample mails in mail-src/"
+show_s3 mkdir demo:mail
+show_s3 copy mail-src demo:mail
+show rclone rcat "demo:mail/$MAIL_KEY" '<' mail-awkward.eml
+s3 rcat "demo:mail/$MAIL_KEY" <mail-awkward.eml 2>&1 | indent
+show rclone lsf -R --files-only demo:mail '|' wc -l
+COUNT=$(bucket_count)
+say "  $COUNT"
+[ "$COUNT" -eq 50 ] || fail "bucket mail holds $COUNT objects, want 50"
+ok "bucket mail holds 50 objects ($(du -cb mail-src mail-awkward.eml | tail -n 1 | cut -f1) bytes)"
+
+# ---------------------------------------------------------------------------
+section "Pull the bucket into the store (holdfast pull)"
+cat >mail.hcl <<HCL
+appliance { name = "holdfast-demo" }
+source "mail" {
+  s3 {
+    endpoint   = "127.0.0.1:$MINIO_PORT"
+    bucket     = "mail"
+    access_key = "$S3_ACCESS"
+    secret_key = "$S3_SECRET"
+    tls        = false
+  }
+  schedule = "every 6h"
+  retention {
+    all_for = "30d"
+  }
+}
+HCL
+say "mail.hcl (the secret is shown as ...; on a real appliance these are read-only"
+say "credentials, see the README, \"Pointing Holdfast at a bucket\"):"
+sed 's/^\( *secret_key *= \).*/\1"..."/' mail.hcl | indent
+pull_mail pull-1.log
+MAIL1=$(sed -n 's/^mail: snapshot \([^ :]*\): 50 objects, .* complete$/\1/p' <<<"$OUT")
+[ -n "$MAIL1" ] || fail "the pull did not commit a complete snapshot of 50 objects"
+UNTIL=$(sed -n 's/.*; retain until \([^;]*\); complete$/\1/p' <<<"$OUT")
+LEFT=$(($(date -u -d "$UNTIL" +%s) - $(date -u +%s)))
+if [ "$LEFT" -le $((30 * 86400 - 600)) ] || [ "$LEFT" -gt $((30 * 86400)) ]; then
+	fail "retain-until '$UNTIL' is not 30 days from now"
+fi
+ok "snapshot $MAIL1 of source mail committed: 50 objects, kept until $UNTIL (30 days)"
+hf store ls store --key-file demo.key
+show holdfast store ls store --key-file demo.key "$MAIL1"
+OUT=$("$HOLDFAST" store ls store --key-file demo.key "$MAIL1")
+{
+	head -n 5 <<<"$OUT"
+	printf '...\n'
+	grep -F 'erin/Drafts/' <<<"$OUT"
+	tail -n 1 <<<"$OUT"
+} | indent
+grep -qF "$MAIL_KEY_Q" <<<"$OUT" || fail "ls does not show the awkward key Go-quoted"
+ok "the awkward key is in the snapshot, listed Go-quoted on one line"
+
+# ---------------------------------------------------------------------------
+section "The attacker wipes the bucket (VFEmail, February 2019)"
+say "someone with the bucket's root credentials deletes every object; the bucket"
+say "is not versioned, so nothing of the mail is left at the source:"
+show_s3 delete demo:mail
+COUNT=$(bucket_count)
+show rclone lsf -R --files-only demo:mail '|' wc -l
+say "  $COUNT"
+[ "$COUNT" -eq 0 ] || fail "the bucket still holds $COUNT objects"
+ok "bucket mail is empty"
+say "the next scheduled pull runs as usual:"
+pull_mail pull-2.log
+MAIL2=$(sed -n 's/^mail: snapshot \([^ :]*\): 0 objects, .* complete$/\1/p' <<<"$OUT")
+if [ -z "$MAIL2" ] || [ "$MAIL2" = "$MAIL1" ]; then fail "the pull did not commit a new, empty snapshot"; fi
+ok "a new, empty snapshot $MAIL2 was committed: the pull records what it saw"
+grep -qF "mail: ALERT mass change: 50 of 50 objects gone, 0 changed since $MAIL1; 1 earlier snapshots under legal hold" <<<"$OUT" ||
+	fail "the pull did not report the mass change"
+ok "the pull reported the mass change on stdout"
+say "the pull's log (JSON lines on stderr) carries the alert for log shippers and the console:"
+show jq 'select(.alert == true)' pull-2.log
+ALERT=$(jq 'select(.alert == true)' pull-2.log) || fail "pull-2.log is not JSON lines"
+printf '%s\n' "$ALERT" | indent
+# Slurped: jq 1.6's -e looks only at the last output.
+jq -e -s --arg s1 "$MAIL1" --arg s2 "$MAIL2" '[.[] | select(.alert == true and ."@level" == "error"
+	and .kind == "mass-change" and .source == "mail" and .snapshot == $s2 and .gone == 50
+	and .held == [$s1])] | length == 1' pull-2.log >/dev/null ||
+	fail "no mass-change alert for $MAIL2 holding $MAIL1 in pull-2.log"
+ok "an alert was logged (level error, alert=true, kind mass-change), naming the held snapshot"
+hf_out store ls store --key-file demo.key
+[ "$(hold_of "$MAIL1")" = yes ] || fail "$MAIL1 is not under legal hold"
+[ "$(hold_of "$MAIL2")" = no ] || fail "the new snapshot $MAIL2 is under legal hold"
+for s in "$SNAP1" "$SNAP2"; do
+	[ "$(hold_of "$s")" = no ] || fail "snapshot $s of another source was put under legal hold"
+done
+ok "$MAIL1 is under legal hold (HOLD yes); the other sources' snapshots are untouched"
+say "the hold is an encrypted retention record, sealed like the rest (such records"
+say "can only add a hold or lengthen retention, and prune keeps a held snapshot):"
+HOLDREC=(store/retention/"$MAIL1".*.ext)
+[ -f "${HOLDREC[0]}" ] || fail "no retention record for $MAIL1 under store/retention/"
+lsattr "${HOLDREC[@]}" 2>&1 | indent
+lsattr "${HOLDREC[@]}" | awk '{ if ($1 !~ /i/) bad = 1 } END { exit bad }' || fail "a legal-hold record is not immutable"
+ok "the legal-hold record is immutable"
+show holdfast store diff store --key-file demo.key "$MAIL1" "$MAIL2" '|' tail -n 1
+OUT=$("$HOLDFAST" store diff store --key-file demo.key "$MAIL1" "$MAIL2")
+tail -n 1 <<<"$OUT" | indent
+grep -q '^0 added, 0 changed, 50 removed, 0 unchanged' <<<"$(tail -n 1 <<<"$OUT")" ||
+	fail "diff does not show all 50 objects removed"
+ok "diff: every one of the 50 mails was removed at the source"
+
+# ---------------------------------------------------------------------------
+section "The mail is still in the store: read the first snapshot back"
+check_cat "$MAIL1" "$MAIL_KEY_Q" mail-awkward.eml
+check_cat "$MAIL1" erin/INBOX/0009.eml mail-src/erin/INBOX/0009.eml
+say "and the other 48 the same way (not shown one by one):"
+show holdfast store cat store --key-file demo.key "$MAIL1" KEY '|' cmp - mail-src/KEY
+n=0
+while IFS= read -r -d '' f; do
+	key=${f#mail-src/}
+	"$HOLDFAST" store cat store --key-file demo.key "$MAIL1" "$key" | cmp - "$f" ||
+		fail "object $key of $MAIL1 differs from $f"
+	n=$((n + 1))
+done < <(find mail-src -type f -print0 | sort -z)
+[ "$n" -eq 49 ] || fail "compared $n mails, want 49"
+ok "all 50 mails of $MAIL1 are byte-identical to the ones the attacker deleted"
+
+# ---------------------------------------------------------------------------
+section "Verify the whole store again (holdfast store verify)"
+hf store verify store --key-file demo.key
+ok "verify found no problem in the store with both sources"
+stop_minio
+say "MinIO stopped"
 
 # ---------------------------------------------------------------------------
 section "Done"

@@ -18,7 +18,7 @@ DEBS=(
 	"attr         getfattr/setfattr: retention xattrs in the demo"
 	"libcap2-bin  capsh: dropping CAP_LINUX_IMMUTABLE in the demo"
 	"util-linux   setpriv, losetup, mount"
-	"rclone       bench-store: the rclone copy baseline"
+	"rclone       the demo's S3 bucket, and the rclone baseline in the benchmarks"
 	"time         GNU time (/usr/bin/time): peak memory in benchmarks"
 	"jq           JSON in scripts"
 	"swtpm        software TPM 2.0: firmware/tpm tests and make qemu"
