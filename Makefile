@@ -8,7 +8,7 @@ HOLDFAST := $(OUT)/bin/holdfast
 
 export CGO_ENABLED := 0
 
-.PHONY: all setup build test demo bench bench-store bench-pull clean image qemu
+.PHONY: all setup build test fuzz demo bench bench-store bench-pull clean image qemu
 
 # BOARD is the board `make image` and `make qemu` build for (boards/*.hcl).
 BOARD ?= qemu-x86_64
@@ -35,7 +35,20 @@ test: setup
 	fi
 	$(GO) test -count=1 -timeout 60m ./...
 
-## demo: end-to-end run of the store on this machine (needs root)
+# FUZZTIME is how long `make fuzz` runs each fuzz target.
+FUZZTIME ?= 10m
+
+## fuzz: run every Fuzz target in the repository for FUZZTIME each (default 10m), one after another; crashers land in the package's testdata/fuzz/
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' . | grep -v '^./out/' | sort); do \
+		pkg=./$$(dirname $${f#./}); \
+		for t in $$(sed -n -E 's/^func (Fuzz[A-Za-z0-9_]*)\(f \*testing\.F\).*/\1/p' $$f); do \
+			echo "== $$t in $$pkg for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+## demo: end-to-end run: the store, the kernel refusing root, and an S3 pull surviving a wiped bucket (needs root)
 demo: setup build
 	HOLDFAST=$(CURDIR)/$(HOLDFAST) bash tools/scripts/demo.sh
 

@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -500,7 +501,7 @@ func (v *validator) s3(name string, r *s3HCL) S3 {
 			p = filepath.Join(v.dir, p)
 		}
 		s.CABundle = p
-		pem, err := os.ReadFile(p)
+		pem, err := readCABundle(p)
 		switch {
 		case err != nil:
 			v.errf(r.Body, "ca_bundle", `Invalid value for "ca_bundle"`, "source %q: %v", name, err)
@@ -513,6 +514,34 @@ func (v *validator) s3(name string, r *s3HCL) S3 {
 		}
 	}
 	return s
+}
+
+// maxCABundle bounds a CA bundle file; system bundles are about 200 KiB.
+const maxCABundle = 1 << 20
+
+// readCABundle reads the CA bundle at p, which must be a regular file of at
+// most maxCABundle bytes: a device (/dev/zero) or FIFO named by mistake
+// must fail the load, not hang it or exhaust memory.
+func readCABundle(p string) ([]byte, error) {
+	// Stat before opening: opening a FIFO blocks until it has a writer.
+	if fi, err := os.Stat(p); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", p)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxCABundle+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxCABundle {
+		return nil, fmt.Errorf("%s is larger than %d bytes", p, maxCABundle)
+	}
+	return b, nil
 }
 
 // checkEndpoint accepts host or host:port, with no scheme or path.

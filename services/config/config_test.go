@@ -376,7 +376,7 @@ func TestRetainUntil(t *testing.T) {
 }
 
 // writeCA writes a self-signed CA certificate in PEM to path.
-func writeCA(t *testing.T, path string) {
+func writeCA(t testing.TB, path string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -2,12 +2,14 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"time"
 )
@@ -191,7 +193,7 @@ type frameReader struct {
 }
 
 func (s *Store) newFrameReader(r io.Reader) (*frameReader, error) {
-	br := bufio.NewReaderSize(r, 1<<20)
+	br := bufio.NewReaderSize(r, 64<<10) // frames above this size bypass the buffer
 	hdr := make([]byte, snapHdrLen)
 	if _, err := io.ReadFull(br, hdr); err != nil {
 		return nil, fmt.Errorf("manifest header: %w", io.ErrUnexpectedEOF)
@@ -225,10 +227,14 @@ func (fr *frameReader) next() (kind byte, plain []byte, err error) {
 		fr.off += int64(frameHdrLen) + int64(n)
 		return kind, nil, nil
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(fr.r, body); err != nil {
+	// Grow the body as bytes arrive: a header claiming 64 MiB at the end
+	// of a short (torn or hostile) file must not allocate 64 MiB.
+	var buf bytes.Buffer
+	buf.Grow(int(min(n, 64<<10)))
+	if _, err := buf.ReadFrom(io.LimitReader(fr.r, int64(n))); err != nil || buf.Len() != int(n) {
 		return 0, nil, fmt.Errorf("frame %d body: %w", fr.seq, io.ErrUnexpectedEOF)
 	}
+	body := buf.Bytes()
 	plain, err = openSealed(fr.s.keys.meta, frameAD(fr.id, fr.seq, kind), body)
 	if err != nil {
 		return 0, nil, fmt.Errorf("frame %d: %w", fr.seq, err)
@@ -294,6 +300,9 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 				if err != nil {
 					return nil, st, err
 				}
+				if o.Size > math.MaxInt64-m.Bytes {
+					return nil, st, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
+				}
 				m.Objects = append(m.Objects, o)
 				m.Count++
 				m.Bytes += o.Size
@@ -302,6 +311,9 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 			var t wireTail
 			if err := s.codec.unmarshal(plain, &t); err != nil {
 				return nil, st, fmt.Errorf("manifest tail: %w", err)
+			}
+			if t.Objects < 0 || t.Bytes < 0 {
+				return nil, st, fmt.Errorf("manifest tail totals %d objects of %d bytes: %w", t.Objects, t.Bytes, ErrCorrupt)
 			}
 			if !skipObjects && (m.Count != t.Objects || m.Bytes != t.Bytes) {
 				return nil, st, fmt.Errorf("manifest holds %d objects of %d bytes, tail says %d of %d: %w", m.Count, m.Bytes, t.Objects, t.Bytes, ErrCorrupt)
