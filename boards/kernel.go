@@ -64,13 +64,26 @@ func FetchKernel(ctx context.Context, log hclog.Logger, b *Board, cacheDir strin
 	if _, err := os.Stat(deb); err != nil {
 		log.Info("downloading kernel", "package", k.Package, "version", k.Version)
 		spec := fmt.Sprintf("%s:%s=%s", k.Package, b.Arch, k.Version)
-		cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", spec)
-		cmd.Dir = cacheDir
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
+		download := func() (string, error) {
+			cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", spec)
+			cmd.Dir = cacheDir
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err := cmd.Run()
+			return out.String(), err
+		}
+		out, err := download()
+		if err != nil && os.Getuid() == 0 {
+			// A fresh machine may have no package lists yet, or stale ones.
+			log.Info("apt-get download failed; running apt-get update once and retrying", "error", err)
+			if upd, uerr := exec.CommandContext(ctx, "apt-get", "update", "-q").CombinedOutput(); uerr != nil {
+				return nil, fmt.Errorf("apt-get update: %w\n%s", uerr, upd)
+			}
+			out, err = download()
+		}
+		if err != nil {
 			return nil, fmt.Errorf("apt-get download %s: %w: %w\n%s\nThe mirror may have dropped this version: run `apt-get update && apt-cache policy linux-image-%s` and update the kernel block of boards/%s.hcl",
-				spec, ErrKernelUnavailable, err, strings.TrimSpace(out.String()), b.Arch, b.Name)
+				spec, ErrKernelUnavailable, err, strings.TrimSpace(out), b.Arch, b.Name)
 		}
 		if _, err := os.Stat(deb); err != nil {
 			return nil, fmt.Errorf("apt-get download %s did not write %s: %w", spec, debName, err)
