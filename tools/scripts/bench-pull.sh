@@ -43,6 +43,8 @@ die() {
 	printf 'bench-pull: error: %s\n' "$*" >&2
 	exit 1
 }
+# shellcheck source=tools/scripts/lib.sh
+. "$REPO/tools/scripts/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || die "needs root (the store seals files with CAP_LINUX_IMMUTABLE)"
 [ -x "$HOLDFAST" ] || die "$HOLDFAST is missing; run 'make build'"
@@ -60,17 +62,10 @@ cleanup() {
 		kill "$MINIO_PID" 2>/dev/null || true
 		wait "$MINIO_PID" 2>/dev/null || true
 	fi
-	if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
-		chattr -R -i -a "$WORK" 2>/dev/null || true
-		rm -rf "$WORK"
-	fi
+	remove_sealed_dir "${WORK:-}"
 }
 trap cleanup EXIT
-FSTYPE=$(stat -f -c %T "$WORK")
-case $FSTYPE in
-ext2/ext3 | xfs | btrfs) ;;
-*) die "$WORK is on $FSTYPE; set TMPDIR to a directory on ext4, xfs or btrfs" ;;
-esac
+require_flag_fs "$WORK"
 
 # --- MinIO and the data set --------------------------------------------------
 PORT=$("$BENCHPULL" -free-port)
@@ -112,13 +107,6 @@ export RCLONE_CONFIG_MINIO_TYPE=s3 RCLONE_CONFIG_MINIO_PROVIDER=Minio \
 	RCLONE_CONFIG_MINIO_ENDPOINT="http://$ENDPOINT" RCLONE_CONFIG_MINIO_ACCESS_KEY_ID=$ACCESS \
 	RCLONE_CONFIG_MINIO_SECRET_ACCESS_KEY=$SECRET RCLONE_CONFIG_MINIO_REGION=us-east-1
 
-CACHES_DROPPED=yes
-drop_caches() {
-	sync
-	if ! { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
-		CACHES_DROPPED="no (not permitted)"
-	fi
-}
 
 # measure VAR CMD...: run CMD after dropping caches; set VAR_SECS and VAR_RSS
 # (KiB) from wall time (command + sync) and GNU time's peak RSS.

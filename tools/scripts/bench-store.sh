@@ -34,6 +34,8 @@ die() {
 	printf 'bench-store: error: %s\n' "$*" >&2
 	exit 1
 }
+# shellcheck source=tools/scripts/lib.sh
+. "$REPO/tools/scripts/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || die "needs root (the store seals files with CAP_LINUX_IMMUTABLE)"
 [ -x "$HOLDFAST" ] || die "$HOLDFAST is missing; run 'make build'"
@@ -61,25 +63,11 @@ CONTENT_BYTES=$(find "$DATA" -type f -printf '%s\n' | awk '{ s += $1 } END { pri
 # --- work area ---------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/holdfast-bench.XXXXXX")
 cleanup() {
-	if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
-		chattr -R -i -a "$WORK" 2>/dev/null || true
-		rm -rf "$WORK"
-	fi
+	remove_sealed_dir "${WORK:-}"
 }
 trap cleanup EXIT
-FSTYPE=$(stat -f -c %T "$WORK")
-case $FSTYPE in
-ext2/ext3 | xfs | btrfs) ;;
-*) die "$WORK is on $FSTYPE; set TMPDIR to a directory on ext4, xfs or btrfs" ;;
-esac
+require_flag_fs "$WORK"
 
-CACHES_DROPPED=yes
-drop_caches() {
-	sync
-	if ! { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
-		CACHES_DROPPED="no (not permitted: the data may come from the page cache)"
-	fi
-}
 
 ROWS=()
 # measure NAME CMD...: run CMD after dropping caches; record seconds (command
