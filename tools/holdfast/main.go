@@ -86,6 +86,7 @@ Exit codes: 0 success; 1 the operation failed or verify found damage;
 	root.AddCommand(a.pullCmd())
 	root.AddCommand(a.receiptCmd())
 	root.AddCommand(a.consoleCmd())
+	root.AddCommand(a.restoreCmd())
 	return root
 }
 

@@ -1,0 +1,352 @@
+// Package restore gets data back out of a Holdfast store: it writes the
+// objects of one snapshot (all of them, those whose key starts with a
+// prefix, or one exact key) to an S3-compatible bucket with minio-go
+// (ToS3) or to a local directory (ToDir).
+//
+// Every chunk is checked by the store as it is read (its keyed ID and its
+// AEAD tag), so damaged data is never written out silently: the restore
+// fails and names the object. When a snapshot records a key more than once
+// (versions of an S3 object) the last one recorded is restored; a key whose
+// last record is a delete marker is skipped. VerifyReceipt verifies a
+// snapshot's signed receipt offline against the manifest the store holds.
+//
+// Keys are data. ToS3 writes each object under the target prefix followed
+// by its original key bytes, with its content type and user metadata.
+// ToDir writes a key at the path it names only when it is a clean relative
+// path (see SafePath); every other key goes to
+// DIR/.holdfast-unsafe-keys/<hex sha256 of the key>, listed in
+// DIR/.holdfast-unsafe-keys/index.tsv with the Go-quoted key. ToDir never
+// follows a symlink and never overwrites anything: it refuses a target
+// directory that is not empty.
+//
+// Limits: object versions other than the last of each key, modification
+// times, ETags and version IDs are not restored (S3 sets its own); ToS3
+// overwrites objects of the same name in the target bucket; a key the
+// target refuses (MinIO: ".." segments, invalid UTF-8, over 1024 bytes)
+// fails the restore; a failed restore leaves the objects it already wrote
+// in place, but never a partial file or an upload of the failed object.
+// Restoring to a removable disk
+// and from a bare disk image (issue 7) are not part of this package.
+package restore
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/holdfast-appliance/holdfast/firmware/receipt"
+	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// Defaults applied to zero Options fields.
+const (
+	DefaultParallel = 4
+	DefaultPartSize = 16 << 20
+	// MinPartSize is the smallest part S3 accepts (except for the last).
+	MinPartSize = 5 << 20
+)
+
+// Target is the S3 bucket a restore writes to: config.S3's Endpoint,
+// Bucket, Prefix (prepended to every key), Region, AccessKey, SecretKey,
+// TLS and CAPEM are used. The credentials need write rights.
+type Target = config.S3
+
+// Options tune a restore. The zero value is usable.
+type Options struct {
+	// Exact restores only the object whose key equals the prefix argument,
+	// instead of every object whose key starts with it.
+	Exact bool
+	// Parallel is the number of objects written at once (DefaultParallel
+	// when zero).
+	Parallel int
+	// PartSize is the multipart part size for ToS3 (DefaultPartSize when
+	// zero); objects larger than it are uploaded in parts.
+	PartSize uint64
+	// Logger gets debug messages; nil means none.
+	Logger hclog.Logger
+	// Progress, when set, is called after every object written (calls are
+	// serialised).
+	Progress func(Progress)
+}
+
+// Progress is the state of a running restore.
+type Progress struct {
+	Key          []byte // the object just written
+	Objects      int    // objects written so far
+	TotalObjects int
+	Bytes        int64 // bytes written so far
+	TotalBytes   int64
+}
+
+// Result summarises a finished restore.
+type Result struct {
+	Objects        int
+	Bytes          int64
+	DeleteMarkers  int // keys skipped because their last record is a delete marker
+	UnsafeKeys     int // ToDir: keys written under UnsafeDir
+	SnapshotSource string
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Parallel == 0 {
+		o.Parallel = DefaultParallel
+	}
+	if o.Parallel < 0 {
+		return o, fmt.Errorf("restore: parallel %d must be positive", o.Parallel)
+	}
+	if o.PartSize == 0 {
+		o.PartSize = DefaultPartSize
+	}
+	if o.PartSize < MinPartSize {
+		return o, fmt.Errorf("restore: part size %d is below S3's minimum of %d bytes", o.PartSize, MinPartSize)
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	return o, nil
+}
+
+// Select returns the objects of manifest m a restore writes, in manifest
+// order: for each key matching prefix (or equal to it when exact), its last
+// record; keys whose last record is a delete marker are left out and
+// counted.
+func Select(m *store.Manifest, prefix string, exact bool) (objs []store.Object, deleted int) {
+	last := map[string]int{}
+	for i, o := range m.Objects {
+		k := string(o.Key)
+		if (exact && k == prefix) || (!exact && strings.HasPrefix(k, prefix)) {
+			last[k] = i
+		}
+	}
+	for i, o := range m.Objects {
+		if j, ok := last[string(o.Key)]; !ok || j != i {
+			continue
+		}
+		if o.DeleteMarker {
+			deleted++
+			continue
+		}
+		objs = append(objs, o)
+	}
+	return objs, deleted
+}
+
+// plan reads the manifest and selects the objects.
+func plan(s *store.Store, snapshotID, prefix string, o Options) (*store.Manifest, []store.Object, int, error) {
+	m, err := s.ReadManifest(snapshotID)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("restore: read snapshot %s: %w", snapshotID, err)
+	}
+	objs, deleted := Select(m, prefix, o.Exact)
+	if len(objs) == 0 && (o.Exact || prefix != "") {
+		return nil, nil, 0, fmt.Errorf("restore: snapshot %s holds no object matching %q: %w", snapshotID, prefix, store.ErrNotFound)
+	}
+	return m, objs, deleted, nil
+}
+
+// runAll calls write for every object with o.Parallel workers. The first
+// error stops the rest; it is returned.
+func runAll(ctx context.Context, objs []store.Object, o Options, write func(context.Context, store.Object) error) (int, int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var total int64
+	for _, ob := range objs {
+		total += ob.Size
+	}
+	var (
+		mu       sync.Mutex
+		firstErr error
+		done     int
+		bytesW   int64
+		wg       sync.WaitGroup
+	)
+	jobs := make(chan store.Object)
+	for range min(o.Parallel, max(len(objs), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ob := range jobs {
+				err := write(ctx, ob)
+				mu.Lock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = err
+						cancel()
+					}
+				} else {
+					done++
+					bytesW += ob.Size
+					if o.Progress != nil {
+						o.Progress(Progress{Key: ob.Key, Objects: done, TotalObjects: len(objs), Bytes: bytesW, TotalBytes: total})
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for _, ob := range objs {
+		select {
+		case jobs <- ob:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = fmt.Errorf("restore: %w", context.Cause(ctx))
+	}
+	return done, bytesW, firstErr
+}
+
+// NewClient returns a minio-go client for t.
+func NewClient(t Target) (*minio.Client, error) {
+	tr, err := minio.DefaultTransport(t.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("restore target %s: transport: %w", t.Endpoint, err)
+	}
+	if len(t.CAPEM) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(t.CAPEM) {
+			return nil, fmt.Errorf("restore target %s: ca_bundle %s holds no certificate", t.Endpoint, t.CABundle)
+		}
+		if tr.TLSClientConfig == nil {
+			return nil, fmt.Errorf("restore target %s: transport has no TLS config", t.Endpoint)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	region := t.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	cl, err := minio.New(t.Endpoint, &minio.Options{
+		Creds:     credentials.NewStaticV4(t.AccessKey, t.SecretKey.Reveal(), ""),
+		Secure:    t.TLS,
+		Transport: tr,
+		Region:    region,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore target %s: %w", t.Endpoint, err)
+	}
+	return cl, nil
+}
+
+// errUploadDone closes the pipe once minio-go has read all it wanted.
+var errUploadDone = errors.New("upload finished before the object's end")
+
+// ToS3 restores the selected objects of snapshot snapshotID to the bucket
+// of dst, each under dst.Prefix + key, with its content type and user
+// metadata. Objects larger than opts.PartSize are uploaded in parts by
+// minio-go. The bucket must exist.
+func ToS3(ctx context.Context, s *store.Store, snapshotID, prefix string, dst Target, opts Options) (*Result, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if dst.Bucket == "" {
+		return nil, errors.New("restore: target bucket is empty")
+	}
+	m, objs, deleted, err := plan(s, snapshotID, prefix, o)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := NewClient(dst)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := cl.BucketExists(ctx, dst.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("restore: target %s bucket %q: %w", dst.Endpoint, dst.Bucket, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("restore: target %s has no bucket %q", dst.Endpoint, dst.Bucket)
+	}
+	o.Logger.Info("restore to S3", "snapshot", snapshotID, "objects", len(objs), "endpoint", dst.Endpoint, "bucket", dst.Bucket)
+	n, b, err := runAll(ctx, objs, o, func(ctx context.Context, ob store.Object) error {
+		return putObject(ctx, s, cl, dst, ob, o)
+	})
+	res := &Result{Objects: n, Bytes: b, DeleteMarkers: deleted, SnapshotSource: m.Source}
+	return res, err
+}
+
+// putObject streams one object from the store to the bucket.
+func putObject(ctx context.Context, s *store.Store, cl *minio.Client, dst Target, ob store.Object, o Options) error {
+	name := dst.Prefix + string(ob.Key)
+	pr, pw := io.Pipe()
+	readErr := make(chan error, 1)
+	go func() {
+		err := s.WriteObject(ctx, ob, pw)
+		pw.CloseWithError(err)
+		readErr <- err
+	}()
+	popts := minio.PutObjectOptions{
+		ContentType:  ob.ContentType,
+		UserMetadata: ob.UserMeta,
+		PartSize:     o.PartSize,
+	}
+	_, perr := cl.PutObject(ctx, dst.Bucket, name, pr, ob.Size, popts)
+	pr.CloseWithError(errUploadDone)
+	rerr := <-readErr
+	storeErr := rerr != nil && !errors.Is(rerr, errUploadDone)
+	switch {
+	case storeErr:
+		// The store's check failed: that is the cause, whatever minio-go
+		// made of the broken body.
+		if perr == nil {
+			// Never leave a copy the store could not vouch for.
+			removeUnverified(ctx, cl, dst.Bucket, name, o.Logger)
+		}
+		return fmt.Errorf("restore %q: read from store: %w", ob.Key, rerr)
+	case perr != nil:
+		return fmt.Errorf("restore %q to %s bucket %s: %w", ob.Key, dst.Endpoint, dst.Bucket, perr)
+	case rerr != nil:
+		removeUnverified(ctx, cl, dst.Bucket, name, o.Logger)
+		return fmt.Errorf("restore %q: the store holds more bytes than its recorded size %d: %w", ob.Key, ob.Size, store.ErrCorrupt)
+	}
+	o.Logger.Debug("restored", "key", fmt.Sprintf("%q", ob.Key), "size", ob.Size)
+	return nil
+}
+
+// removeUnverified deletes an object whose upload finished although the
+// store's read of it failed.
+func removeUnverified(ctx context.Context, cl *minio.Client, bucket, name string, log hclog.Logger) {
+	if err := cl.RemoveObject(context.WithoutCancel(ctx), bucket, name, minio.RemoveObjectOptions{}); err != nil {
+		log.Error("remove unverified object", "key", fmt.Sprintf("%q", name), "error", err)
+	}
+}
+
+// VerifyReceipt verifies the signed receipt of snapshot id against pub
+// (the appliance's receipt key) and against the manifest the store holds.
+// A snapshot without a receipt fails: the caller asked for the check.
+func VerifyReceipt(s *store.Store, id string, pub *ecdsa.PublicKey) (*receipt.Receipt, error) {
+	raw, err := s.Receipt(id)
+	if err != nil {
+		return nil, fmt.Errorf("receipt of snapshot %s: %w", id, err)
+	}
+	r, err := receipt.Verify(raw, pub)
+	if err != nil {
+		return nil, fmt.Errorf("receipt of snapshot %s: INVALID: %w", id, err)
+	}
+	if r.SnapshotID != id {
+		return nil, fmt.Errorf("receipt of snapshot %s: INVALID: it names snapshot %s", id, r.SnapshotID)
+	}
+	d, err := s.ManifestDigest(id)
+	if err != nil {
+		return nil, fmt.Errorf("receipt of snapshot %s: %w", id, err)
+	}
+	if d != r.ManifestDigest {
+		return nil, fmt.Errorf("receipt of snapshot %s: INVALID: manifest digest %x, receipt signs %x: %w", id, d, r.ManifestDigest, store.ErrCorrupt)
+	}
+	return r, nil
+}

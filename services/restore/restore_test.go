@@ -1,0 +1,590 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/minio/minio-go/v7"
+
+	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
+	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/store"
+	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
+	"github.com/holdfast-appliance/holdfast/tools/testminio"
+)
+
+var testKey = store.StaticKey(bytes.Repeat([]byte{0x42}, store.MasterKeySize))
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+func testLogger(t testing.TB) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "restore", Level: hclog.Warn, Output: testWriter{t}})
+}
+
+func randBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// testObj is what a test puts into a snapshot.
+type testObj struct {
+	key         string
+	data        []byte
+	contentType string
+	meta        map[string]string
+}
+
+// fixture is a committed snapshot in a store that was closed and reopened
+// read-only, as `holdfast restore` opens it.
+type fixture struct {
+	dir      string
+	s        *store.Store
+	id       string
+	recovery recoverykey.Key
+	want     map[string]testObj // the last version of every live key
+}
+
+// newFixture creates a store with a recovery blob, puts objs (in order)
+// plus a deleted key, commits and reopens the store read-only.
+func newFixture(t *testing.T, objs []testObj) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	dir := storetest.Dir(t)
+	rk, err := recoverykey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := recoverykey.Wrap(testKey, rk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Init(ctx, dir, testKey, store.InitOptions{PackSize: 4 << 20, RecoveryBlob: blob}, store.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("init store: %v", err)
+	}
+	sn, err := s.Begin(ctx, store.BeginOptions{Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]testObj{}
+	for _, o := range objs {
+		if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte(o.key), ContentType: o.contentType, UserMeta: o.meta}, bytes.NewReader(o.data)); err != nil {
+			t.Fatalf("put %q: %v", o.key, err)
+		}
+		want[o.key] = o
+	}
+	// A key deleted at the source: its content first, then a delete marker.
+	if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte("deleted-later")}, strings.NewReader("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.PutExisting(store.Object{Key: []byte("deleted-later"), DeleteMarker: true}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sn.Commit(ctx, store.CommitOptions{})
+	if err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := store.Open(ctx, dir, testKey, store.Options{ReadOnly: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("open read-only: %v", err)
+	}
+	t.Cleanup(func() { ro.Close() })
+	return &fixture{dir: dir, s: ro, id: m.ID, recovery: rk, want: want}
+}
+
+// s3Keys are hostile keys MinIO accepts as they are.
+func s3Objects() []testObj {
+	seg := strings.Repeat("s", 200)
+	long1024 := strings.Join([]string{seg, seg, seg, seg, seg, seg[:19]}, "/")
+	objs := []testObj{
+		{key: "plain.txt", data: []byte("hello\n"), contentType: "text/plain; charset=utf-8", meta: map[string]string{"Owner": "alice", "Reason": "a b c"}},
+		{key: "empty", data: nil},
+		{key: "big/multipart.bin", data: randBytes(1, 12<<20+333), contentType: "application/x-big", meta: map[string]string{"Part": "yes"}},
+		{key: long1024, data: randBytes(2, 1000)},
+		{key: "line1\nline2", data: randBytes(3, 1001)},
+		{key: "x\r\ny", data: randBytes(4, 1002)},
+		{key: "k\" level=error msg=\"forged", data: randBytes(5, 1003)},
+		{key: "%2e%2e%2f", data: randBytes(6, 1004)},
+		{key: "Grüße/日本語/🙂", data: randBytes(7, 1005), contentType: "image/x-smile"},
+		{key: "dir/a", data: randBytes(8, 1006)},
+		{key: "versioned", data: []byte("first version")},
+		{key: "versioned", data: []byte("second, the one that counts"), meta: map[string]string{"V": "2"}},
+	}
+	return objs
+}
+
+// dirOnlyObjects are keys MinIO refuses but a snapshot may hold (a pull
+// from another S3 implementation, or `holdfast store put`).
+func dirOnlyObjects() []testObj {
+	return []testObj{
+		{key: "../../etc/passwd", data: []byte("escape")},
+		{key: "/etc/shadow", data: []byte("absolute")},
+		{key: "a/./b", data: []byte("dot")},
+		{key: "a//b", data: []byte("empty segment")},
+		{key: "trailing/", data: []byte("trailing slash")},
+		{key: "a\x00b", data: []byte("nul")},
+		{key: "\xff\xfek\xc3", data: []byte("bad utf8")},
+		{key: strings.Repeat("k", 256), data: []byte("long segment")},
+		{key: UnsafeDir + "/index.tsv", data: []byte("forged index")},
+		{key: "..", data: []byte("dotdot")},
+		{key: "dir/a/under-a-file", data: []byte("collides with dir/a")},
+	}
+}
+
+func sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+func startMinIO(t *testing.T, bucket string) (*testminio.Server, Target) {
+	m := testminio.Start(t)
+	m.MakeBucket(t, bucket, false)
+	return m, Target{Endpoint: m.Endpoint, Bucket: bucket, AccessKey: testminio.AccessKey, SecretKey: config.Secret(testminio.SecretKey)}
+}
+
+// listBucket returns every object below prefix with its sha256, content
+// type and user metadata.
+type gotObj struct {
+	sum         [32]byte
+	contentType string
+	meta        map[string]string
+	etag        string
+}
+
+func listBucket(t *testing.T, m *testminio.Server, bucket, prefix string) map[string]gotObj {
+	t.Helper()
+	ctx := context.Background()
+	got := map[string]gotObj{}
+	for o := range m.Client.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			t.Fatalf("list: %v", o.Err)
+		}
+		r, err := m.Client.GetObject(ctx, bucket, o.Key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatalf("get %q: %v", o.Key, err)
+		}
+		st, err := m.Client.StatObject(ctx, bucket, o.Key, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[strings.TrimPrefix(o.Key, prefix)] = gotObj{sum(b), st.ContentType, st.UserMetadata, st.ETag}
+	}
+	return got
+}
+
+func TestToS3(t *testing.T) {
+	objs := s3Objects()
+	f := newFixture(t, objs)
+	m := testminio.Start(t)
+	tgt := Target{Endpoint: m.Endpoint, AccessKey: testminio.AccessKey, SecretKey: config.Secret(testminio.SecretKey)}
+	tests := []struct {
+		name     string
+		prefix   string
+		exact    bool
+		dstPre   string
+		wantKeys []string // nil: every key
+	}{
+		{"whole snapshot", "", false, "", nil}, // a 1024-byte key leaves no room for a prefix
+		{"prefix", "dir/", false, "pre/", []string{"dir/a"}},
+		{"one key", "versioned", true, "one/", []string{"versioned"}},
+		{"unicode prefix", "Grüße/", false, "ü/", []string{"Grüße/日本語/🙂"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dst := tgt
+			dst.Bucket = fmt.Sprintf("restored-%d", i)
+			m.MakeBucket(t, dst.Bucket, false)
+			dst.Prefix = tt.dstPre
+			var mu sync.Mutex
+			var last Progress
+			calls := 0
+			res, err := ToS3(context.Background(), f.s, f.id, tt.prefix, dst, Options{
+				Exact: tt.exact, Parallel: 3, PartSize: MinPartSize, Logger: testLogger(t),
+				Progress: func(p Progress) { mu.Lock(); last = p; calls++; mu.Unlock() },
+			})
+			if err != nil {
+				t.Fatalf("restore: %v", err)
+			}
+			want := map[string]testObj{}
+			if tt.wantKeys == nil {
+				want = f.want
+			}
+			for _, k := range tt.wantKeys {
+				want[k] = f.want[k]
+			}
+			if res.Objects != len(want) || calls != len(want) || last.Objects != len(want) || last.Bytes != last.TotalBytes {
+				t.Errorf("result %+v, %d progress calls, last %+v; want %d objects", res, calls, last, len(want))
+			}
+			if tt.wantKeys == nil && res.DeleteMarkers != 1 {
+				t.Errorf("delete markers skipped: %d, want 1", res.DeleteMarkers)
+			}
+			got := listBucket(t, m, dst.Bucket, tt.dstPre)
+			for k, w := range want {
+				g, ok := got[k]
+				if !ok {
+					t.Errorf("key %q missing from the bucket", k)
+					continue
+				}
+				if g.sum != sum(w.data) {
+					t.Errorf("key %q: sha256 differs", k)
+				}
+				if len(w.data) > MinPartSize && !strings.Contains(g.etag, "-") {
+					t.Errorf("key %q: ETag %q is not a multipart ETag", k, g.etag)
+				}
+				wantCT := w.contentType
+				if wantCT == "" {
+					wantCT = "application/octet-stream"
+				}
+				if g.contentType != wantCT {
+					t.Errorf("key %q: content type %q, want %q", k, g.contentType, wantCT)
+				}
+				for mk, mv := range w.meta {
+					if g.meta[mk] != mv {
+						t.Errorf("key %q: metadata %s = %q, want %q (got %v)", k, mk, g.meta[mk], mv, g.meta)
+					}
+				}
+				if len(g.meta) != len(w.meta) {
+					t.Errorf("key %q: metadata %v, want %v", k, g.meta, w.meta)
+				}
+			}
+			for k := range got {
+				if _, ok := want[k]; !ok {
+					t.Errorf("unexpected key %q in the bucket", k)
+				}
+			}
+		})
+	}
+}
+
+func TestToS3Errors(t *testing.T) {
+	f := newFixture(t, []testObj{{key: "a", data: []byte("x")}})
+	_, tgt := startMinIO(t, "bkt")
+	tests := []struct {
+		name   string
+		mod    func(*Target)
+		prefix string
+		exact  bool
+		want   string
+	}{
+		{"no such bucket", func(d *Target) { d.Bucket = "nope" }, "", false, `no bucket "nope"`},
+		{"wrong secret", func(d *Target) { d.SecretKey = "wrong" }, "", false, "signature"},
+		{"no such key", nil, "zzz", true, `no object matching "zzz"`},
+		{"deleted key", nil, "deleted-later", true, `no object matching "deleted-later"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := tgt
+			if tt.mod != nil {
+				tt.mod(&d)
+			}
+			_, err := ToS3(context.Background(), f.s, f.id, tt.prefix, d, Options{Exact: tt.exact})
+			if err == nil || !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(tt.want)) {
+				t.Fatalf("err %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// readTree returns every regular file below dir (relative paths) and fails
+// on anything that is neither a file nor a directory.
+func readTree(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		switch {
+		case d.IsDir():
+			return nil
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			files[rel] = b
+			return err
+		default:
+			t.Errorf("%s: unexpected file type %v", rel, d.Type())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func TestToDir(t *testing.T) {
+	objs := append(s3Objects(), dirOnlyObjects()...)
+	f := newFixture(t, objs)
+	parent := t.TempDir()
+	// Decoys the restore must not touch: a file beside the target.
+	if err := os.WriteFile(filepath.Join(parent, "passwd"), []byte("untouched"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(parent, "out", "restore")
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// One worker: "dir/a" is written before "dir/a/under-a-file", which
+	// then collides with it.
+	res, err := ToDir(context.Background(), f.s, f.id, "", dir, Options{Parallel: 1, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	files := readTree(t, dir)
+	idx := map[string]string{} // file name -> key
+	for _, line := range strings.Split(strings.TrimSuffix(string(files[filepath.Join(UnsafeDir, UnsafeIndex)]), "\n"), "\n") {
+		fields := strings.Split(line, "\t")
+		if len(fields) != 3 {
+			t.Fatalf("index line %q: want 3 tab-separated fields", line)
+		}
+		key, err := strconv.Unquote(fields[1])
+		if err != nil {
+			t.Fatalf("index line %q: %v", line, err)
+		}
+		idx[fields[0]] = key
+	}
+	delete(files, filepath.Join(UnsafeDir, UnsafeIndex))
+	unsafeWant := map[string]bool{}
+	for _, o := range dirOnlyObjects() {
+		unsafeWant[o.key] = true
+	}
+	if res.UnsafeKeys != len(unsafeWant) || len(idx) != len(unsafeWant) {
+		t.Errorf("%d unsafe keys, %d index lines; want %d", res.UnsafeKeys, len(idx), len(unsafeWant))
+	}
+	for k, w := range f.want {
+		var path string
+		if unsafeWant[k] {
+			name := UnsafeName([]byte(k))
+			if idx[name] != k {
+				t.Errorf("index maps %s to %q, want %q", name, idx[name], k)
+			}
+			path = filepath.Join(UnsafeDir, name)
+		} else {
+			if ok, why := SafePath([]byte(k)); !ok {
+				t.Errorf("key %q judged unsafe: %s", k, why)
+			}
+			path = k
+		}
+		b, ok := files[path]
+		if !ok {
+			t.Errorf("key %q: %s not written", k, path)
+			continue
+		}
+		if sum(b) != sum(w.data) {
+			t.Errorf("key %q: sha256 of %s differs", k, path)
+		}
+		delete(files, path)
+	}
+	for p := range files {
+		t.Errorf("unexpected file %q", p)
+	}
+	if b, _ := os.ReadFile(filepath.Join(parent, "passwd")); string(b) != "untouched" {
+		t.Errorf("file outside the target changed: %q", b)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 2 {
+		t.Errorf("the target's parent holds %d entries, want 2 (nothing escaped)", len(ents))
+	}
+	if st, err := os.Stat(filepath.Join(dir, "plain.txt")); err != nil || st.Mode().Perm()&^0o022 != 0o644&^0o022 {
+		t.Errorf("plain.txt mode: %v %v", st, err)
+	}
+
+	// A second restore into the same, now non-empty, directory is refused.
+	if _, err := ToDir(context.Background(), f.s, f.id, "", dir, Options{}); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("restore into a non-empty dir: %v, want a refusal", err)
+	}
+	// A symlink as the target is refused, and nothing lands where it points.
+	link := filepath.Join(parent, "link")
+	empty := filepath.Join(parent, "empty")
+	os.Mkdir(empty, 0o755)
+	if err := os.Symlink(empty, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ToDir(context.Background(), f.s, f.id, "", link, Options{}); err == nil {
+		t.Errorf("restore through a symlink succeeded")
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+		t.Errorf("restore through a symlink wrote %d entries", len(ents))
+	}
+}
+
+func TestSafePath(t *testing.T) {
+	tests := []struct {
+		key string
+		ok  bool
+	}{
+		{"a", true}, {"a/b/c.txt", true}, {"Grüße/🙂", true}, {".hidden", true}, {"a..b", true},
+		{"", false}, {"/a", false}, {"a/", false}, {"a//b", false}, {"./a", false}, {"a/..", false},
+		{"..", false}, {"a\x00", false}, {"\xff", false}, {strings.Repeat("x", 256), false},
+		{strings.Repeat("x", 255), true}, {UnsafeDir + "/x", false}, {UnsafeDir, false},
+	}
+	for _, tt := range tests {
+		if ok, why := SafePath([]byte(tt.key)); ok != tt.ok {
+			t.Errorf("SafePath(%q) = %v (%s), want %v", tt.key, ok, why, tt.ok)
+		}
+	}
+}
+
+// flipByte clears the immutable flag, flips one byte at off and seals the
+// file again (as services/store's verify tests do).
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	if err := fsflag.Clear(path, fsflag.Immutable); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x01
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := fsflag.Set(path, fsflag.Immutable); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// packFiles returns the pack files of the store at dir.
+func packFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var packs []string
+	filepath.WalkDir(filepath.Join(dir, "packs"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			packs = append(packs, p)
+		}
+		return nil
+	})
+	if len(packs) == 0 {
+		t.Fatal("no pack files")
+	}
+	return packs
+}
+
+func TestDamagedPackFailsNamingObject(t *testing.T) {
+	// Packs are 4 MiB: the first holds file.bin and the start of big.bin,
+	// the others only big.bin, which is uploaded in 5 MiB parts, so the
+	// damage is met in the middle of a multipart upload.
+	f := newFixture(t, []testObj{
+		{key: "victim/file.bin", data: randBytes(9, 300<<10)},
+		{key: "victim/big.bin", data: randBytes(10, 12<<20)},
+	})
+	for _, p := range packFiles(t, f.dir) {
+		flipByte(t, p, 5000)
+	}
+	_, tgt := startMinIO(t, "damaged")
+	tests := []struct {
+		name string
+		run  func(dir string) error
+	}{
+		{"to dir", func(dir string) error {
+			_, err := ToDir(context.Background(), f.s, f.id, "", dir, Options{})
+			return err
+		}},
+		{"to S3", func(string) error {
+			_, err := ToS3(context.Background(), f.s, f.id, "", tgt, Options{Parallel: 2, PartSize: MinPartSize})
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "out")
+			err := tt.run(dir)
+			if err == nil {
+				t.Fatal("restore of a damaged pack succeeded")
+			}
+			if !strings.Contains(err.Error(), `restore "victim/`) || !errors.Is(err, store.ErrCorrupt) {
+				t.Errorf("error %q: want it to name the object and wrap store.ErrCorrupt", err)
+			}
+			for _, name := range []string{"file.bin", "big.bin"} {
+				if _, serr := os.Stat(filepath.Join(dir, "victim", name)); serr == nil {
+					t.Errorf("a partial file %s was left behind", name)
+				}
+			}
+		})
+	}
+	// Nothing was left in the bucket.
+	cl, err := NewClient(tgt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for o := range cl.ListObjects(context.Background(), "damaged", minio.ListObjectsOptions{Recursive: true}) {
+		t.Errorf("object %q left in the bucket (err %v)", o.Key, o.Err)
+	}
+	for u := range cl.ListIncompleteUploads(context.Background(), "damaged", "", true) {
+		t.Errorf("multipart upload of %q left behind (err %v)", u.Key, u.Err)
+	}
+}
+
+func TestRecoveryKeyOpensStore(t *testing.T) {
+	f := newFixture(t, []testObj{{key: "k", data: []byte("recovered")}})
+	ctx := context.Background()
+	wrapped := filepath.Join(f.dir, "recovery", "wrapped-key")
+	if _, err := store.ReadRecoveryBlob(f.dir); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := recoverykey.Generate()
+	tests := []struct {
+		name string
+		key  recoverykey.Key
+		want error
+	}{
+		{"right key", f.recovery, nil},
+		{"another key", other, recoverykey.ErrWrongKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := store.Open(ctx, f.dir, recoverykey.Opener{Key: tt.key, Path: wrapped}, store.Options{ReadOnly: true})
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("open: %v, want %v", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			defer s.Close()
+			dir := filepath.Join(t.TempDir(), "out")
+			if _, err := ToDir(ctx, s, f.id, "k", dir, Options{Exact: true}); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(dir, "k")); string(b) != "recovered" {
+				t.Errorf("restored %q", b)
+			}
+		})
+	}
+}
