@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/s3client"
 )
 
 // entry is one listed object version.
@@ -70,41 +70,16 @@ type s3Bucket struct {
 // newS3Bucket builds the client for src. No request is made yet.
 func newS3Bucket(src config.Source) (*s3Bucket, error) {
 	c := src.S3
-	tr, err := minio.DefaultTransport(c.TLS)
-	if err != nil {
-		return nil, fmt.Errorf("source %q: transport: %w", src.Name, err)
-	}
-	// The appliance talks to its sources directly; a proxy from the
-	// environment is never used.
-	tr.Proxy = nil
-	tr.MaxIdleConnsPerHost = 2 * src.Parallel
-	tr.ResponseHeaderTimeout = 2 * time.Minute
-	tr.DisableCompression = true
-	if len(c.CAPEM) > 0 {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(c.CAPEM) {
-			return nil, fmt.Errorf("source %q: ca_bundle %s holds no certificate", src.Name, c.CABundle)
-		}
-		if tr.TLSClientConfig == nil {
-			return nil, fmt.Errorf("source %q: transport has no TLS config", src.Name)
-		}
-		tr.TLSClientConfig.RootCAs = pool
-	}
-	region := c.Region
-	if region == "" {
-		// Without a region minio-go would ask for the bucket location,
-		// which read-only credentials need not allow.
-		region = "us-east-1"
-	}
-	cl, err := minio.New(c.Endpoint, &minio.Options{
-		Creds:      credentials.NewStaticV4(c.AccessKey, c.SecretKey.Reveal(), ""),
-		Secure:     c.TLS,
-		Transport:  tr,
-		Region:     region,
+	cl, tr, err := s3client.New(c, s3client.Options{
+		Tune: func(tr *http.Transport) {
+			tr.MaxIdleConnsPerHost = 2 * src.Parallel
+			tr.ResponseHeaderTimeout = 2 * time.Minute
+			tr.DisableCompression = true
+		},
 		MaxRetries: src.Retries + 1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("source %q: endpoint %s: %w", src.Name, c.Endpoint, err)
+		return nil, fmt.Errorf("source %q: %w", src.Name, err)
 	}
 	return &s3Bucket{core: minio.Core{Client: cl}, tr: tr, name: c.Bucket, prefix: c.Prefix, endpoint: c.Endpoint}, nil
 }

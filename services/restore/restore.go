@@ -32,7 +32,6 @@ package restore
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -41,10 +40,10 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/holdfast-appliance/holdfast/firmware/receipt"
 	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/s3client"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
@@ -212,32 +211,9 @@ feed:
 
 // NewClient returns a minio-go client for t.
 func NewClient(t Target) (*minio.Client, error) {
-	tr, err := minio.DefaultTransport(t.TLS)
+	cl, _, err := s3client.New(t, s3client.Options{})
 	if err != nil {
-		return nil, fmt.Errorf("restore target %s: transport: %w", t.Endpoint, err)
-	}
-	if len(t.CAPEM) > 0 {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(t.CAPEM) {
-			return nil, fmt.Errorf("restore target %s: ca_bundle %s holds no certificate", t.Endpoint, t.CABundle)
-		}
-		if tr.TLSClientConfig == nil {
-			return nil, fmt.Errorf("restore target %s: transport has no TLS config", t.Endpoint)
-		}
-		tr.TLSClientConfig.RootCAs = pool
-	}
-	region := t.Region
-	if region == "" {
-		region = "us-east-1"
-	}
-	cl, err := minio.New(t.Endpoint, &minio.Options{
-		Creds:     credentials.NewStaticV4(t.AccessKey, t.SecretKey.Reveal(), ""),
-		Secure:    t.TLS,
-		Transport: tr,
-		Region:    region,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("restore target %s: %w", t.Endpoint, err)
+		return nil, fmt.Errorf("restore target: %w", err)
 	}
 	return cl, nil
 }
