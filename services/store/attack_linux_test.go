@@ -20,7 +20,7 @@ import (
 
 // attackTargets are the paths the attacker child goes after.
 type attackTargets struct {
-	Root, Pack, Shard, Manifest, Retention string
+	Root, Pack, Shard, Manifest, Retention, Receipt, Recovery string
 }
 
 type attackResult struct {
@@ -82,7 +82,10 @@ func attackChild() {
 	clearFlags := func(path string, bits uint32) func() error {
 		return func() error { return fsflag.Clear(path, bits) }
 	}
-	for _, f := range []struct{ kind, path string }{{"pack", tg.Pack}, {"manifest", tg.Manifest}, {"retention-record", tg.Retention}} {
+	for _, f := range []struct{ kind, path string }{
+		{"pack", tg.Pack}, {"manifest", tg.Manifest}, {"retention-record", tg.Retention},
+		{"receipt", tg.Receipt}, {"recovery-key-blob", tg.Recovery}, {"store-config", filepath.Join(tg.Root, configName)},
+	} {
 		try("unlink "+f.kind, func() error { return unix.Unlink(f.path) })
 		try("rename "+f.kind, func() error { return unix.Rename(f.path, f.path+".moved") })
 		try("rename "+f.kind+" out of the store", func() error { return unix.Rename(f.path, filepath.Join(tg.Root, "tmp", "stolen")) })
@@ -105,6 +108,7 @@ func attackChild() {
 	for _, d := range []struct{ kind, path string }{
 		{"snapshots dir", filepath.Dir(tg.Manifest)}, {"packs dir", filepath.Join(tg.Root, packsDir)},
 		{"pack shard dir", tg.Shard}, {"retention dir", filepath.Dir(tg.Retention)},
+		{"receipts dir", filepath.Dir(tg.Receipt)}, {"recovery dir", filepath.Dir(tg.Recovery)},
 	} {
 		try("clear append flag on "+d.kind, clearFlags(d.path, fsflag.Append))
 		try("rmdir "+d.kind, func() error { return unix.Rmdir(d.path) })
@@ -137,12 +141,13 @@ func TestRootWithoutCapLinuxImmutableCannotDestroy(t *testing.T) {
 	}
 	for _, fstype := range []string{"ext4", "xfs", "btrfs"} {
 		t.Run(fstype, func(t *testing.T) {
-			attackStore(t, newStoreIn(t, filepath.Join(mountFS(t, fstype), "store"), InitOptions{PackSize: 1 << 20}, Options{}))
+			opts := Options{Signer: &hmacSigner{}}
+			attackStore(t, newStoreIn(t, filepath.Join(mountFS(t, fstype), "store"), InitOptions{PackSize: 1 << 20, RecoveryBlob: []byte("wrapped master key")}, opts), opts)
 		})
 	}
 }
 
-func attackStore(t *testing.T, s *Store) {
+func attackStore(t *testing.T, s *Store, opts Options) {
 	objs := map[string][]byte{"a": randBytes(30, 3<<20), "b": randBytes(31, 100), "../../etc/passwd": []byte("x")}
 	m := putObjects(t, s, "src", time.Now().Add(24*time.Hour), objs)
 	if err := s.Extend(m.ID, time.Now().Add(48*time.Hour), false, "test"); err != nil {
@@ -159,6 +164,12 @@ func attackStore(t *testing.T, s *Store) {
 	tg := attackTargets{
 		Root: s.Dir(), Pack: s.packPath(packs[0]), Shard: s.path(packsDir, packs[0][:2]),
 		Manifest: s.path(snapshotsDir, m.ID+".snap"), Retention: s.path(retentionDir, exts[0].Name()),
+		Receipt: s.path(receiptsDir, m.ID+".receipt"), Recovery: s.path(recoveryDir, recoveryName),
+	}
+	for _, p := range []string{tg.Receipt, tg.Recovery} {
+		if !exists(p) {
+			t.Fatalf("%s was not written", p)
+		}
 	}
 	raw, _ := json.Marshal(tg)
 	s.Close()
@@ -183,7 +194,7 @@ func attackStore(t *testing.T, s *Store) {
 	if !rep.Effective.Has(unix.CAP_SYS_ADMIN) || !rep.Effective.Has(unix.CAP_DAC_OVERRIDE) {
 		t.Fatalf("attacker should keep root's other powers for this test (eff %x)", rep.Effective)
 	}
-	if len(rep.Results) < 40 {
+	if len(rep.Results) < 80 {
 		t.Fatalf("only %d attempts ran", len(rep.Results))
 	}
 	for _, r := range rep.Results {
@@ -193,8 +204,14 @@ func attackStore(t *testing.T, s *Store) {
 	}
 	t.Logf("%d destructive attempts by root without CAP_LINUX_IMMUTABLE, all EPERM", len(rep.Results))
 
-	s = reopen(t, s, Options{})
+	s = reopen(t, s, opts)
 	r := mustVerify(t, s)
+	if b, err := ReadRecoveryBlob(s.Dir()); err != nil || string(b) != "wrapped master key" {
+		t.Fatalf("recovery blob after the attack: %q %v", b, err)
+	}
+	if _, err := s.Receipt(m.ID); err != nil {
+		t.Fatalf("receipt after the attack: %v", err)
+	}
 	if r.Snapshots != 1 || r.Objects != len(objs) {
 		t.Fatalf("after the attack: %d snapshots, %d objects", r.Snapshots, r.Objects)
 	}
