@@ -6,13 +6,10 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -22,7 +19,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/store"
-	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
 var testKey = store.StaticKey(bytes.Repeat([]byte{0x42}, store.MasterKeySize))
@@ -38,28 +35,13 @@ func testLogger(t testing.TB) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: "ingest", Level: hclog.Warn, Output: testWriter{t}})
 }
 
-// unsealAll clears immutable and append flags below dir so it can be
-// removed (copied from services/store's tests).
-func unsealAll(t testing.TB, dir string) {
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && (d.IsDir() || d.Type().IsRegular()) {
-			if err := fsflag.Clear(p, fsflag.Immutable|fsflag.Append); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				t.Logf("unseal %s: %v", p, err)
-			}
-		}
-		return nil
-	})
-}
-
 // newStore creates a store in a temporary directory (ext4 with inode flags;
 // run as root) and removes it, unsealed, when the test ends.
 func newStore(t testing.TB) *store.Store {
 	t.Helper()
-	base := t.TempDir()
-	t.Cleanup(func() { unsealAll(t, base) })
-	s, err := store.Init(context.Background(), filepath.Join(base, "store"), testKey, store.InitOptions{PackSize: 4 << 20}, store.Options{Logger: testLogger(t)})
+	s, err := store.Init(context.Background(), storetest.Dir(t), testKey, store.InitOptions{PackSize: 4 << 20}, store.Options{Logger: testLogger(t)})
 	if err != nil {
-		t.Fatalf("init store (needs root and ext4, xfs or btrfs at %s): %v", base, err)
+		t.Fatalf("init store: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s

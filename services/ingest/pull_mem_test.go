@@ -23,6 +23,7 @@ import (
 	"github.com/minio/crc64nvme"
 
 	"github.com/holdfast-appliance/holdfast/services/store"
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
 // hostileKeys are keys that must be stored and restored exactly and never
@@ -333,9 +334,7 @@ func TestMassChangeHoldsEarlierSnapshots(t *testing.T) {
 // TestPullFinishesInterrupted: a snapshot a crash left in progress is
 // committed as incomplete by the next pull, whose objects it then reuses.
 func TestPullFinishesInterrupted(t *testing.T) {
-	base := t.TempDir()
-	t.Cleanup(func() { unsealAll(t, base) })
-	dir := filepath.Join(base, "store")
+	dir := storetest.Dir(t)
 	ctx := context.Background()
 	s, err := store.Init(ctx, dir, testKey, store.InitOptions{}, store.Options{Logger: testLogger(t)})
 	if err != nil {
