@@ -6,14 +6,13 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/holdfast-appliance/holdfast/firmware/receipt"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
-	"github.com/holdfast-appliance/holdfast/firmware/tpm/swtpm"
+	"github.com/holdfast-appliance/holdfast/firmware/tpm/tpmtest"
 	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
@@ -23,21 +22,7 @@ import (
 func TestVerifyReceipt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	state, err := os.MkdirTemp("", "tpmstate-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(state)
-	sim, err := swtpm.Start(ctx, swtpm.Options{StateDir: state})
-	if err != nil {
-		t.Fatalf("%v", err) // ErrNotInstalled says: run make setup
-	}
-	defer sim.Kill()
-	tp, err := tpm.Dial(ctx, "unix", sim.SocketPath(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tp.Close()
+	tp := tpmtest.Start(t)
 	signer := &tpm.Signer{TPM: tp}
 	pemKey, err := signer.PublicKeyPEM(ctx)
 	if err != nil {

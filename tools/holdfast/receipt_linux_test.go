@@ -15,7 +15,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/receipt"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
-	"github.com/holdfast-appliance/holdfast/firmware/tpm/swtpm"
+	"github.com/holdfast-appliance/holdfast/firmware/tpm/tpmtest"
 )
 
 // TestReceiptVerify signs a manifest with a real (software) TPM and checks
@@ -23,21 +23,7 @@ import (
 func TestReceiptVerify(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	state, err := os.MkdirTemp("", "tpmstate-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(state)
-	sim, err := swtpm.Start(ctx, swtpm.Options{StateDir: state})
-	if err != nil {
-		t.Fatalf("%v", err) // ErrNotInstalled says: run make setup
-	}
-	defer sim.Kill()
-	tp, err := tpm.Dial(ctx, "unix", sim.SocketPath(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tp.Close()
+	tp := tpmtest.Start(t)
 
 	dir := t.TempDir()
 	manifest := []byte("manifest bytes of snapshot 20260101T000000Z-0011aabb")
