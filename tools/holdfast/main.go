@@ -87,6 +87,7 @@ Exit codes: 0 success; 1 the operation failed or verify found damage;
 	root.AddCommand(a.receiptCmd())
 	root.AddCommand(a.consoleCmd())
 	root.AddCommand(a.restoreCmd())
+	root.AddCommand(a.flashCmd())
 	return root
 }
 
