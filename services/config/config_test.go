@@ -69,48 +69,7 @@ func TestParseIssueExample(t *testing.T) {
 func TestParseFullExample(t *testing.T) {
 	dir := t.TempDir()
 	writeCA(t, filepath.Join(dir, "ca.pem"))
-	src := `appliance { name = "holdfast-01" }
-source "mail-archive" {
-  s3 {
-    endpoint       = "10.0.0.5:9000"
-    bucket         = "mail"
-    prefix         = "2024/"
-    region         = "eu-west-1"
-    access_key     = "READONLY"
-    secret_key     = "s3cr3t-value"
-    tls            = true
-    ca_bundle      = "ca.pem"
-    check_etag_md5 = false
-  }
-  schedule = "every 1d12h"
-  parallel = 8
-  retries  = 3
-  retention {
-    all_for    = "14d"
-    daily_for  = "90d"
-    weekly_for = "6m"
-    monthly_for = "2y"
-    yearly_for = "10y"
-  }
-  limits {
-    max_object_size      = "5GiB"
-    max_objects_per_pull = 1000000
-    quota                = "2TB"
-  }
-  mass_change_threshold     = 0.5
-  legal_hold_on_mass_change = false
-}
-source "other" {
-  s3 {
-    endpoint   = "minio"
-    bucket     = "b.c-d"
-    access_key = "a"
-    secret_key = "b"
-    tls        = false
-  }
-  schedule = "every 30m"
-}
-`
+	src := fullExample
 	f, err := Parse(filepath.Join(dir, "cfg.hcl"), []byte(src))
 	if err != nil {
 		t.Fatalf("parse: %v", err)
