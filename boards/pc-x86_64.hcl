@@ -25,6 +25,7 @@ modules = [
   "libahci", "ahci", "nvme_core", "nvme",
   "xhci_pci", "xhci_hcd", "ehci_pci", "ehci_hcd", "usb_storage", "uas", "sd_mod",
   "e1000e", "igb", "r8169",
+  "crc16", "mbcache", "jbd2", "crc32c_generic", "ext4", "fat", "vfat", "nls_cp437", "nls_ascii",
 ]
 
 data_disks = ["sd*", "nvme*n*"]

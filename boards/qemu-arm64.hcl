@@ -20,7 +20,8 @@ console {
   baud   = 115200
 }
 
-modules = ["virtio", "virtio_ring", "virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net"]
+modules = ["virtio", "virtio_ring", "virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net",
+  "crc16", "mbcache", "jbd2", "crc32c_generic", "ext4", "fat", "vfat", "nls_cp437", "nls_ascii"]
 
 data_disks = ["vd*"]
 

@@ -25,7 +25,9 @@ console {
 # Loaded by name in this order (dependencies come from modules.dep). In
 # Debian's amd64 kernel the virtio drivers are modules; the TPM TIS driver
 # and AHCI are built in.
-modules = ["virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_net", "virtio_rng"]
+modules = ["virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_net", "virtio_rng",
+  # ext4 for the data disks, FAT for the config partition
+  "crc16", "mbcache", "jbd2", "crc32c_generic", "ext4", "fat", "vfat", "nls_cp437", "nls_ascii"]
 
 # Block devices that may hold Holdfast data disks (sysfs names, globs).
 data_disks = ["vd*"]

@@ -3,21 +3,33 @@ package images
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/minio/minio-go/v7"
 
 	"github.com/holdfast-appliance/holdfast/boards"
+	"github.com/holdfast-appliance/holdfast/firmware/appliance"
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
 	"github.com/holdfast-appliance/holdfast/firmware/console/port"
 	"github.com/holdfast-appliance/holdfast/images/qemu"
+	"github.com/holdfast-appliance/holdfast/tools/testminio"
 )
 
 const bootTestConfig = `appliance { name = "holdfast-boot-test" }
@@ -95,22 +107,213 @@ func waitText(ctx context.Context, t *testing.T, text *syncBuffer, want string) 
 	}
 }
 
-// TestBootQEMU builds the qemu-x86_64 image, boots it under OVMF with
-// swtpm and two blank data disks (TCG where there is no KVM), waits for
-// the banner and the config prompt, pushes a config over the serial
-// socket, checks the appliance accepted it and that the PCR 11 the guest
-// reads equals the one the build predicted, and powers off.
-func TestBootQEMU(t *testing.T) {
+// guest is a booted appliance VM and the test's end of its serial console.
+type guest struct {
+	t        *testing.T
+	vm       *qemu.VM
+	port     io.Closer
+	c        *frame.Conn
+	text     *syncBuffer
+	linkDone chan error
+	started  time.Time
+}
+
+// bootGuest starts the VM with the image and the state directory (OVMF
+// variables, swtpm state and data disks persist there between boots) and
+// connects to its serial socket at once, so the stream carries everything
+// from OVMF on. (QEMU's serial logfile can duplicate bytes when a socket
+// write is partial, so checks use the socket stream, not the log.)
+func bootGuest(ctx context.Context, t *testing.T, b *boards.Board, image, state string, log hclog.Logger) *guest {
+	t.Helper()
+	g := &guest{t: t, text: &syncBuffer{}, linkDone: make(chan error, 1), started: time.Now()}
+	vm, err := qemu.Start(ctx, qemu.Config{Board: b, Image: image, StateDir: state, Accel: "auto", Console: io.Discard, Log: log})
+	if err != nil {
+		t.Fatalf("start VM: %v", err)
+	}
+	g.vm = vm
+	p, err := port.Open(ctx, vm.SerialSocket, 0)
+	if err != nil {
+		_ = vm.Stop(context.Background())
+		t.Fatalf("open serial socket: %v", err)
+	}
+	g.port = p
+	g.c = frame.NewConn(p, frame.Options{Text: g.text, Log: log.Named("link")})
+	go func() { g.linkDone <- g.c.Run(ctx) }()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("serial console of the boot started %s:\n%s", g.started.Format(time.TimeOnly), g.text.String())
+		}
+		g.stop(context.Background())
+	})
+	return g
+}
+
+func (g *guest) wait(ctx context.Context, want string) {
+	g.t.Helper()
+	waitText(ctx, g.t, g.text, want)
+}
+
+// typeLine types a line on the console as a person would (Enter is CR).
+func (g *guest) typeLine(s string) {
+	g.t.Helper()
+	if _, err := g.c.WriteText([]byte(s + "\r")); err != nil {
+		g.t.Fatalf("type %q: %v", s, err)
+	}
+}
+
+// run runs a console command and returns its output.
+func (g *guest) run(ctx context.Context, name string, args ...string) string {
+	g.t.Helper()
+	var out bytes.Buffer
+	if _, err := console.RunCommand(ctx, g.c, console.Command{Name: name, Args: args}, &out); err != nil {
+		g.t.Fatalf("console %s %v: %v\n%s", name, args, err, out.String())
+	}
+	return out.String()
+}
+
+func (g *guest) stop(ctx context.Context) {
+	if g.vm == nil {
+		return
+	}
+	g.port.Close()
+	<-g.linkDone
+	if err := g.vm.Stop(ctx); err != nil {
+		g.t.Errorf("stop VM: %v", err)
+	}
+	g.vm = nil
+}
+
+// snapshotIDs parses the output of the snapshots command.
+func snapshotIDs(out string) []string {
+	var ids []string
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 3 && strings.HasPrefix(f[3], "objects=") {
+			ids = append(ids, f[0])
+		}
+	}
+	return ids
+}
+
+// objectSums parses the output of ls: key -> sha256.
+func objectSums(t *testing.T, out string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, l := range strings.Split(strings.ReplaceAll(out, "\r", ""), "\n") {
+		f := strings.SplitN(l, " ", 3)
+		if len(f) != 3 || len(f[0]) != 64 {
+			continue
+		}
+		k, err := strconv.Unquote(f[2])
+		if err != nil {
+			t.Fatalf("ls line %q: %v", l, err)
+		}
+		m[k] = f[0]
+	}
+	return m
+}
+
+func sums(objs map[string][]byte) map[string]string {
+	m := map[string]string{}
+	for k, v := range objs {
+		s := sha256.Sum256(v)
+		m[k] = hex.EncodeToString(s[:])
+	}
+	return m
+}
+
+func fileSum(t *testing.T, p string) string {
+	t.Helper()
+	s, err := fileSHA256(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func equalSums(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d objects read back, want %d", what, len(got), len(want))
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: object %q reads back as %q, want %s", what, k, got[k], w)
+		}
+	}
+}
+
+// tamper writes a copy of the image whose UKI holds an initramfs with one
+// byte changed (the gzip header's MTIME, which the kernel ignores, so the
+// box still boots) into the ESP of image, keeping its config partition:
+// what an attacker who rewrites the boot stick would leave.
+func tamper(ctx context.Context, t *testing.T, b *boards.Board, r *Result, out string) {
+	t.Helper()
+	dir := filepath.Join(out, "tampered")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	initrd, err := os.ReadFile(r.Initramfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd[4] ^= 0x01
+	in := UKIInputs{Stub: b.EFIStub, OSRel: filepath.Join(out, "os-release"), Cmdline: filepath.Join(out, "cmdline"),
+		Linux: r.Kernel, Initrd: filepath.Join(dir, "initramfs.cpio.gz")}
+	if err := os.WriteFile(in.Initrd, initrd, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	uki := filepath.Join(dir, "holdfast.efi")
+	if err := BuildUKI(ctx, in, uki); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "holdfast.img")
+	if err := WriteImage(img, uki, b.EFIBootFile); err != nil {
+		t.Fatal(err)
+	}
+	esp := Layout[0]
+	src, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(r.Image, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	off := int64(esp.StartMiB * mib)
+	if _, err := io.Copy(io.NewOffsetWriter(dst, off), io.NewSectionReader(src, off, int64(esp.SizeMiB*mib))); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var recoveryKeyRE = regexp.MustCompile(`\b\d{6}(-\d{6}){7}\b`)
+
+// TestApplianceEndToEnd is the appliance's life in one test, under TCG
+// where there is no KVM: build the qemu-x86_64 image; boot it with swtpm
+// and two blank data disks; push a config over the serial socket pointing
+// at a MinIO on the host's loopback (10.0.2.2 from the guest); write down
+// the recovery key; format a data disk by typing its serial; wait for the
+// first pull; change the bucket and pull again; power off. Boot again:
+// the key unseals with no question asked and both snapshots verify and
+// read back byte-identical. Then change one byte of the initramfs: the
+// key does not unseal, the console shows safe mode, and both data disks
+// are byte-identical after that boot. Last, the paper recovery key
+// unlocks the box at the console and it runs again.
+func TestApplianceEndToEnd(t *testing.T) {
 	b, err := boards.Load("qemu-x86_64")
 	if err != nil {
 		t.Fatal(err)
 	}
 	needTools(t, b)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	log := hclog.New(&hclog.LoggerOptions{Name: "boot-test", Level: hclog.Info, Output: testWriter{t}})
+	log := hclog.New(&hclog.LoggerOptions{Name: "e2e", Level: hclog.Info, Output: testWriter{t}})
 	out := t.TempDir()
-
 	start := time.Now()
 	r, err := Build(ctx, Options{Board: b, OutDir: out, ModuleDir: moduleRoot(t), Log: log})
 	if err != nil {
@@ -119,90 +322,168 @@ func TestBootQEMU(t *testing.T) {
 	t.Logf("image built in %s: image %d bytes, UKI %d bytes, initramfs %d bytes (cached %v), PCR 11 %s",
 		time.Since(start).Round(time.Second), r.ImageBytes, r.UKIBytes, r.InitrdBytes, r.InitrdCached, r.PCR11)
 
-	screen := &syncBuffer{}
-	bootStart := time.Now()
-	vm, err := qemu.Start(ctx, qemu.Config{
-		Board: b, Image: r.Image, StateDir: filepath.Join(out, "vm"), Accel: "auto", Console: screen, Log: log,
-	})
-	if err != nil {
-		t.Fatalf("start VM: %v", err)
-	}
-	defer func() {
-		if t.Failed() {
-			t.Logf("console:\n%s", screen.String())
+	// The source: a bucket on a real MinIO, hostile keys included.
+	mc := testminio.Start(t)
+	mc.MakeBucket(t, "mail", false)
+	_, port, _ := strings.Cut(mc.Endpoint, ":")
+	objs := map[string][]byte{}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range 20 {
+		data := make([]byte, 1000+rnd.IntN(20000))
+		for j := range data {
+			data[j] = byte(rnd.Uint32())
 		}
-	}()
-	defer vm.Stop(context.Background())
-	for _, p := range []string{"data0.qcow2", "data1.qcow2", "efivars.fd"} {
-		if _, err := os.Stat(filepath.Join(out, "vm", p)); err != nil {
-			t.Errorf("VM state: %v", err)
-		}
+		objs[fmt.Sprintf("inbox/%03d.eml", i)] = data
 	}
-
-	// Connect at once: the socket then carries everything from OVMF on.
-	// (QEMU's serial logfile can duplicate bytes when a socket write is
-	// partial, so the checks below use the socket stream, not the log.)
-	p, err := port.Open(ctx, vm.SerialSocket, 0)
-	if err != nil {
-		t.Fatalf("open serial socket: %v", err)
+	big := make([]byte, 3<<20)
+	for j := range big {
+		big[j] = byte(rnd.Uint32())
 	}
-	text := &syncBuffer{}
-	c := frame.NewConn(p, frame.Options{Text: text, Log: log.Named("link")})
-	linkDone := make(chan error, 1)
-	go func() { linkDone <- c.Run(ctx) }()
+	objs["archive/big.mbox"] = big
+	objs["weird/ünïcode \t tab"] = []byte("hostile key 1")
+	objs["weird/spa ce & ?query=1%20"] = []byte("hostile key 2")
+	objs["weird/\x1b[2Jescape"] = []byte("hostile key 3")
+	for k, v := range objs {
+		mc.Put(t, "mail", k, v, minio.PutObjectOptions{ContentType: "message/rfc822"})
+	}
+	first := maps.Clone(objs)
+	cfg := fmt.Sprintf(`appliance { name = "holdfast-e2e" }
+source "mail" {
+  s3 {
+    endpoint   = "10.0.2.2:%s"
+    bucket     = "mail"
+    access_key = %q
+    secret_key = %q
+    tls        = false
+  }
+  schedule = "every 6h"
+  retention {
+    all_for = "14d"
+  }
+}
+`, port, testminio.AccessKey, testminio.SecretKey)
+	state := filepath.Join(out, "vm")
 
-	waitText(ctx, t, text, "==== Holdfast appliance")
-	waitText(ctx, t, text, console.WaitingLine)
-	t.Logf("QEMU start to %q: %s (accel %s)", console.WaitingLine, time.Since(bootStart).Round(time.Millisecond), vm.Accel)
-
-	pushStart := time.Now()
+	// Boot 1: first boot.
+	g := bootGuest(ctx, t, b, r.Image, state, log)
+	g.wait(ctx, console.WaitingLine)
+	t.Logf("boot 1: QEMU start to %q: %s (accel %s)", console.WaitingLine, time.Since(g.started).Round(time.Millisecond), g.vm.Accel)
 	var hello console.Hello
-	res, err := console.Push(ctx, c, []byte(bootTestConfig), console.HostOptions{
+	if _, err := console.Push(ctx, g.c, []byte(cfg), console.HostOptions{
 		OnHello: func(h console.Hello) { hello = h },
 		Confirm: func(summary, prompt string) (string, error) {
-			if !strings.Contains(summary, `appliance "holdfast-boot-test"`) || !strings.Contains(prompt, "type yes") {
+			if !strings.Contains(summary, `appliance "holdfast-e2e"`) || !strings.Contains(prompt, "type yes") {
 				t.Errorf("summary %q, prompt %q", summary, prompt)
 			}
 			return "yes", nil
 		},
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatalf("push config: %v", err)
 	}
-	if err := c.Drain(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("config pushed and confirmed in %s: %s", time.Since(pushStart).Round(time.Millisecond), res.Message)
 	if hello.Board != b.Name || hello.PCR11 != r.PCR11 {
 		t.Errorf("HELLO %+v: want board %s and the predicted PCR 11 %s", hello, b.Name, r.PCR11)
 	}
-	waitText(ctx, t, text, "ready: idle in safe mode")
+	g.wait(ctx, appliance.RecoveryKeyLine)
+	g.wait(ctx, "Type 'written'")
+	rk := recoveryKeyRE.FindString(g.text.String())
+	if rk == "" {
+		t.Fatal("no recovery key on the console")
+	}
+	g.typeLine("written")
+	g.wait(ctx, "format HOLDFAST-DATA0")
+	// A wrong serial formats nothing.
+	g.typeLine("format HOLDFAST-DATA9")
+	g.wait(ctx, `no disk has serial "HOLDFAST-DATA9"`)
+	g.typeLine("format HOLDFAST-DATA0")
+	g.wait(ctx, appliance.ReadyLine)
+	t.Logf("boot 1: ready %s after QEMU start", time.Since(g.started).Round(time.Millisecond))
+	g.wait(ctx, "snapshot committed")
 	for _, want := range []string{
-		"phase 1/8 boot", "phase 2/8 board", "module loaded: module=virtio_blk",
-		"phase 3/8 config", "TPM present: pcr11=" + r.PCR11, console.AcceptedLine,
-		// Three virtio disks: the boot image and two data disks.
+		"phase 1/8 boot", "phase 2/8 board", "module loaded: module=ext4", "phase 4/8 keys",
+		"phase 5/8 disks: store open", "phase 6/8 maintenance", "phase 7/8 lockdown", "network up",
 		`devices="vda vdb vdc"`,
 	} {
-		if !strings.Contains(text.String(), want) {
-			t.Errorf("serial console lacks %q", want)
+		if !strings.Contains(g.text.String(), want) {
+			t.Errorf("boot 1: serial console lacks %q", want)
 		}
 	}
-	if t.Failed() {
-		t.Logf("serial console:\n%s", text.String())
+	if strings.Contains(g.text.String(), rk) && strings.Count(g.text.String(), rk) != 1 {
+		t.Errorf("the recovery key appears %d times on the console, want once", strings.Count(g.text.String(), rk))
 	}
 
-	p.Close()
-	<-linkDone
-	stopStart := time.Now()
-	if err := vm.Stop(ctx); err != nil {
-		t.Fatalf("stop VM: %v", err)
+	// Change the bucket: add, change, delete; then pull again.
+	for i := range 3 {
+		k := fmt.Sprintf("inbox/new-%d.eml", i)
+		objs[k] = []byte(fmt.Sprintf("new mail %d", i))
+		mc.Put(t, "mail", k, objs[k], minio.PutObjectOptions{})
 	}
-	select {
-	case <-vm.Done():
-	default:
-		t.Fatal("QEMU still running after Stop")
+	for _, k := range []string{"inbox/001.eml", "inbox/002.eml"} {
+		objs[k] = append([]byte("changed "), objs[k]...)
+		mc.Put(t, "mail", k, objs[k], minio.PutObjectOptions{})
 	}
-	t.Logf("powered off in %s; total %s", time.Since(stopStart).Round(time.Millisecond), time.Since(start).Round(time.Second))
+	for _, k := range []string{"inbox/003.eml", "weird/spa ce & ?query=1%20"} {
+		delete(objs, k)
+		if err := mc.Client.RemoveObject(ctx, "mail", k, minio.RemoveObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := maps.Clone(objs)
+	t.Logf("pull: %s", g.run(ctx, "pull", "mail"))
+	ids := snapshotIDs(g.run(ctx, "snapshots"))
+	if len(ids) != 2 {
+		t.Fatalf("%d snapshots after two pulls, want 2: %v", len(ids), ids)
+	}
+	equalSums(t, "boot 1, snapshot 1", objectSums(t, g.run(ctx, "ls", ids[0])), sums(first))
+	equalSums(t, "boot 1, snapshot 2", objectSums(t, g.run(ctx, "ls", ids[1])), sums(second))
+	g.stop(ctx)
+
+	// Boot 2: the key unseals by itself; both snapshots verify and read back.
+	g = bootGuest(ctx, t, b, r.Image, state, log)
+	g.wait(ctx, appliance.ReadyLine)
+	t.Logf("boot 2: ready %s after QEMU start", time.Since(g.started).Round(time.Millisecond))
+	for _, bad := range []string{console.WaitingLine, appliance.SafeModeLine, "format HOLDFAST"} {
+		if strings.Contains(g.text.String(), bad) {
+			t.Errorf("boot 2 shows %q", bad)
+		}
+	}
+	if v := g.run(ctx, "verify"); !strings.Contains(v, "verify OK") {
+		t.Errorf("verify: %s", v)
+	}
+	equalSums(t, "boot 2, snapshot 1", objectSums(t, g.run(ctx, "ls", ids[0])), sums(first))
+	equalSums(t, "boot 2, snapshot 2", objectSums(t, g.run(ctx, "ls", ids[1])), sums(second))
+	g.stop(ctx)
+
+	// Boot 3: one byte of the initramfs changed: safe mode, disks untouched.
+	tamper(ctx, t, b, r, out)
+	disksBefore := []string{fileSum(t, filepath.Join(state, "data0.qcow2")), fileSum(t, filepath.Join(state, "data1.qcow2"))}
+	g = bootGuest(ctx, t, b, r.Image, state, log)
+	g.wait(ctx, appliance.SafeModeLine)
+	t.Logf("boot 3 (tampered initramfs): safe mode %s after QEMU start", time.Since(g.started).Round(time.Millisecond))
+	if st := g.run(ctx, "status"); !strings.Contains(st, appliance.SafeModeLine) {
+		t.Errorf("status in safe mode: %s", st)
+	}
+	if strings.Contains(g.text.String(), "mounted data disk") {
+		t.Error("a data disk was mounted in safe mode")
+	}
+	g.stop(ctx)
+	disksAfter := []string{fileSum(t, filepath.Join(state, "data0.qcow2")), fileSum(t, filepath.Join(state, "data1.qcow2"))}
+	if !slices.Equal(disksBefore, disksAfter) {
+		t.Errorf("data disks changed during the safe-mode boot: %v -> %v", disksBefore, disksAfter)
+	}
+
+	// Boot 4: the operator accepts the new firmware with the paper key.
+	g = bootGuest(ctx, t, b, r.Image, state, log)
+	g.wait(ctx, appliance.SafeModeLine)
+	g.typeLine("unlock 000000-000000")
+	g.wait(ctx, "error: recovery key")
+	g.typeLine("unlock " + rk)
+	g.wait(ctx, appliance.ReadyLine)
+	if v := g.run(ctx, "verify"); !strings.Contains(v, "verify OK") {
+		t.Errorf("verify after unlock: %s", v)
+	}
+	equalSums(t, "boot 4, snapshot 2", objectSums(t, g.run(ctx, "ls", ids[1])), sums(second))
+	g.stop(ctx)
+	t.Logf("end to end in %s", time.Since(start).Round(time.Second))
 }
 
 type testWriter struct{ t *testing.T }

@@ -13,7 +13,10 @@
 //
 // Limits: no u-root commands are included (the appliance needs none yet);
 // modules that Debian builds into the kernel are skipped; a module the
-// kernel package lacks is an error.
+// kernel package lacks is an error. e2fsprogs' mke2fs and the libraries it
+// links are copied from the build host (tools.go), so the initramfs bytes
+// also depend on the host's e2fsprogs and libc packages, and an image for
+// another architecture has no mke2fs.
 package initramfs
 
 import (
@@ -45,7 +48,7 @@ const InitPackage = "github.com/holdfast-appliance/holdfast/firmware/cmd/holdfas
 
 // formatVersion changes when the layout of the initramfs changes, so that
 // cached archives from an older layout are not reused.
-const formatVersion = "holdfast-initramfs-1"
+const formatVersion = "holdfast-initramfs-2"
 
 // Options say what to build.
 type Options struct {
@@ -92,6 +95,10 @@ func Build(ctx context.Context, o Options, out string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	tools, err := stageTools(ctx, o, staging)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(staging, "etc", "holdfast"), 0o755); err != nil {
 		return nil, fmt.Errorf("initramfs: %w", err)
 	}
@@ -129,10 +136,7 @@ func Build(ctx context.Context, o Options, out string) (*Result, error) {
 		uimage.WithBaseArchive(uimage.DefaultRamfs()),
 		uimage.WithBinaryCommandsOpts(buildOpts(), InitPackage),
 		uimage.WithInit("holdfast-init"),
-		uimage.WithFiles(
-			filepath.Join(staging, "lib")+":lib",
-			filepath.Join(staging, "etc", "holdfast")+":etc/holdfast",
-		),
+		uimage.WithFiles(filesArgs(staging, tools)...),
 		uimage.WithSkipLDD(),
 		uimage.WithCPIOOutput(cpioPath),
 	)
@@ -151,6 +155,19 @@ func Build(ctx context.Context, o Options, out string) (*Result, error) {
 		}
 	}
 	return finish(out, mods, false)
+}
+
+// filesArgs are mkuimage's "host:archive" file arguments: the staged
+// module tree, the board file, and each staged tool file.
+func filesArgs(staging string, tools []string) []string {
+	args := []string{
+		filepath.Join(staging, "lib", "modules") + ":lib/modules",
+		filepath.Join(staging, "etc", "holdfast") + ":etc/holdfast",
+	}
+	for _, t := range tools {
+		args = append(args, filepath.Join(staging, t)+":"+t)
+	}
+	return args
 }
 
 func finish(out string, mods []string, cached bool) (*Result, error) {

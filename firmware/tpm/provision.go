@@ -27,14 +27,24 @@ type Provisioned struct {
 // The console calls it only on an explicit operator request on an
 // unprovisioned box, never as a reaction to an unseal failure.
 func (t *TPM) Provision(ctx context.Context, dir string, p Policy, signed []SignedPolicy) (*Provisioned, error) {
+	master, err := t.NewMasterKey(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("provision: %w", err)
+	}
+	return t.ProvisionKey(ctx, dir, master, p, signed)
+}
+
+// ProvisionKey is Provision with a master key the caller made with
+// NewMasterKey: the boot flow needs the key before sealing, to encrypt the
+// config whose digest goes into the config PCR the key is sealed to.
+func (t *TPM) ProvisionKey(ctx context.Context, dir string, master []byte, p Policy, signed []SignedPolicy) (*Provisioned, error) {
+	if len(master) != MasterKeySize {
+		return nil, fmt.Errorf("provision: master key is %d bytes, want %d", len(master), MasterKeySize)
+	}
 	for _, name := range []string{SealedKeyFile, RecoveryFile} {
 		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
 			return nil, fmt.Errorf("provision: %s: %w (this box already has a key; use the recovery key)", filepath.Join(dir, name), os.ErrExist)
 		}
-	}
-	master, err := t.NewMasterKey(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("provision: %w", err)
 	}
 	rk, err := recoverykey.Generate()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	stdlog "log"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,13 +17,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/boards"
-	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/appliance"
 	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
 	"github.com/holdfast-appliance/holdfast/firmware/console/port"
 )
 
 // Version is the appliance firmware version shown in the banner.
-const Version = "0.1.0-foundation"
+const Version = "0.2.0"
 
 // BoardFile names the board this initramfs was built for (written by
 // package initramfs).
@@ -98,7 +99,11 @@ func run(ctx context.Context, start time.Time) error {
 	defer tty.Close()
 
 	typedR, typedW := io.Pipe()
-	conn := frame.NewConn(tty, frame.Options{Text: typedW})
+	// What the operator types arrives as text between frames; it is
+	// echoed, since a serial line has no terminal driver to do it.
+	echo := &echoWriter{}
+	conn := frame.NewConn(tty, frame.Options{Text: io.MultiWriter(typedW, echo)})
+	echo.w = connWriter{conn}
 	human := crlf{connWriter{conn}}
 	log := hclog.New(&hclog.LoggerOptions{
 		Name: "holdfast", Level: hclog.Info, Output: human, Color: hclog.ColorOff,
@@ -114,36 +119,111 @@ func run(ctx context.Context, start time.Time) error {
 	loadModules(log, board.Modules)
 	pcr11 := reportTPM(log, board)
 
-	log.Info("phase 3/8 config: no sealed config on this boot medium yet; asking on the serial console")
+	// u-root's dhclient logs through the standard library's log package,
+	// whole DHCP packets included: keep the first line of each message.
+	stdlog.SetOutput(firstLine{log.Named("net").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})})
+	stdlog.SetFlags(0)
+
 	runErr := make(chan error, 1)
 	go func() { runErr <- conn.Run(ctx) }()
 	typed := make(chan string, 4)
 	go func() {
 		s := bufio.NewScanner(typedR)
+		s.Split(scanLines)
 		for s.Scan() {
 			select {
-			case typed <- strings.TrimRight(s.Text(), "\r"):
+			case typed <- s.Text():
 			default:
 			}
 		}
 	}()
-	cfg, err := console.WaitForConfig(ctx, conn, console.ApplianceOptions{
-		Board: board.Name, Version: Version, PCR11: pcr11, Log: log.Named("console"), Human: connWriter{conn}, Typed: typed,
-	})
-	if err != nil {
-		return fmt.Errorf("console: %w", err)
+	appErr := make(chan error, 1)
+	go func() {
+		appErr <- appliance.Run(ctx, appliance.Options{
+			Board: board, Conn: conn, Human: connWriter{conn}, Typed: typed, Log: log,
+			Version: Version, PCR11: pcr11, Start: start,
+		})
+	}()
+	select {
+	case err := <-runErr:
+		return fmt.Errorf("console link: %w", err)
+	case err := <-appErr:
+		return fmt.Errorf("appliance: %w", err)
 	}
-	log.Info("config held in memory (sealing it is later work)", "bytes", len(cfg))
-	log.Warn("phase 4/8 keys: TPM unseal not implemented yet; staying in safe mode: nothing is formatted or deleted")
-	log.Info("ready: idle in safe mode")
-	// Idle forever; the link keeps answering (late ACKs, etc.).
-	for {
-		select {
-		case err := <-runErr:
-			return fmt.Errorf("console link: %w", err)
-		case <-time.After(time.Hour):
+}
+
+// firstLine passes on the first line of each write.
+type firstLine struct{ w io.Writer }
+
+func (f firstLine) Write(p []byte) (int, error) {
+	line, _, _ := strings.Cut(string(p), "\n")
+	if _, err := io.WriteString(f.w, line+"\n"); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// echoWriter writes typed bytes back, Enter (CR or LF) as CR LF.
+type echoWriter struct{ w io.Writer }
+
+func (e *echoWriter) Write(p []byte) (int, error) {
+	out := make([]byte, 0, len(p)+4)
+	for _, c := range p {
+		switch c {
+		case '\r', '\n':
+			out = append(out, '\r', '\n')
+		case 0x7f, 0x08:
+			out = append(out, 0x08, ' ', 0x08)
+		default:
+			if c >= 0x20 && c < 0x7f {
+				out = append(out, c)
+			}
 		}
 	}
+	if len(out) > 0 {
+		_, _ = e.w.Write(out)
+	}
+	return len(p), nil
+}
+
+// scanLines splits typed text into lines ended by CR, LF or CR LF (a
+// serial terminal sends CR for Enter), dropping empty ones. Backspace
+// removes the character before it.
+func scanLines(data []byte, atEOF bool) (int, []byte, error) {
+	// bufio.Scanner reads more input after a nil token instead of
+	// splitting what it holds again, so empty lines are skipped here.
+	start := 0
+	for i, c := range data {
+		if c != '\r' && c != '\n' {
+			continue
+		}
+		if line := editLine(data[start:i]); len(line) > 0 {
+			return i + 1, line, nil
+		}
+		start = i + 1
+	}
+	if atEOF && start < len(data) {
+		if line := editLine(data[start:]); len(line) > 0 {
+			return len(data), line, nil
+		}
+		return len(data), nil, nil
+	}
+	return start, nil, nil
+}
+
+func editLine(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		switch {
+		case c == 0x7f || c == 0x08:
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		case c >= 0x20:
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // connWriter writes human text between frames.

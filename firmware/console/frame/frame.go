@@ -61,12 +61,16 @@ const (
 	TypeAnswer      Type = 0x16 // host→appliance: the operator's answer, text
 	TypeResult      Type = 0x17 // appliance→host: JSON Result (accepted or why not)
 	TypeText        Type = 0x18 // either way: a human line, shown by the other side
+	TypeCommand     Type = 0x19 // host→appliance: JSON Command (status, snapshots, format, ...)
+	TypeOutput      Type = 0x1A // appliance→host: the next piece of a command's output, text
+	TypeDone        Type = 0x1B // appliance→host: JSON Done, the command finished
 )
 
 var typeNames = map[Type]string{
 	TypeAck: "ACK", TypeNack: "NACK", TypeHello: "HELLO", TypeConfigBegin: "CONFIG-BEGIN",
 	TypeConfigData: "CONFIG-DATA", TypeConfigEnd: "CONFIG-END", TypeSummary: "SUMMARY",
 	TypePrompt: "PROMPT", TypeAnswer: "ANSWER", TypeResult: "RESULT", TypeText: "TEXT",
+	TypeCommand: "COMMAND", TypeOutput: "OUTPUT", TypeDone: "DONE",
 }
 
 func (t Type) String() string {

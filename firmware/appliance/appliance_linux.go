@@ -1,0 +1,368 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/holdfast-appliance/holdfast/boards"
+	"github.com/holdfast-appliance/holdfast/firmware/configpart"
+	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
+	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
+	"github.com/holdfast-appliance/holdfast/firmware/tpm"
+	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// Options are what PID 1 hands over.
+type Options struct {
+	Board   *boards.Board
+	Conn    *frame.Conn
+	Human   io.Writer     // lines for the person at the console
+	Typed   <-chan string // lines the person typed
+	Log     hclog.Logger
+	Version string
+	PCR11   string
+	Start   time.Time // when init started
+	// MkE2fs is the mke2fs binary; "" means /sbin/mke2fs.
+	MkE2fs string
+	// RunDir holds mount points; "" means /run/holdfast.
+	RunDir string
+	// TPMDevice is the TPM character device; "" means tpm.DefaultDevice.
+	TPMDevice string
+}
+
+// Console lines tests and operators look for.
+const (
+	SafeModeLine    = "SAFE MODE"
+	ReadyLine       = "ready: services running"
+	RecoveryKeyLine = "RECOVERY KEY"
+	Prompt          = "holdfast> "
+)
+
+type appliance struct {
+	o   Options
+	log hclog.Logger
+
+	mu       sync.Mutex // guards the fields below
+	phase    string
+	safe     string // why the box is in safe mode; "" when it is not
+	tpm      *tpm.TPM
+	part     *configpart.Partition
+	cfgBlob  []byte
+	cfg      *config.File
+	master   []byte
+	disks    []disks.Disk
+	mounted  map[string]string // disk name -> mount point
+	st       *store.Store
+	clock    *tpm.Clock
+	pulls    map[string]*pullStatus
+	alerts   []string
+	measured bool // PCR 15 holds this boot's config digest
+
+	storeMu sync.Mutex // one writer: pulls, extend, hold
+}
+
+type pullStatus struct {
+	Last     time.Time
+	Took     time.Duration
+	Snapshot string
+	Summary  string
+	Err      string
+	Next     time.Time
+}
+
+func (a *appliance) setPhase(p string) {
+	a.mu.Lock()
+	a.phase = p
+	a.mu.Unlock()
+}
+
+func (a *appliance) alert(msg string, args ...any) {
+	a.log.Error(msg, append([]any{"alert", true}, args...)...)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	line := time.Now().UTC().Format(time.RFC3339) + " " + msg
+	for i := 0; i+1 < len(args); i += 2 {
+		line += fmt.Sprintf(" %v=%v", args[i], args[i+1])
+	}
+	a.alerts = append(a.alerts, line)
+	if len(a.alerts) > 50 {
+		a.alerts = a.alerts[len(a.alerts)-50:]
+	}
+}
+
+func (a *appliance) say(format string, args ...any) {
+	fmt.Fprintf(a.o.Human, strings.ReplaceAll(format, "\n", "\r\n"), args...)
+}
+
+// Run runs boot phases 3 to 8 and then the services; it returns only when
+// ctx ends or the console link fails.
+func Run(ctx context.Context, o Options) error {
+	if o.MkE2fs == "" {
+		o.MkE2fs = "/sbin/mke2fs"
+	}
+	if o.RunDir == "" {
+		o.RunDir = "/run/holdfast"
+	}
+	if o.TPMDevice == "" {
+		o.TPMDevice = tpm.DefaultDevice
+	}
+	if o.Log == nil {
+		o.Log = hclog.NewNullLogger()
+	}
+	if o.Human == nil {
+		o.Human = io.Discard
+	}
+	a := &appliance{o: o, log: o.Log, mounted: map[string]string{}, pulls: map[string]*pullStatus{}}
+	err := a.keys(ctx)
+	for err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		a.enterSafeMode(err)
+		err = a.safeMode(ctx)
+	}
+	if err := a.disksPhase(ctx); err != nil {
+		return err
+	}
+	a.maintenance(ctx)
+	a.lockdown(ctx)
+	return a.services(ctx)
+}
+
+func (a *appliance) enterSafeMode(err error) {
+	a.mu.Lock()
+	a.safe = err.Error()
+	a.phase = "safe mode"
+	a.mu.Unlock()
+	a.alert("safe mode: nothing on the data disks is mounted, formatted, written or deleted", "reason", err)
+	a.say("\n==== %s ====\n%v\nNothing on the data disks is mounted, formatted, written or deleted.\n"+
+		"Type 'status' to see the disks, or 'unlock' followed by the 48-digit paper recovery key\n"+
+		"to reseal the key to this firmware and continue.\n", SafeModeLine, err)
+}
+
+// keys is phases 3 and 4: the config partition, the config and the master
+// key. An error sends the box to safe mode.
+func (a *appliance) keys(ctx context.Context) error {
+	a.setPhase("config")
+	a.log.Info("phase 3/8 config: looking for the config partition")
+	t, err := tpm.OpenDevice(a.o.TPMDevice, a.log.Named("tpm"))
+	if err != nil {
+		if a.o.Board.TPM.AllowNoTPMTestMode {
+			return fmt.Errorf("no TPM (%v); TPM-less test mode is not implemented: a release image never runs without a TPM", err)
+		}
+		return fmt.Errorf("no TPM: %w", err)
+	}
+	a.tpm = t
+	dev, err := disks.FindConfigPartition()
+	if err != nil {
+		return err
+	}
+	part, err := configpart.Mount(dev, filepath.Join(a.o.RunDir, "config"))
+	if err != nil {
+		return err
+	}
+	a.part = part
+	hasKey := part.Has(tpm.SealedKeyFile)
+	hasRecovery := part.Has(tpm.RecoveryFile)
+	blob, cfgErr := part.ReadConfig()
+	switch {
+	case !hasKey && !hasRecovery:
+		// No key: nothing can be encrypted under one yet (disks are
+		// formatted only after this), so a config.sealed left by a cut
+		// first boot is replaced.
+		return a.firstBoot(ctx)
+	case !hasKey || !hasRecovery:
+		return fmt.Errorf("config partition %s holds %s but not %s: refusing to guess (restore the file, or unlock with the recovery key)",
+			dev, map[bool]string{true: tpm.RecoveryFile, false: tpm.SealedKeyFile}[hasRecovery], map[bool]string{true: tpm.SealedKeyFile, false: tpm.RecoveryFile}[hasRecovery])
+	case cfgErr != nil:
+		return fmt.Errorf("the box has a key but no config: %w", cfgErr)
+	}
+	a.cfgBlob = blob
+	a.setPhase("keys")
+	a.log.Info("phase 4/8 keys: measuring the config into PCR 15 and unsealing the master key")
+	if err := t.ExtendConfigPCR(ctx, configpart.Digest(blob)); err != nil {
+		return fmt.Errorf("measure config: %w", err)
+	}
+	a.measured = true
+	master, err := (&tpm.Unsealer{TPM: t, Dir: part.Dir, Policy: tpm.DefaultPolicy()}).MasterKey(ctx)
+	if err != nil {
+		return fmt.Errorf("unseal master key: %w", err)
+	}
+	return a.haveKey(ctx, master, blob)
+}
+
+// haveKey caps PCR 15 and opens the config with the master key.
+func (a *appliance) haveKey(ctx context.Context, master, blob []byte) error {
+	if err := a.tpm.CapConfigPCR(ctx); err != nil {
+		return fmt.Errorf("cap config PCR: %w", err)
+	}
+	raw, err := configpart.OpenConfig(master, blob)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Parse("config.sealed", raw)
+	if err != nil {
+		return fmt.Errorf("sealed config no longer parses: %w", err)
+	}
+	clock, err := tpm.NewClock(a.tpm, tpm.ClockOptions{
+		AnchorPath: filepath.Join(a.part.Dir, tpm.ClockAnchorFile), MasterKey: master, Logger: a.log.Named("clock"),
+	})
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.master, a.cfg, a.cfgBlob, a.clock = master, cfg, blob, clock
+	a.mu.Unlock()
+	a.log.Info("master key unsealed, config PCR capped", "appliance", cfg.Appliance.Name, "sources", len(cfg.Sources))
+	return nil
+}
+
+// firstBoot asks for a config, makes and seals the master key, and shows
+// the recovery key once.
+func (a *appliance) firstBoot(ctx context.Context) error {
+	a.log.Info("phase 3/8 config: this box has no key and no config yet; asking on the serial console")
+	raw, err := console.WaitForConfig(ctx, a.o.Conn, console.ApplianceOptions{
+		Board: a.o.Board.Name, Version: a.o.Version, PCR11: a.o.PCR11,
+		Log: a.log.Named("console"), Human: a.o.Human, Typed: a.o.Typed,
+	})
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	a.setPhase("keys")
+	a.log.Info("phase 4/8 keys: making the master key and sealing it to this firmware and config")
+	t := a.tpm
+	master, err := t.NewMasterKey(ctx)
+	if err != nil {
+		return err
+	}
+	blob, err := configpart.SealConfig(master, raw)
+	if err != nil {
+		return err
+	}
+	if err := a.part.WriteConfig(blob); err != nil {
+		return err
+	}
+	if err := t.ExtendConfigPCR(ctx, configpart.Digest(blob)); err != nil {
+		return fmt.Errorf("measure config: %w", err)
+	}
+	prov, err := t.ProvisionKey(ctx, a.part.Dir, master, tpm.DefaultPolicy(), nil)
+	if err != nil {
+		return err
+	}
+	if err := a.haveKey(ctx, master, blob); err != nil {
+		return err
+	}
+	if err := a.clock.Anchor(ctx, time.Now()); err != nil {
+		a.alert("could not anchor the TPM clock: prune stays frozen", "error", err)
+	}
+	a.showRecoveryKey(ctx, prov.RecoveryKey)
+	return nil
+}
+
+// showRecoveryKey prints the paper recovery key on the console only (never
+// in a log) and waits until the operator confirms it is written down.
+func (a *appliance) showRecoveryKey(ctx context.Context, rk recoverykey.Key) {
+	a.say("\n==== %s: write it on paper and keep it away from this box ====\n\n    %s\n\n"+
+		"It opens the data disks on any Linux PC (holdfast restore --disk) and unlocks\n"+
+		"this box after a firmware change. It is shown only now.\n"+
+		"Type 'written' when you have written it down.\n", RecoveryKeyLine, rk.String())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case line := <-a.o.Typed:
+			if strings.TrimSpace(line) == "written" {
+				a.log.Info("operator confirmed the recovery key is written down")
+				return
+			}
+			a.say("Type 'written' when you have written the recovery key down.\n")
+		}
+	}
+}
+
+// safeMode serves the console until the operator unlocks the box.
+func (a *appliance) safeMode(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var unlocked error = errors.New("not unlocked")
+	h := func(ctx context.Context, cmd console.Command, out io.Writer) error {
+		switch cmd.Name {
+		case "unlock":
+			if err := a.unlock(ctx, strings.Join(cmd.Args, "")); err != nil {
+				return err
+			}
+			fmt.Fprint(out, "unlocked: the key is sealed to this firmware again; continuing the boot\r\n")
+			unlocked = nil
+			cancel()
+			return nil
+		case "format", "extend", "hold":
+			return fmt.Errorf("%s is not available in safe mode", cmd.Name)
+		}
+		return a.command(ctx, cmd, out)
+	}
+	err := console.Serve(sctx, a.o.Conn, console.ServeOptions{Handler: h, Typed: a.o.Typed, Human: a.o.Human, Prompt: Prompt, Log: a.log.Named("console")})
+	if unlocked == nil {
+		a.mu.Lock()
+		a.safe = ""
+		a.mu.Unlock()
+		return nil
+	}
+	if ctx.Err() == nil && err != nil {
+		a.log.Error("console failed in safe mode; retrying", "error", err)
+		time.Sleep(time.Second)
+	}
+	return errors.New("still in safe mode")
+}
+
+// unlock opens the master key with the paper recovery key, reseals it to
+// this boot and continues.
+func (a *appliance) unlock(ctx context.Context, typed string) error {
+	if a.tpm == nil || a.part == nil {
+		return errors.New("unlock needs the TPM and the config partition, and this box has not got both")
+	}
+	rk, err := recoverykey.Parse(typed)
+	if err != nil {
+		return fmt.Errorf("recovery key: %w", err)
+	}
+	wrapped, err := os.ReadFile(filepath.Join(a.part.Dir, tpm.RecoveryFile))
+	if err != nil {
+		return fmt.Errorf("recovery file: %w", err)
+	}
+	master, err := recoverykey.Unwrap(wrapped, rk)
+	if err != nil {
+		return fmt.Errorf("recovery key: %w", err)
+	}
+	blob, err := a.part.ReadConfig()
+	if err != nil {
+		return err
+	}
+	if _, err := configpart.OpenConfig(master, blob); err != nil {
+		return fmt.Errorf("the config on the stick was not sealed with this box's key: %w", err)
+	}
+	// PCR 15 must hold this boot's config digest (keys extended it and,
+	// having failed, did not cap it), so that sealing to the current
+	// values binds the key to this firmware and this config.
+	if !a.measured {
+		if err := a.tpm.ExtendConfigPCR(ctx, configpart.Digest(blob)); err != nil {
+			return fmt.Errorf("measure config: %w", err)
+		}
+		a.measured = true
+	}
+	if err := a.tpm.Reseal(ctx, a.part.Dir, master, rk, tpm.DefaultPolicy(), nil); err != nil {
+		return err
+	}
+	a.log.Warn("master key resealed to this boot with the recovery key")
+	return a.haveKey(ctx, master, blob)
+}

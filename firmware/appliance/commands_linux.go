@@ -1,0 +1,269 @@
+package appliance
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// Console commands, typed at the console or sent by `holdfast console`:
+//
+//	| command               | what it does                                              |
+//	|-----------------------|-----------------------------------------------------------|
+//	| help                  | this list                                                 |
+//	| status                | phase, safe mode, disks, store, last and next pulls, alerts|
+//	| snapshots             | every snapshot: id, source, time, objects, bytes, retention|
+//	| ls SNAPSHOT [PREFIX]  | objects read back through the store: sha256, size, key    |
+//	| verify                | reads every pack and manifest back, checks every tag      |
+//	| format SERIAL         | formats the blank disk with that serial number            |
+//	| extend SNAPSHOT 90d   | lengthens a snapshot's retention (never shortens)         |
+//	| hold SNAPSHOT         | puts a snapshot under legal hold                          |
+//	| pull [SOURCE...]      | pulls now (every source, or those named), then reports   |
+//	| unlock KEY            | safe mode only: the paper recovery key reseals and goes on|
+const helpText = `commands:
+  status                 phase, disks, store, last and next pulls, alerts
+  snapshots              list snapshots
+  ls SNAPSHOT [PREFIX]   list objects, read back through the store (sha256 size key)
+  verify                 check every pack and manifest
+  format SERIAL          format the blank disk with this serial number
+  extend SNAPSHOT PERIOD lengthen a snapshot's retention (e.g. 90d)
+  hold SNAPSHOT          put a snapshot under legal hold
+  pull [SOURCE...]       pull now and report the snapshots
+  unlock KEY             (safe mode) unlock with the paper recovery key
+`
+
+func nl(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
+
+// command answers one console command in any phase.
+func (a *appliance) command(ctx context.Context, cmd console.Command, out io.Writer) error {
+	switch cmd.Name {
+	case "help":
+		fmt.Fprint(out, nl(helpText))
+		return nil
+	case "status":
+		fmt.Fprint(out, nl(a.status()))
+		return nil
+	case "snapshots":
+		return a.withReader(ctx, func(s *store.Store) error { return listSnapshots(s, out) })
+	case "ls":
+		if len(cmd.Args) < 1 || len(cmd.Args) > 2 {
+			return errors.New("usage: ls SNAPSHOT [PREFIX]")
+		}
+		prefix := ""
+		if len(cmd.Args) == 2 {
+			prefix = cmd.Args[1]
+		}
+		return a.withReader(ctx, func(s *store.Store) error { return listObjects(ctx, s, cmd.Args[0], prefix, out) })
+	case "verify":
+		return a.withReader(ctx, func(s *store.Store) error { return verify(ctx, s, out) })
+	case "format":
+		return a.format(ctx, cmd.Args, out)
+	case "extend", "hold":
+		return a.extend(cmd, out)
+	case "unlock":
+		return errors.New("the box is not in safe mode: nothing to unlock")
+	case "pull":
+		return a.pullNow(ctx, cmd.Args, out)
+	}
+	return fmt.Errorf("unknown command %q (type help)", cmd.Name)
+}
+
+func (a *appliance) status() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "holdfast %s on %s, phase %s\n", a.o.Version, a.o.Board.Name, a.phase)
+	if a.safe != "" {
+		fmt.Fprintf(&b, "%s: %s\n", SafeModeLine, a.safe)
+	}
+	if a.cfg != nil {
+		fmt.Fprintf(&b, "appliance %q, %d source(s)\n", a.cfg.Appliance.Name, len(a.cfg.Sources))
+	}
+	fmt.Fprintf(&b, "disks:\n")
+	for _, d := range a.disks {
+		m := ""
+		if mnt, ok := a.mounted[d.Name]; ok {
+			m = " mounted at " + mnt
+		}
+		fmt.Fprintf(&b, "  %s%s\n", d, m)
+	}
+	if a.st != nil {
+		fmt.Fprintf(&b, "store %s at %s\n", a.st.ID(), a.st.Dir())
+	}
+	if a.cfg != nil {
+		for _, s := range a.cfg.Sources {
+			p := a.pulls[s.Name]
+			if p == nil {
+				fmt.Fprintf(&b, "source %s: no pull yet this boot\n", s.Name)
+				continue
+			}
+			fmt.Fprintf(&b, "source %s: last pull %s (took %s) snapshot %s: %s", s.Name, p.Last.UTC().Format(time.RFC3339), p.Took.Round(time.Millisecond), p.Snapshot, p.Summary)
+			if p.Err != "" {
+				fmt.Fprintf(&b, " error: %s", p.Err)
+			}
+			fmt.Fprintf(&b, "; next %s\n", p.Next.UTC().Format(time.RFC3339))
+		}
+	}
+	fmt.Fprintf(&b, "alerts: %d\n", len(a.alerts))
+	for _, al := range a.alerts {
+		fmt.Fprintf(&b, "  %s\n", al)
+	}
+	return b.String()
+}
+
+// withReader runs fn on a read-only handle of the store, which never
+// blocks a pull in progress.
+func (a *appliance) withReader(ctx context.Context, fn func(*store.Store) error) error {
+	a.mu.Lock()
+	st, master := a.st, a.master
+	a.mu.Unlock()
+	if st == nil {
+		return errors.New("no store is open")
+	}
+	r, err := store.Open(ctx, st.Dir(), store.StaticKey(master), store.Options{ReadOnly: true, Logger: a.log.Named("reader")})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return fn(r)
+}
+
+func listSnapshots(s *store.Store, out io.Writer) error {
+	snaps, err := s.Snapshots()
+	if err != nil {
+		return err
+	}
+	for _, sn := range snaps {
+		hold := ""
+		if sn.Retention.LegalHold {
+			hold = " HOLD"
+		}
+		until := "forever"
+		if !sn.Retention.RetainUntil.IsZero() {
+			until = sn.Retention.RetainUntil.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(out, "%s %s %s objects=%d bytes=%d complete=%v until=%s%s\r\n", sn.ID, sn.Source,
+			sn.Started.UTC().Format(time.RFC3339), sn.Count, sn.Bytes, sn.Complete, until, hold)
+	}
+	fmt.Fprintf(out, "%d snapshot(s)\r\n", len(snaps))
+	return nil
+}
+
+// listObjects reads every object of a snapshot back through the store
+// (every chunk authenticated) and prints its SHA-256, size and key (Go
+// quoted, so hostile keys cannot move the cursor).
+func listObjects(ctx context.Context, s *store.Store, id, prefix string, out io.Writer) error {
+	m, err := s.ReadManifest(id)
+	if err != nil {
+		return err
+	}
+	objs := m.Objects
+	sort.Slice(objs, func(i, j int) bool { return string(objs[i].Key) < string(objs[j].Key) })
+	n := 0
+	for _, o := range objs {
+		if o.DeleteMarker || !strings.HasPrefix(string(o.Key), prefix) {
+			continue
+		}
+		h := sha256.New()
+		if err := s.WriteObject(ctx, o, h); err != nil {
+			return fmt.Errorf("read %q: %w", o.Key, err)
+		}
+		fmt.Fprintf(out, "%x %d %s\r\n", h.Sum(nil), o.Size, strconv.Quote(string(o.Key)))
+		n++
+	}
+	fmt.Fprintf(out, "%d object(s) read back\r\n", n)
+	return nil
+}
+
+func verify(ctx context.Context, s *store.Store, out io.Writer) error {
+	r, err := s.Verify(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "packs=%d chunks=%d snapshots=%d objects=%d bytes=%d problems=%d\r\n", r.Packs, r.Chunks, r.Snapshots, r.Objects, r.Bytes, len(r.Problems))
+	for _, p := range r.Problems {
+		fmt.Fprintf(out, "  problem: %v\r\n", p)
+	}
+	if !r.OK() {
+		return fmt.Errorf("verify found %d problem(s)", len(r.Problems))
+	}
+	fmt.Fprint(out, "verify OK\r\n")
+	return nil
+}
+
+func (a *appliance) extend(cmd console.Command, out io.Writer) error {
+	a.mu.Lock()
+	st := a.st
+	a.mu.Unlock()
+	if st == nil {
+		return errors.New("no store is open")
+	}
+	var until time.Time
+	hold := cmd.Name == "hold"
+	switch {
+	case hold && len(cmd.Args) == 1:
+	case !hold && len(cmd.Args) == 2:
+		p, err := config.ParsePeriod(cmd.Args[1])
+		if err != nil {
+			return err
+		}
+		m, err := st.ReadManifest(cmd.Args[0])
+		if err != nil {
+			return err
+		}
+		until = p.AddTo(m.Started)
+	default:
+		return errors.New("usage: extend SNAPSHOT PERIOD | hold SNAPSHOT")
+	}
+	a.storeMu.Lock()
+	defer a.storeMu.Unlock()
+	if err := st.Extend(cmd.Args[0], until, hold, "console: "+cmd.String()); err != nil {
+		return err
+	}
+	a.log.Info("retention changed at the console", "command", cmd.String())
+	fmt.Fprintf(out, "%s: done\r\n", cmd.String())
+	return nil
+}
+
+// pullNow pulls the named sources (all when none is named) at once.
+func (a *appliance) pullNow(ctx context.Context, names []string, out io.Writer) error {
+	a.mu.Lock()
+	cfg, st := a.cfg, a.st
+	a.mu.Unlock()
+	if cfg == nil || st == nil {
+		return errors.New("pull needs a config and an open store")
+	}
+	if len(names) == 0 {
+		for _, s := range cfg.Sources {
+			names = append(names, s.Name)
+		}
+	}
+	var failed []string
+	for _, n := range names {
+		err := a.pull(ctx, n)
+		a.mu.Lock()
+		p := a.pulls[n]
+		a.mu.Unlock()
+		if p != nil {
+			fmt.Fprintf(out, "%s: snapshot %s: %s\r\n", n, p.Snapshot, p.Summary)
+		}
+		if err != nil {
+			fmt.Fprintf(out, "%s: %v\r\n", n, err)
+			failed = append(failed, n)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("pull failed for %s", strings.Join(failed, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/firmware/tpm"
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// scanDisks lists the board's data disks, without the boot medium.
+func (a *appliance) scanDisks() ([]disks.Disk, error) {
+	all, err := disks.Scan(a.o.Board.DataDisks)
+	if err != nil {
+		return nil, err
+	}
+	var out []disks.Disk
+	for _, d := range all {
+		if d.State != disks.Boot {
+			out = append(out, d)
+		}
+	}
+	a.mu.Lock()
+	a.disks = out
+	a.mu.Unlock()
+	return out, nil
+}
+
+// disksPhase is phase 5: mount the Holdfast disks and open the store; with
+// none, wait at the console for the operator to format a blank disk.
+func (a *appliance) disksPhase(ctx context.Context) error {
+	a.setPhase("disks")
+	for {
+		ds, err := a.scanDisks()
+		if err != nil {
+			a.alert("cannot list disks", "error", err)
+		}
+		var blank []disks.Disk
+		for _, d := range ds {
+			a.log.Info("data disk", "disk", d.Name, "serial", d.Serial, "size", d.Size, "state", d.State, "detail", d.Detail)
+			if d.State == disks.Blank {
+				blank = append(blank, d)
+			}
+		}
+		err = a.openStore(ctx, ds)
+		if err == nil {
+			return nil
+		}
+		a.log.Warn("phase 5/8 disks: no store open", "reason", err)
+		a.say("\nNo Holdfast data disk is ready (%v).\n", err)
+		if len(blank) == 0 {
+			a.say("No blank disk either. Attach a blank disk; Holdfast never formats a disk that holds anything.\n")
+		}
+		for _, d := range blank {
+			a.say("Disk %s (serial %s, %s) is blank. To make it a Holdfast data disk, type:  format %s\n",
+				d.Name, d.Serial, humanBytes(d.Size), d.Serial)
+		}
+		if err := a.waitForDisk(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// waitForDisk serves the console until a format succeeds or a minute passes
+// (then the disks are scanned again, for a disk attached meanwhile).
+func (a *appliance) waitForDisk(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	h := func(ctx context.Context, cmd console.Command, out io.Writer) error {
+		if cmd.Name == "format" {
+			if err := a.format(ctx, cmd.Args, out); err != nil {
+				return err
+			}
+			cancel()
+			return nil
+		}
+		return a.command(ctx, cmd, out)
+	}
+	err := console.Serve(sctx, a.o.Conn, console.ServeOptions{Handler: h, Typed: a.o.Typed, Human: a.o.Human, Prompt: Prompt, Log: a.log.Named("console")})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// format formats the blank disk whose serial the operator typed.
+func (a *appliance) format(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) != 1 {
+		return errors.New("usage: format SERIAL (the serial number of a blank disk, as 'status' shows it)")
+	}
+	ds, err := a.scanDisks()
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		if !disks.SerialMatches(d, args[0]) {
+			continue
+		}
+		if d.State != disks.Blank {
+			return fmt.Errorf("disk %s (serial %s) is %s %s: Holdfast formats only blank disks", d.Name, d.Serial, d.State, d.Detail)
+		}
+		a.log.Warn("formatting data disk at the operator's request", "disk", d.Name, "serial", d.Serial)
+		fmt.Fprintf(out, "formatting %s (serial %s) ...\r\n", d.Name, d.Serial)
+		fd, err := disks.Format(ctx, d.Name, args[0], a.o.MkE2fs)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "formatted %s: ext4 %s, uuid %s\r\n", fd.Name, disks.Label, fd.UUID)
+		return nil
+	}
+	return fmt.Errorf("no disk has serial %q (type 'status' to list the disks)", args[0])
+}
+
+// openStore mounts the Holdfast disks and opens (or, on a freshly
+// formatted disk, creates) the store on the first one.
+func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
+	var errs []error
+	for _, d := range ds {
+		if d.State != disks.Holdfast {
+			continue
+		}
+		mnt, ok := a.mounted[d.Name]
+		if !ok {
+			mnt = filepath.Join(a.o.RunDir, "disk-"+d.Name)
+			if err := disks.Mount(d, mnt); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			a.mu.Lock()
+			a.mounted[d.Name] = mnt
+			a.mu.Unlock()
+			a.log.Info("mounted data disk", "disk", d.Name, "at", mnt)
+		}
+		dir := filepath.Join(mnt, disks.StoreDir)
+		opts := store.Options{
+			Logger: a.log.Named("store"), PruneClock: a.clock, Signer: &tpm.Signer{TPM: a.tpm},
+		}
+		var st *store.Store
+		var err error
+		if _, statErr := os.Stat(filepath.Join(dir, "holdfast-store")); os.IsNotExist(statErr) {
+			// A disk we formatted: create the store, with the recovery
+			// wrap so the disk alone and the paper key open it anywhere.
+			wrapped, rerr := os.ReadFile(filepath.Join(a.part.Dir, tpm.RecoveryFile))
+			if rerr != nil {
+				errs = append(errs, fmt.Errorf("%s: recovery file: %w", d.Name, rerr))
+				continue
+			}
+			a.log.Info("creating the store on a new data disk", "disk", d.Name)
+			st, err = store.Init(ctx, dir, store.StaticKey(a.master), store.InitOptions{RecoveryBlob: wrapped}, opts)
+		} else {
+			st, err = store.Open(ctx, dir, store.StaticKey(a.master), opts)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", d.Name, err))
+			a.alert("data disk holds no store this box can open; it is left as it is", "disk", d.Name, "error", err)
+			continue
+		}
+		a.mu.Lock()
+		a.st = st
+		a.mu.Unlock()
+		a.log.Info("phase 5/8 disks: store open", "disk", d.Name, "store", st.ID())
+		return nil
+	}
+	if len(errs) == 0 {
+		return errors.New("no Holdfast data disk")
+	}
+	return errors.Join(errs...)
+}
+
+func humanBytes(n int64) string {
+	return disks.Disk{Size: n}.SizeString()
+}

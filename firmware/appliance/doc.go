@@ -1,0 +1,30 @@
+// Package appliance is the appliance's life after the board is up: boot
+// phases 3 to 8 of the design brief, the console commands, and the
+// services' schedule. PID 1 (firmware/cmd/holdfast-init) calls Run once the
+// kernel modules are loaded and the console is open.
+//
+//	| phase         | what happens                                          | on failure            |
+//	|---------------|-------------------------------------------------------|-----------------------|
+//	| 3 config      | mount the config partition; read config.sealed, or    | safe mode             |
+//	|               | ask for a config on the console (first boot)          |                       |
+//	| 4 keys        | extend PCR 15 with config.sealed's digest, unseal the | safe mode: the        |
+//	|               | master key, cap PCR 15; first boot: make the key,     | recovery key unlocks  |
+//	|               | seal it, show the paper recovery key once             |                       |
+//	| 5 disks       | classify data disks; mount Holdfast disks; a blank    | wait at the console   |
+//	|               | disk is formatted only when the operator types its    | (never format unasked)|
+//	|               | serial number ("format SERIAL")                       |                       |
+//	| 6 maintenance | open the store (journal recovery), prune with the     | prune frozen, alert   |
+//	|               | TPM-vouched clock                                     |                       |
+//	| 7 lockdown    | (issue 6) drop powers                                 |                       |
+//	| 8 services    | DHCP, then pulls on each source's schedule; console   | logged, retried       |
+//	|               | commands keep working                                 |                       |
+//
+// Safe mode: nothing is mounted, formatted, written or deleted on any data
+// disk; the console answers status and unlock (the paper recovery key,
+// which reseals the key to this boot and continues).
+//
+// Limits: one data disk holds the store (the first Holdfast disk by kernel
+// name); further Holdfast disks are listed but not yet mirrored.
+// Reconfiguring a running box (a new config pushed after first boot) is not
+// offered yet: the config is fixed once sealed.
+package appliance
