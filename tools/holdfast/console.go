@@ -42,6 +42,7 @@ the kernel's and the appliance's own messages (docs/boot.md).`,
 	cmd.PersistentFlags().IntVar(&cf.baud, "baud", port.DefaultBaud, "serial speed (ignored for sockets)")
 	_ = cmd.MarkPersistentFlagRequired("port")
 	cmd.AddCommand(a.consolePushCmd(cf), a.consoleAttachCmd(cf))
+	cmd.AddCommand(a.consoleRunCmds(cf)...)
 	return cmd
 }
 
