@@ -1,0 +1,54 @@
+// Package mirror keeps the store on two data disks and scrubs them: every
+// pack, manifest, retention record, receipt and the recovery blob is
+// written to both, so each disk is a complete store on its own (same
+// config, so the same store ID, keys and chunker polynomial; see
+// store.InitMirror), and a file damaged on one disk is repaired from the
+// other.
+//
+// The mirror works at the store level, file by file, not as a block device
+// (RAID 1): a copy is made only of a sealed file, is checked against the
+// file's own integrity (packs are named by their SHA-256 and every chunk is
+// authenticated; manifests and records by the store's keys) before it is
+// installed, and is installed with the store's discipline (tmp/, fsync,
+// RENAME_NOREPLACE into an append-only directory, fsync, xattrs, seal), so
+// the secondary has the same kernel protection as the primary and a disk
+// never holds half a file or a manifest whose packs it lacks.
+//
+// The jobs and where they run on the appliance:
+//
+//	| call   | when                                | privilege            | changes                     |
+//	|--------|-------------------------------------|----------------------|-----------------------------|
+//	| Sync   | after every pull (Runner.Kick), in  | the secondary's      | adds files to the secondary |
+//	|        | the background; at boot to catch up | sealer (set flags)   | only; never removes/replaces|
+//	| Scrub  | on a schedule, right after a Sync;  | none (read-only      | nothing                     |
+//	|        | at boot before Repair               | opens, no lock)      |                             |
+//	| Repair | boot maintenance window (PID 1)     | CAP_LINUX_IMMUTABLE  | adds missing files; replaces|
+//	|        | with Options.Maintenance set        | for damaged files    | exactly the damaged ones    |
+//
+// Sync is one way, primary to secondary ("primary" is whichever disk ingest
+// writes to). It never waits on the primary's writer and a pull never waits
+// on it: a missing, foreign or failing secondary only degrades the mirror,
+// with a disk-error alert, and the next Sync catches up. Scrub reads every
+// file on every disk and proposes Fixes; it alerts (scrub-damage) and
+// changes nothing. Repair re-checks each fix when it makes it, so a stale or
+// forged fix list does no harm: it never touches a file that passes its
+// check, refuses a source that does not, and never deletes anything; a file
+// damaged on both disks is only reported.
+//
+// Limits:
+//   - two disks are the design point (Scrub and Repair take any number;
+//     Sync copies one primary to one secondary);
+//   - Sync never removes: prune runs on each disk in the maintenance window
+//     and, with the same manifests, records and clock mark, removes the
+//     same files; until then the secondary may hold more;
+//   - the config file is cloned once by store.InitMirror and checked at
+//     every open; a disk whose config is damaged cannot be opened and is
+//     reported, not repaired;
+//   - receipts and the recovery blob are opaque to the store: copies that
+//     differ are reported as conflicts, never repaired either way;
+//   - a file is read whole into memory for its check (packs, 16 MiB by
+//     default; a manifest's object list), like store.Verify;
+//   - Scrub has no rate limit: it competes with pulls for the disks;
+//   - after lockdown each disk needs its own sealer process (a sealer
+//     serves one store root).
+package mirror
