@@ -1,11 +1,16 @@
 // Package config reads the appliance's configuration, an HCL file that
 // names the appliance and the S3-compatible sources it pulls from, with each
-// source's schedule, retention policy, bounds and mass-change policy. The
-// schema is documented in docs/config.md.
+// source's schedule, retention policy, bounds and mass-change policy, and
+// where alerts are sent (an SMTP relay, an HTTPS webhook). The schema is
+// documented in docs/config.md.
+//
+// An optional export block turns on the read-only S3 export of the store
+// (services/export); without it the appliance listens on no port.
 //
 // Every value is validated when the file is loaded; an error is an
 // hcl.Diagnostics that names the file, the line and the field. Secrets (the
-// S3 secret key) are held as Secret, which prints as "REDACTED" in logs and
+// S3 secret key, the SMTP password, the webhook secret and bearer token) are
+// held as Secret, which prints as "REDACTED" in logs and
 // %v/%+v/%#v formatting; only Reveal returns the value.
 //
 // Limits: only the native HCL syntax carries line numbers for fields inside
@@ -53,6 +58,12 @@ type File struct {
 	Path      string
 	Appliance Appliance
 	Sources   []Source
+	// Alerts says where alerts go besides the log; nil when the file has
+	// no alerts block (see alerts.go and docs/config.md).
+	Alerts *Alerts
+	// Export is the read-only S3 export; nil (the default) means off (see
+	// export.go and docs/config.md).
+	Export *Export
 }
 
 // Source returns the source called name.
@@ -190,6 +201,8 @@ func (p Period) String() string {
 type fileHCL struct {
 	Appliance *applianceHCL `hcl:"appliance,block"`
 	Sources   []sourceHCL   `hcl:"source,block"`
+	Alerts    *alertsHCL    `hcl:"alerts,block"`
+	Export    *exportHCL    `hcl:"export,block"`
 }
 
 type applianceHCL struct {
@@ -388,6 +401,12 @@ func (v *validator) convert(raw *fileHCL) *File {
 		}
 		seen[rs.Name] = rs.DefRange
 		out.Sources = append(out.Sources, v.source(rs))
+	}
+	if raw.Alerts != nil {
+		out.Alerts = v.alerts(raw.Alerts)
+	}
+	if raw.Export != nil {
+		out.Export = v.export(raw.Export)
 	}
 	return out
 }

@@ -47,6 +47,24 @@ appliance { name = "x" }
 		// A CA bundle that is not a regular file: reading it must neither
 		// hang nor allocate without bound.
 		strings.Replace(issueExample, `tls        = true`, "tls = true\n    ca_bundle = \"/dev/zero\"", 1),
+		issueExample + `alerts {
+  smtp {
+    server    = "mail.example.com:587"
+    from      = "Holdfast <hf@example.com>"
+    to        = ["ops@example.com", "b@example.org"]
+    username  = "hf"
+    password  = "pw"
+    ca_bundle = "ca.pem"
+  }
+  webhook {
+    url          = "https://hooks.example.com:8443/x?y=z"
+    secret       = "0123456789abcdef"
+    bearer_token = "t"
+    ca_bundle    = "junk.pem"
+  }
+  rate_limit = "5 per 1d1h"
+}
+`,
 	}
 	for _, s := range docExamples(f) {
 		seeds = append(seeds, s)
@@ -160,6 +178,58 @@ func checkInvariants(f *File, path string) error {
 		if got, ok := f.Source(s.Name); !ok || got.Name != s.Name {
 			return fmt.Errorf("Source(%q) does not find it", s.Name)
 		}
+	}
+	if f.Alerts != nil {
+		if err := checkAlerts(f.Alerts); err != nil {
+			return fmt.Errorf("alerts: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkAlerts: at least one sender; SMTP has a host:port that is not 465,
+// valid addresses, at least one and at most MaxAlertRecipients recipients,
+// and a password exactly when it has a username; the webhook URL is
+// https; every CA bundle read holds a certificate; the rate limit is in
+// range and reads back from its String.
+func checkAlerts(a *Alerts) error {
+	if a.SMTP == nil && a.Webhook == nil {
+		return errors.New("no sender")
+	}
+	if s := a.SMTP; s != nil {
+		if checkSMTPServer(s.Server) != nil || CheckMailAddress(s.From) != nil ||
+			len(s.To) == 0 || len(s.To) > MaxAlertRecipients {
+			return fmt.Errorf("smtp %+v", *s)
+		}
+		for _, to := range s.To {
+			if err := CheckMailAddress(to); err != nil {
+				return fmt.Errorf("smtp to: %w", err)
+			}
+		}
+		if (s.Username == "") != (s.Password == "") || s.Password.String() != "" && s.Password.String() != "REDACTED" {
+			return fmt.Errorf("smtp username %q with password set=%v", s.Username, s.Password != "")
+		}
+		if s.CABundle == "" && s.CAPEM != nil || s.CABundle != "" && len(s.CAPEM) == 0 {
+			return fmt.Errorf("smtp ca bundle %q with %d bytes", s.CABundle, len(s.CAPEM))
+		}
+	}
+	if w := a.Webhook; w != nil {
+		if err := CheckWebhookURL(w.URL); err != nil {
+			return fmt.Errorf("webhook url: %w", err)
+		}
+		if w.Secret != "" && len(w.Secret.Reveal()) < MinWebhookSecret {
+			return errors.New("webhook secret too short")
+		}
+		if w.CABundle == "" && w.CAPEM != nil || w.CABundle != "" && len(w.CAPEM) == 0 {
+			return fmt.Errorf("webhook ca bundle %q with %d bytes", w.CABundle, len(w.CAPEM))
+		}
+	}
+	r := a.RateLimit
+	if r.Count < 1 || r.Count > MaxRateLimitCount || r.Window < MinRateLimitWindow || r.Window > MaxRateLimitWindow {
+		return fmt.Errorf("rate limit %v", r)
+	}
+	if back, err := ParseRateLimit(r.String()); err != nil || back != r {
+		return fmt.Errorf("rate limit %v prints as %q, which reads back as %v, %v", r, r, back, err)
 	}
 	return nil
 }

@@ -88,6 +88,8 @@ Exit codes: 0 success; 1 the operation failed or verify found damage;
 	root.AddCommand(a.consoleCmd())
 	root.AddCommand(a.restoreCmd())
 	root.AddCommand(a.flashCmd())
+	root.AddCommand(a.alertCmd())
+	root.AddCommand(a.exportCmd())
 	return root
 }
 

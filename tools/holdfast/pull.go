@@ -37,7 +37,10 @@ retain-until comes from the source's retention policy.
 Credentials need only read and list rights; pull never writes to a source.
 A source that is wiped or mostly rewritten still gets its snapshot, and
 raises an alert (an error log line with alert=true); by default the source's
-earlier snapshots are then put under legal hold.
+earlier snapshots are then put under legal hold. A pull that fails or
+commits an incomplete snapshot raises a pull-failed alert. With an alerts
+block in the configuration, alerts are also mailed and/or POSTed to a
+webhook; pull waits up to 30s for them to go out before it exits.
 
 On a terminal, a progress bar shows the bytes fetched; otherwise logs are
 JSON lines on stderr (level info unless --log-level is given). One summary
@@ -113,6 +116,11 @@ func (a *app) pull(ctx context.Context, pf *pullFlags, explicitLevel bool) error
 		// appliance's 96 MiB budget for a few percent of CPU.
 		debug.SetGCPercent(50)
 	}
+	alerter, alertsDone, err := pullAlerter(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer alertsDone()
 	s, err := a.open(ctx, pf.store, &storeFlags{keyFile: pf.keyFile}, false)
 	if err != nil {
 		return err
@@ -120,7 +128,7 @@ func (a *app) pull(ctx context.Context, pf *pullFlags, explicitLevel bool) error
 	defer s.Close()
 	var failed []string
 	for _, src := range sources {
-		p := &ingest.Puller{Store: s, Log: log.Named("pull")}
+		p := &ingest.Puller{Store: s, Log: log.Named("pull"), Alerter: alerter}
 		var bar *progressbar.ProgressBar
 		if tty {
 			bar = progressbar.NewOptions64(-1,
@@ -145,6 +153,7 @@ func (a *app) pull(ctx context.Context, pf *pullFlags, explicitLevel bool) error
 				fmt.Fprintf(a.stdout, "%s: failed: %v\n", displayText(src.Name), err)
 			}
 			log.Error("pull failed", "source", src.Name, "error", err)
+			pullFailedAlert(ctx, alerter, src.Name, res, err, log)
 			failed = append(failed, src.Name)
 		}
 		if ctx.Err() != nil {
