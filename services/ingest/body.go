@@ -83,9 +83,9 @@ func (r *body) open() error {
 	if bi.Length >= 0 && bi.Length != r.e.Size-r.off {
 		rc.Close()
 		if r.off == 0 {
-			return fmt.Errorf("GET returned %d bytes, listing said %d: %w", bi.Length, r.e.Size, errBodyChanged)
+			return fmt.Errorf("GET returned a Content-Length of %d bytes, listing said %d: %w", bi.Length, r.e.Size, errBodyChanged)
 		}
-		return fmt.Errorf("Range GET from %d returned %d bytes, want %d", r.off, bi.Length, r.e.Size-r.off)
+		return fmt.Errorf("Range GET from %d returned a Content-Length of %d bytes, want %d", r.off, bi.Length, r.e.Size-r.off)
 	}
 	if r.first == nil {
 		r.first = &bi

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,66 @@ import (
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/s3client"
 )
+
+// NetLimits bound how long a pull waits for its source and how much it
+// takes from it in one response. Zero fields take the Default* values.
+type NetLimits struct {
+	// ResponseHeaderTimeout bounds the wait for a response's headers
+	// (after the request is sent); a server that trickles headers is cut
+	// here.
+	ResponseHeaderTimeout time.Duration
+	// MaxResponseHeaderBytes bounds a response's headers.
+	MaxResponseHeaderBytes int64
+	// StallWindow and StallMinBytes cut a body (object content or listing
+	// page) that delivers fewer than StallMinBytes in StallWindow of
+	// waiting for it: a slow-loris or dead server. A cut object body is
+	// resumed with a Range GET (retries), like one cut by the network.
+	StallWindow   time.Duration
+	StallMinBytes int64
+	// MaxXMLBytes bounds each listing page, configuration and error
+	// document, which minio-go decodes whole into memory. Such documents
+	// are also refused when nested deeper than any S3 answer, holding more
+	// entries than a page may, or rooted elsewhere than the request asks
+	// (s3client.BadXMLError).
+	MaxXMLBytes int64
+	// ListIdleTimeout ends a listing during which no entry arrived for
+	// this long (a server answering "truncated" with empty pages forever).
+	ListIdleTimeout time.Duration
+}
+
+// Defaults of NetLimits. A page of 1,000 entries with 1,024-byte keys is
+// about 1.5 MiB of XML, 7 MiB if every key byte needs escaping; the stall
+// rule asks for an average of about 1 KiB/s, far below any working link.
+const (
+	DefaultResponseHeaderTimeout  = 2 * time.Minute
+	DefaultMaxResponseHeaderBytes = 1 << 20
+	DefaultStallWindow            = time.Minute
+	DefaultStallMinBytes          = 64 << 10
+	DefaultMaxXMLBytes            = 8 << 20
+	DefaultListIdleTimeout        = 5 * time.Minute
+)
+
+func (n NetLimits) withDefaults() NetLimits {
+	if n.ResponseHeaderTimeout <= 0 {
+		n.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	if n.MaxResponseHeaderBytes <= 0 {
+		n.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
+	if n.StallWindow <= 0 {
+		n.StallWindow = DefaultStallWindow
+	}
+	if n.StallMinBytes <= 0 {
+		n.StallMinBytes = DefaultStallMinBytes
+	}
+	if n.MaxXMLBytes <= 0 {
+		n.MaxXMLBytes = DefaultMaxXMLBytes
+	}
+	if n.ListIdleTimeout <= 0 {
+		n.ListIdleTimeout = DefaultListIdleTimeout
+	}
+	return n
+}
 
 // entry is one listed object version.
 type entry struct {
@@ -65,23 +126,30 @@ type s3Bucket struct {
 	name     string
 	prefix   string
 	endpoint string
+	listIdle time.Duration
 }
 
-// newS3Bucket builds the client for src. No request is made yet.
-func newS3Bucket(src config.Source) (*s3Bucket, error) {
+// newS3Bucket builds the client for src under the bounds nl (defaults
+// applied). No request is made yet.
+func newS3Bucket(src config.Source, nl NetLimits) (*s3Bucket, error) {
 	c := src.S3
+	nl = nl.withDefaults()
 	cl, tr, err := s3client.New(c, s3client.Options{
 		Tune: func(tr *http.Transport) {
 			tr.MaxIdleConnsPerHost = 2 * src.Parallel
-			tr.ResponseHeaderTimeout = 2 * time.Minute
+			tr.ResponseHeaderTimeout = nl.ResponseHeaderTimeout
+			tr.MaxResponseHeaderBytes = nl.MaxResponseHeaderBytes
 			tr.DisableCompression = true
 		},
-		MaxRetries: src.Retries + 1,
+		MaxRetries:    src.Retries + 1,
+		StallWindow:   nl.StallWindow,
+		StallMinBytes: nl.StallMinBytes,
+		MaxXMLBytes:   nl.MaxXMLBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("source %q: %w", src.Name, err)
 	}
-	return &s3Bucket{core: minio.Core{Client: cl}, tr: tr, name: c.Bucket, prefix: c.Prefix, endpoint: c.Endpoint}, nil
+	return &s3Bucket{core: minio.Core{Client: cl}, tr: tr, name: c.Bucket, prefix: c.Prefix, endpoint: c.Endpoint, listIdle: nl.ListIdleTimeout}, nil
 }
 
 // close drops the idle connections to the source.
@@ -99,19 +167,38 @@ func (b *s3Bucket) List(ctx context.Context, versions bool, fn func(entry) error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops minio-go's listing goroutine when fn fails
 	opts := minio.ListObjectsOptions{Prefix: b.prefix, Recursive: true, WithVersions: versions}
-	for o := range b.core.Client.ListObjects(ctx, b.name, opts) {
+	ch := b.core.Client.ListObjects(ctx, b.name, opts)
+	// A server can answer "truncated" with empty pages forever: no entry
+	// arrives, so max_objects_per_pull never trips. The idle timer does.
+	idle := time.NewTimer(b.listIdle)
+	defer idle.Stop()
+	for {
+		var o minio.ObjectInfo
+		var ok bool
+		select {
+		case o, ok = <-ch:
+		case <-idle.C:
+			return fmt.Errorf("list bucket %q at %s: no object listed for %s (a server answering with empty pages?)", b.name, b.endpoint, b.listIdle)
+		}
+		if !ok {
+			return ctx.Err()
+		}
+		idle.Stop() // fn's time is not the server's
 		if o.Err != nil {
 			return b.describe("list", o.Err)
 		}
+		// The ETag is a slice of the quoted string minio-go decoded; a
+		// copy of just the ETag is a third smaller, for every entry a
+		// pull keeps until it is fetched.
 		e := entry{
-			Key: []byte(o.Key), VersionID: o.VersionID, Size: o.Size, ETag: o.ETag, ModTime: o.LastModified,
+			Key: []byte(o.Key), VersionID: o.VersionID, Size: o.Size, ETag: strings.Clone(o.ETag), ModTime: o.LastModified,
 			IsLatest: o.IsLatest || !versions, DeleteMarker: o.IsDeleteMarker,
 		}
 		if err := fn(e); err != nil {
 			return err
 		}
+		idle.Reset(b.listIdle)
 	}
-	return ctx.Err()
 }
 
 func (b *s3Bucket) Get(ctx context.Context, e entry, off int64) (io.ReadCloser, bodyInfo, error) {
@@ -168,7 +255,25 @@ func (b *s3Bucket) describe(op string, err error) error {
 		case "PreconditionFailed":
 			hint = ": the object changed while it was read"
 		}
+		if er.StatusCode >= 300 && er.StatusCode < 400 {
+			hint = ": the server answers with a redirect, which the pull never follows; check endpoint"
+		}
 		return fmt.Errorf("%s: %s (%s)%s: %w", where, er.Message, er.Code, hint, err)
+	}
+	var se *s3client.StallError
+	var tl *s3client.TooLargeError
+	var xe *xml.SyntaxError
+	var ue0 xml.UnmarshalError
+	var be *s3client.BadXMLError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Errorf("%s: the server stopped sending: %w", where, err)
+	case errors.As(err, &tl):
+		return fmt.Errorf("%s: the server's answer is too large: %w", where, err)
+	case errors.As(err, &be) || errors.As(err, &xe) || errors.As(err, &ue0) || strings.Contains(err.Error(), "exceeded max depth"):
+		return fmt.Errorf("%s: the server's answer is not valid S3 XML: %w", where, err)
+	case strings.Contains(err.Error(), "response headers exceeded"):
+		return fmt.Errorf("%s: the server sent oversized response headers: %w", where, err)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) || isNetErr(err) {

@@ -30,12 +30,39 @@
 // checked against the listing and again while reading each body, so a
 // source that lies about sizes cannot make a pull read more than it allows.
 //
+// A hostile or broken source is also bounded in time and per response
+// (Puller.Net, NetLimits; defaults in brackets): headers must arrive within
+// ResponseHeaderTimeout [2m] and fit MaxResponseHeaderBytes [1 MiB]; a body
+// (object or listing page) that delivers fewer than StallMinBytes [64 KiB]
+// in StallWindow [1m] of waiting is cut as stalled, and an object body is
+// then resumed like one cut by the network; a listing page, configuration
+// or error document is at most MaxXMLBytes [8 MiB], at most 32 levels deep
+// and 4,000 entries, and rooted in the element the request asks for
+// (services/s3client checks all of this as the bytes stream in); a listing
+// during which no entry arrives for ListIdleTimeout [5m] ends (a server
+// answering "truncated" with empty pages forever). Redirects are never
+// followed. Each of these ends as an error recorded in the snapshot, which
+// is committed incomplete; errors beyond the first 1,000 are counted, not
+// logged or recorded one by one. docs/faults.md lists the scenarios tested
+// against a real MinIO behind a hostile proxy, with peak RSS.
+//
+// The store's disk: a pull that runs out of space (ENOSPC) is stopped, its
+// snapshot in progress discarded (committed snapshots are untouched; packs
+// it sealed stay until prune finds them unreferenced) and a disk-full alert
+// raised; after every pull the store's file system is checked with statfs
+// and a disk-full alert raised when more than Puller.DiskFullThreshold
+// [85%] is in use. Scheduled and one-off pulls both go through Puller.Pull,
+// so both are checked.
+//
 // Limits: the listing and the previous snapshot's manifest are held in
-// memory (O(objects)); of the parallel GETs at most one streams an object of
-// 8 MiB or more, because the store's pipeline for one large body holds
-// several maximum-size chunks in memory; a listing cut by an error is not used for mass-change
-// detection; retries use exponential backoff but no rate limit is applied
-// to the source; a pull that cannot even reach its source commits no
-// snapshot (the error is returned and logged). The Scheduler runs one pull
-// at a time, since the store has one writer.
+// memory (O(objects): about 220 bytes of peak RSS per listed entry to
+// fetch, so max_objects_per_pull is what bounds a pull's memory; the
+// store's writer also keeps every object it records); a listing cut by an
+// error is not used for mass-change detection; retries use exponential
+// backoff but no rate limit is applied to the source; a pull that cannot
+// even reach its source commits no snapshot (the error is returned, and
+// logged by the caller); a pull stopped by a full disk keeps nothing of
+// what it fetched (the store cannot close a pack that failed mid-write), so
+// the 85% alert is the warning to act on. The Scheduler runs one pull at a
+// time, since the store has one writer.
 package ingest

@@ -33,6 +33,14 @@ type Puller struct {
 	Now func() time.Time
 	// Progress, if set, is told what a pull will fetch and what it read.
 	Progress Progress
+	// Net bounds waits and response sizes at the source; zero fields take
+	// the Default* values (see NetLimits).
+	Net NetLimits
+	// DiskFullThreshold is the share of the store's file system in use
+	// above which a pull ends with a disk-full alert; 0 means
+	// DefaultDiskFullThreshold, a negative value turns the check off. A pull
+	// stopped by a full disk (ENOSPC) always raises one.
+	DiskFullThreshold float64
 }
 
 // Progress follows a pull. Its methods are called from several goroutines.
@@ -93,12 +101,19 @@ func (p *Puller) now() time.Time {
 // Result) when the snapshot was committed incomplete, and an error with a
 // nil Result when the source could not be reached or the store failed.
 func (p *Puller) Pull(ctx context.Context, src config.Source) (*Result, error) {
-	b, err := newS3Bucket(src)
+	b, err := newS3Bucket(src, p.Net)
 	if err != nil {
 		return nil, err
 	}
 	defer b.close()
 	return p.pull(ctx, src, b)
+}
+
+// pull pulls src from b once, then checks the store's disk.
+func (p *Puller) pull(ctx context.Context, src config.Source, b bucket) (*Result, error) {
+	res, err := p.pullOnce(ctx, src, b)
+	p.checkDisk(ctx, src, res, err)
+	return res, err
 }
 
 // objKey identifies one object version.
@@ -180,7 +195,8 @@ func (p *Puller) finishInterrupted(ctx context.Context, source string, log hclog
 }
 
 // errorLog records errors in the snapshot and the log, at most
-// maxRecordedErrors of them.
+// maxRecordedErrors of them in each (a hostile source must not flood
+// either); the rest are counted.
 type errorLog struct {
 	mu  sync.Mutex
 	sn  *store.Snapshot
@@ -190,33 +206,30 @@ type errorLog struct {
 
 func (l *errorLog) add(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	l.log.Error(msg)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.n++
-	if l.n <= maxRecordedErrors {
+	switch {
+	case l.n <= maxRecordedErrors:
+		l.log.Error(msg)
 		l.sn.RecordError(msg)
+	case l.n == maxRecordedErrors+1:
+		l.log.Error("more errors: counted, neither logged nor recorded one by one", "recorded", maxRecordedErrors)
 	}
 }
 
 func (l *errorLog) finish() {
 	if l.n > maxRecordedErrors {
-		l.sn.RecordError(fmt.Sprintf("%d further errors not recorded", l.n-maxRecordedErrors))
+		msg := fmt.Sprintf("%d further errors not recorded", l.n-maxRecordedErrors)
+		l.log.Error(msg)
+		l.sn.RecordError(msg)
 	}
-}
-
-// liveInfo is what mass-change detection compares.
-type liveInfo struct {
-	size    int64
-	etag    string
-	modTime time.Time
-	deleted bool
 }
 
 // errTooMany stops a listing at max_objects_per_pull.
 var errTooMany = errors.New("too many objects")
 
-func (p *Puller) pull(ctx context.Context, src config.Source, b bucket) (*Result, error) {
+func (p *Puller) pullOnce(ctx context.Context, src config.Source, b bucket) (*Result, error) {
 	log := p.log().With("source", src.Name)
 	versioned, err := b.Versioned(ctx)
 	if err != nil {
@@ -242,16 +255,16 @@ func (p *Puller) pull(ctx context.Context, src config.Source, b bucket) (*Result
 	var storeErr error // a store failure ends the pull
 
 	// List, reusing unchanged objects and planning GETs for the rest.
-	var plan []entry
+	var plan entryList
 	var planBytes, total int64
-	cur := map[string]liveInfo{}
+	mass := newMassTracker(h.baseline)
 	listErr := b.List(ctx, versioned, func(e entry) error {
 		if int64(res.Listed) >= src.Limits.MaxObjectsPerPull {
 			return errTooMany
 		}
 		res.Listed++
 		if e.IsLatest {
-			cur[string(e.Key)] = liveInfo{size: e.Size, etag: e.ETag, modTime: e.ModTime, deleted: e.DeleteMarker}
+			mass.add(e)
 		}
 		if e.DeleteMarker {
 			o := store.Object{Key: e.Key, VersionID: e.VersionID, ModTime: e.ModTime, DeleteMarker: true}
@@ -280,7 +293,7 @@ func (p *Puller) pull(ctx context.Context, src config.Source, b bucket) (*Result
 			res.Reused++
 			return nil
 		}
-		plan = append(plan, e)
+		plan.add(e)
 		planBytes += e.Size
 		return nil
 	})
@@ -293,27 +306,36 @@ func (p *Puller) pull(ctx context.Context, src config.Source, b bucket) (*Result
 	default:
 		errs.add("listing failed after %d objects: %v", res.Listed, listErr)
 	}
-	log.Info("listed", "entries", res.Listed, "unchanged", res.Reused, "to_fetch", len(plan), "fetch_bytes", planBytes)
+	log.Info("listed", "entries", res.Listed, "unchanged", res.Reused, "to_fetch", plan.len(), "fetch_bytes", planBytes)
 
 	// A wiped or rewritten source: alert, and hold what came before.
-	if listed && storeErr == nil && h.baseline != nil {
-		if mc := detectMassChange(h.baseline, cur, src.MassChangeThreshold); mc != nil {
+	if listed && storeErr == nil {
+		if mc := mass.result(src.MassChangeThreshold); mc != nil {
 			res.MassChange = mc
 			p.onMassChange(ctx, src, h, res, log)
 		}
 	}
 
 	// Fetch new and changed objects.
-	if storeErr == nil && len(plan) > 0 {
+	if storeErr == nil && plan.len() > 0 {
 		if p.Progress != nil {
-			p.Progress.Planned(len(plan), planBytes)
+			p.Progress.Planned(plan.len(), planBytes)
 		}
-		storeErr = p.fetchAll(ctx, src, b, sn, plan, res, errs, log)
+		storeErr = p.fetchAll(ctx, src, b, sn, &plan, res, errs, log)
 	}
 	if storeErr != nil {
+		// The store cannot take more (a full disk, an I/O error): the
+		// snapshot in progress is discarded; packs it sealed stay until
+		// prune finds them unreferenced, and committed snapshots are not
+		// touched.
 		if aerr := sn.Abort(); aerr != nil {
 			log.Error("abort snapshot", "error", aerr)
 		}
+		if isDiskFull(storeErr) {
+			log.Error("pull stopped: the store's disk is full; snapshot discarded, committed snapshots unchanged", "error", storeErr)
+			return nil, fmt.Errorf("source %q: store disk full: pull stopped and snapshot %s discarded (committed snapshots are unchanged): %w", src.Name, sn.ID(), storeErr)
+		}
+		log.Error("pull stopped: store failure; snapshot discarded", "error", storeErr)
 		return nil, fmt.Errorf("source %q: store: %w", src.Name, storeErr)
 	}
 	if err := ctx.Err(); err != nil {
@@ -344,7 +366,7 @@ func firstOr(errs []string) string {
 // fetchAll GETs plan with src.Parallel workers, streaming each body into
 // sn (the snapshot bounds the memory of all of them together). Object
 // errors are recorded; a store error is returned.
-func (p *Puller) fetchAll(ctx context.Context, src config.Source, b bucket, sn *store.Snapshot, plan []entry, res *Result, errs *errorLog, log hclog.Logger) error {
+func (p *Puller) fetchAll(ctx context.Context, src config.Source, b bucket, sn *store.Snapshot, plan *entryList, res *Result, errs *errorLog, log hclog.Logger) error {
 	var fetched, failed, resumes atomic.Int64
 	var fetchedBytes atomic.Int64
 	var storeErr error
@@ -373,12 +395,12 @@ func (p *Puller) fetchAll(ctx context.Context, src config.Source, b bucket, sn *
 		}
 	}
 	work := make(chan entry)
-	for range max(1, min(src.Parallel, len(plan))) {
+	for range max(1, min(src.Parallel, plan.len())) {
 		wg.Add(1)
 		go worker(work)
 	}
 feed:
-	for _, e := range plan {
+	for e := range plan.all {
 		select {
 		case work <- e:
 		case <-ctx.Done():
@@ -457,49 +479,6 @@ func (t readErrTap) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// detectMassChange compares the baseline's live objects with the current
-// listing's (key -> latest version). It returns nil when the change is
-// within threshold.
-func detectMassChange(base *store.Manifest, cur map[string]liveInfo, threshold float64) *MassChange {
-	prev := map[string]liveInfo{}
-	for _, o := range base.Objects {
-		k := string(o.Key)
-		li := liveInfo{size: o.Size, etag: o.ETag, modTime: o.ModTime, deleted: o.DeleteMarker}
-		// With versions, the newest version of a key is its live state.
-		if old, ok := prev[k]; !ok || li.modTime.After(old.modTime) {
-			prev[k] = li
-		}
-	}
-	mc := &MassChange{Baseline: base.ID}
-	for k, p := range prev {
-		if p.deleted {
-			continue
-		}
-		mc.Previous++
-		c, ok := cur[k]
-		switch {
-		case !ok || c.deleted:
-			mc.Gone++
-		case c.size != p.size || c.etag != p.etag:
-			mc.Changed++
-		}
-	}
-	for _, c := range cur {
-		if !c.deleted {
-			mc.Current++
-		}
-	}
-	if mc.Previous == 0 {
-		return nil
-	}
-	mc.Empty = mc.Current == 0
-	mc.Share = float64(mc.Gone+mc.Changed) / float64(mc.Previous)
-	if !mc.Empty && mc.Share <= threshold {
-		return nil
-	}
-	return mc
-}
-
 // onMassChange holds the source's earlier snapshots (when configured) and
 // raises the alert. Neither failing stops the pull.
 func (p *Puller) onMassChange(ctx context.Context, src config.Source, h *history, res *Result, log hclog.Logger) {
@@ -524,18 +503,24 @@ func (p *Puller) onMassChange(ctx context.Context, src config.Source, h *history
 		}
 	}
 	a := Alert{
-		Kind: "mass-change", Source: src.Name, Snapshot: res.Snapshot, Held: res.Held,
+		Kind: KindMassChange, Source: src.Name, Snapshot: res.Snapshot, Held: res.Held,
 		Previous: mc.Previous, Gone: mc.Gone, Changed: mc.Changed,
 		Message: fmt.Sprintf("mass change at source %q: %s; the new snapshot is committed as usual and older snapshots are unchanged", src.Name, what),
 	}
 	if len(res.Held) > 0 {
 		a.Message += fmt.Sprintf("; %d earlier snapshots put under legal hold", len(res.Held))
 	}
+	p.alert(ctx, a, log)
+}
+
+// alert raises a through the Alerter (or the log). Alerts of a pull are
+// raised even when the pull was cancelled.
+func (p *Puller) alert(ctx context.Context, a Alert, log hclog.Logger) {
 	al := p.Alerter
 	if al == nil {
 		al = LogAlerter{Log: log}
 	}
-	if err := al.Alert(ctx, a); err != nil {
+	if err := al.Alert(context.WithoutCancel(ctx), a); err != nil {
 		log.Error("alert not delivered", "error", err, "alert", a.Message)
 	}
 }

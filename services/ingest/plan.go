@@ -1,0 +1,123 @@
+package ingest
+
+import (
+	"time"
+
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// entryChunk is how many entries one chunk of an entryList holds.
+const entryChunk = 1024
+
+// entryList is an append-only list of entries kept in fixed chunks, so that
+// growing it never copies what it holds: a slice grown by append briefly
+// holds its old and new arrays, and up to twice what it needs after.
+type entryList struct {
+	chunks [][]entry
+	n      int
+}
+
+func (l *entryList) add(e entry) {
+	if l.n%entryChunk == 0 {
+		l.chunks = append(l.chunks, make([]entry, 0, entryChunk))
+	}
+	c := &l.chunks[len(l.chunks)-1]
+	*c = append(*c, e)
+	l.n++
+}
+
+func (l *entryList) len() int { return l.n }
+
+// all yields the entries in order.
+func (l *entryList) all(yield func(entry) bool) {
+	for _, c := range l.chunks {
+		for _, e := range c {
+			if !yield(e) {
+				return
+			}
+		}
+	}
+}
+
+// liveInfo is what mass-change detection compares.
+type liveInfo struct {
+	size    int64
+	etag    string
+	modTime time.Time
+	deleted bool
+}
+
+// baseObj is a key of the baseline: its state then and, once listed, now.
+type baseObj struct {
+	then, now liveInfo
+	seen      bool
+}
+
+// massTracker compares a listing, as it streams by, with the baseline's
+// live objects. It holds the baseline's keys only, never the listing's, so
+// a listing costs no memory here (a first pull has no baseline at all).
+type massTracker struct {
+	base    *store.Manifest
+	keys    map[string]*baseObj
+	current int // live objects listed (a key listed twice counts twice)
+}
+
+// newMassTracker returns a tracker for base; nil base tracks nothing.
+func newMassTracker(base *store.Manifest) *massTracker {
+	t := &massTracker{base: base}
+	if base == nil {
+		return t
+	}
+	t.keys = make(map[string]*baseObj, len(base.Objects))
+	for _, o := range base.Objects {
+		li := liveInfo{size: o.Size, etag: o.ETag, modTime: o.ModTime, deleted: o.DeleteMarker}
+		// With versions, the newest version of a key is its live state.
+		if b, ok := t.keys[string(o.Key)]; !ok {
+			t.keys[string(o.Key)] = &baseObj{then: li}
+		} else if li.modTime.After(b.then.modTime) {
+			b.then = li
+		}
+	}
+	return t
+}
+
+// add notes one listed entry that is the latest version of its key.
+func (t *massTracker) add(e entry) {
+	if !e.DeleteMarker {
+		t.current++
+	}
+	if b, ok := t.keys[string(e.Key)]; ok {
+		b.now = liveInfo{size: e.Size, etag: e.ETag, modTime: e.ModTime, deleted: e.DeleteMarker}
+		b.seen = true
+	}
+}
+
+// result returns the change since the baseline, or nil when there is no
+// baseline or the change is within threshold.
+func (t *massTracker) result(threshold float64) *MassChange {
+	if t.base == nil {
+		return nil
+	}
+	mc := &MassChange{Baseline: t.base.ID, Current: t.current}
+	for _, b := range t.keys {
+		if b.then.deleted {
+			continue
+		}
+		mc.Previous++
+		switch {
+		case !b.seen || b.now.deleted:
+			mc.Gone++
+		case b.now.size != b.then.size || b.now.etag != b.then.etag:
+			mc.Changed++
+		}
+	}
+	if mc.Previous == 0 {
+		return nil
+	}
+	mc.Empty = mc.Current == 0
+	mc.Share = float64(mc.Gone+mc.Changed) / float64(mc.Previous)
+	if !mc.Empty && mc.Share <= threshold {
+		return nil
+	}
+	return mc
+}
