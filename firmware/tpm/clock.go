@@ -73,8 +73,9 @@ const (
 //	| check (in order)                                  | result            |
 //	|---------------------------------------------------|-------------------|
 //	| no anchor file, or its MAC fails                  | ErrNoAnchor       |
-//	| resetCount differs from the anchor's              | ErrClockRollback  |
-//	| restartCount or Clock below the anchor's          | ErrClockRollback  |
+//	| resetCount below the anchor's (TPM cleared/replaced)| ErrClockRollback |
+//	| same resetCount and restartCount below the anchor's | ErrClockRollback |
+//	| Clock below the anchor's                          | ErrClockRollback  |
 //	| TPM reports safe = NO, anchor was taken safe      | ErrClockUnsafe    |
 //	| wall > anchor.wall + E·(1+MaxDrift) + Tolerance   | ErrClockAhead     |
 //	| wall < anchor.wall + E·(1−MaxDrift) − Tolerance   | ErrClockBehind    |
@@ -230,10 +231,16 @@ func (c *Clock) check(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	wall := c.o.Wall()
+	// A TPM Reset (resetCount up: every cold boot, since firmware sends
+	// Startup(CLEAR) and the kernel Shutdown(CLEAR)) is fine as long as
+	// the Clock did not go back below the anchor: the Clock only counts
+	// powered time, so E below is then a lower bound of the time that
+	// passed, which can only make the wall clock look ahead (a freeze),
+	// never let it run ahead unnoticed.
 	switch {
-	case ci.ResetCount != a.ResetCount:
-		return time.Time{}, fmt.Errorf("%w: TPM resetCount %d, anchor %d: the TPM was reset (no orderly TPM2_Shutdown(STATE)), cleared or replaced", ErrClockRollback, ci.ResetCount, a.ResetCount)
-	case ci.RestartCount < a.RestartCount:
+	case ci.ResetCount < a.ResetCount:
+		return time.Time{}, fmt.Errorf("%w: TPM resetCount %d below the anchor's %d: the TPM was cleared or replaced", ErrClockRollback, ci.ResetCount, a.ResetCount)
+	case ci.ResetCount == a.ResetCount && ci.RestartCount < a.RestartCount:
 		return time.Time{}, fmt.Errorf("%w: TPM restartCount %d below the anchor's %d", ErrClockRollback, ci.RestartCount, a.RestartCount)
 	case ci.Clock < a.Clock:
 		return time.Time{}, fmt.Errorf("%w: TPM Clock %d ms below the anchor's %d ms", ErrClockRollback, ci.Clock, a.Clock)

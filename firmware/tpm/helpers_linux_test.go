@@ -136,6 +136,23 @@ func (m *machine) shutdown() {
 	m.sim = nil
 }
 
+// shutdownClearBoot is a cold boot as Linux does it: the kernel's TPM
+// driver sends TPM2_Shutdown(CLEAR) at power-off, so the next Startup is a
+// TPM Reset (resetCount +1) after an orderly shutdown (safe = YES).
+func (m *machine) shutdownClearBoot(bs bootState) {
+	m.t.Helper()
+	ctx := ctxT(m.t)
+	if err := m.tpm.ShutdownClear(ctx); err != nil {
+		m.t.Fatalf("shutdown(clear): %v", err)
+	}
+	m.tpm.Close()
+	if err := m.sim.Stop(ctx); err != nil {
+		m.t.Fatalf("stop swtpm: %v", err)
+	}
+	m.sim = nil
+	m.boot(bs)
+}
+
 // powerCut kills swtpm without TPM2_Shutdown.
 func (m *machine) powerCut() {
 	m.t.Helper()
