@@ -400,7 +400,7 @@ source "mail" {
 	g.wait(ctx, "snapshot committed")
 	for _, want := range []string{
 		"phase 1/8 boot", "phase 2/8 board", "module loaded: module=ext4", "phase 4/8 keys",
-		"phase 5/8 disks: store open", "phase 6/8 maintenance", "phase 7/8 lockdown", "network up",
+		"phase 5/8 disks: new data disk; the worker creates the store", "phase 6/8 maintenance", "phase 7/8 lockdown", "network up",
 		`devices="vda vdb vdc"`,
 	} {
 		if !strings.Contains(g.text.String(), want) {
@@ -410,6 +410,23 @@ source "mail" {
 	if strings.Contains(g.text.String(), rk) && strings.Count(g.text.String(), rk) != 1 {
 		t.Errorf("the recovery key appears %d times on the console, want once", strings.Count(g.text.String(), rk))
 	}
+
+	// Lockdown: nothing listens; the worker and the sealer run as uid
+	// 1000 with no capability but the sealer's CAP_LINUX_IMMUTABLE, in
+	// their bounding sets too, and no_new_privs.
+	if socks := g.run(ctx, "sockets"); !strings.Contains(socks, "0 listening socket(s)") {
+		t.Errorf("listening sockets in the guest:\n%s", socks)
+	}
+	procs := g.run(ctx, "processes")
+	for _, want := range []string{
+		`name="holdfast-worker" uid=1000 cap_eff=0000000000000000 cap_bnd=0000000000000000 no_new_privs=1`,
+		`name="holdfast-sealer" uid=1000 cap_eff=0000000000000200 cap_bnd=0000000000000200 no_new_privs=1`,
+	} {
+		if !strings.Contains(procs, want) {
+			t.Errorf("processes lack %q:\n%s", want, procs)
+		}
+	}
+	t.Logf("guest processes:\n%s", procs)
 
 	// Change the bucket: add, change, delete; then pull again.
 	for i := range 3 {
@@ -435,6 +452,14 @@ source "mail" {
 	}
 	equalSums(t, "boot 1, snapshot 1", objectSums(t, g.run(ctx, "ls", ids[0])), sums(first))
 	equalSums(t, "boot 1, snapshot 2", objectSums(t, g.run(ctx, "ls", ids[1])), sums(second))
+	// An orderly power-off: the kernel's TPM2_Shutdown saves the TPM
+	// clock, so the next boot's prune trusts the time.
+	g.run(ctx, "poweroff")
+	select {
+	case <-g.vm.Done():
+	case <-time.After(2 * time.Minute):
+		t.Error("the VM did not power off")
+	}
 	g.stop(ctx)
 
 	// Boot 2: the key unseals by itself; both snapshots verify and read back.
@@ -444,6 +469,11 @@ source "mail" {
 	for _, bad := range []string{console.WaitingLine, appliance.SafeModeLine, "format HOLDFAST"} {
 		if strings.Contains(g.text.String(), bad) {
 			t.Errorf("boot 2 shows %q", bad)
+		}
+	}
+	for _, want := range []string{"phase 5/8 disks: store open", "prune done: expired=0 kept=2"} {
+		if !strings.Contains(g.text.String(), want) {
+			t.Errorf("boot 2: the console lacks %q", want)
 		}
 	}
 	if v := g.run(ctx, "verify"); !strings.Contains(v, "verify OK") {

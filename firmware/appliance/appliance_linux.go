@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,7 +22,6 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/services/config"
-	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
 // Options are what PID 1 hands over.
@@ -40,6 +40,12 @@ type Options struct {
 	RunDir string
 	// TPMDevice is the TPM character device; "" means tpm.DefaultDevice.
 	TPMDevice string
+	// LogOutput receives the log lines of the child processes (worker,
+	// sealer, DHCP); nil means Human.
+	LogOutput io.Writer
+	// Exe is the binary started for the child roles; "" means init's own
+	// (/proc/self/exe). Tests point it at a built holdfast-init.
+	Exe string
 }
 
 // Console lines tests and operators look for.
@@ -60,17 +66,21 @@ type appliance struct {
 	tpm      *tpm.TPM
 	part     *configpart.Partition
 	cfgBlob  []byte
+	cfgRaw   []byte
 	cfg      *config.File
 	master   []byte
 	disks    []disks.Disk
 	mounted  map[string]string // disk name -> mount point
-	st       *store.Store
+	storeDir string            // the store on the primary data disk
+	storeID  string
+	newStore bool // the disk was just formatted: the worker creates the store
+	worker   *peer
+	procs    []*exec.Cmd // worker and sealer
 	clock    *tpm.Clock
 	pulls    map[string]*pullStatus
 	alerts   []string
 	measured bool // PCR 15 holds this boot's config digest
 
-	storeMu sync.Mutex // one writer: pulls, extend, hold
 }
 
 type pullStatus struct {
@@ -88,17 +98,23 @@ func (a *appliance) setPhase(p string) {
 	a.mu.Unlock()
 }
 
+// alert logs an alert, keeps it for status and, once the worker runs,
+// has it sent by mail and webhook (PID 1 itself uses no network).
 func (a *appliance) alert(msg string, args ...any) {
 	a.log.Error(msg, append([]any{"alert", true}, args...)...)
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	line := time.Now().UTC().Format(time.RFC3339) + " " + msg
+	line := msg
 	for i := 0; i+1 < len(args); i += 2 {
 		line += fmt.Sprintf(" %v=%v", args[i], args[i+1])
 	}
-	a.alerts = append(a.alerts, line)
+	a.alerts = append(a.alerts, time.Now().UTC().Format(time.RFC3339)+" "+line)
 	if len(a.alerts) > 50 {
 		a.alerts = a.alerts[len(a.alerts)-50:]
+	}
+	w := a.worker
+	a.mu.Unlock()
+	if w != nil {
+		_ = w.notify(message{Op: "alert", Source: "appliance", Text: line})
 	}
 }
 
@@ -124,6 +140,9 @@ func Run(ctx context.Context, o Options) error {
 	if o.Human == nil {
 		o.Human = io.Discard
 	}
+	if o.LogOutput == nil {
+		o.LogOutput = o.Human
+	}
 	a := &appliance{o: o, log: o.Log, mounted: map[string]string{}, pulls: map[string]*pullStatus{}}
 	err := a.keys(ctx)
 	for err != nil {
@@ -137,7 +156,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	a.maintenance(ctx)
-	a.lockdown(ctx)
+	if err := a.lockdown(ctx); err != nil {
+		// Without the worker nothing is pulled; the console still
+		// answers. A retry could start a second worker, so none.
+		a.alert("lockdown or worker start failed; no pulls until the next boot", "error", err)
+	}
 	return a.services(ctx)
 }
 
@@ -223,7 +246,7 @@ func (a *appliance) haveKey(ctx context.Context, master, blob []byte) error {
 		return err
 	}
 	a.mu.Lock()
-	a.master, a.cfg, a.cfgBlob, a.clock = master, cfg, blob, clock
+	a.master, a.cfg, a.cfgBlob, a.cfgRaw, a.clock = master, cfg, blob, raw, clock
 	a.mu.Unlock()
 	a.log.Info("master key unsealed, config PCR capped", "appliance", cfg.Appliance.Name, "sources", len(cfg.Sources))
 	return nil

@@ -29,6 +29,12 @@ import (
 //	| extend SNAPSHOT 90d   | lengthens a snapshot's retention (never shortens)         |
 //	| hold SNAPSHOT         | puts a snapshot under legal hold                          |
 //	| pull [SOURCE...]      | pulls now (every source, or those named), then reports   |
+//	| sockets               | listening TCP/UDP/raw/unix sockets (none is expected)     |
+//	| processes             | every process with its uid and capabilities               |
+//	| anchor-clock          | the operator vouches for the wall clock: re-anchors the   |
+//	|                       | TPM clock, which unfreezes prune at the next boot         |
+//	| poweroff              | stops the worker, unmounts, powers off (orderly: the TPM  |
+//	|                       | saves its clock)                                          |
 //	| unlock KEY            | safe mode only: the paper recovery key reseals and goes on|
 const helpText = `commands:
   status                 phase, disks, store, last and next pulls, alerts
@@ -39,6 +45,10 @@ const helpText = `commands:
   extend SNAPSHOT PERIOD lengthen a snapshot's retention (e.g. 90d)
   hold SNAPSHOT          put a snapshot under legal hold
   pull [SOURCE...]       pull now and report the snapshots
+  sockets                listening sockets (none is expected)
+  processes              processes with their uid and capabilities
+  anchor-clock           vouch for the wall clock shown by status (unfreezes prune)
+  poweroff               stop everything and power off
   unlock KEY             (safe mode) unlock with the paper recovery key
 `
 
@@ -69,11 +79,46 @@ func (a *appliance) command(ctx context.Context, cmd console.Command, out io.Wri
 	case "format":
 		return a.format(ctx, cmd.Args, out)
 	case "extend", "hold":
-		return a.extend(cmd, out)
+		return a.extend(ctx, cmd, out)
 	case "unlock":
 		return errors.New("the box is not in safe mode: nothing to unlock")
 	case "pull":
 		return a.pullNow(ctx, cmd.Args, out)
+	case "poweroff":
+		fmt.Fprint(out, "powering off\r\n")
+		go func() {
+			time.Sleep(time.Second) // let DONE reach the host
+			if err := a.powerOff(); err != nil {
+				a.log.Error("power off failed", "error", err)
+			}
+		}()
+		return nil
+	case "anchor-clock":
+		a.mu.Lock()
+		c := a.clock
+		a.mu.Unlock()
+		if c == nil {
+			return errors.New("no TPM clock (no key unsealed yet)")
+		}
+		now := time.Now()
+		if err := c.Anchor(ctx, now); err != nil {
+			return err
+		}
+		a.log.Warn("TPM clock re-anchored at the console", "wall", now.UTC().Format(time.RFC3339))
+		fmt.Fprintf(out, "TPM clock anchored to %s; prune trusts time from the next boot on\r\n", now.UTC().Format(time.RFC3339))
+		return nil
+	case "sockets":
+		socks, err := listeningSockets()
+		if err != nil {
+			return err
+		}
+		for _, l := range socks {
+			fmt.Fprintf(out, "%s\r\n", l)
+		}
+		fmt.Fprintf(out, "%d listening socket(s)\r\n", len(socks))
+		return nil
+	case "processes":
+		return processes(out)
 	}
 	return fmt.Errorf("unknown command %q (type help)", cmd.Name)
 }
@@ -82,7 +127,7 @@ func (a *appliance) status() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "holdfast %s on %s, phase %s\n", a.o.Version, a.o.Board.Name, a.phase)
+	fmt.Fprintf(&b, "holdfast %s on %s, phase %s, wall clock %s\n", a.o.Version, a.o.Board.Name, a.phase, time.Now().UTC().Format(time.RFC3339))
 	if a.safe != "" {
 		fmt.Fprintf(&b, "%s: %s\n", SafeModeLine, a.safe)
 	}
@@ -97,8 +142,8 @@ func (a *appliance) status() string {
 		}
 		fmt.Fprintf(&b, "  %s%s\n", d, m)
 	}
-	if a.st != nil {
-		fmt.Fprintf(&b, "store %s at %s\n", a.st.ID(), a.st.Dir())
+	if a.storeDir != "" {
+		fmt.Fprintf(&b, "store %s at %s\n", a.storeID, a.storeDir)
 	}
 	if a.cfg != nil {
 		for _, s := range a.cfg.Sources {
@@ -125,12 +170,12 @@ func (a *appliance) status() string {
 // blocks a pull in progress.
 func (a *appliance) withReader(ctx context.Context, fn func(*store.Store) error) error {
 	a.mu.Lock()
-	st, master := a.st, a.master
+	dir, master, isNew := a.storeDir, a.master, a.newStore
 	a.mu.Unlock()
-	if st == nil {
+	if dir == "" || isNew {
 		return errors.New("no store is open")
 	}
-	r, err := store.Open(ctx, st.Dir(), store.StaticKey(master), store.Options{ReadOnly: true, Logger: a.log.Named("reader")})
+	r, err := store.Open(ctx, dir, store.StaticKey(master), store.Options{ReadOnly: true, Logger: a.log.Named("reader")})
 	if err != nil {
 		return err
 	}
@@ -201,33 +246,38 @@ func verify(ctx context.Context, s *store.Store, out io.Writer) error {
 	return nil
 }
 
-func (a *appliance) extend(cmd console.Command, out io.Writer) error {
+func (a *appliance) extend(ctx context.Context, cmd console.Command, out io.Writer) error {
 	a.mu.Lock()
-	st := a.st
+	w := a.worker
 	a.mu.Unlock()
-	if st == nil {
-		return errors.New("no store is open")
+	if w == nil {
+		return errors.New("the store's writer (the worker) is not running")
 	}
-	var until time.Time
-	hold := cmd.Name == "hold"
+	m := message{Op: "extend", Hold: cmd.Name == "hold", Reason: "console: " + cmd.String()}
 	switch {
-	case hold && len(cmd.Args) == 1:
-	case !hold && len(cmd.Args) == 2:
+	case m.Hold && len(cmd.Args) == 1:
+	case !m.Hold && len(cmd.Args) == 2:
 		p, err := config.ParsePeriod(cmd.Args[1])
 		if err != nil {
 			return err
 		}
-		m, err := st.ReadManifest(cmd.Args[0])
+		var started time.Time
+		err = a.withReader(ctx, func(s *store.Store) error {
+			mf, err := s.ReadManifest(cmd.Args[0])
+			if err == nil {
+				started = mf.Started
+			}
+			return err
+		})
 		if err != nil {
 			return err
 		}
-		until = p.AddTo(m.Started)
+		m.Until = p.AddTo(started)
 	default:
 		return errors.New("usage: extend SNAPSHOT PERIOD | hold SNAPSHOT")
 	}
-	a.storeMu.Lock()
-	defer a.storeMu.Unlock()
-	if err := st.Extend(cmd.Args[0], until, hold, "console: "+cmd.String()); err != nil {
+	m.Snapshot = cmd.Args[0]
+	if _, err := w.call(ctx, m); err != nil {
 		return err
 	}
 	a.log.Info("retention changed at the console", "command", cmd.String())
@@ -235,13 +285,13 @@ func (a *appliance) extend(cmd console.Command, out io.Writer) error {
 	return nil
 }
 
-// pullNow pulls the named sources (all when none is named) at once.
+// pullNow has the worker pull the named sources (all when none is named).
 func (a *appliance) pullNow(ctx context.Context, names []string, out io.Writer) error {
 	a.mu.Lock()
-	cfg, st := a.cfg, a.st
+	cfg, w := a.cfg, a.worker
 	a.mu.Unlock()
-	if cfg == nil || st == nil {
-		return errors.New("pull needs a config and an open store")
+	if cfg == nil || w == nil {
+		return errors.New("pull needs a config and a running worker")
 	}
 	if len(names) == 0 {
 		for _, s := range cfg.Sources {
@@ -250,12 +300,10 @@ func (a *appliance) pullNow(ctx context.Context, names []string, out io.Writer) 
 	}
 	var failed []string
 	for _, n := range names {
-		err := a.pull(ctx, n)
-		a.mu.Lock()
-		p := a.pulls[n]
-		a.mu.Unlock()
-		if p != nil {
-			fmt.Fprintf(out, "%s: snapshot %s: %s\r\n", n, p.Snapshot, p.Summary)
+		r, err := w.call(ctx, message{Op: "pull", Source: n})
+		if r.Status != nil {
+			a.recordPull(n, r.Status)
+			fmt.Fprintf(out, "%s: snapshot %s: %s\r\n", n, r.Status.Snapshot, r.Status.Summary)
 		}
 		if err != nil {
 			fmt.Fprintf(out, "%s: %v\r\n", n, err)

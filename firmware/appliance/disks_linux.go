@@ -11,8 +11,8 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
-	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/services/store"
+	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 )
 
 // scanDisks lists the board's data disks, without the boot medium.
@@ -121,8 +121,9 @@ func (a *appliance) format(ctx context.Context, args []string, out io.Writer) er
 	return fmt.Errorf("no disk has serial %q (type 'status' to list the disks)", args[0])
 }
 
-// openStore mounts the Holdfast disks and opens (or, on a freshly
-// formatted disk, creates) the store on the first one.
+// openStore mounts the Holdfast disks and picks the store on the first one
+// whose store this key opens; a freshly formatted disk gets an empty store
+// directory owned by the worker, which creates the store in it.
 func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 	var errs []error
 	for _, d := range ds {
@@ -142,39 +143,70 @@ func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 			a.log.Info("mounted data disk", "disk", d.Name, "at", mnt)
 		}
 		dir := filepath.Join(mnt, disks.StoreDir)
-		opts := store.Options{
-			Logger: a.log.Named("store"), PruneClock: a.clock, Signer: &tpm.Signer{TPM: a.tpm},
-		}
-		var st *store.Store
-		var err error
-		if _, statErr := os.Stat(filepath.Join(dir, "holdfast-store")); os.IsNotExist(statErr) {
-			// A disk we formatted: create the store, with the recovery
-			// wrap so the disk alone and the paper key open it anywhere.
-			wrapped, rerr := os.ReadFile(filepath.Join(a.part.Dir, tpm.RecoveryFile))
-			if rerr != nil {
-				errs = append(errs, fmt.Errorf("%s: recovery file: %w", d.Name, rerr))
+		if _, err := os.Stat(filepath.Join(dir, "holdfast-store")); os.IsNotExist(err) {
+			if err := newStoreDir(dir); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", d.Name, err))
 				continue
 			}
-			a.log.Info("creating the store on a new data disk", "disk", d.Name)
-			st, err = store.Init(ctx, dir, store.StaticKey(a.master), store.InitOptions{RecoveryBlob: wrapped}, opts)
-		} else {
-			st, err = store.Open(ctx, dir, store.StaticKey(a.master), opts)
+			a.mu.Lock()
+			a.storeDir, a.storeID, a.newStore = dir, "(new)", true
+			a.mu.Unlock()
+			a.log.Info("phase 5/8 disks: new data disk; the worker creates the store", "disk", d.Name)
+			return nil
 		}
+		st, err := store.Open(ctx, dir, store.StaticKey(a.master), store.Options{ReadOnly: true, Logger: a.log.Named("store")})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", d.Name, err))
 			a.alert("data disk holds no store this box can open; it is left as it is", "disk", d.Name, "error", err)
 			continue
 		}
+		id := st.ID()
+		st.Close()
 		a.mu.Lock()
-		a.st = st
+		a.storeDir, a.storeID = dir, id
 		a.mu.Unlock()
-		a.log.Info("phase 5/8 disks: store open", "disk", d.Name, "store", st.ID())
+		a.log.Info("phase 5/8 disks: store open", "disk", d.Name, "store", id)
 		return nil
 	}
 	if len(errs) == 0 {
 		return errors.New("no Holdfast data disk")
 	}
 	return errors.Join(errs...)
+}
+
+// newStoreDir makes an empty store directory owned by the worker. An
+// existing directory must be empty (a store whose creation was cut).
+func newStoreDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("store dir: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("store dir: %w", err)
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("%s holds files but no store: left as it is", dir)
+	}
+	// The worker cannot probe inode flags itself (it has no
+	// CAP_LINUX_IMMUTABLE): prove here that the file system keeps them.
+	probe := filepath.Join(dir, ".flag-probe")
+	if err := os.Mkdir(probe, 0o700); err != nil {
+		return fmt.Errorf("flag probe: %w", err)
+	}
+	err = fsflag.Set(probe, fsflag.Append)
+	if err == nil {
+		err = fsflag.Clear(probe, fsflag.Append)
+	}
+	if rerr := os.Remove(probe); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("the data disk does not keep inode flags: %w", err)
+	}
+	if err := os.Chown(dir, WorkerUID, WorkerUID); err != nil {
+		return fmt.Errorf("store dir: %w", err)
+	}
+	return nil
 }
 
 func humanBytes(n int64) string {

@@ -2,39 +2,84 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
-	"strings"
+	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/u-root/u-root/pkg/dhclient"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
-	"github.com/holdfast-appliance/holdfast/services/ingest"
+	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
-// maintenance is phase 6: the store's journal recovery ran when it was
-// opened; prune removes what has expired, if the TPM vouches for the clock.
+// maintenance is phase 6: journal recovery (opening the store as its
+// writer) and prune, if the TPM vouches for the clock. Only here, before
+// lockdown, does anything clear an inode flag.
 func (a *appliance) maintenance(ctx context.Context) {
 	a.setPhase("maintenance")
-	a.log.Info("phase 6/8 maintenance: prune with the TPM-vouched clock")
-	a.storeMu.Lock()
-	res, err := a.st.Prune(ctx, store.PruneOptions{})
-	a.storeMu.Unlock()
+	if a.newStore {
+		a.log.Info("phase 6/8 maintenance: new store, nothing to do")
+		return
+	}
+	a.log.Info("phase 6/8 maintenance: journal recovery and prune with the TPM-vouched clock")
+	st, err := store.Open(ctx, a.storeDir, store.StaticKey(a.master), store.Options{Logger: a.log.Named("store"), PruneClock: a.clock})
+	if err != nil {
+		a.alert("maintenance: cannot open the store as its writer; prune skipped", "error", err)
+		return
+	}
+	defer st.Close()
+	res, err := st.Prune(ctx, store.PruneOptions{})
 	if err != nil {
 		a.alert("prune frozen: nothing was deleted", "error", err)
 		return
 	}
 	a.log.Info("prune done", "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes)
+	// Keep the anchor recent, so the drift allowance stays small.
+	if err := a.clock.Advance(ctx); err != nil {
+		a.log.Warn("clock anchor not advanced", "error", err)
+	}
 }
 
-// lockdown is phase 7: the sysctls that close doors this appliance never
-// opens again. Dropping capabilities and moving ingest into its own
-// unprivileged process is the lockdown issue's work.
-func (a *appliance) lockdown(ctx context.Context) {
+// powerOff stops the worker and the sealer, syncs, unmounts the data disks
+// and powers off. The kernel's TPM driver then sends TPM2_Shutdown(CLEAR),
+// which saves the TPM clock, so prune trusts time at the next boot.
+func (a *appliance) powerOff() error {
+	a.log.Warn("powering off at the operator's request")
+	for _, c := range a.children() {
+		_ = c.Process.Kill()
+		_, _ = c.Process.Wait()
+	}
+	unix.Sync()
+	a.mu.Lock()
+	mounts := make([]string, 0, len(a.mounted))
+	for _, m := range a.mounted {
+		mounts = append(mounts, m)
+	}
+	a.mu.Unlock()
+	for _, m := range mounts {
+		if err := unix.Unmount(m, 0); err != nil {
+			a.log.Warn("unmount", "at", m, "error", err)
+		}
+	}
+	if err := unix.Unmount(filepath.Join(a.o.RunDir, "config"), 0); err != nil {
+		a.log.Warn("unmount config partition", "error", err)
+	}
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// lockdown is phase 7 (see the process table in roles_linux.go): close the
+// kernel's doors, make every disk and the TPM unopenable by anyone but
+// PID 1's open descriptors, then start the sealer, the DHCP client and
+// the worker with their capabilities dropped.
+func (a *appliance) lockdown(ctx context.Context) error {
 	a.setPhase("lockdown")
 	for _, s := range []struct{ path, value string }{
 		{"/proc/sys/kernel/kexec_load_disabled", "1"},
@@ -42,81 +87,187 @@ func (a *appliance) lockdown(ctx context.Context) {
 		{"/proc/sys/fs/suid_dumpable", "0"},
 		{"/proc/sys/kernel/yama/ptrace_scope", "3"},
 		{"/proc/sys/kernel/modules_disabled", "1"},
+		{"/proc/sys/kernel/unprivileged_bpf_disabled", "1"},
+		{"/proc/sys/kernel/perf_event_paranoid", "3"},
 	} {
 		if err := os.WriteFile(s.path, []byte(s.value), 0); err != nil {
 			a.log.Warn("sysctl not set", "sysctl", s.path, "error", err)
-			continue
 		}
 	}
-	a.log.Info("phase 7/8 lockdown: kexec, module loading, ptrace and dmesg closed")
-}
-
-// services is phase 8: the network, the pull schedule and the console.
-func (a *appliance) services(ctx context.Context) error {
-	a.setPhase("services")
-	if err := a.network(ctx); err != nil {
+	// The worker and the sealer (uid 1000) must reach their binary and
+	// the store: the initramfs root is 0700 and RunDir was made 0700.
+	// They may pass through RunDir, not list it; the config partition
+	// stays 0700 root.
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{"/", 0o755}, {filepath.Dir(a.o.RunDir), 0o755}, {a.o.RunDir, 0o711}} {
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			a.log.Warn("chmod", "path", d.path, "error", err)
+		}
+	}
+	closed := closeDevices(a.o.Board.DataDisks)
+	a.log.Info("phase 7/8 lockdown: kexec, modules, ptrace, dmesg closed; device nodes made unopenable", "devices", closed)
+	sealerEnd, workerSealerEnd, err := socketpair("sealer")
+	if err != nil {
+		return err
+	}
+	// The sealer's first line is the store root; it is written into the
+	// worker's end so that it arrives at the sealer's.
+	if _, err := fmt.Fprintf(workerSealerEnd, "%s\n", a.storeDir); err != nil {
+		return fmt.Errorf("sealer: %w", err)
+	}
+	if _, err := a.spawn("sealer", sealerEnd); err != nil {
+		return err
+	}
+	sealerEnd.Close()
+	dhcp, err := a.spawn("dhcp")
+	if err != nil {
+		return err
+	}
+	if err := dhcp.Wait(); err != nil {
 		a.alert("network not configured; pulls will fail until it is", "error", err)
 	}
-	jobs := make([]ingest.Job, 0, len(a.cfg.Sources))
-	for _, s := range a.cfg.Sources {
-		jobs = append(jobs, ingest.Job{Name: s.Name, Every: s.Schedule.Every})
-	}
-	sched := &ingest.Scheduler{Log: a.log.Named("schedule"), Pull: a.pull}
-	go func() {
-		if err := sched.Run(ctx, jobs); err != nil && ctx.Err() == nil {
-			a.alert("scheduler stopped", "error", err)
-		}
-	}()
-	a.setPhase("running")
-	a.log.Info(ReadyLine, "since_init", time.Since(a.o.Start).Round(time.Millisecond), "sources", len(jobs))
-	for {
-		err := console.Serve(ctx, a.o.Conn, console.ServeOptions{Handler: a.command, Typed: a.o.Typed, Human: a.o.Human, Prompt: Prompt, Log: a.log.Named("console")})
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("console: %w", err)
-	}
-}
-
-// pull runs one scheduled pull of a source.
-func (a *appliance) pull(ctx context.Context, name string) error {
-	src, ok := a.cfg.Source(name)
-	if !ok {
-		return fmt.Errorf("no source %q", name)
-	}
-	start := time.Now()
-	a.storeMu.Lock()
-	p := &ingest.Puller{Store: a.st, Log: a.log.Named("pull"), Alerter: alertSink{a}}
-	res, err := p.Pull(ctx, src)
-	a.storeMu.Unlock()
-	ps := &pullStatus{Last: start, Took: time.Since(start), Next: start.Add(src.Schedule.Every)}
-	if res != nil {
-		ps.Snapshot = res.Snapshot
-		ps.Summary = fmt.Sprintf("%d objects, %d bytes, %d fetched, %d reused, complete=%v", res.Objects, res.Bytes, res.Fetched, res.Reused, res.Complete)
-		a.log.Info("snapshot committed", "source", name, "snapshot", res.Snapshot, "objects", res.Objects, "bytes", res.Bytes,
-			"fetched", res.Fetched, "reused", res.Reused, "complete", res.Complete, "took", ps.Took.Round(time.Millisecond))
-	}
+	ctlPID1, ctlWorker, err := socketpair("control")
 	if err != nil {
-		ps.Err = err.Error()
-		a.alert("pull failed", "source", name, "error", err)
+		return err
+	}
+	if _, err := a.spawn("worker", ctlWorker, workerSealerEnd); err != nil {
+		return err
+	}
+	ctlWorker.Close()
+	workerSealerEnd.Close()
+	w := newPeer(ctlPID1, a.fromWorker)
+	wrapped, err := os.ReadFile(filepath.Join(a.part.Dir, tpm.RecoveryFile))
+	if err != nil {
+		return fmt.Errorf("recovery file: %w", err)
+	}
+	_, err = w.call(ctx, message{Op: "init", Master: a.master, Config: a.cfgRaw, StoreDir: a.storeDir, Create: a.newStore, Recovery: wrapped})
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
 	}
 	a.mu.Lock()
-	a.pulls[name] = ps
+	a.worker = w
 	a.mu.Unlock()
-	return err
+	if a.newStore {
+		if st, err := store.Open(ctx, a.storeDir, store.StaticKey(a.master), store.Options{ReadOnly: true}); err == nil {
+			a.mu.Lock()
+			a.storeID, a.newStore = st.ID(), false
+			a.mu.Unlock()
+			st.Close()
+		}
+	}
+	return nil
 }
 
-// alertSink records ingest alerts for status and logs them.
-type alertSink struct{ a *appliance }
+// closeDevices makes the nodes of block devices, the TPM and raw memory
+// owned by nobody with mode 0000: root without CAP_DAC_OVERRIDE and
+// CAP_FOWNER can neither open nor chmod them. Descriptors PID 1 already
+// holds (the TPM) keep working.
+func closeDevices(globs []string) []string {
+	pats := append([]string{"tpm*", "tpmrm*", "mem", "kmem", "port", "sd*", "nvme*", "mmcblk*", "loop*", "sr*"}, globs...)
+	var closed []string
+	for _, p := range pats {
+		nodes, _ := filepath.Glob(filepath.Join("/dev", p))
+		for _, n := range nodes {
+			if err := os.Chown(n, 65534, 65534); err != nil {
+				continue
+			}
+			if err := os.Chmod(n, 0); err != nil {
+				continue
+			}
+			closed = append(closed, filepath.Base(n))
+		}
+	}
+	return closed
+}
 
-func (s alertSink) Alert(_ context.Context, al ingest.Alert) error {
-	s.a.alert(al.Message, "kind", al.Kind, "source", al.Source, "snapshot", al.Snapshot, "held", strings.Join(al.Held, ","))
+// services is phase 8: the worker pulls on its schedule; PID 1 serves the
+// console.
+func (a *appliance) services(ctx context.Context) error {
+	a.setPhase("running")
+	a.log.Info(ReadyLine, "since_init", time.Since(a.o.Start).Round(time.Millisecond), "sources", len(a.cfg.Sources))
+	err := console.Serve(ctx, a.o.Conn, console.ServeOptions{Handler: a.command, Typed: a.o.Typed, Human: a.o.Human, Prompt: Prompt, Log: a.log.Named("console")})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("console: %w", err)
+}
+
+// fromWorker answers the worker: receipts signed with the TPM, status
+// after scheduled pulls, alerts. What the worker says is data only.
+func (a *appliance) fromWorker(m message) *message {
+	switch m.Op {
+	case "sign":
+		if len(m.Digest) != 32 {
+			return &message{Err: "digest is not 32 bytes"}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r, err := (&tpm.Signer{TPM: a.tpm}).SignManifest(ctx, m.Snapshot, [32]byte(m.Digest))
+		return &message{Receipt: r, Err: errString(err)}
+	case "status":
+		if m.Status != nil {
+			a.recordPull(m.Source, m.Status)
+		}
+		return nil
+	case "alert":
+		a.mu.Lock()
+		a.alerts = append(a.alerts, time.Now().UTC().Format(time.RFC3339)+" "+m.Text)
+		if len(a.alerts) > 50 {
+			a.alerts = a.alerts[len(a.alerts)-50:]
+		}
+		a.mu.Unlock()
+		return nil
+	}
+	return &message{Err: fmt.Sprintf("unknown op %q", m.Op)}
+}
+
+func (a *appliance) recordPull(source string, ps *pullStatus) {
+	if ps.Err != "" {
+		a.alert("pull failed", "source", source, "error", ps.Err)
+	}
+	a.mu.Lock()
+	a.pulls[source] = ps
+	a.mu.Unlock()
+}
+
+// noPruneClock is the worker's prune clock: the worker never prunes, and a
+// separate prune clock keeps it from writing the high-water log, which
+// only prune (in PID 1, at boot) keeps.
+type noPruneClock struct{}
+
+func (noPruneClock) Now() (time.Time, error) {
+	return time.Time{}, errors.New("prune runs only in PID 1's maintenance window")
+}
+
+// configure4 applies a DHCPv4 lease's address and default route. It is
+// dhclient's Packet4.Configure without the DNS part: the appliance
+// resolves no names and the DHCP process may not write /etc/resolv.conf.
+func configure4(l dhclient.Lease) error {
+	p, ok := l.(*dhclient.Packet4)
+	if !ok {
+		return fmt.Errorf("not a DHCPv4 lease")
+	}
+	ipnet := p.Lease()
+	if ipnet == nil {
+		return fmt.Errorf("lease has no address")
+	}
+	if err := netlink.AddrReplace(p.Link(), &netlink.Addr{IPNet: ipnet}); err != nil {
+		return fmt.Errorf("address %s: %w", ipnet, err)
+	}
+	msg, _ := p.Message()
+	if gw := msg.Router(); len(gw) > 0 {
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: p.Link().Attrs().Index, Gw: gw[0]}); err != nil {
+			return fmt.Errorf("default route via %s: %w", gw[0], err)
+		}
+	}
 	return nil
 }
 
 // network brings up the loopback and every Ethernet link and asks DHCP for
 // an IPv4 address on each.
-func (a *appliance) network(ctx context.Context) error {
+func network(ctx context.Context, log hclog.Logger) error {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
@@ -126,7 +277,7 @@ func (a *appliance) network(ctx context.Context) error {
 		attrs := l.Attrs()
 		if attrs.Flags&net.FlagLoopback != 0 {
 			if err := netlink.LinkSetUp(l); err != nil {
-				a.log.Warn("loopback not up", "error", err)
+				log.Warn("loopback not up", "error", err)
 			}
 			continue
 		}
@@ -143,15 +294,15 @@ func (a *appliance) network(ctx context.Context) error {
 	for r := range dhclient.SendRequests(dctx, ifs, true, false, dhclient.Config{Timeout: 5 * time.Second, Retries: 5}, 15*time.Second) {
 		name := r.Interface.Attrs().Name
 		if r.Err != nil {
-			a.log.Warn("DHCP failed", "interface", name, "error", r.Err)
+			log.Warn("DHCP failed", "interface", name, "error", r.Err)
 			continue
 		}
-		if err := r.Lease.Configure(); err != nil {
-			a.log.Warn("DHCP lease not applied", "interface", name, "error", err)
+		if err := configure4(r.Lease); err != nil {
+			log.Warn("DHCP lease not applied", "interface", name, "error", err)
 			continue
 		}
 		configured++
-		a.log.Info("network up", "interface", name, "lease", r.Lease.String())
+		log.Info("network up", "interface", name, "lease", r.Lease.String())
 	}
 	if configured == 0 {
 		return fmt.Errorf("no interface got a DHCP lease")

@@ -39,3 +39,65 @@ func DropAndExec(drop []int, path string, argv, env []string) error {
 	}
 	return nil
 }
+
+// BecomeAndExec turns the calling process into uid:gid (no supplementary
+// groups) holding exactly the capabilities keep, and execs path. Every other
+// capability leaves the bounding set first, so neither the new program nor
+// anything it starts can regain it; keep is raised into the ambient set so
+// it survives the exec of an ordinary binary under a non-root uid; and
+// no_new_privs is set, so no setuid or file-capability binary can add any.
+// The caller must be root with CAP_SETPCAP, CAP_SETUID and CAP_SETGID. On
+// success it does not return.
+func BecomeAndExec(uid, gid int, keep []int, path string, argv, env []string) error {
+	runtime.LockOSThread()
+	// The thread stays locked: on failure it is in a half-changed state
+	// and must not run other goroutines.
+	kept := map[int]bool{}
+	for _, c := range keep {
+		kept[c] = true
+	}
+	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		if kept[c] {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("drop capability %d from bounding set: %w", c, err)
+		}
+	}
+	// Keep the permitted set through setuid on this thread.
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("keepcaps: %w", err)
+	}
+	if err := unix.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := unix.Setresgid(gid, gid, gid); err != nil {
+		return fmt.Errorf("setresgid %d: %w", gid, err)
+	}
+	if err := unix.Setresuid(uid, uid, uid); err != nil {
+		return fmt.Errorf("setresuid %d: %w", uid, err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	for _, c := range keep {
+		m := uint32(1) << uint(c%32)
+		data[c/32].Permitted |= m
+		data[c/32].Effective |= m
+		data[c/32].Inheritable |= m
+	}
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capset: %w", err)
+	}
+	for _, c := range keep {
+		if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(c), 0, 0); err != nil {
+			return fmt.Errorf("raise ambient capability %d: %w", c, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	if err := unix.Exec(path, argv, env); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	return nil
+}

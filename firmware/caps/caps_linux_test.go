@@ -24,6 +24,16 @@ func TestMain(m *testing.M) {
 		err := DropAndExec([]int{unix.CAP_LINUX_IMMUTABLE, unix.CAP_SYS_ADMIN}, "/proc/self/exe", os.Args, env)
 		fmt.Fprintln(os.Stderr, "DropAndExec:", err)
 		os.Exit(3)
+	case "become":
+		env := []string{childEnv + "=report"}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, childEnv+"=") {
+				env = append(env, kv)
+			}
+		}
+		err := BecomeAndExec(65534, 65534, []int{unix.CAP_LINUX_IMMUTABLE}, "/proc/self/exe", os.Args, env)
+		fmt.Fprintln(os.Stderr, "BecomeAndExec:", err)
+		os.Exit(3)
 	case "report":
 		s, err := Read(0)
 		if err != nil {
@@ -102,5 +112,24 @@ func TestSetHas(t *testing.T) {
 		if got := tc.set.Has(tc.cap); got != tc.want {
 			t.Errorf("Set(%x).Has(%d) = %v, want %v", tc.set, tc.cap, got, tc.want)
 		}
+	}
+}
+
+func TestBecomeAndExec(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test must run as root")
+	}
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=become")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	li := fmt.Sprintf("%x", uint64(1)<<unix.CAP_LINUX_IMMUTABLE)
+	// uid, bounding, effective, permitted, inheritable; then the
+	// grandchild's bounding set.
+	want := fmt.Sprintf("65534 %s %s %s %s\nCapBnd:\t%016s\n", li, li, li, li, li)
+	if string(out) != want {
+		t.Fatalf("child reports %q, want %q", out, want)
 	}
 }

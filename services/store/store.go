@@ -163,8 +163,14 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	if len(entries) > 0 {
 		return nil, fmt.Errorf("init %s: directory is not empty; refusing to touch it", dir)
 	}
-	if err := checkFlagSupport(dir); err != nil {
-		return nil, err
+	// The probe sets and clears a flag, which needs CAP_LINUX_IMMUTABLE in
+	// this process. With a separate sealer (the appliance's worker) the
+	// caller probed before handing the directory over, and the sealer's
+	// first seal fails on a file system without flags anyway.
+	if _, local := o.Sealer.(LocalSealer); o.Sealer == nil || local {
+		if err := checkFlagSupport(dir); err != nil {
+			return nil, err
+		}
 	}
 	pol := io.polynomial
 	if pol == 0 {

@@ -33,6 +33,11 @@ const BoardFile = "/etc/holdfast/board"
 const retryDelay = 5 * time.Second
 
 func main() {
+	// The worker, the sealer and the DHCP client are this binary run
+	// again by PID 1 (firmware/appliance/roles_linux.go).
+	if role := os.Getenv(appliance.RoleEnv); role != "" && os.Getpid() != 1 {
+		os.Exit(appliance.RunRole(role))
+	}
 	start := time.Now()
 	libinit.CreateRootfs()
 	libinit.SetEnv()
@@ -141,7 +146,7 @@ func run(ctx context.Context, start time.Time) error {
 	go func() {
 		appErr <- appliance.Run(ctx, appliance.Options{
 			Board: board, Conn: conn, Human: connWriter{conn}, Typed: typed, Log: log,
-			Version: Version, PCR11: pcr11, Start: start,
+			Version: Version, PCR11: pcr11, Start: start, LogOutput: human,
 		})
 	}()
 	select {

@@ -1,0 +1,382 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	stdlog "log"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/firmware/caps"
+	"github.com/holdfast-appliance/holdfast/services/alert"
+	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/ingest"
+	"github.com/holdfast-appliance/holdfast/services/sealer"
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// After lockdown the appliance is four kinds of process:
+//
+//	| process | uid   | capabilities (bounding = permitted)  | does                                  |
+//	|---------|-------|--------------------------------------|---------------------------------------|
+//	| PID 1   | 0     | all                                  | console, TPM, prune at boot; no       |
+//	|         |       |                                      | network input                         |
+//	| worker  | 1000  | none                                 | S3 pulls, the store's writer, schedule|
+//	| sealer  | 1000  | CAP_LINUX_IMMUTABLE                  | sets (never clears) store flags       |
+//	| dhcp    | 1000  | CAP_NET_ADMIN, CAP_NET_RAW           | one DHCP exchange at boot, then exits |
+//
+// Each child is PID 1's own binary re-executed with RoleEnv set: first as
+// root ("become-*"), which calls caps.BecomeAndExec to drop the bounding
+// set, change uid and set no_new_privs, then as the role itself.
+
+// RoleEnv selects a child role of the init binary.
+const RoleEnv = "HOLDFAST_ROLE"
+
+// WorkerUID is the uid and gid of the worker, the sealer and the DHCP client;
+// the store belongs to it.
+const WorkerUID = 1000
+
+// Extra files of the children (after stdin, stdout, stderr).
+const (
+	fdControl = 3 // worker: control socket to PID 1; sealer: its request socket
+	fdSealer  = 4 // worker: socket to the sealer
+)
+
+// RunRole runs a child role and returns the process exit code.
+func RunRole(role string) int {
+	log := hclog.New(&hclog.LoggerOptions{Name: "holdfast." + role, Output: os.Stderr, Level: hclog.Info, Color: hclog.ColorOff, TimeFormat: "15:04:05.000"})
+	err := runRole(role, log)
+	if err != nil {
+		log.Error("role failed", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func runRole(role string, log hclog.Logger) error {
+	next := func(r string, keep []int) error {
+		// After the uid change the process is not dumpable and its own
+		// /proc/self/exe is closed to it: resolve the path first.
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("own executable: %w", err)
+		}
+		return caps.BecomeAndExec(WorkerUID, WorkerUID, keep, exe, []string{"holdfast-" + r}, []string{RoleEnv + "=" + r})
+	}
+	switch role {
+	case "become-worker":
+		return next("worker", nil)
+	case "become-sealer":
+		return next("sealer", []int{unix.CAP_LINUX_IMMUTABLE})
+	case "become-dhcp":
+		return next("dhcp", []int{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW})
+	case "sealer":
+		conn, err := moveFD(fdControl, "sealer")
+		if err != nil {
+			return err
+		}
+		root, err := readLine(conn)
+		if err != nil {
+			return err
+		}
+		log.Info("sealer up", "store", root)
+		return sealer.Serve(context.Background(), conn, root, log)
+	case "dhcp":
+		// u-root's dhclient logs whole packets through the standard
+		// library's log package: keep the first line of each message.
+		stdlog.SetFlags(0)
+		stdlog.SetOutput(firstLine{log.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})})
+		return network(context.Background(), log)
+	case "worker":
+		return runWorker(log)
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
+
+// readLine reads one line byte by byte (so nothing after it is consumed).
+func readLine(f *os.File) (string, error) {
+	var b []byte
+	c := make([]byte, 1)
+	for len(b) < 4096 {
+		if _, err := f.Read(c); err != nil {
+			return "", fmt.Errorf("read: %w", err)
+		}
+		if c[0] == '\n' {
+			return string(b), nil
+		}
+		b = append(b, c[0])
+	}
+	return "", errors.New("line too long")
+}
+
+// spawn starts a child role with extra files; stderr goes to logOut.
+func (a *appliance) spawn(role string, files ...*os.File) (*exec.Cmd, error) {
+	exe := a.o.Exe
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
+	cmd := exec.Command(exe)
+	cmd.Args = []string{"holdfast-" + role}
+	cmd.Env = []string{RoleEnv + "=become-" + role}
+	cmd.Stderr = a.o.LogOutput
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", role, err)
+	}
+	if role != "dhcp" {
+		a.mu.Lock()
+		a.procs = append(a.procs, cmd)
+		a.mu.Unlock()
+	}
+	return cmd, nil
+}
+
+// children are the long-running child processes (worker, sealer).
+func (a *appliance) children() []*exec.Cmd {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*exec.Cmd(nil), a.procs...)
+}
+
+// socketpair returns two connected stream sockets as files.
+func socketpair(name string) (*os.File, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fds[0]), name), os.NewFile(uintptr(fds[1]), name), nil
+}
+
+// worker is the unprivileged process that pulls and writes the store.
+type worker struct {
+	log        hclog.Logger
+	peer       *peer
+	sealerConn *os.File
+	sealer     *sealer.Client
+	mu         sync.Mutex // one store writer at a time
+	master     []byte
+	cfg        *config.File
+	dir        string
+	ready      chan struct{}
+	// out sends alerts by mail and webhook when the config says so;
+	// nil logs them only.
+	out *alert.Dispatcher
+}
+
+func runWorker(log hclog.Logger) error {
+	s, err := caps.Read(0)
+	if err != nil {
+		return err
+	}
+	if s.Effective != 0 || s.Permitted != 0 || s.Bounding != 0 || os.Getuid() != WorkerUID {
+		return fmt.Errorf("worker started with uid %d, capabilities %+v: refusing to run", os.Getuid(), s)
+	}
+	// Move the inherited sockets out of the low numbers (close-on-exec),
+	// and fail clearly if one is missing.
+	ctl, err := moveFD(fdControl, "control")
+	if err != nil {
+		return err
+	}
+	sc, err := moveFD(fdSealer, "sealer")
+	if err != nil {
+		return err
+	}
+	w := &worker{log: log, ready: make(chan struct{}), sealerConn: sc}
+	w.peer = newPeer(ctl, w.handle)
+	select {
+	case <-w.ready:
+	case <-w.peer.closed:
+		return errors.New("control channel closed before init")
+	}
+	jobs := make([]ingest.Job, 0, len(w.cfg.Sources))
+	for _, s := range w.cfg.Sources {
+		jobs = append(jobs, ingest.Job{Name: s.Name, Every: s.Schedule.Every})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-w.peer.closed; cancel() }()
+	log.Info("worker up", "uid", os.Getuid(), "sources", len(jobs))
+	sched := &ingest.Scheduler{Log: log.Named("schedule"), Pull: func(ctx context.Context, name string) error {
+		st, err := w.pull(ctx, name)
+		_ = w.peer.notify(message{Op: "status", Source: name, Status: st})
+		return err
+	}}
+	return sched.Run(ctx, jobs)
+}
+
+func (w *worker) handle(m message) *message {
+	switch m.Op {
+	case "init":
+		if w.cfg != nil {
+			return &message{Err: "already initialised"}
+		}
+		cfg, err := config.Parse("config.sealed", m.Config)
+		if err != nil {
+			return &message{Err: err.Error()}
+		}
+		w.master, w.cfg, w.dir = m.Master, cfg, m.StoreDir
+		if cfg.Alerts != nil {
+			d, err := alert.FromConfig(cfg, w.log.Named("alert"))
+			if err != nil {
+				return &message{Err: fmt.Sprintf("alerts: %v", err)}
+			}
+			w.out = d
+		}
+		w.sealer = sealer.NewClient(w.sealerConn, m.StoreDir)
+		if m.Create {
+			st, err := store.Init(context.Background(), m.StoreDir, store.StaticKey(m.Master), store.InitOptions{RecoveryBlob: m.Recovery}, w.options())
+			if err != nil {
+				return &message{Err: fmt.Sprintf("create store: %v", err)}
+			}
+			st.Close()
+			w.log.Info("store created", "dir", m.StoreDir)
+		}
+		close(w.ready)
+		return &message{}
+	case "alert":
+		// PID 1's own alerts (clock, prune, disks): it has no network.
+		if w.out != nil {
+			_ = w.out.Alert(context.Background(), ingest.Alert{Kind: m.Source, Message: m.Text, Time: time.Now()})
+		}
+		return nil
+	case "pull":
+		st, err := w.pull(context.Background(), m.Source)
+		return &message{Status: st, Err: errString(err)}
+	case "extend":
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		st, err := store.Open(context.Background(), w.dir, store.StaticKey(w.master), w.options())
+		if err != nil {
+			return &message{Err: err.Error()}
+		}
+		defer st.Close()
+		return &message{Err: errString(st.Extend(m.Snapshot, m.Until, m.Hold, m.Reason))}
+	}
+	return &message{Err: fmt.Sprintf("unknown op %q", m.Op)}
+}
+
+func (w *worker) options() store.Options {
+	return store.Options{Logger: w.log.Named("store"), Sealer: diagSealer{w.sealer, w.sealerConn, w.log}, Signer: peerSigner{w.peer}, PruneClock: noPruneClock{}}
+}
+
+// pull opens the store, pulls one source and closes the store, so that
+// the write lock is held only while a pull runs.
+func (w *worker) pull(ctx context.Context, name string) (*pullStatus, error) {
+	src, ok := w.cfg.Source(name)
+	if !ok {
+		return nil, fmt.Errorf("no source %q", name)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	start := time.Now()
+	ps := &pullStatus{Last: start, Next: start.Add(src.Schedule.Every)}
+	st, err := store.Open(ctx, w.dir, store.StaticKey(w.master), w.options())
+	if err != nil {
+		ps.Err = err.Error()
+		return ps, err
+	}
+	defer st.Close()
+	p := &ingest.Puller{Store: st, Log: w.log.Named("pull"), Alerter: peerAlerter{w.peer, w.log, w.out}}
+	res, err := p.Pull(ctx, src)
+	ps.Took = time.Since(start)
+	if res != nil {
+		ps.Snapshot = res.Snapshot
+		ps.Summary = fmt.Sprintf("%d objects, %d bytes, %d fetched, %d reused, complete=%v", res.Objects, res.Bytes, res.Fetched, res.Reused, res.Complete)
+		w.log.Info("snapshot committed", "source", name, "snapshot", res.Snapshot, "objects", res.Objects, "bytes", res.Bytes,
+			"fetched", res.Fetched, "reused", res.Reused, "complete", res.Complete, "took", ps.Took.Round(time.Millisecond))
+	}
+	ps.Err = errString(err)
+	return ps, err
+}
+
+// peerSigner asks PID 1, which holds the TPM, to sign a receipt.
+type peerSigner struct{ p *peer }
+
+func (s peerSigner) SignManifest(ctx context.Context, id string, digest [32]byte) ([]byte, error) {
+	r, err := s.p.call(ctx, message{Op: "sign", Snapshot: id, Digest: digest[:]})
+	if err != nil {
+		return nil, fmt.Errorf("sign receipt: %w", err)
+	}
+	return r.Receipt, nil
+}
+
+// peerAlerter sends ingest alerts out (mail, webhook) and hands them to
+// PID 1 for the console's status.
+type peerAlerter struct {
+	p   *peer
+	log hclog.Logger
+	out *alert.Dispatcher
+}
+
+func (a peerAlerter) Alert(ctx context.Context, al ingest.Alert) error {
+	if a.out != nil {
+		_ = a.out.Alert(ctx, al) // logs it too
+	} else {
+		a.log.Error(al.Message, "alert", true, "kind", al.Kind, "source", al.Source, "snapshot", al.Snapshot)
+	}
+	return a.p.notify(message{Op: "alert", Text: fmt.Sprintf("%s: %s (source %s, snapshot %s, held %v)", al.Kind, al.Message, al.Source, al.Snapshot, al.Held)})
+}
+
+// firstLine passes on the first line of each write.
+type firstLine struct{ w io.Writer }
+
+func (f firstLine) Write(p []byte) (int, error) {
+	line, _, _ := strings.Cut(string(p), "\n")
+	if _, err := io.WriteString(f.w, line+"\n"); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// moveFD duplicates an inherited descriptor to a high, close-on-exec number,
+// closes the original and returns the duplicate as a file.
+func moveFD(fd int, name string) (*os.File, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("inherited %s descriptor %d: %w", name, fd, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, fmt.Errorf("inherited %s descriptor %d is not a socket (mode %o)", name, fd, st.Mode)
+	}
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 64)
+	if err != nil {
+		return nil, fmt.Errorf("dup %s descriptor: %w", name, err)
+	}
+	unix.Close(fd)
+	return os.NewFile(uintptr(nfd), name), nil
+}
+
+// diagSealer logs the process's open descriptors when a seal request
+// cannot be sent (a diagnostic for a descriptor closed behind our back).
+type diagSealer struct {
+	c   *sealer.Client
+	f   *os.File
+	log hclog.Logger
+}
+
+func (d diagSealer) SealFile(p string) error { return d.diag(d.c.SealFile(p)) }
+func (d diagSealer) SealDir(p string) error  { return d.diag(d.c.SealDir(p)) }
+
+func (d diagSealer) diag(err error) error {
+	if err == nil || !errors.Is(err, unix.EBADF) {
+		return err
+	}
+	var open []string
+	for fd := 0; fd < 256; fd++ {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil {
+			open = append(open, fmt.Sprintf("%d:%o", fd, st.Mode&unix.S_IFMT))
+		}
+	}
+	d.log.Error("sealer descriptor lost", "file_fd", d.f.Fd(), "open", strings.Join(open, " "), "error", err)
+	return err
+}
