@@ -84,7 +84,7 @@ type dirWriter struct {
 // A clean key whose path collides with another (key "a" and key "a/b") is
 // written as an unsafe key.
 func ToDir(ctx context.Context, s *store.Store, snapshotID, prefix, dir string, opts Options) (*Result, error) {
-	o, err := opts.withDefaults()
+	o, err := opts.withDefaults(DefaultParallel)
 	if err != nil {
 		return nil, err
 	}

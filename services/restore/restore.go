@@ -11,7 +11,13 @@
 // snapshot's signed receipt offline against the manifest the store holds.
 //
 // Keys are data. ToS3 writes each object under the target prefix followed
-// by its original key bytes, with its content type and user metadata.
+// by its original key bytes, with its content type and user metadata: an
+// object up to the part size as one PUT once all of it has been read and
+// checked, a larger one as a multipart upload whose parts go out in
+// parallel while the store reads on, completed only when every part is in
+// (aborted otherwise). Every body is sent with its SHA-256 in the signed
+// request, so the target refuses bytes that differ from what the store
+// verified; memory is bounded by Options.Buffer.
 // ToDir writes a key at the path it names only when it is a clean relative
 // path (see SafePath); every other key goes to
 // DIR/.holdfast-unsafe-keys/<hex sha256 of the key>, listed in
@@ -25,8 +31,8 @@
 // target refuses (MinIO: ".." segments, invalid UTF-8, over 1024 bytes)
 // fails the restore; a failed restore leaves the objects it already wrote
 // in place, but never a partial file or an upload of the failed object.
-// Restoring to a removable disk
-// and from a bare disk image (issue 7) are not part of this package.
+// Reading a store from the appliance's bare data disk is package disk
+// (services/restore/disk); restoring to a removable disk is not done yet.
 package restore
 
 import (
@@ -34,7 +40,6 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 
@@ -49,8 +54,10 @@ import (
 
 // Defaults applied to zero Options fields.
 const (
-	DefaultParallel = 4
-	DefaultPartSize = 16 << 20
+	DefaultParallel   = 4  // ToDir
+	DefaultS3Parallel = 16 // ToS3: small objects are mostly waiting on the target
+	DefaultPartSize   = 16 << 20
+	DefaultBuffer     = 4 * DefaultPartSize
 	// MinPartSize is the smallest part S3 accepts (except for the last).
 	MinPartSize = 5 << 20
 )
@@ -65,12 +72,16 @@ type Options struct {
 	// Exact restores only the object whose key equals the prefix argument,
 	// instead of every object whose key starts with it.
 	Exact bool
-	// Parallel is the number of objects written at once (DefaultParallel
-	// when zero).
+	// Parallel is the number of objects written at once (when zero,
+	// DefaultParallel for ToDir and DefaultS3Parallel for ToS3).
 	Parallel int
 	// PartSize is the multipart part size for ToS3 (DefaultPartSize when
 	// zero); objects larger than it are uploaded in parts.
 	PartSize uint64
+	// Buffer bounds the bytes ToS3 holds in object and part buffers at
+	// once (DefaultBuffer when zero; never less than PartSize). With the
+	// defaults, up to 4 parts of large objects upload at once.
+	Buffer uint64
 	// Logger gets debug messages; nil means none.
 	Logger hclog.Logger
 	// Progress, when set, is called after every object written (calls are
@@ -96,9 +107,9 @@ type Result struct {
 	SnapshotSource string
 }
 
-func (o Options) withDefaults() (Options, error) {
+func (o Options) withDefaults(parallel int) (Options, error) {
 	if o.Parallel == 0 {
-		o.Parallel = DefaultParallel
+		o.Parallel = parallel
 	}
 	if o.Parallel < 0 {
 		return o, fmt.Errorf("restore: parallel %d must be positive", o.Parallel)
@@ -108,6 +119,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.PartSize < MinPartSize {
 		return o, fmt.Errorf("restore: part size %d is below S3's minimum of %d bytes", o.PartSize, MinPartSize)
+	}
+	if o.Buffer == 0 {
+		o.Buffer = DefaultBuffer
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
@@ -218,15 +232,12 @@ func NewClient(t Target) (*minio.Client, error) {
 	return cl, nil
 }
 
-// errUploadDone closes the pipe once minio-go has read all it wanted.
-var errUploadDone = errors.New("upload finished before the object's end")
-
 // ToS3 restores the selected objects of snapshot snapshotID to the bucket
 // of dst, each under dst.Prefix + key, with its content type and user
-// metadata. Objects larger than opts.PartSize are uploaded in parts by
-// minio-go. The bucket must exist.
+// metadata. Objects larger than opts.PartSize are uploaded in parts. The
+// bucket must exist.
 func ToS3(ctx context.Context, s *store.Store, snapshotID, prefix string, dst Target, opts Options) (*Result, error) {
-	o, err := opts.withDefaults()
+	o, err := opts.withDefaults(DefaultS3Parallel)
 	if err != nil {
 		return nil, err
 	}
@@ -249,57 +260,11 @@ func ToS3(ctx context.Context, s *store.Store, snapshotID, prefix string, dst Ta
 		return nil, fmt.Errorf("restore: target %s has no bucket %q", dst.Endpoint, dst.Bucket)
 	}
 	o.Logger.Info("restore to S3", "snapshot", snapshotID, "objects", len(objs), "endpoint", dst.Endpoint, "bucket", dst.Bucket)
-	n, b, err := runAll(ctx, objs, o, func(ctx context.Context, ob store.Object) error {
-		return putObject(ctx, s, cl, dst, ob, o)
-	})
+	w := newS3Writer(s, cl, dst, o)
+	defer w.Close()
+	n, b, err := runAll(ctx, objs, o, w.write)
 	res := &Result{Objects: n, Bytes: b, DeleteMarkers: deleted, SnapshotSource: m.Source}
 	return res, err
-}
-
-// putObject streams one object from the store to the bucket.
-func putObject(ctx context.Context, s *store.Store, cl *minio.Client, dst Target, ob store.Object, o Options) error {
-	name := dst.Prefix + string(ob.Key)
-	pr, pw := io.Pipe()
-	readErr := make(chan error, 1)
-	go func() {
-		err := s.WriteObject(ctx, ob, pw)
-		pw.CloseWithError(err)
-		readErr <- err
-	}()
-	popts := minio.PutObjectOptions{
-		ContentType:  ob.ContentType,
-		UserMetadata: ob.UserMeta,
-		PartSize:     o.PartSize,
-	}
-	_, perr := cl.PutObject(ctx, dst.Bucket, name, pr, ob.Size, popts)
-	pr.CloseWithError(errUploadDone)
-	rerr := <-readErr
-	storeErr := rerr != nil && !errors.Is(rerr, errUploadDone)
-	switch {
-	case storeErr:
-		// The store's check failed: that is the cause, whatever minio-go
-		// made of the broken body.
-		if perr == nil {
-			// Never leave a copy the store could not vouch for.
-			removeUnverified(ctx, cl, dst.Bucket, name, o.Logger)
-		}
-		return fmt.Errorf("restore %q: read from store: %w", ob.Key, rerr)
-	case perr != nil:
-		return fmt.Errorf("restore %q to %s bucket %s: %w", ob.Key, dst.Endpoint, dst.Bucket, perr)
-	case rerr != nil:
-		removeUnverified(ctx, cl, dst.Bucket, name, o.Logger)
-		return fmt.Errorf("restore %q: the store holds more bytes than its recorded size %d: %w", ob.Key, ob.Size, store.ErrCorrupt)
-	}
-	o.Logger.Debug("restored", "key", fmt.Sprintf("%q", ob.Key), "size", ob.Size)
-	return nil
-}
-
-// removeUnverified deletes an object whose upload finished although the
-// store's read of it failed.
-func removeUnverified(ctx context.Context, cl *minio.Client, bucket, name string, log hclog.Logger) {
-	if err := cl.RemoveObject(context.WithoutCancel(ctx), bucket, name, minio.RemoveObjectOptions{}); err != nil {
-		log.Error("remove unverified object", "key", fmt.Sprintf("%q", name), "error", err)
-	}
 }
 
 // VerifyReceipt verifies the signed receipt of snapshot id against pub

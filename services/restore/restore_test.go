@@ -503,6 +503,12 @@ func TestDamagedPackFailsNamingObject(t *testing.T) {
 		{key: "victim/big.bin", data: randBytes(10, 12<<20)},
 	})
 	for _, p := range packFiles(t, f.dir) {
+		// The chunker's polynomial is random per store, so the last pack
+		// may hold only a few small chunks: leave a pack too small to have
+		// a blob at byte 5000 alone (the others hold both victims).
+		if st, err := os.Stat(p); err != nil || st.Size() < 64<<10 {
+			continue
+		}
 		flipByte(t, p, 5000)
 	}
 	_, tgt := startMinIO(t, "damaged")

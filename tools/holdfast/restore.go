@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -20,25 +21,36 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/restore"
+	"github.com/holdfast-appliance/holdfast/services/restore/disk"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
 type restoreFlags struct {
-	storeDir, keyFile, recoveryKey, snapshot, prefix string
-	exact                                            bool
-	to, configPath, receiptPub, partSize             string
-	parallel                                         int
+	storeDir, disk, keyFile, recoveryKey, snapshot, prefix string
+	exact                                                  bool
+	to, configPath, receiptPub, partSize                   string
+	parallel                                               int
 }
 
 func (a *app) restoreCmd() *cobra.Command {
 	var f restoreFlags
 	c := &cobra.Command{
-		Use:   "restore --store DIR (--key-file F | --recovery-key K) --snapshot ID [--prefix P [--exact]] (--to DIR | --to s3://BUCKET/PREFIX --config TARGET.hcl)",
+		Use:   "restore (--store DIR | --disk IMG_OR_DEVICE) (--key-file F | --recovery-key K) --snapshot ID [--prefix P [--exact]] (--to DIR | --to s3://BUCKET/PREFIX --config TARGET.hcl)",
 		Short: "Restore a snapshot, a prefix of it or one object to a directory or an S3 bucket",
 		Long: `restore writes the objects of one snapshot back out: all of them, those whose
 key starts with --prefix, or (with --exact) the one object whose key is
 --prefix. The store is opened read-only; every chunk is checked as it is
 read, and a damaged chunk fails the restore naming its object.
+
+--store DIR names a store directory. --disk names the appliance's data disk
+instead (a block device such as /dev/sdb, or an image file of one) when the
+appliance is gone: a whole disk, no partition table, ext4 labelled
+"holdfast-data", the store in the directory store/ at its root. The disk is
+opened strictly read-only (needs root): a read-only loop device over it,
+mounted ro without journal replay ("noload") on a private temporary
+directory, unmounted and detached again however the restore ends; not one
+byte of the disk changes. A disk that is mounted or in use anywhere is
+refused, as is one without ext4 or without a store.
 
 The master key comes from --key-file, or from the paper recovery key
 (--recovery-key, "-" reads it from stdin) and the wrapped key the store
@@ -63,9 +75,18 @@ type and user metadata, to the bucket (which must exist) described by
     ca_bundle  = "/etc/ssl/my-ca.pem"   # optional
   }
 
+An object up to --part-size is read whole (every chunk checked) and sent in
+one PUT; a larger one is a multipart upload whose parts go out in parallel
+while the store reads on, completed only when every part is in and aborted
+otherwise. At most 64 MiB of object data is held at once. Every body is
+sent with its SHA-256 in the signed request, so the target refuses bytes
+that differ from what the store verified.
+
 Keys deleted at the source (delete markers) are skipped; of a key recorded
 more than once the last record is restored.`,
 		Example: `  holdfast restore --store /mnt/hf --recovery-key - --snapshot 20260101T000000Z-0011aabb --to /srv/restored
+  holdfast restore --disk /dev/sdb --recovery-key - --snapshot 20260101T000000Z-0011aabb \
+      --to s3://rescue/ --config target.hcl
   holdfast restore --store /srv/hf --key-file hf.key --snapshot 20260101T000000Z-0011aabb \
       --prefix mail/ --to s3://rescue/mail/ --config target.hcl`,
 		Args: usageArgs(cobra.NoArgs),
@@ -74,7 +95,8 @@ more than once the last record is restored.`,
 		},
 	}
 	fl := c.Flags()
-	fl.StringVar(&f.storeDir, "store", "", "the store directory (required)")
+	fl.StringVar(&f.storeDir, "store", "", "the store directory")
+	fl.StringVar(&f.disk, "disk", "", "the appliance's data disk (block device or image), opened read-only; needs root")
 	fl.StringVar(&f.keyFile, "key-file", "", "file holding the store's master key")
 	fl.StringVar(&f.recoveryKey, "recovery-key", "", `the paper recovery key ("-": read it from stdin)`)
 	fl.StringVar(&f.snapshot, "snapshot", "", "the snapshot ID (required)")
@@ -83,24 +105,27 @@ more than once the last record is restored.`,
 	fl.StringVar(&f.to, "to", "", "a directory, or s3://BUCKET/PREFIX (required)")
 	fl.StringVar(&f.configPath, "config", "", "HCL file describing the S3 target (with --to s3://...)")
 	fl.StringVar(&f.receiptPub, "receipt-pubkey", "", "check the snapshot's receipt against this key (PEM PKIX)")
-	fl.IntVar(&f.parallel, "parallel", restore.DefaultParallel, "objects written at once")
+	fl.IntVar(&f.parallel, "parallel", 0, fmt.Sprintf("objects written at once (default %d to a directory, %d to S3)", restore.DefaultParallel, restore.DefaultS3Parallel))
 	fl.StringVar(&f.partSize, "part-size", "16MiB", "S3 multipart part size (at least 5MiB)")
-	for _, n := range []string{"store", "snapshot", "to"} {
+	for _, n := range []string{"snapshot", "to"} {
 		_ = c.MarkFlagRequired(n)
 	}
 	return c
 }
 
-func (a *app) runRestore(cmd *cobra.Command, f *restoreFlags) error {
+func (a *app) runRestore(cmd *cobra.Command, f *restoreFlags) (retErr error) {
 	ctx := cmd.Context()
+	if (f.storeDir == "") == (f.disk == "") {
+		return usageErrorf("give exactly one of --store and --disk")
+	}
 	if (f.keyFile == "") == (f.recoveryKey == "") {
 		return usageErrorf("give exactly one of --key-file and --recovery-key")
 	}
 	if f.exact && f.prefix == "" {
 		return usageErrorf("--exact needs --prefix (the key to restore)")
 	}
-	if f.parallel < 1 || f.parallel > 64 {
-		return usageErrorf("--parallel %d: want 1..64", f.parallel)
+	if f.parallel < 0 || f.parallel > 64 {
+		return usageErrorf("--parallel %d: want 1..64 (or 0 for the default)", f.parallel)
 	}
 	partSize, err := config.ParseSize(f.partSize)
 	if err != nil || partSize < restore.MinPartSize {
@@ -124,7 +149,8 @@ func (a *app) runRestore(cmd *cobra.Command, f *restoreFlags) error {
 	} else if f.configPath != "" {
 		return usageErrorf("--config is only for --to s3://BUCKET/PREFIX")
 	}
-	var ks store.KeySource = store.KeyFile(f.keyFile)
+	// The recovery key is read and checked before any disk is touched.
+	var rk *recoverykey.Key
 	if f.recoveryKey != "" {
 		text := f.recoveryKey
 		if text == "-" {
@@ -138,19 +164,41 @@ func (a *app) runRestore(cmd *cobra.Command, f *restoreFlags) error {
 		if err != nil {
 			return usageErrorf("--recovery-key: %w", err)
 		}
-		if _, err := store.ReadRecoveryBlob(f.storeDir); err != nil {
-			return fmt.Errorf("--recovery-key: %w", err)
-		}
-		ks = recoverykey.Opener{Key: k, Path: filepath.Join(f.storeDir, "recovery", "wrapped-key")}
+		rk = &k
 	}
-	s, err := store.Open(ctx, f.storeDir, ks, store.Options{Logger: a.log, ReadOnly: true})
+	storeDir, where := f.storeDir, f.storeDir
+	if f.disk != "" {
+		d, err := disk.Open(ctx, f.disk, disk.Options{Logger: a.log})
+		if err != nil {
+			return err
+		}
+		// Deferred first, so it runs after the store is closed.
+		defer func() {
+			if err := d.Close(); err != nil {
+				if retErr == nil {
+					retErr = err
+				} else {
+					retErr = fmt.Errorf("%w; and releasing the disk: %v", retErr, err)
+				}
+			}
+		}()
+		storeDir, where = d.StoreDir, disk.StoreDir+"/ on disk "+f.disk
+	}
+	var ks store.KeySource = store.KeyFile(f.keyFile)
+	if rk != nil {
+		if _, err := store.ReadRecoveryBlob(storeDir); err != nil {
+			return fmt.Errorf("--recovery-key: %s: %w", where, err)
+		}
+		ks = recoverykey.Opener{Key: *rk, Path: filepath.Join(storeDir, "recovery", "wrapped-key")}
+	}
+	s, err := store.Open(ctx, storeDir, ks, store.Options{Logger: a.log, ReadOnly: true})
 	switch {
 	case errors.Is(err, recoverykey.ErrWrongKey):
-		return fmt.Errorf("open store %s: the recovery key is well formed but is not this store's: %w", f.storeDir, err)
+		return fmt.Errorf("open store %s: the recovery key is well formed but is not this store's: %w", where, err)
 	case errors.Is(err, store.ErrWrongKey):
-		return fmt.Errorf("open store %s: %w (key file %s)", f.storeDir, err, f.keyFile)
+		return fmt.Errorf("open store %s: %w (key file %s)", where, err, f.keyFile)
 	case err != nil:
-		return fmt.Errorf("open store %s: %w", f.storeDir, err)
+		return fmt.Errorf("open store %s: %w", where, err)
 	}
 	defer s.Close()
 	if f.receiptPub != "" {
@@ -167,6 +215,13 @@ func (a *app) runRestore(cmd *cobra.Command, f *restoreFlags) error {
 			return err
 		}
 		fmt.Fprintf(a.stdout, "receipt OK: snapshot %s, manifest sha256 %x\n", r.SnapshotID, r.ManifestDigest)
+	}
+	// Most of what a restore allocates is chunk buffers that die at once
+	// and hold no pointers, which the GC collects almost for free: a
+	// lower GOGC keeps peak RSS near the working set (the part buffers)
+	// at no measurable CPU cost. GOGC in the environment still wins.
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(restoreGCPercent))
 	}
 	prog := newRestoreProgress(a.stderr)
 	opts := restore.Options{
@@ -193,6 +248,9 @@ func (a *app) runRestore(cmd *cobra.Command, f *restoreFlags) error {
 	}
 	return nil
 }
+
+// restoreGCPercent is the GOGC a restore runs with (see runRestore).
+const restoreGCPercent = 25
 
 // targetHCL is the schema of --config.
 type targetHCL struct {
