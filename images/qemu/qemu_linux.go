@@ -197,10 +197,16 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 	if strings.ContainsAny(c.StateDir+c.Image, ",") {
 		return nil, fmt.Errorf("vm: QEMU cannot take paths with commas: %s, %s", c.StateDir, c.Image)
 	}
+	// One vCPU under TCG: with two, a guest starved by a busy host
+	// stalled for good in early boot (RCU "timer wakeup didn't happen").
+	smp := "2"
+	if accel == "tcg" {
+		smp = "1"
+	}
 	args := []string{
 		"-name", "holdfast-" + c.Board.Name,
 		"-machine", q.Machine, "-accel", accel, "-cpu", q.CPU,
-		"-m", fmt.Sprint(q.MemoryMiB), "-smp", "2",
+		"-m", fmt.Sprint(q.MemoryMiB), "-smp", smp,
 		"-no-user-config", "-nodefaults", "-display", "none", "-vga", "none",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + q.FirmwareCode,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + filepath.Join(c.StateDir, "efivars.fd"),
