@@ -306,7 +306,9 @@ func (a *appliance) showRecoveryKey(ctx context.Context, rk recoverykey.Key) {
 		case <-ctx.Done():
 			return
 		case line := <-a.o.Typed:
-			if strings.TrimSpace(line) == "written" {
+			// Contains, not equals: bytes of a frame cut short when a
+			// host tool let go of the line can prefix what is typed.
+			if strings.Contains(strings.ToLower(line), "written") {
 				a.log.Info("operator confirmed the recovery key is written down")
 				return
 			}

@@ -108,12 +108,16 @@ and reports whether the appliance accepted it. --yes answers for you.`,
 }
 
 func (a *app) consoleAttachCmd(cf *consoleFlags) *cobra.Command {
-	return &cobra.Command{
+	var linger time.Duration
+	cmd := &cobra.Command{
 		Use:   "attach",
 		Short: "Show the appliance's console and send what you type",
 		Long: `attach copies the console's text to stdout (protocol frames are shown as
 short markers) and sends each line you type to the appliance, e.g. "yes" to
-confirm a config. It ends at end of input, Ctrl-C, or when the port closes.`,
+confirm a config. It ends at end of input (after --linger, so that a slow
+serial line or a QEMU UART that drops what it has not read when the
+connection closes still delivers the last line), Ctrl-C, or when the port
+closes.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithCancel(cmd.Context())
@@ -141,9 +145,15 @@ confirm a config. It ends at end of input, Ctrl-C, or when the port closes.`,
 			if err := lines.Err(); err != nil {
 				return fmt.Errorf("reading input: %w", err)
 			}
+			select {
+			case <-time.After(linger):
+			case <-ctx.Done():
+			}
 			return nil
 		},
 	}
+	cmd.Flags().DurationVar(&linger, "linger", 3*time.Second, "how long to stay connected after end of input")
+	return cmd
 }
 
 // openConsole opens the port and starts a frame link on it; text between
