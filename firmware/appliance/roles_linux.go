@@ -94,7 +94,7 @@ func runRole(role string, log hclog.Logger) error {
 		// u-root's dhclient logs whole packets through the standard
 		// library's log package: keep the first line of each message.
 		stdlog.SetFlags(0)
-		stdlog.SetOutput(firstLine{log.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})})
+		stdlog.SetOutput(FirstLine{log.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})})
 		return network(context.Background(), log)
 	case "worker":
 		return runWorker(log)
@@ -326,12 +326,13 @@ func (a peerAlerter) Alert(ctx context.Context, al ingest.Alert) error {
 	return a.p.notify(message{Op: "alert", Text: fmt.Sprintf("%s: %s (source %s, snapshot %s, held %v)", al.Kind, al.Message, al.Source, al.Snapshot, al.Held)})
 }
 
-// firstLine passes on the first line of each write.
-type firstLine struct{ w io.Writer }
+// FirstLine passes on the first line of each write: u-root's dhclient logs
+// whole DHCP packets through the standard library's log package.
+type FirstLine struct{ W io.Writer }
 
-func (f firstLine) Write(p []byte) (int, error) {
+func (f FirstLine) Write(p []byte) (int, error) {
 	line, _, _ := strings.Cut(string(p), "\n")
-	if _, err := io.WriteString(f.w, line+"\n"); err != nil {
+	if _, err := io.WriteString(f.W, line+"\n"); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -42,6 +42,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/holdfast-appliance/holdfast/firmware/atomicfile"
 )
 
 // File names inside Dir.
@@ -128,42 +130,11 @@ func (p *Partition) ReadConfig() ([]byte, error) {
 
 // WriteConfig replaces config.sealed (write, fsync, rename, fsync dir).
 func (p *Partition) WriteConfig(blob []byte) error {
-	return writeAtomic(filepath.Join(p.Dir, ConfigFile), blob)
+	return atomicfile.Write(filepath.Join(p.Dir, ConfigFile), blob, false)
 }
 
 // Has reports whether the partition holds the named file.
 func (p *Partition) Has(name string) bool {
 	_, err := os.Lstat(filepath.Join(p.Dir, name))
 	return err == nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("sync dir of %s: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir of %s: %w", path, err)
-	}
-	return nil
 }

@@ -36,8 +36,9 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/holdfast-appliance/holdfast/firmware/atomicfile"
 )
 
 // Shape of a recovery key.
@@ -251,34 +252,10 @@ func (k Key) aead(salt []byte) (cipher.AEAD, error) {
 // temporary file. It never replaces an existing file (os.ErrExist): use it
 // for the copy beside the store, e.g. STORE/../holdfast-recovery.
 func WriteFile(path string, blob []byte) error {
-	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("write wrapped key: %s: %w", path, os.ErrExist)
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.Write(path, blob, true); err != nil {
 		return fmt.Errorf("write wrapped key: %w", err)
 	}
-	_, err = f.Write(blob)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write wrapped key %s: %w", path, err)
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }
 
 // Opener is a store.KeySource that opens the master key from a wrapped-key

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/holdfast-appliance/holdfast/firmware/atomicfile"
 )
 
 // Files in the key directory (the config partition):
@@ -124,45 +126,8 @@ func readSealed(dir string) (*sealedFile, error) {
 	return f, nil
 }
 
-// writeFileAtomic writes data to path through a synced temporary file and a
-// rename, so a power cut leaves the old file or the new one, never a torn
-// one. With exclusive it refuses to replace an existing file (os.ErrExist).
+// writeFileAtomic replaces path through package atomicfile; with
+// exclusive it refuses to replace an existing file (os.ErrExist).
 func writeFileAtomic(path string, data []byte, exclusive bool) error {
-	if exclusive {
-		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("%s: %w", path, os.ErrExist)
-		}
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("rename %s: %w", path, err)
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("sync dir of %s: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir of %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, exclusive)
 }

@@ -126,7 +126,7 @@ func run(ctx context.Context, start time.Time) error {
 
 	// u-root's dhclient logs through the standard library's log package,
 	// whole DHCP packets included: keep the first line of each message.
-	stdlog.SetOutput(firstLine{log.Named("net").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})})
+	stdlog.SetOutput(appliance.FirstLine{W: log.Named("net").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})})
 	stdlog.SetFlags(0)
 
 	runErr := make(chan error, 1)
@@ -155,17 +155,6 @@ func run(ctx context.Context, start time.Time) error {
 	case err := <-appErr:
 		return fmt.Errorf("appliance: %w", err)
 	}
-}
-
-// firstLine passes on the first line of each write.
-type firstLine struct{ w io.Writer }
-
-func (f firstLine) Write(p []byte) (int, error) {
-	line, _, _ := strings.Cut(string(p), "\n")
-	if _, err := io.WriteString(f.w, line+"\n"); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 // echoWriter writes typed bytes back, Enter (CR or LF) as CR LF.
