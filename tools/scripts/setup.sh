@@ -31,7 +31,18 @@ DEBS=(
 	"binutils     objcopy: adds the UKI sections to the stub"
 	"kmod         depmod: modules.dep for the initramfs"
 	"systemd      systemd-measure: cross-check of the predicted PCR 11 (images tests)"
+	"qemu-system-arm  qemu-system-aarch64: the qemu-arm64 boot test"
+	"qemu-efi-aarch64  AAVMF, UEFI firmware for arm64 VMs (AAVMF_CODE.fd, AAVMF_VARS.fd, 64 MiB each)"
+	# Multi-Arch: same, so it sits beside the amd64 package at the same
+	# version and puts linuxaa64.efi.stub where boards/qemu-arm64.hcl looks
+	# (the amd64 package has only the x64 stub). Needs FOREIGN_ARCHS.
+	"systemd-boot-efi:arm64  systemd-stub for arm64 (linuxaa64.efi.stub): the qemu-arm64 UKI"
+	"binutils-aarch64-linux-gnu  aarch64-linux-gnu-objcopy: the host's objcopy cannot write arm64 PE (the qemu-arm64 UKI)"
 )
+
+# Foreign dpkg architectures: arm64 for systemd-boot-efi:arm64 above and for
+# `apt-get download` of the qemu-arm64 board's kernel (boards/kernel.go).
+FOREIGN_ARCHS=(arm64)
 
 # Pinned tools built from source with Go: "name  module/path@version".
 # Each lands in $CACHE_DIR/bin/<name>; a stamp records the version built.
@@ -59,11 +70,38 @@ as_root() {
 	fi
 }
 
+# apt_update runs `apt-get update` once per run of this script.
+APT_UPDATED=0
+apt_update() {
+	[ "$APT_UPDATED" -eq 0 ] || return 0
+	log "running apt-get update"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 update
+	APT_UPDATED=1
+}
+
+# add_foreign_archs enables FOREIGN_ARCHS in dpkg; package lists for a newly
+# added one come from the next apt-get update.
+NEED_UPDATE=0
+add_foreign_archs() {
+	local arch have
+	have=" $(dpkg --print-architecture) $(dpkg --print-foreign-architectures | tr '\n' ' ') "
+	for arch in "${FOREIGN_ARCHS[@]}"; do
+		[[ "$have" == *" $arch "* ]] && continue
+		log "dpkg --add-architecture $arch"
+		as_root dpkg --add-architecture "$arch"
+		NEED_UPDATE=1
+	done
+}
+
 deb_installed() {
 	# Capture first: `dpkg -s | grep -q` under pipefail fails when grep quits
 	# early and dpkg dies of SIGPIPE on a long description.
+	# A bare name is ambiguous to dpkg once another architecture's
+	# instance is installed too (systemd-boot-efi:arm64): then ask for
+	# the native one.
 	local status
-	status=$(dpkg -s "$1" 2>/dev/null) || return 1
+	status=$(dpkg -s "$1" 2>/dev/null) ||
+		status=$(dpkg -s "$1:$(dpkg --print-architecture)" 2>/dev/null) || return 1
 	grep -q '^Status: install ok installed$' <<<"$status"
 }
 
@@ -78,13 +116,15 @@ install_debs() {
 	done
 	if [ ${#missing[@]} -eq 0 ]; then
 		log "Debian packages: all ${#DEBS[@]} present"
+		# A foreign architecture added just now needs its package lists
+		# (apt-get download of the arm64 kernel).
+		[ "$NEED_UPDATE" -eq 0 ] || apt_update
 		return
 	fi
 	log "Debian packages missing: ${missing[*]}"
 	# Wait for another apt/dpkg run to finish instead of failing at once.
 	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300)
-	log "running apt-get update"
-	as_root "${apt[@]}" update
+	apt_update
 	log "running apt-get install -y --no-install-recommends ${missing[*]}"
 	as_root "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
 	for pkg in "${missing[@]}"; do
@@ -118,6 +158,7 @@ install_go_tools() {
 
 main() {
 	[ -r /etc/debian_version ] || die "this script sets up Debian (bookworm); /etc/debian_version is missing"
+	add_foreign_archs
 	install_debs
 	check_go
 	install_go_tools
