@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -742,6 +743,16 @@ func (s *Server) listV1(req *request, g *generation, b *bucket) *s3Error {
 	res, serr := s.runList(req, g, b, "", p)
 	if serr != nil {
 		return serr
+	}
+	// A V1 client sends the last key back as the next marker, and clients
+	// (minio-go among them) turn invalid UTF-8 in a query into U+FFFD, a
+	// different marker that lists the key again. So a page does not end
+	// on such a key when an earlier one can end it.
+	if n := len(res.items); res.truncated && n > 1 && !utf8.ValidString(res.items[n-1].key) {
+		for n > 1 && !utf8.ValidString(res.items[n-1].key) {
+			n--
+		}
+		res.items, res.next = res.items[:n], res.items[n-1].key
 	}
 	cs, ps := s.contents(req, res, encode, true)
 	out := listV1XML{
