@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/firmware/reaper"
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/services/config"
@@ -46,6 +47,9 @@ type Options struct {
 	// Exe is the binary started for the child roles; "" means init's own
 	// (/proc/self/exe). Tests point it at a built holdfast-init.
 	Exe string
+	// Children starts the processes PID 1 runs, so that its reaper leaves
+	// their exit status to them; nil starts them directly.
+	Children *reaper.Reaper
 }
 
 // Console lines tests and operators look for.
@@ -334,6 +338,12 @@ func (a *appliance) safeMode(ctx context.Context) error {
 			return nil
 		case "format", "extend", "hold":
 			return fmt.Errorf("%s is not available in safe mode", cmd.Name)
+		case "status":
+			// Safe mode comes before phase 5 lists the disks; listing
+			// them only reads each disk's first and last MiB.
+			if _, err := a.scanDisks(); err != nil {
+				a.log.Warn("cannot list disks", "error", err)
+			}
 		}
 		return a.command(ctx, cmd, out)
 	}
@@ -390,4 +400,20 @@ func (a *appliance) unlock(ctx context.Context, typed string) error {
 	}
 	a.log.Warn("master key resealed to this boot with the recovery key")
 	return a.haveKey(ctx, master, blob)
+}
+
+// start starts a child PID 1 keeps or waits for itself.
+func (a *appliance) start(cmd *exec.Cmd) error {
+	if a.o.Children != nil {
+		return a.o.Children.Start(cmd)
+	}
+	return cmd.Start()
+}
+
+// runChild runs a child to its end.
+func (a *appliance) runChild(cmd *exec.Cmd) error {
+	if a.o.Children != nil {
+		return a.o.Children.Run(cmd)
+	}
+	return cmd.Run()
 }

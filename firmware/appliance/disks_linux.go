@@ -111,7 +111,7 @@ func (a *appliance) format(ctx context.Context, args []string, out io.Writer) er
 		}
 		a.log.Warn("formatting data disk at the operator's request", "disk", d.Name, "serial", d.Serial)
 		fmt.Fprintf(out, "formatting %s (serial %s) ...\r\n", d.Name, d.Serial)
-		fd, err := disks.Format(ctx, d.Name, args[0], a.o.MkE2fs)
+		fd, err := disks.Format(ctx, d.Name, args[0], a.o.MkE2fs, a.runChild)
 		if err != nil {
 			return err
 		}

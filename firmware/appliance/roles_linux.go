@@ -130,7 +130,7 @@ func (a *appliance) spawn(role string, files ...*os.File) (*exec.Cmd, error) {
 	cmd.Stderr = a.o.LogOutput
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := a.start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", role, err)
 	}
 	if role != "dhcp" {

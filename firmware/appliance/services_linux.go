@@ -125,7 +125,11 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := dhcp.Wait(); err != nil {
+	err = dhcp.Wait()
+	if a.o.Children != nil {
+		a.o.Children.Forget(dhcp.Process.Pid)
+	}
+	if err != nil {
 		a.alert("network not configured; pulls will fail until it is", "error", err)
 	}
 	ctlPID1, ctlWorker, err := socketpair("control")

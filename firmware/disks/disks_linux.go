@@ -2,6 +2,7 @@ package disks
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -156,7 +157,13 @@ var ErrSerialMismatch = errors.New("the typed serial number does not match the d
 // the console; it must equal the disk's serial number. The disk is
 // re-inspected first and must still be blank. mke2fs is the path of the
 // mke2fs binary.
-func Format(ctx context.Context, name, typed, mke2fs string) (Disk, error) {
+//
+// run runs the mke2fs command (PID 1 passes its reaper's Run); nil means
+// (*exec.Cmd).Run.
+func Format(ctx context.Context, name, typed, mke2fs string, run func(*exec.Cmd) error) (Disk, error) {
+	if run == nil {
+		run = (*exec.Cmd).Run
+	}
 	d, err := Inspect(name)
 	if err != nil {
 		return d, fmt.Errorf("format: %w", err)
@@ -173,8 +180,10 @@ func Format(ctx context.Context, name, typed, mke2fs string) (Disk, error) {
 	cmd := exec.CommandContext(ctx, mke2fs, "-q", "-t", "ext4", "-L", Label, "-m", "0",
 		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", d.Dev)
 	cmd.Env = []string{"MKE2FS_CONFIG=/etc/mke2fs.conf", "PATH=/bin:/sbin"}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return d, fmt.Errorf("format %s: mke2fs: %w: %s", name, err, strings.TrimSpace(string(out)))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := run(cmd); err != nil {
+		return d, fmt.Errorf("format %s: mke2fs: %w: %s", name, err, strings.TrimSpace(out.String()))
 	}
 	unix.Sync()
 	d2, err := Inspect(name)

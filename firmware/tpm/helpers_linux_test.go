@@ -56,7 +56,9 @@ func newMachine(t testing.TB, bs bootState) *machine {
 	m := &machine{t: t, state: stateDir(t), keyDir: t.TempDir(), log: testLogger(t)}
 	t.Cleanup(func() {
 		if m.sim != nil {
-			m.tpm.Close()
+			if m.tpm != nil {
+				m.tpm.Close()
+			}
 			m.sim.Kill()
 		}
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/appliance"
 	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
 	"github.com/holdfast-appliance/holdfast/firmware/console/port"
+	"github.com/holdfast-appliance/holdfast/firmware/reaper"
 )
 
 // Version is the appliance firmware version shown in the banner.
@@ -41,10 +42,12 @@ func main() {
 	start := time.Now()
 	libinit.CreateRootfs()
 	libinit.SetEnv()
-	go reap()
 	ctx := context.Background()
+	// PID 1 collects orphans, leaving its own children to their Wait.
+	children := reaper.New()
+	go children.Loop(ctx)
 	for {
-		err := runRecovered(ctx, start)
+		err := runRecovered(ctx, start, children)
 		// run only returns on a failure; init must never exit.
 		fmt.Fprintf(os.Stderr, "holdfast-init: %v; retrying in %s\n", err, retryDelay)
 		time.Sleep(retryDelay)
@@ -53,28 +56,13 @@ func main() {
 
 // runRecovered runs run and turns a panic into an error: if PID 1 exits,
 // even by a panic, the kernel panics with it.
-func runRecovered(ctx context.Context, start time.Time) (err error) {
+func runRecovered(ctx context.Context, start time.Time, children *reaper.Reaper) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	return run(ctx, start)
-}
-
-// reap collects exited orphans, as PID 1 must.
-func reap() {
-	sigs := make(chan os.Signal, 8)
-	notifyChild(sigs)
-	for range sigs {
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if pid <= 0 || err != nil {
-				break
-			}
-		}
-	}
+	return run(ctx, start, children)
 }
 
 // crlf turns "\n" into "\r\n" for a raw serial line.
@@ -87,7 +75,7 @@ func (c crlf) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func run(ctx context.Context, start time.Time) error {
+func run(ctx context.Context, start time.Time, children *reaper.Reaper) error {
 	name, err := os.ReadFile(BoardFile)
 	if err != nil {
 		return fmt.Errorf("board: %w", err)
@@ -146,7 +134,7 @@ func run(ctx context.Context, start time.Time) error {
 	go func() {
 		appErr <- appliance.Run(ctx, appliance.Options{
 			Board: board, Conn: conn, Human: connWriter{conn}, Typed: typed, Log: log,
-			Version: Version, PCR11: pcr11, Start: start, LogOutput: human,
+			Version: Version, PCR11: pcr11, Start: start, LogOutput: human, Children: children,
 		})
 	}()
 	select {

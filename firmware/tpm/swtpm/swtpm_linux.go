@@ -109,7 +109,11 @@ func (s *Sim) waitReady(ctx context.Context) error {
 		c, err := d.DialContext(ctx, "unix", s.ctrlPath())
 		if err == nil {
 			c.Close()
-			if _, err := os.Stat(s.SocketPath()); err == nil {
+			// The data socket file appears at bind, before swtpm listens:
+			// only a connection proves it ready (a dial in between was
+			// refused under load).
+			if dc, err := d.DialContext(ctx, "unix", s.SocketPath()); err == nil {
+				dc.Close()
 				return nil
 			}
 		}
