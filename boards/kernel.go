@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -62,6 +63,9 @@ func FetchKernel(ctx context.Context, log hclog.Logger, b *Board, cacheDir strin
 	}
 	deb := filepath.Join(cacheDir, debName)
 	if _, err := os.Stat(deb); err != nil {
+		if err := dpkgHasArch(ctx, b.Arch); err != nil {
+			return nil, fmt.Errorf("board %s: %w", b.Name, err)
+		}
 		log.Info("downloading kernel", "package", k.Package, "version", k.Version)
 		spec := fmt.Sprintf("%s:%s=%s", k.Package, b.Arch, k.Version)
 		download := func() (string, error) {
@@ -105,4 +109,22 @@ func FetchKernel(ctx context.Context, log hclog.Logger, b *Board, cacheDir strin
 		return nil, fmt.Errorf("kernel stamp: %w", err)
 	}
 	return kf, nil
+}
+
+// dpkgHasArch checks that apt can download packages of Debian architecture
+// arch: the host's own, or one added with dpkg --add-architecture.
+func dpkgHasArch(ctx context.Context, arch string) error {
+	native, err := exec.CommandContext(ctx, "dpkg", "--print-architecture").Output()
+	if err != nil {
+		return fmt.Errorf("dpkg --print-architecture: %w", err)
+	}
+	foreign, err := exec.CommandContext(ctx, "dpkg", "--print-foreign-architectures").Output()
+	if err != nil {
+		return fmt.Errorf("dpkg --print-foreign-architectures: %w", err)
+	}
+	if slices.Contains(append(strings.Fields(string(native)), strings.Fields(string(foreign))...), arch) {
+		return nil
+	}
+	return fmt.Errorf("%w: dpkg on this host does not know architecture %s; run `dpkg --add-architecture %s && apt-get update` (make setup does)",
+		ErrKernelUnavailable, arch, arch)
 }

@@ -1,6 +1,7 @@
 # qemu-arm64: QEMU's "virt" machine under AAVMF. Debian's arm64 kernel has
-# no TPM TIS driver, so this board can only run in the TPM-less test mode;
-# release images refuse a board that allows it.
+# no TPM TIS driver, so the appliance finds no TPM and stays in safe mode
+# (images.TestBootQEMUArm64 boots it to that point under TCG); release
+# images refuse a board that allows the TPM-less test mode.
 
 description = "QEMU virt (arm64), AAVMF (UEFI), virtio disks, no TPM driver"
 arch        = "arm64"
@@ -9,7 +10,10 @@ efi_boot_file = "BOOTAA64.EFI"
 efi_stub      = "/usr/lib/systemd/boot/efi/linuxaa64.efi.stub"
 
 # Fetching a foreign-architecture package needs
-# `dpkg --add-architecture arm64 && apt-get update` on the build host.
+# `dpkg --add-architecture arm64 && apt-get update` on the build host
+# (make setup does it). Same version as the amd64 boards' pin; when the
+# mirror drops it, `apt-cache policy linux-image-arm64:arm64` gives the
+# new values.
 kernel {
   package = "linux-image-6.1.0-56-arm64"
   version = "6.1.192-2"
@@ -27,8 +31,9 @@ data_disks = ["vd*"]
 
 tpm {
   required = false
-  # TEST MODE ONLY: without a TPM the appliance would stay in safe mode;
-  # this flag lets it continue for tests. Release builds refuse it.
+  # TEST MODE ONLY: marks the board as one that may run without a TPM;
+  # release builds refuse it. The appliance has no TPM-less mode yet: it
+  # stays in safe mode and touches no data disk.
   allow_no_tpm_test_mode = true
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -41,6 +42,7 @@ func BuildUKI(ctx context.Context, in UKIInputs, out string) error {
 	if err != nil {
 		return fmt.Errorf("uki stub %s: %w", in.Stub, err)
 	}
+	objcopy := Objcopy(peArch(f.Machine))
 	var base, align uint64
 	switch h := f.OptionalHeader.(type) {
 	case *pe.OptionalHeader64:
@@ -81,14 +83,40 @@ func BuildUKI(ctx context.Context, in UKIInputs, out string) error {
 	}
 	tmp := out + ".tmp"
 	args = append(args, in.Stub, tmp)
-	cmd := exec.CommandContext(ctx, "objcopy", args...)
+	cmd := exec.CommandContext(ctx, objcopy, args...)
 	if o, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("objcopy: %w: %s", err, o)
+		return fmt.Errorf("%s: %w: %s", objcopy, err, o)
 	}
 	if err := os.Rename(tmp, out); err != nil {
 		return fmt.Errorf("uki: %w", err)
 	}
 	return nil
+}
+
+// peArch is the Debian architecture of a PE machine type ("" if neither
+// of ours).
+func peArch(machine uint16) string {
+	switch machine {
+	case pe.IMAGE_FILE_MACHINE_AMD64:
+		return "amd64"
+	case pe.IMAGE_FILE_MACHINE_ARM64:
+		return "arm64"
+	}
+	return ""
+}
+
+// Objcopy is the objcopy that can write a stub of Debian architecture arch:
+// the host's own for the host's architecture (Debian's x86-64 objcopy
+// knows no arm64 PE), else the cross binutils' (binutils-aarch64-linux-gnu,
+// binutils-x86-64-linux-gnu).
+func Objcopy(arch string) string {
+	switch {
+	case arch == "arm64" && runtime.GOARCH != "arm64":
+		return "aarch64-linux-gnu-objcopy"
+	case arch == "amd64" && runtime.GOARCH != "amd64":
+		return "x86_64-linux-gnu-objcopy"
+	}
+	return "objcopy"
 }
 
 // extendSHA256 is TPM2_PCR_Extend for the SHA-256 bank.

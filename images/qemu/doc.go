@@ -1,6 +1,8 @@
 // Package qemu runs a Holdfast image the way a board would boot it: under
-// OVMF (UEFI) with a private copy of the firmware variables, a software
-// TPM 2.0 (swtpm, one process per VM, started and stopped with it), two
+// OVMF or AAVMF (UEFI) with a private copy of the firmware variables
+// (padded to the 64 MiB flash banks of the arm "virt" machine), a software
+// TPM 2.0 when the board has one (swtpm, one process per VM, started and
+// stopped with it), two
 // virtio data disks created on first run, user-mode networking with no
 // forwarded ports (the guest reaches the host's loopback at 10.0.2.2 and
 // nothing reaches the guest), and the serial console on a unix socket that
@@ -8,9 +10,11 @@
 // which the runner follows and copies to a writer (stdout for a person),
 // with protocol frames shown as short markers.
 //
-// KVM is used when /dev/kvm opens; otherwise, or when a KVM guest shows no
-// serial output within KVMProgressTimeout, the VM runs under TCG.
+// KVM is used when /dev/kvm opens and the board's architecture is the
+// host's; otherwise, or when a KVM guest shows no serial output within
+// KVMProgressTimeout, the VM runs under TCG (an arm64 "max" CPU then with
+// the faster implementation-defined pointer authentication).
 //
-// Limits: Linux only; one VM per state directory; QEMU, OVMF and swtpm come
-// from Debian packages (`make setup`).
+// Limits: Linux only; one VM per state directory; QEMU, OVMF, AAVMF and
+// swtpm come from Debian packages (`make setup`).
 package qemu

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +32,25 @@ const (
 
 // ErrMissingTools means QEMU, its firmware or swtpm is not installed.
 var ErrMissingTools = errors.New("missing tools for running the VM; run make setup")
+
+// virtFlashSize is the size of each of the two flash banks of QEMU's arm
+// "virt" machine; QEMU refuses a pflash image of any other size.
+const virtFlashSize = 64 << 20
+
+// flashSize is the size a machine requires of its pflash images, or 0 when
+// an image is used at its own size (q35 takes OVMF's 4 MiB files as they
+// are).
+func flashSize(machine string) int64 {
+	if machine == "virt" || strings.HasPrefix(machine, "virt-") {
+		return virtFlashSize
+	}
+	return 0
+}
+
+// KVMArch reports whether KVM can run a guest of Debian architecture arch
+// on this host: only the host's own architecture (GOARCH and the Debian
+// name agree for amd64 and arm64).
+func KVMArch(arch string) bool { return arch == runtime.GOARCH }
 
 // Config describes a VM.
 type Config struct {
@@ -128,10 +148,14 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	switch accel {
 	case "", "auto":
 		accel = "tcg"
-		if KVMUsable() {
+		if KVMUsable() && KVMArch(c.Board.Arch) {
 			accel = "kvm"
 		}
-	case "kvm", "tcg":
+	case "kvm":
+		if !KVMArch(c.Board.Arch) {
+			return nil, fmt.Errorf("accel kvm: board %s is %s and this host is %s; only TCG emulates another architecture", c.Board.Name, c.Board.Arch, runtime.GOARCH)
+		}
+	case "tcg":
 	default:
 		return nil, fmt.Errorf("accel %q: want auto, kvm or tcg", c.Accel)
 	}
@@ -151,16 +175,23 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	return v, nil
 }
 
-// prepare creates what persists across runs: OVMF variables and data disks.
+// prepare creates what persists across runs: UEFI variables and data
+// disks; and, for a machine with fixed flash banks whose firmware file is
+// smaller, a padded copy of the firmware code.
 func prepare(ctx context.Context, c Config) error {
+	q := c.Board.QEMU
+	size := flashSize(q.Machine)
 	vars := filepath.Join(c.StateDir, "efivars.fd")
 	if _, err := os.Stat(vars); err != nil {
-		b, err := os.ReadFile(c.Board.QEMU.FirmwareVars)
-		if err != nil {
+		if err := copyPadded(q.FirmwareVars, vars, size); err != nil {
 			return fmt.Errorf("firmware variables: %w", err)
 		}
-		if err := os.WriteFile(vars, b, 0o644); err != nil {
-			return fmt.Errorf("firmware variables: %w", err)
+	} else if err := pad(vars, size); err != nil {
+		return fmt.Errorf("firmware variables: %w", err)
+	}
+	if code := firmwareCode(c); code != q.FirmwareCode {
+		if err := copyPadded(q.FirmwareCode, code, size); err != nil {
+			return fmt.Errorf("firmware code: %w", err)
 		}
 	}
 	for i := range 2 {
@@ -175,6 +206,63 @@ func prepare(ctx context.Context, c Config) error {
 		c.Log.Info("created blank data disk", "path", p)
 	}
 	return os.MkdirAll(filepath.Join(c.StateDir, "tpm"), 0o700)
+}
+
+// firmwareCode is the firmware image QEMU runs: the board's file, or a copy
+// padded to the machine's flash size in the state directory when the file
+// is smaller (Debian's AAVMF_CODE.fd is already 64 MiB; QEMU_EFI.fd is not).
+func firmwareCode(c Config) string {
+	q := c.Board.QEMU
+	if size := flashSize(q.Machine); size > 0 {
+		if fi, err := os.Stat(q.FirmwareCode); err == nil && fi.Size() < size {
+			return filepath.Join(c.StateDir, "firmware-code.fd")
+		}
+	}
+	return q.FirmwareCode
+}
+
+// copyPadded copies src to dst and pads dst with zeros to size (0: no
+// padding).
+func copyPadded(src, dst string, size int64) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		return err
+	}
+	return pad(dst, size)
+}
+
+// pad extends p with zeros to size bytes; a larger file is an error, since
+// QEMU would refuse it.
+func pad(p string, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	switch {
+	case fi.Size() > size:
+		return fmt.Errorf("%s is %d bytes, more than the machine's %d-byte flash", p, fi.Size(), size)
+	case fi.Size() < size:
+		return os.Truncate(p, size)
+	}
+	return nil
+}
+
+// cpuModel is the -cpu argument. Under TCG an arm64 "max" CPU gets the
+// implementation-defined pointer-authentication algorithm: the
+// architected QARMA5 is slow to emulate and Debian's kernel and Go's
+// binaries use pointer authentication throughout.
+func cpuModel(b *boards.Board, accel string) string {
+	cpu := b.QEMU.CPU
+	if accel == "tcg" && b.Arch == "arm64" && cpu == "max" {
+		cpu += ",pauth-impdef=on"
+	}
+	return cpu
 }
 
 func boot(ctx context.Context, c Config, accel string) (*VM, error) {
@@ -194,8 +282,8 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 			return nil, fmt.Errorf("vm: %w", err)
 		}
 	}
-	if strings.ContainsAny(c.StateDir+c.Image, ",") {
-		return nil, fmt.Errorf("vm: QEMU cannot take paths with commas: %s, %s", c.StateDir, c.Image)
+	if strings.ContainsAny(c.StateDir+c.Image+q.FirmwareCode, ",") {
+		return nil, fmt.Errorf("vm: QEMU cannot take paths with commas: %s, %s, %s", c.StateDir, c.Image, q.FirmwareCode)
 	}
 	// One vCPU under TCG: with two, a guest starved by a busy host
 	// stalled for good in early boot (RCU "timer wakeup didn't happen").
@@ -205,10 +293,10 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 	}
 	args := []string{
 		"-name", "holdfast-" + c.Board.Name,
-		"-machine", q.Machine, "-accel", accel, "-cpu", q.CPU,
+		"-machine", q.Machine, "-accel", accel, "-cpu", cpuModel(c.Board, accel),
 		"-m", fmt.Sprint(q.MemoryMiB), "-smp", smp,
 		"-no-user-config", "-nodefaults", "-display", "none", "-vga", "none",
-		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + q.FirmwareCode,
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + firmwareCode(c),
 		"-drive", "if=pflash,format=raw,unit=1,file=" + filepath.Join(c.StateDir, "efivars.fd"),
 		"-drive", "if=none,id=boot,format=raw,file=" + c.Image,
 		"-device", q.DiskDevice + ",drive=boot,bootindex=0",
