@@ -3,9 +3,13 @@ package console
 // Commands, once the appliance runs (or waits in safe mode):
 //
 //	host                                     appliance
-//	COMMAND {name, args}                 ─►
-//	                                     ◄─  OUTPUT "text" × n (≤ 1 KiB each)
-//	                                     ◄─  DONE {ok, message}
+//	COMMAND {id, name, args}             ─►
+//	                                     ◄─  OUTPUT id NUL "text" × n (≤ 1 KiB each)
+//	                                     ◄─  DONE {id, ok, message}
+//
+// The id (random, chosen by the host) ties OUTPUT and DONE to their
+// command: a DONE the appliance resends because the previous host tool let
+// go of the line before its ACK got through must not answer the next one.
 //
 // The same commands can be typed on the console by a person: a typed line
 // is split on spaces and answered in plain text on the console.
@@ -13,6 +17,8 @@ package console
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +33,7 @@ import (
 
 // Command is the COMMAND payload.
 type Command struct {
+	ID   string   `json:"id,omitempty"`
 	Name string   `json:"name"`
 	Args []string `json:"args,omitempty"`
 }
@@ -35,6 +42,7 @@ func (c Command) String() string { return strings.TrimSpace(c.Name + " " + strin
 
 // Done is the DONE payload.
 type Done struct {
+	ID      string `json:"id,omitempty"`
 	OK      bool   `json:"ok"`
 	Message string `json:"message,omitempty"`
 }
@@ -48,6 +56,9 @@ const MaxCommandSize = frame.MaxPayload
 
 // RunCommand sends cmd and copies its output to out until DONE.
 func RunCommand(ctx context.Context, c *frame.Conn, cmd Command, out io.Writer) (Done, error) {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	cmd.ID = hex.EncodeToString(id[:])
 	b, err := json.Marshal(cmd)
 	if err != nil {
 		return Done{}, fmt.Errorf("command: %w", err)
@@ -65,13 +76,20 @@ func RunCommand(ctx context.Context, c *frame.Conn, cmd Command, out io.Writer) 
 		}
 		switch f.Type {
 		case frame.TypeOutput:
-			if _, err := out.Write(f.Payload); err != nil {
+			fid, text, ok := bytes.Cut(f.Payload, []byte{0})
+			if !ok || string(fid) != cmd.ID {
+				continue // another command's, resent
+			}
+			if _, err := out.Write(text); err != nil {
 				return Done{}, fmt.Errorf("command output: %w", err)
 			}
 		case frame.TypeDone:
 			var d Done
 			if err := json.Unmarshal(f.Payload, &d); err != nil {
 				return Done{}, fmt.Errorf("bad DONE: %w", err)
+			}
+			if d.ID != cmd.ID {
+				continue // another command's, resent
 			}
 			if !d.OK {
 				return d, fmt.Errorf("%w: %s", ErrCommandFailed, d.Message)
@@ -162,20 +180,20 @@ func Serve(ctx context.Context, c *frame.Conn, o ServeOptions) error {
 			}
 			var cmd Command
 			if err := json.Unmarshal(f.Payload, &cmd); err != nil || cmd.Name == "" {
-				if err := sendDone(ctx, c, Done{OK: false, Message: "malformed COMMAND"}); err != nil {
+				if err := sendDone(ctx, c, Done{ID: cmd.ID, OK: false, Message: "malformed COMMAND"}); err != nil {
 					return err
 				}
 				continue
 			}
 			o.Log.Info("console command", "command", cmd.Name)
-			out := &outputWriter{ctx: ctx, c: c}
+			out := &outputWriter{ctx: ctx, c: c, id: cmd.ID}
 			mu.Lock()
 			err := o.Handler(ctx, cmd, out)
 			mu.Unlock()
 			if ferr := out.flush(); ferr != nil {
 				return ferr
 			}
-			d := Done{OK: err == nil}
+			d := Done{ID: cmd.ID, OK: err == nil}
 			if err != nil {
 				d.Message = err.Error()
 			}
@@ -206,8 +224,19 @@ func sendDone(ctx context.Context, c *frame.Conn, d Done) error {
 type outputWriter struct {
 	ctx context.Context
 	c   *frame.Conn
+	id  string
 	buf bytes.Buffer
 	err error
+}
+
+// room is the text one OUTPUT frame carries after "id NUL".
+func (w *outputWriter) room() int { return frame.MaxPayload - len(w.id) - 1 }
+
+func (w *outputWriter) send() {
+	text := w.buf.Next(w.room())
+	payload := make([]byte, 0, len(w.id)+1+len(text))
+	payload = append(append(append(payload, w.id...), 0), text...)
+	w.err = w.c.Send(w.ctx, frame.TypeOutput, payload)
 }
 
 func (w *outputWriter) Write(p []byte) (int, error) {
@@ -215,8 +244,8 @@ func (w *outputWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	w.buf.Write(p)
-	for w.buf.Len() >= frame.MaxPayload && w.err == nil {
-		w.err = w.c.Send(w.ctx, frame.TypeOutput, w.buf.Next(frame.MaxPayload))
+	for w.buf.Len() >= w.room() && w.err == nil {
+		w.send()
 	}
 	if w.err != nil {
 		return 0, w.err
@@ -226,7 +255,7 @@ func (w *outputWriter) Write(p []byte) (int, error) {
 
 func (w *outputWriter) flush() error {
 	for w.buf.Len() > 0 && w.err == nil {
-		w.err = w.c.Send(w.ctx, frame.TypeOutput, w.buf.Next(frame.MaxPayload))
+		w.send()
 	}
 	return w.err
 }

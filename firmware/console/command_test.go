@@ -3,12 +3,15 @@ package console
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
 )
 
 // TestCommands runs commands over a noisy, damaging link and typed on the
@@ -81,5 +84,35 @@ func TestCommands(t *testing.T) {
 	}
 	if _, err := RunCommand(ctx, hc, Command{Name: strings.Repeat("x", MaxCommandSize)}, io.Discard); err == nil {
 		t.Error("an oversized command was sent")
+	}
+}
+
+// TestStaleDoneIgnored: a DONE and OUTPUT the appliance resends for an
+// earlier host (whose ACK was lost when it let go of the line) must not
+// answer the next host's command.
+func TestStaleDoneIgnored(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	arw, hrw := link(t, 0)
+	ac := startConn(t, ctx, arw, nil)
+	hc := startConn(t, ctx, hrw, io.Discard)
+	go func() {
+		f, err := ac.Recv(ctx)
+		if err != nil {
+			return
+		}
+		var cmd Command
+		_ = json.Unmarshal(f.Payload, &cmd)
+		stale, _ := json.Marshal(Done{ID: "0123456789abcdef", OK: true})
+		_ = ac.Send(ctx, frame.TypeOutput, []byte("0123456789abcdef\x00stale output"))
+		_ = ac.Send(ctx, frame.TypeDone, stale)
+		_ = ac.Send(ctx, frame.TypeOutput, append([]byte(cmd.ID+"\x00"), "fresh output"...))
+		done, _ := json.Marshal(Done{ID: cmd.ID, OK: true})
+		_ = ac.Send(ctx, frame.TypeDone, done)
+	}()
+	var out bytes.Buffer
+	d, err := RunCommand(ctx, hc, Command{Name: "status"}, &out)
+	if err != nil || !d.OK || out.String() != "fresh output" {
+		t.Fatalf("RunCommand = %+v, %v, output %q; want only the fresh answer", d, err, out.String())
 	}
 }
