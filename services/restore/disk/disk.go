@@ -65,14 +65,17 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/holdfast-appliance/holdfast/firmware/disks"
 )
 
-// Label is the ext4 label of a Holdfast data disk.
-const Label = "holdfast-data"
+// Label is the ext4 label of a Holdfast data disk; the appliance's
+// firmware/disks formats and finds disks by it.
+const Label = disks.Label
 
 // StoreDir is the store's directory in the root of the data disk's file
 // system.
-const StoreDir = "store"
+const StoreDir = disks.StoreDir
 
 // storeConfig is the file every store holds (services/store's config).
 const storeConfig = "holdfast-store"
