@@ -1,7 +1,6 @@
 package flash
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/firmware/disks"
 )
 
 // blockPart is a block device or one of its partitions, as sysfs sees it.
@@ -35,7 +36,7 @@ func checkBlockDevice(path string, st os.FileInfo, imgSize int64, log hclog.Logg
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", path, err)
 	}
-	mounted, err := mountedDevs("/proc/self/mountinfo")
+	mounted, err := disks.MountedDevices("/proc/self/mountinfo")
 	if err != nil {
 		return 0, err
 	}
@@ -137,31 +138,6 @@ func readInt(path string) (int64, error) {
 		return 0, fmt.Errorf("parse %s: %w", path, err)
 	}
 	return n, nil
-}
-
-// mountedDevs maps "major:minor" to a mount point, from a mountinfo file.
-func mountedDevs(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
-	}
-	defer f.Close()
-	m := map[string]string{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		if _, seen := m[fields[2]]; !seen {
-			m[fields[2]] = fields[4]
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mount table %s: %w", path, err)
-	}
-	return m, nil
 }
 
 // dropCache asks the kernel to drop the cached pages of the written range,

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/holdfast-appliance/holdfast/firmware/disks"
 )
 
 const imgSize = 5<<20 + 123 // more than one write buffer, not sector aligned
@@ -328,14 +330,14 @@ func TestMountedDevs(t *testing.T) {
 	if err := os.WriteFile(p, []byte(info), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m, err := mountedDevs(p)
+	m, err := disks.MountedDevices(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct{ dev, want string }{{"8:1", "/"}, {"0:5", "/dev"}, {"7:3", `/mnt/a\040b`}, {"8:2", ""}}
 	for _, tt := range tests {
 		if got := m[tt.dev]; got != tt.want {
-			t.Errorf("mountedDevs[%s] = %q, want %q", tt.dev, got, tt.want)
+			t.Errorf("MountedDevices[%s] = %q, want %q", tt.dev, got, tt.want)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/firmware/disks"
 )
 
 // Where the kernel shows what Open checks.
@@ -380,7 +381,7 @@ func setFDAndStatus(f, backing *os.File, info unix.LoopInfo64) error {
 // partitions, and every loop device backed by the same image or device and
 // its partitions.
 func checkNotInUse(path string, st os.FileInfo, isBlock bool) error {
-	mounted, err := mountedDevs(mountInfoPath)
+	mounted, err := disks.MountedDevices(mountInfoPath)
 	if err != nil {
 		return err
 	}
@@ -503,29 +504,4 @@ func loopsBackedBy(st os.FileInfo, isBlock bool) ([]string, error) {
 		out = append(out, strings.TrimSpace(string(dev)))
 	}
 	return out, nil
-}
-
-// mountedDevs maps "major:minor" to a mount point, from a mountinfo file.
-func mountedDevs(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
-	}
-	defer f.Close()
-	m := map[string]string{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		if _, seen := m[fields[2]]; !seen {
-			m[fields[2]] = fields[4]
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mount table %s: %w", path, err)
-	}
-	return m, nil
 }
