@@ -111,14 +111,22 @@ func (a *appliance) alert(msg string, args ...any) {
 	for i := 0; i+1 < len(args); i += 2 {
 		line += fmt.Sprintf(" %v=%v", args[i], args[i+1])
 	}
-	a.alerts = append(a.alerts, time.Now().UTC().Format(time.RFC3339)+" "+line)
-	if len(a.alerts) > 50 {
-		a.alerts = a.alerts[len(a.alerts)-50:]
-	}
+	a.keepAlertLocked(line)
 	w := a.worker
 	a.mu.Unlock()
 	if w != nil {
 		_ = w.notify(message{Op: "alert", Source: "appliance", Text: line})
+	}
+}
+
+// maxAlerts is how many recent alerts status shows.
+const maxAlerts = 50
+
+// keepAlertLocked records an alert line for status; a.mu is held.
+func (a *appliance) keepAlertLocked(line string) {
+	a.alerts = append(a.alerts, time.Now().UTC().Format(time.RFC3339)+" "+line)
+	if len(a.alerts) > maxAlerts {
+		a.alerts = a.alerts[len(a.alerts)-maxAlerts:]
 	}
 }
 

@@ -217,10 +217,7 @@ func (a *appliance) fromWorker(m message) *message {
 		return nil
 	case "alert":
 		a.mu.Lock()
-		a.alerts = append(a.alerts, time.Now().UTC().Format(time.RFC3339)+" "+m.Text)
-		if len(a.alerts) > 50 {
-			a.alerts = a.alerts[len(a.alerts)-50:]
-		}
+		a.keepAlertLocked(m.Text)
 		a.mu.Unlock()
 		return nil
 	}
