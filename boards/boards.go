@@ -97,10 +97,25 @@ type QEMU struct {
 	NetDevice  string `hcl:"net_device"`
 }
 
+// HardeningCmdline is on every board's kernel command line (the UKI
+// carries it, so it is measured into PCR 11 and cannot be changed without
+// changing what the key is sealed to):
+//
+//	| parameter          | effect                                              |
+//	|--------------------|-----------------------------------------------------|
+//	| lockdown=integrity | no /dev/mem, /dev/port, iopl, MSR writes, unsigned  |
+//	|                    | kexec, hibernation, or debugfs writes, even for a   |
+//	|                    | process that kept CAP_SYS_RAWIO or CAP_SYS_BOOT     |
+//	| module.sig_enforce=1 | only modules signed by Debian's kernel key load   |
+//	| slab_nomerge, init_on_alloc=1 | heap hardening (no data left in fresh    |
+//	|                    | allocations, fewer cross-cache overflows)           |
+//	| vsyscall=none      | no fixed-address vsyscall page (amd64)              |
+const HardeningCmdline = "lockdown=integrity module.sig_enforce=1 slab_nomerge init_on_alloc=1 vsyscall=none"
+
 // KernelCmdline is the kernel command line for b: the console first, so
 // that kernel messages and the appliance share the serial line.
 func (b *Board) KernelCmdline() string {
-	return fmt.Sprintf("console=%s,%d panic=-1 loglevel=4", b.Console.Device, b.Console.Baud)
+	return fmt.Sprintf("console=%s,%d panic=-1 loglevel=4 %s", b.Console.Device, b.Console.Baud, HardeningCmdline)
 }
 
 var (

@@ -125,8 +125,16 @@ type guest struct {
 // write is partial, so checks use the socket stream, not the log.)
 func bootGuest(ctx context.Context, t *testing.T, b *boards.Board, image, state string, log hclog.Logger) *guest {
 	t.Helper()
+	return bootGuestWith(ctx, t, b, image, state, qemu.Config{}, log)
+}
+
+// bootGuestWith is bootGuest with more of the VM's configuration (data disk
+// size, hardware clock) from c.
+func bootGuestWith(ctx context.Context, t *testing.T, b *boards.Board, image, state string, c qemu.Config, log hclog.Logger) *guest {
+	t.Helper()
 	g := &guest{t: t, text: &syncBuffer{}, linkDone: make(chan error, 1), started: time.Now()}
-	vm, err := qemu.Start(ctx, qemu.Config{Board: b, Image: image, StateDir: state, Accel: "auto", Console: io.Discard, Log: log})
+	c.Board, c.Image, c.StateDir, c.Accel, c.Console, c.Log = b, image, state, "auto", io.Discard, log
+	vm, err := qemu.Start(ctx, c)
 	if err != nil {
 		t.Fatalf("start VM: %v", err)
 	}
@@ -181,6 +189,48 @@ func (g *guest) stop(ctx context.Context) {
 		g.t.Errorf("stop VM: %v", err)
 	}
 	g.vm = nil
+}
+
+// provision does what an operator does at a new box's console: push the
+// config (checking the HELLO and the summary), note the recovery key and
+// type written, type a wrong serial (nothing is formatted) and then the
+// first data disk's, and wait for the first pull. It returns the recovery
+// key.
+func provision(ctx context.Context, t *testing.T, g *guest, r *Result, name, cfg string) string {
+	t.Helper()
+	g.wait(ctx, console.WaitingLine)
+	t.Logf("boot 1: QEMU start to %q: %s (accel %s)", console.WaitingLine, time.Since(g.started).Round(time.Millisecond), g.vm.Accel)
+	var hello console.Hello
+	if _, err := console.Push(ctx, g.c, []byte(cfg), console.HostOptions{
+		OnHello: func(h console.Hello) { hello = h },
+		Confirm: func(summary, prompt string) (string, error) {
+			if !strings.Contains(summary, fmt.Sprintf("appliance %q", name)) || !strings.Contains(prompt, "type yes") {
+				t.Errorf("summary %q, prompt %q", summary, prompt)
+			}
+			return "yes", nil
+		},
+	}); err != nil {
+		t.Fatalf("push config: %v", err)
+	}
+	if hello.Board != r.Board || hello.PCR11 != r.PCR11 {
+		t.Errorf("HELLO %+v: want board %s and the predicted PCR 11 %s", hello, r.Board, r.PCR11)
+	}
+	g.wait(ctx, appliance.RecoveryKeyLine)
+	g.wait(ctx, "Type 'written'")
+	rk := recoveryKeyRE.FindString(g.text.String())
+	if rk == "" {
+		t.Fatal("no recovery key on the console")
+	}
+	g.typeLine("written")
+	g.wait(ctx, "format HOLDFAST-DATA0")
+	// A wrong serial formats nothing.
+	g.typeLine("format HOLDFAST-DATA9")
+	g.wait(ctx, `no disk has serial "HOLDFAST-DATA9"`)
+	g.typeLine("format HOLDFAST-DATA0")
+	g.wait(ctx, appliance.ReadyLine)
+	t.Logf("boot 1: ready %s after QEMU start", time.Since(g.started).Round(time.Millisecond))
+	g.wait(ctx, "snapshot committed")
+	return rk
 }
 
 // snapshotIDs parses the output of the snapshots command.
@@ -291,6 +341,8 @@ func tamper(ctx context.Context, t *testing.T, b *boards.Board, r *Result, out s
 	}
 }
 
+var lockedRE = regexp.MustCompile(`made unopenable: devices="([^"]*)"`)
+
 var recoveryKeyRE = regexp.MustCompile(`\b\d{6}(-\d{6}){7}\b`)
 
 // TestApplianceEndToEnd is the appliance's life in one test, under TCG
@@ -366,45 +418,25 @@ source "mail" {
 
 	// Boot 1: first boot.
 	g := bootGuest(ctx, t, b, r.Image, state, log)
-	g.wait(ctx, console.WaitingLine)
-	t.Logf("boot 1: QEMU start to %q: %s (accel %s)", console.WaitingLine, time.Since(g.started).Round(time.Millisecond), g.vm.Accel)
-	var hello console.Hello
-	if _, err := console.Push(ctx, g.c, []byte(cfg), console.HostOptions{
-		OnHello: func(h console.Hello) { hello = h },
-		Confirm: func(summary, prompt string) (string, error) {
-			if !strings.Contains(summary, `appliance "holdfast-e2e"`) || !strings.Contains(prompt, "type yes") {
-				t.Errorf("summary %q, prompt %q", summary, prompt)
-			}
-			return "yes", nil
-		},
-	}); err != nil {
-		t.Fatalf("push config: %v", err)
-	}
-	if hello.Board != b.Name || hello.PCR11 != r.PCR11 {
-		t.Errorf("HELLO %+v: want board %s and the predicted PCR 11 %s", hello, b.Name, r.PCR11)
-	}
-	g.wait(ctx, appliance.RecoveryKeyLine)
-	g.wait(ctx, "Type 'written'")
-	rk := recoveryKeyRE.FindString(g.text.String())
-	if rk == "" {
-		t.Fatal("no recovery key on the console")
-	}
-	g.typeLine("written")
-	g.wait(ctx, "format HOLDFAST-DATA0")
-	// A wrong serial formats nothing.
-	g.typeLine("format HOLDFAST-DATA9")
-	g.wait(ctx, `no disk has serial "HOLDFAST-DATA9"`)
-	g.typeLine("format HOLDFAST-DATA0")
-	g.wait(ctx, appliance.ReadyLine)
-	t.Logf("boot 1: ready %s after QEMU start", time.Since(g.started).Round(time.Millisecond))
-	g.wait(ctx, "snapshot committed")
+	rk := provision(ctx, t, g, r, "holdfast-e2e", cfg)
 	for _, want := range []string{
 		"phase 1/8 boot", "phase 2/8 board", "module loaded: module=ext4", "phase 4/8 keys",
 		"phase 5/8 disks: new data disk; the worker creates the store", "phase 6/8 maintenance", "phase 7/8 lockdown", "network up",
-		`devices="vda vdb vdc"`,
+		"lockdown done: mounts read-only, PID 1 limited",
 	} {
 		if !strings.Contains(g.text.String(), want) {
 			t.Errorf("boot 1: serial console lacks %q", want)
+		}
+	}
+	// Every disk node, the TPM and the console's serial line were closed.
+	if m := lockedRE.FindStringSubmatch(g.text.String()); m == nil {
+		t.Error("boot 1: no list of locked device nodes on the console")
+	} else {
+		locked := strings.Fields(m[1])
+		for _, d := range []string{"vda", "vda1", "vdb", "vdc", "tpm0", "tpmrm0", "ttyS0", "mem", "port"} {
+			if !slices.Contains(locked, d) {
+				t.Errorf("boot 1: /dev/%s was not locked: %v", d, locked)
+			}
 		}
 	}
 	if strings.Contains(g.text.String(), rk) && strings.Count(g.text.String(), rk) != 1 {

@@ -32,9 +32,14 @@ type Options struct {
 	KernelCacheDir, InitramfsCacheDir string
 	// NoInitramfsCache rebuilds the initramfs even if a cached one matches.
 	NoInitramfsCache bool
-	// Release refuses boards with TPM-less test mode.
+	// Release refuses boards with TPM-less test mode and AttackSuite.
 	Release bool
-	Log     hclog.Logger
+	// AttackSuite builds a TEST image whose init has the `attack` console
+	// command and whose /bin holds holdfast-attack (firmware/cmd). Its
+	// PCR 11 differs from the release image's, so a key sealed by one
+	// never opens in the other.
+	AttackSuite bool
+	Log         hclog.Logger
 }
 
 // Result describes a built image.
@@ -54,6 +59,7 @@ type Result struct {
 	PCR11         string `json:"pcr11_sha256"`
 	Board         string `json:"board"`
 	KernelPackage string `json:"kernel_package"`
+	AttackSuite   bool   `json:"attack_suite,omitempty"`
 }
 
 // osRelease is the UKI's .osrel.
@@ -73,6 +79,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.Release && b.TPM.AllowNoTPMTestMode {
 		return nil, fmt.Errorf("board %s: %w", b.Name, ErrTestModeBoard)
+	}
+	if o.Release && o.AttackSuite {
+		return nil, errors.New("a release image never carries the attack suite")
 	}
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("out dir: %w", err)
@@ -94,7 +103,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	initrd := filepath.Join(o.OutDir, "initramfs.cpio.gz")
 	ir, err := initramfs.Build(ctx, initramfs.Options{
-		Board: b, Kernel: k, ModuleDir: o.ModuleDir, CacheDir: o.InitramfsCacheDir, Log: o.Log,
+		Board: b, Kernel: k, ModuleDir: o.ModuleDir, CacheDir: o.InitramfsCacheDir, AttackSuite: o.AttackSuite, Log: o.Log,
 	}, initrd)
 	if err != nil {
 		return nil, err
@@ -131,7 +140,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	r := &Result{
 		Image: img, UKI: uki, Initramfs: initrd, Kernel: k.Image, Cmdline: b.KernelCmdline(),
 		PCR11: fromUKI, Board: b.Name, KernelPackage: b.Kernel.Package + "=" + b.Kernel.Version,
-		InitrdBytes: ir.Size, InitrdSHA256: ir.SHA256, InitrdCached: ir.Cached,
+		InitrdBytes: ir.Size, InitrdSHA256: ir.SHA256, InitrdCached: ir.Cached, AttackSuite: o.AttackSuite,
 	}
 	for _, f := range []struct {
 		p    string

@@ -46,6 +46,14 @@ import (
 // InitPackage is the Go package built as /init.
 const InitPackage = "github.com/holdfast-appliance/holdfast/firmware/cmd/holdfast-init"
 
+// AttackPackage is the test-only attack program (firmware/cmd/holdfast-attack),
+// built into /bin only with Options.AttackSuite.
+const AttackPackage = "github.com/holdfast-appliance/holdfast/firmware/cmd/holdfast-attack"
+
+// AttackSuiteTag is the build tag that gives the init of a test image its
+// `attack` console command (firmware/appliance/attack_suite_linux.go).
+const AttackSuiteTag = "holdfast_attack_suite"
+
 // formatVersion changes when the layout of the initramfs changes, so that
 // cached archives from an older layout are not reused.
 const formatVersion = "holdfast-initramfs-2"
@@ -58,7 +66,10 @@ type Options struct {
 	ModuleDir string
 	// CacheDir holds built archives; empty disables the cache.
 	CacheDir string
-	Log      hclog.Logger
+	// AttackSuite builds a TEST image: init gets the `attack` console
+	// command and /bin/holdfast-attack is included. Never for a release.
+	AttackSuite bool
+	Log         hclog.Logger
 }
 
 // Result describes a built initramfs.
@@ -134,7 +145,7 @@ func Build(ctx context.Context, o Options, out string) (*Result, error) {
 		uimage.WithTempDir(buildTmp),
 		uimage.WithReplaceEnv(goEnv(o)),
 		uimage.WithBaseArchive(uimage.DefaultRamfs()),
-		uimage.WithBinaryCommandsOpts(buildOpts(), InitPackage),
+		uimage.WithBinaryCommandsOpts(buildOpts(o.AttackSuite), packages(o.AttackSuite)...),
 		uimage.WithInit("holdfast-init"),
 		uimage.WithFiles(filesArgs(staging, tools)...),
 		uimage.WithSkipLDD(),
@@ -186,23 +197,45 @@ func goEnv(o Options) *golang.Environ {
 }
 
 // buildOpts are mkuimage's reproducible defaults (-trimpath, -ldflags
-// "-s -w -buildid=") plus no VCS stamp, so a dirty tree gives the same bytes.
-func buildOpts() *golang.BuildOpts { return &golang.BuildOpts{ExtraArgs: []string{"-buildvcs=false"}} }
+// "-s -w -buildid=") plus no VCS stamp, so a dirty tree gives the same bytes,
+// and the attack-suite tag for a test image.
+func buildOpts(attack bool) *golang.BuildOpts {
+	return &golang.BuildOpts{ExtraArgs: append([]string{"-buildvcs=false"}, tagArgs(attack)...)}
+}
+
+func tagArgs(attack bool) []string {
+	if attack {
+		return []string{"-tags=" + AttackSuiteTag}
+	}
+	return nil
+}
+
+// packages are the Go commands in /bin.
+func packages(attack bool) []string {
+	if attack {
+		return []string{InitPackage, AttackPackage}
+	}
+	return []string{InitPackage}
+}
 
 // cacheKey builds the init binary through Go's build cache with the flags
 // mkuimage uses and hashes it with everything else that goes in.
 func cacheKey(ctx context.Context, o Options, tmp, staging string) (string, error) {
-	bin := filepath.Join(tmp, "init-key")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "-gcflags=all=-l", "-ldflags", "-s -w -buildid=", "-trimpath", "-buildvcs=false", InitPackage)
-	cmd.Dir = o.ModuleDir
-	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+o.Board.Arch, "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %w: %s", InitPackage, err, out)
-	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%s %s\n", formatVersion, o.Board.Name, o.Board.Kernel.Package, o.Board.Kernel.Version)
-	if err := hashFile(h, bin); err != nil {
-		return "", err
+	for i, pkg := range packages(o.AttackSuite) {
+		bin := filepath.Join(tmp, fmt.Sprintf("key-%d", i))
+		args := append([]string{"build", "-o", bin, "-gcflags=all=-l", "-ldflags", "-s -w -buildid=", "-trimpath", "-buildvcs=false"}, tagArgs(o.AttackSuite)...)
+		cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+		cmd.Dir = o.ModuleDir
+		cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+o.Board.Arch, "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build %s: %w: %s", pkg, err, out)
+		}
+		fmt.Fprintf(h, "%s\n", pkg)
+		if err := hashFile(h, bin); err != nil {
+			return "", err
+		}
 	}
 	err := filepath.WalkDir(staging, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {

@@ -84,6 +84,7 @@ type appliance struct {
 	pulls    map[string]*pullStatus
 	alerts   []string
 	measured bool // PCR 15 holds this boot's config digest
+	locked   bool // lockdown has begun: no more formatting
 
 }
 

@@ -98,6 +98,14 @@ func (a *appliance) format(ctx context.Context, args []string, out io.Writer) er
 	if len(args) != 1 {
 		return errors.New("usage: format SERIAL (the serial number of a blank disk, as 'status' shows it)")
 	}
+	a.mu.Lock()
+	locked := a.locked
+	a.mu.Unlock()
+	if locked {
+		// After lockdown nothing on the box can write a raw disk, PID 1
+		// included: that is the point.
+		return errors.New("disks are formatted only before lockdown, while the boot waits for a data disk: once the box runs, nothing on it can write a raw disk, PID 1 included")
+	}
 	ds, err := a.scanDisks()
 	if err != nil {
 		return err

@@ -103,8 +103,11 @@ func processes(out io.Writer) error {
 		if err != nil || st["Uid"] == "" {
 			continue // gone, or a kernel thread
 		}
-		if _, err := os.Readlink(filepath.Join(d, "exe")); err != nil {
-			continue // kernel thread
+		// Kernel threads are kthreadd (pid 2) and its children. (Their
+		// exe link cannot tell: the worker's and the sealer's are closed
+		// to PID 1 too, since they are not dumpable.)
+		if pid == 2 || st["PPid"] == "2" {
+			continue
 		}
 		s, err := caps.Read(pid)
 		if err != nil {

@@ -63,6 +63,13 @@ func RunRole(role string) int {
 }
 
 func runRole(role string, log hclog.Logger) error {
+	// Not dumpable: /proc/PID/fd, /proc/PID/mem and ptrace of this
+	// process then need CAP_SYS_PTRACE, which nobody holds after
+	// lockdown, so not even uid 1000 can take the sealer's or the
+	// worker's sockets from /proc.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("not dumpable: %w", err)
+	}
 	next := func(r string, keep []int) error {
 		// After the uid change the process is not dumpable and its own
 		// /proc/self/exe is closed to it: resolve the path first.

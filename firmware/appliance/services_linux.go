@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -75,25 +76,14 @@ func (a *appliance) powerOff() error {
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 }
 
-// lockdown is phase 7 (see the process table in roles_linux.go): close the
-// kernel's doors, make every disk and the TPM unopenable by anyone but
-// PID 1's open descriptors, then start the sealer, the DHCP client and
-// the worker with their capabilities dropped.
+// lockdown is phase 7 (see the table in lockdown_linux.go and the process
+// table in roles_linux.go): close the kernel's doors, make every disk and
+// the TPM unopenable by anyone but PID 1's open descriptors, start the
+// sealer, the DHCP client and the worker with their capabilities dropped,
+// make the mounts read-only and give up what PID 1 no longer needs.
 func (a *appliance) lockdown(ctx context.Context) error {
 	a.setPhase("lockdown")
-	for _, s := range []struct{ path, value string }{
-		{"/proc/sys/kernel/kexec_load_disabled", "1"},
-		{"/proc/sys/kernel/dmesg_restrict", "1"},
-		{"/proc/sys/fs/suid_dumpable", "0"},
-		{"/proc/sys/kernel/yama/ptrace_scope", "3"},
-		{"/proc/sys/kernel/modules_disabled", "1"},
-		{"/proc/sys/kernel/unprivileged_bpf_disabled", "1"},
-		{"/proc/sys/kernel/perf_event_paranoid", "3"},
-	} {
-		if err := os.WriteFile(s.path, []byte(s.value), 0); err != nil {
-			a.log.Warn("sysctl not set", "sysctl", s.path, "error", err)
-		}
-	}
+	closeKernelDoors(a.log)
 	// The worker and the sealer (uid 1000) must reach their binary and
 	// the store: the initramfs root is 0700 and RunDir was made 0700.
 	// They may pass through RunDir, not list it; the config partition
@@ -107,7 +97,26 @@ func (a *appliance) lockdown(ctx context.Context) error {
 		}
 	}
 	closed := closeDevices(a.o.Board.DataDisks)
-	a.log.Info("phase 7/8 lockdown: kexec, modules, ptrace, dmesg closed; device nodes made unopenable", "devices", closed)
+	a.mu.Lock()
+	a.locked = true
+	mounts := make([]string, 0, len(a.mounted))
+	for _, m := range a.mounted {
+		mounts = append(mounts, m)
+	}
+	a.mu.Unlock()
+	sealDiskRoots(mounts, a.log)
+	a.log.Info("phase 7/8 lockdown: kexec, modules, ptrace, usermode helpers, user namespaces closed; device nodes made unopenable", "devices", strings.Join(closed, " "))
+	// However the rest goes, PID 1 leaves lockdown with read-only mounts
+	// and its own powers cut down.
+	defer func() {
+		if err := hardenMounts(filepath.Join(a.o.RunDir, "config"), a.log); err != nil {
+			a.alert("lockdown: not every mount is read-only", "error", err)
+		}
+		if err := limitPID1(); err != nil {
+			a.alert("lockdown: PID 1 keeps capabilities it should have dropped", "error", err)
+		}
+		a.log.Info("lockdown done: mounts read-only, PID 1 limited", "bounding", capMask(pid1Bounding), "permitted", capMask(pid1Permitted))
+	}()
 	sealerEnd, workerSealerEnd, err := socketpair("sealer")
 	if err != nil {
 		return err
@@ -162,28 +171,6 @@ func (a *appliance) lockdown(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// closeDevices makes the nodes of block devices, the TPM and raw memory
-// owned by nobody with mode 0000: root without CAP_DAC_OVERRIDE and
-// CAP_FOWNER can neither open nor chmod them. Descriptors PID 1 already
-// holds (the TPM) keep working.
-func closeDevices(globs []string) []string {
-	pats := append([]string{"tpm*", "tpmrm*", "mem", "kmem", "port", "sd*", "nvme*", "mmcblk*", "loop*", "sr*"}, globs...)
-	var closed []string
-	for _, p := range pats {
-		nodes, _ := filepath.Glob(filepath.Join("/dev", p))
-		for _, n := range nodes {
-			if err := os.Chown(n, 65534, 65534); err != nil {
-				continue
-			}
-			if err := os.Chmod(n, 0); err != nil {
-				continue
-			}
-			closed = append(closed, filepath.Base(n))
-		}
-	}
-	return closed
 }
 
 // services is phase 8: the worker pulls on its schedule; PID 1 serves the

@@ -3,6 +3,8 @@ package caps
 import (
 	"fmt"
 	"runtime"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -98,6 +100,45 @@ func BecomeAndExec(uid, gid int, keep []int, path string, argv, env []string) er
 	}
 	if err := unix.Exec(path, argv, env); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	return nil
+}
+
+// LimitProcess shrinks the capabilities of every thread of the calling
+// process: the bounding set to bounding (what any program it starts later
+// can ever hold, even as root), the permitted and effective sets to
+// permitted, and the inheritable and ambient sets to nothing. It is how
+// PID 1 gives up, after lockdown, what it no longer needs: a uid-0 program
+// started afterwards holds at most bounding.
+//
+// It uses syscall.AllThreadsSyscall, so the binary must be built without
+// cgo (it returns ENOTSUP otherwise). permitted must be a subset of the
+// current permitted set.
+func LimitProcess(bounding, permitted []int) error {
+	keep := map[int]bool{}
+	for _, c := range bounding {
+		keep[c] = true
+	}
+	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		if keep[c] {
+			continue
+		}
+		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != unix.EINVAL {
+			return fmt.Errorf("drop capability %d from bounding set: %w", c, e)
+		}
+	}
+	if _, _, e := syscall.AllThreadsSyscall6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0); e != 0 && e != unix.EINVAL {
+		return fmt.Errorf("clear ambient capabilities: %w", e)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	for _, c := range permitted {
+		m := uint32(1) << uint(c%32)
+		data[c/32].Permitted |= m
+		data[c/32].Effective |= m
+	}
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("capset: %w", e)
 	}
 	return nil
 }

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,6 +36,52 @@ func TestMain(m *testing.M) {
 		err := BecomeAndExec(65534, 65534, []int{unix.CAP_LINUX_IMMUTABLE}, "/proc/self/exe", os.Args, env)
 		fmt.Fprintln(os.Stderr, "BecomeAndExec:", err)
 		os.Exit(3)
+	case "limit":
+		// Busy threads first, so that the limit must reach threads other
+		// than the caller's.
+		stop := make(chan struct{})
+		for i := 0; i < 4; i++ {
+			go func() {
+				runtime.LockOSThread()
+				<-stop
+			}()
+		}
+		time.Sleep(50 * time.Millisecond)
+		err := LimitProcess([]int{unix.CAP_SETUID, unix.CAP_SETGID}, []int{unix.CAP_SETUID, unix.CAP_SYS_BOOT})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "LimitProcess:", err)
+			os.Exit(3)
+		}
+		tasks, _ := os.ReadDir("/proc/self/task")
+		seen := map[string]bool{}
+		for _, t := range tasks {
+			b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/status")
+			if err != nil {
+				os.Exit(4)
+			}
+			var line []string
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, "Cap") {
+					line = append(line, l)
+				}
+			}
+			seen[strings.Join(line, " ")] = true
+		}
+		if len(tasks) < 5 {
+			fmt.Fprintln(os.Stderr, "only", len(tasks), "threads")
+			os.Exit(6)
+		}
+		for l := range seen {
+			fmt.Println(l)
+		}
+		// A uid-0 program started now holds at most the bounding set.
+		out, err := exec.Command("grep", "-E", "CapPrm|CapBnd", "/proc/self/status").Output()
+		if err != nil {
+			os.Exit(5)
+		}
+		fmt.Print(string(out))
+		close(stop)
+		os.Exit(0)
 	case "report":
 		s, err := Read(0)
 		if err != nil {
@@ -131,5 +179,26 @@ func TestBecomeAndExec(t *testing.T) {
 	want := fmt.Sprintf("65534 %s %s %s %s\nCapBnd:\t%016s\n", li, li, li, li, li)
 	if string(out) != want {
 		t.Fatalf("child reports %q, want %q", out, want)
+	}
+}
+
+func TestLimitProcess(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test must run as root")
+	}
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=limit")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	bnd := uint64(1)<<unix.CAP_SETUID | uint64(1)<<unix.CAP_SETGID
+	prm := uint64(1)<<unix.CAP_SETUID | uint64(1)<<unix.CAP_SYS_BOOT
+	// Every thread the same; then the uid-0 grandchild: permitted is the
+	// bounding set (it lost CAP_SYS_BOOT, which only the parent kept).
+	want := fmt.Sprintf("CapInh:\t%016x CapPrm:\t%016x CapEff:\t%016x CapBnd:\t%016x CapAmb:\t%016x\nCapPrm:\t%016x\nCapBnd:\t%016x\n",
+		0, prm, prm, bnd, 0, bnd, bnd)
+	if string(out) != want {
+		t.Fatalf("child reports\n%s\nwant\n%s", out, want)
 	}
 }

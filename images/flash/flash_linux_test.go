@@ -334,7 +334,7 @@ func TestMountedDevs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct{ dev, want string }{{"8:1", "/"}, {"0:5", "/dev"}, {"7:3", `/mnt/a\040b`}, {"8:2", ""}}
+	tests := []struct{ dev, want string }{{"8:1", "/"}, {"0:5", "/dev"}, {"7:3", "/mnt/a b"}, {"8:2", ""}}
 	for _, tt := range tests {
 		if got := m[tt.dev]; got != tt.want {
 			t.Errorf("MountedDevices[%s] = %q, want %q", tt.dev, got, tt.want)

@@ -64,6 +64,10 @@ type Config struct {
 	// Accel is "auto" (KVM if usable, else TCG), "kvm" or "tcg".
 	Accel        string
 	DataDiskSize int64
+	// RTCBase, when set, is QEMU's -rtc base= (a UTC time such as
+	// "2036-11-22T10:00:00"): the guest's hardware clock starts there.
+	// Tests use it to move the wall clock while the TPM clock runs on.
+	RTCBase string
 	// Console receives the serial console's text for a person; nil
 	// discards it.
 	Console io.Writer
@@ -306,6 +310,9 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 		"-chardev", "socket,id=ser0,path=" + v.SerialSocket + ",server=on,wait=off,logfile=" + v.SerialLog,
 		"-serial", "chardev:ser0",
 		"-monitor", "unix:" + v.Monitor + ",server=on,wait=off",
+	}
+	if c.RTCBase != "" {
+		args = append(args, "-rtc", "base="+c.RTCBase)
 	}
 	for i := range 2 {
 		args = append(args,

@@ -7,6 +7,7 @@ import (
 	"io"
 	stdlog "log"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ func main() {
 		os.Exit(appliance.RunRole(role))
 	}
 	start := time.Now()
+	ignoreKillingSignals()
 	libinit.CreateRootfs()
 	libinit.SetEnv()
 	ctx := context.Background()
@@ -52,6 +54,24 @@ func main() {
 		fmt.Fprintf(os.Stderr, "holdfast-init: %v; retrying in %s\n", err, retryDelay)
 		time.Sleep(retryDelay)
 	}
+}
+
+// ignoreKillingSignals ignores every signal whose Go default would end
+// PID 1 (and with it the kernel): the kernel delivers to init only the
+// signals it handles, so a uid-0 intruder's kill(1, SIGTERM) is dropped.
+// SIGSEGV, SIGBUS and SIGFPE keep Go's handler (it turns faults into
+// panics that runRecovered catches, and ignores them when sent by kill);
+// SIGCHLD and SIGURG (goroutine preemption) are Go's own.
+func ignoreKillingSignals() {
+	var sigs []os.Signal
+	for s := unix.Signal(1); s <= 31; s++ {
+		switch s {
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGSEGV, unix.SIGBUS, unix.SIGFPE, unix.SIGCHLD, unix.SIGURG:
+			continue
+		}
+		sigs = append(sigs, s)
+	}
+	signal.Ignore(sigs...)
 }
 
 // runRecovered runs run and turns a panic into an error: if PID 1 exits,

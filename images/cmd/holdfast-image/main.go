@@ -45,6 +45,7 @@ func run(ctx context.Context, log hclog.Logger, args []string) error {
 	board := fs.String("board", "qemu-x86_64", "board name: "+fmt.Sprint(boards.Names()))
 	out := fs.String("out", "out", "output directory; the image goes to OUT/BOARD/holdfast.img")
 	release := fs.Bool("release", false, "refuse boards that allow the TPM-less test mode")
+	attack := fs.Bool("attack-suite", false, "build a TEST image with the attack suite (init's `attack` command); refused with -release")
 	noCache := fs.Bool("no-cache", false, "rebuild the initramfs even if a cached one matches")
 	accel := fs.String("accel", "auto", "qemu: auto (KVM if usable, else TCG), kvm or tcg")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -62,7 +63,7 @@ func run(ctx context.Context, log hclog.Logger, args []string) error {
 			return fmt.Errorf("working dir: %w", err)
 		}
 		r, err := images.Build(ctx, images.Options{
-			Board: b, OutDir: dir, ModuleDir: wd, Release: *release, NoInitramfsCache: *noCache, Log: log,
+			Board: b, OutDir: dir, ModuleDir: wd, Release: *release, AttackSuite: *attack, NoInitramfsCache: *noCache, Log: log,
 		})
 		if err != nil {
 			return err

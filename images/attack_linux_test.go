@@ -1,0 +1,228 @@
+package images
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/minio/minio-go/v7"
+
+	"github.com/holdfast-appliance/holdfast/boards"
+	"github.com/holdfast-appliance/holdfast/firmware/appliance"
+	"github.com/holdfast-appliance/holdfast/images/qemu"
+	"github.com/holdfast-appliance/holdfast/tools/testminio"
+)
+
+func TestReleaseRefusesAttackSuite(t *testing.T) {
+	b, err := boards.Load("qemu-x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Build(context.Background(), Options{Board: b, OutDir: t.TempDir(), Release: true, AttackSuite: true})
+	if err == nil || !strings.Contains(err.Error(), "attack suite") {
+		t.Fatalf("release build with the attack suite: %v, want a refusal", err)
+	}
+}
+
+// attackLineRE matches one result line of holdfast-attack.
+var attackLineRE = regexp.MustCompile(`^ATTACK (\d+) (\S+) (\S+): (refused|SUCCEEDED|n/a): ?(.*)$`)
+
+type attackRow struct {
+	n                              int
+	category, name, result, detail string
+}
+
+// parseAttack returns the result rows and the SUMMARY line of the suite.
+func parseAttack(out string) ([]attackRow, string) {
+	var rows []attackRow
+	summary := ""
+	for _, l := range strings.Split(strings.ReplaceAll(out, "\r", ""), "\n") {
+		if strings.HasPrefix(l, "ATTACK SUMMARY") {
+			summary = l
+		}
+		m := attackLineRE.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.Atoi(m[1])
+		rows = append(rows, attackRow{n, m[2], m[3], m[4], m[5]})
+	}
+	return rows, summary
+}
+
+// TestAttackSuite boots the TEST image (images.Options.AttackSuite), lets it
+// pull a snapshot, then runs the attack program as uid 0 after lockdown:
+// every technique must be refused and the store unchanged. The VM is then
+// powered off and booted again with its hardware clock ten years ahead:
+// prune must refuse to trust the time (the clock alert shows on the
+// console and in status), nothing is deleted, and the snapshot verifies
+// and reads back byte-identical.
+//
+// HOLDFAST_ATTACK_TABLE=FILE writes the results as the markdown table in
+// docs/lockdown.md.
+func TestAttackSuite(t *testing.T) {
+	b, err := boards.Load("qemu-x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	needTools(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	log := hclog.New(&hclog.LoggerOptions{Name: "attack", Level: hclog.Info, Output: testWriter{t}})
+	out := t.TempDir()
+	start := time.Now()
+	r, err := Build(ctx, Options{Board: b, OutDir: out, ModuleDir: moduleRoot(t), AttackSuite: true, Log: log})
+	if err != nil {
+		t.Fatalf("build test image: %v", err)
+	}
+	t.Logf("test image built in %s (initramfs cached %v)", time.Since(start).Round(time.Second), r.InitrdCached)
+
+	mc := testminio.Start(t)
+	mc.MakeBucket(t, "mail", false)
+	_, port, _ := strings.Cut(mc.Endpoint, ":")
+	objs := map[string][]byte{}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for i := range 30 {
+		data := make([]byte, 500+rnd.IntN(200000))
+		for j := range data {
+			data[j] = byte(rnd.Uint32())
+		}
+		objs[fmt.Sprintf("inbox/%03d.eml", i)] = data
+	}
+	objs["weird/../../escape"] = []byte("hostile key")
+	objs["weird/\xff\xfe not utf-8"] = []byte("hostile key 2")
+	for k, v := range objs {
+		mc.Put(t, "mail", k, v, minio.PutObjectOptions{ContentType: "message/rfc822"})
+	}
+	cfg := fmt.Sprintf(`appliance { name = "holdfast-attack-test" }
+source "mail" {
+  s3 {
+    endpoint   = "10.0.2.2:%s"
+    bucket     = "mail"
+    access_key = %q
+    secret_key = %q
+    tls        = false
+  }
+  schedule = "every 6h"
+  retention {
+    all_for = "14d"
+  }
+}
+`, port, testminio.AccessKey, testminio.SecretKey)
+	state := filepath.Join(out, "vm")
+	// Small data disks, so that the fill-the-disk technique is quick.
+	vmc := qemu.Config{DataDiskSize: 512 << 20}
+
+	g := bootGuestWith(ctx, t, b, r.Image, state, vmc, log)
+	provision(ctx, t, g, r, "holdfast-attack-test", cfg)
+	ids := snapshotIDs(g.run(ctx, "snapshots"))
+	if len(ids) != 1 {
+		t.Fatalf("%d snapshots after the first pull, want 1", len(ids))
+	}
+	for _, l := range strings.Split(g.text.String(), "\n") {
+		if strings.Contains(l, "sysctl not set") || strings.Contains(l, "not unmounted") || strings.Contains(l, "not made immutable") {
+			t.Logf("lockdown: %s", strings.TrimSpace(l))
+		}
+	}
+	for _, bad := range []string{"lockdown: not every mount is read-only", "lockdown: PID 1 keeps capabilities"} {
+		if strings.Contains(g.text.String(), bad) {
+			t.Errorf("the console shows %q", bad)
+		}
+	}
+	want := sums(objs)
+	equalSums(t, "before the attack", objectSums(t, g.run(ctx, "ls", ids[0])), want)
+	procs := g.run(ctx, "processes")
+	if !strings.Contains(procs, "pid=1 ") || !strings.Contains(procs, "cap_bnd=00000000000001c0") {
+		t.Errorf("PID 1 did not cut its bounding set to setgid, setuid, setpcap (0x1c0):\n%s", procs)
+	}
+
+	// The suite.
+	suiteStart := time.Now()
+	res := g.run(ctx, "attack")
+	rows, summary := parseAttack(res)
+	t.Logf("attack suite: %d techniques in %s; %s", len(rows), time.Since(suiteStart).Round(time.Second), summary)
+	tried, seen := 0, map[string]bool{}
+	for _, row := range rows {
+		if seen[row.name] {
+			t.Errorf("technique %s reported twice", row.name)
+		}
+		seen[row.name] = true
+		switch row.result {
+		case "SUCCEEDED":
+			t.Errorf("ATTACK SUCCEEDED: %02d %s %s: %s", row.n, row.category, row.name, row.detail)
+			tried++
+		case "refused":
+			tried++
+		}
+	}
+	if tried < 40 {
+		t.Errorf("only %d techniques were tried (n/a excluded), want at least 40:\n%s", tried, res)
+	}
+	if !strings.Contains(summary, "succeeded=0") || !strings.Contains(summary, "store_changed=false") {
+		t.Errorf("suite summary %q; output:\n%s", summary, res)
+	}
+	if p := os.Getenv("HOLDFAST_ATTACK_TABLE"); p != "" {
+		writeAttackTable(t, p, rows)
+	}
+	// PID 1 is alive and answers; the store is whole.
+	if st := g.run(ctx, "status"); !strings.Contains(st, "phase running") {
+		t.Errorf("status after the attack suite: %s", st)
+	}
+	if v := g.run(ctx, "verify"); !strings.Contains(v, "verify OK") {
+		t.Errorf("verify after the attack suite: %s", v)
+	}
+	equalSums(t, "after the attack", objectSums(t, g.run(ctx, "ls", ids[0])), want)
+	g.run(ctx, "poweroff")
+	select {
+	case <-g.vm.Done():
+	case <-time.After(2 * time.Minute):
+		t.Error("the VM did not power off")
+	}
+	g.stop(ctx)
+
+	// Boot 2, the hardware clock ten years ahead: prune must not trust it.
+	vmc.RTCBase = time.Now().UTC().AddDate(10, 0, 0).Format("2006-01-02T15:04:05")
+	g = bootGuestWith(ctx, t, b, r.Image, state, vmc, log)
+	g.wait(ctx, appliance.ReadyLine)
+	text := g.text.String()
+	for _, w := range []string{"time is not trusted; prune is frozen", "prune frozen: nothing was deleted", "wall clock 20"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("boot with the clock 10 years ahead: the console lacks %q", w)
+		}
+	}
+	if strings.Contains(text, "prune done") {
+		t.Error("prune ran with the clock 10 years ahead")
+	}
+	if st := g.run(ctx, "status"); !strings.Contains(st, "prune frozen") {
+		t.Errorf("status does not show the clock alert:\n%s", st)
+	}
+	if got := snapshotIDs(g.run(ctx, "snapshots")); len(got) != 1 || got[0] != ids[0] {
+		t.Errorf("snapshots after the clock jump: %v, want %v", got, ids)
+	}
+	if v := g.run(ctx, "verify"); !strings.Contains(v, "verify OK") {
+		t.Errorf("verify after the clock jump: %s", v)
+	}
+	equalSums(t, "after the clock jump", objectSums(t, g.run(ctx, "ls", ids[0])), want)
+	g.stop(ctx)
+	t.Logf("attack suite test in %s", time.Since(start).Round(time.Second))
+}
+
+// writeAttackTable writes the suite's results as a markdown table.
+func writeAttackTable(t *testing.T, p string, rows []attackRow) {
+	var b strings.Builder
+	b.WriteString("| # | category | technique | result | what the kernel or the design answered |\n|---|---|---|---|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s |\n", r.n, r.category, r.name, r.result, strings.ReplaceAll(r.detail, "|", `\|`))
+	}
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Errorf("attack table: %v", err)
+	}
+}
