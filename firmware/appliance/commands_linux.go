@@ -29,6 +29,8 @@ import (
 //	| extend SNAPSHOT 90d   | lengthens a snapshot's retention (never shortens)         |
 //	| hold SNAPSHOT         | puts a snapshot under legal hold                          |
 //	| pull [SOURCE...]      | pulls now (every source, or those named), then reports   |
+//	| restore SNAPSHOT      | restores to a target of the config, with progress (see    |
+//	|   TARGET [PREFIX]     | restore_linux.go); --object KEY restores one object       |
 //	| sockets               | listening TCP/UDP/raw/unix sockets (none is expected)     |
 //	| processes             | every process with its uid and capabilities               |
 //	| anchor-clock          | the operator vouches for the wall clock: re-anchors the   |
@@ -45,6 +47,11 @@ const helpText = `commands:
   extend SNAPSHOT PERIOD lengthen a snapshot's retention (e.g. 90d)
   hold SNAPSHOT          put a snapshot under legal hold
   pull [SOURCE...]       pull now and report the snapshots
+  restore SNAPSHOT TARGET [PREFIX]
+                         restore a snapshot (or the objects under PREFIX) to a
+                         target of the config; the receipt is checked first
+  restore SNAPSHOT TARGET --object KEY
+                         restore one object ("quoted" keys as ls prints them)
   sockets                listening sockets (none is expected)
   processes              processes with their uid and capabilities
   anchor-clock           vouch for the wall clock shown by status (unfreezes prune)
@@ -87,6 +94,8 @@ func (a *appliance) command(ctx context.Context, cmd console.Command, out io.Wri
 		return errors.New("the box is not in safe mode: nothing to unlock")
 	case "pull":
 		return a.pullNow(ctx, cmd.Args, out)
+	case "restore":
+		return a.restore(ctx, cmd.Args, out)
 	case "poweroff":
 		fmt.Fprint(out, "powering off\r\n")
 		go func() {

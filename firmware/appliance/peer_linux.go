@@ -23,6 +23,10 @@ import (
 //	| sign    | worker| snapshot, digest                          | receipt, err         |
 //	| status  | worker| source, status (after a scheduled pull)   | none                 |
 //	| alert   | worker| text                                      | none                 |
+//	| restore | PID 1 | snapshot, target, prefix, exact,          | restore, err         |
+//	|         |       | receipt_key (restore_linux.go)            |                      |
+//	| restore-| PID 1 | none; asked once a second while a restore | restore, err         |
+//	| progress|       | runs                                      |                      |
 //
 // Limits: a message is at most maxMessage bytes; the worker trusts PID 1,
 // and PID 1 treats what the worker says as data only (it never acts on a
@@ -46,6 +50,13 @@ type message struct {
 	Receipt  []byte      `json:"receipt,omitempty"`
 	Status   *pullStatus `json:"status,omitempty"`
 	Text     string      `json:"text,omitempty"`
+	// restore and restore-progress (restore_linux.go). Prefix is bytes,
+	// not a string, because JSON would mangle a key that is not UTF-8.
+	Target     string         `json:"target,omitempty"`
+	Prefix     []byte         `json:"prefix,omitempty"`
+	Exact      bool           `json:"exact,omitempty"`
+	ReceiptKey []byte         `json:"receipt_key,omitempty"`
+	Restore    *restoreReport `json:"restore,omitempty"`
 }
 
 const maxMessage = 1 << 20

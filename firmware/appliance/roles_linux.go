@@ -178,6 +178,8 @@ type worker struct {
 	// out sends alerts by mail and webhook when the config says so;
 	// nil logs them only.
 	out *alert.Dispatcher
+	// restores is the running console restore (restore_linux.go).
+	restores restoreState
 }
 
 func runWorker(log hclog.Logger) error {
@@ -267,6 +269,8 @@ func (w *worker) handle(m message) *message {
 		}
 		defer st.Close()
 		return &message{Err: errString(st.Extend(m.Snapshot, m.Until, m.Hold, m.Reason))}
+	case "restore", "restore-progress":
+		return w.restoreOp(m) // restore_linux.go
 	}
 	return &message{Err: fmt.Sprintf("unknown op %q", m.Op)}
 }

@@ -253,6 +253,11 @@ func (w *outputWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Flush sends what is buffered now, without waiting for a full frame: a
+// long-running command calls it after each progress line, so the host sees
+// progress as it happens.
+func (w *outputWriter) Flush() error { return w.flush() }
+
 func (w *outputWriter) flush() error {
 	for w.buf.Len() > 0 && w.err == nil {
 		w.send()

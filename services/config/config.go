@@ -5,7 +5,8 @@
 // documented in docs/config.md.
 //
 // An optional export block turns on the read-only S3 export of the store
-// (services/export); without it the appliance listens on no port.
+// (services/export); without it the appliance listens on no port. Target
+// blocks name the S3 buckets a console restore may write to (target.go).
 //
 // Every value is validated when the file is loaded; an error is an
 // hcl.Diagnostics that names the file, the line and the field. Secrets (the
@@ -64,6 +65,9 @@ type File struct {
 	// Export is the read-only S3 export; nil (the default) means off (see
 	// export.go and docs/config.md).
 	Export *Export
+	// Targets are the S3 buckets the console's restore command may write
+	// to (see target.go and docs/config.md); none by default.
+	Targets []Target
 }
 
 // Source returns the source called name.
@@ -203,6 +207,7 @@ type fileHCL struct {
 	Sources   []sourceHCL   `hcl:"source,block"`
 	Alerts    *alertsHCL    `hcl:"alerts,block"`
 	Export    *exportHCL    `hcl:"export,block"`
+	Targets   []targetHCL   `hcl:"target,block"`
 }
 
 type applianceHCL struct {
@@ -408,6 +413,7 @@ func (v *validator) convert(raw *fileHCL) *File {
 	if raw.Export != nil {
 		out.Export = v.export(raw.Export)
 	}
+	out.Targets = v.targets(raw.Targets)
 	return out
 }
 
@@ -438,7 +444,7 @@ func (v *validator) source(rs *sourceHCL) Source {
 			Subject: rs.DefRange.Ptr(),
 		})
 	} else {
-		s.S3 = v.s3(rs.Name, rs.S3)
+		s.S3 = v.s3(fmt.Sprintf("source %q", rs.Name), rs.S3)
 	}
 	every, err := ParseSchedule(rs.Schedule)
 	if err != nil {
@@ -480,7 +486,9 @@ func (v *validator) source(rs *sourceHCL) Source {
 
 var bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 
-func (v *validator) s3(name string, r *s3HCL) S3 {
+// s3 checks an s3 block; owner names its block in errors (source "x",
+// target "y").
+func (v *validator) s3(owner string, r *s3HCL) S3 {
 	s := S3{
 		Endpoint: r.Endpoint, Bucket: r.Bucket, AccessKey: r.AccessKey, SecretKey: Secret(r.SecretKey),
 		TLS: true, CheckETagMD5: true,
@@ -498,21 +506,21 @@ func (v *validator) s3(name string, r *s3HCL) S3 {
 		s.CheckETagMD5 = *r.CheckETagMD5
 	}
 	if err := checkEndpoint(r.Endpoint); err != nil {
-		v.errf(r.Body, "endpoint", `Invalid value for "endpoint"`, "source %q: %v", name, err)
+		v.errf(r.Body, "endpoint", `Invalid value for "endpoint"`, "%s: %v", owner, err)
 	}
 	if !bucketRE.MatchString(r.Bucket) || strings.Contains(r.Bucket, "..") || net.ParseIP(r.Bucket) != nil {
 		v.errf(r.Body, "bucket", `Invalid value for "bucket"`,
-			"source %q: bucket %q: want 3 to 63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit", name, r.Bucket)
+			"%s: bucket %q: want 3 to 63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit", owner, r.Bucket)
 	}
 	if len(s.Prefix) > 1024 {
-		v.errf(r.Body, "prefix", `Invalid value for "prefix"`, "source %q: prefix is %d bytes, S3 keys are at most 1024", name, len(s.Prefix))
+		v.errf(r.Body, "prefix", `Invalid value for "prefix"`, "%s: prefix is %d bytes, S3 keys are at most 1024", owner, len(s.Prefix))
 	}
 	if strings.TrimSpace(r.AccessKey) == "" {
-		v.errf(r.Body, "access_key", `Invalid value for "access_key"`, "source %q: access_key is empty", name)
+		v.errf(r.Body, "access_key", `Invalid value for "access_key"`, "%s: access_key is empty", owner)
 	}
 	if r.SecretKey == "" {
 		// Never echo the secret, not even in an error.
-		v.errf(r.Body, "secret_key", `Invalid value for "secret_key"`, "source %q: secret_key is empty", name)
+		v.errf(r.Body, "secret_key", `Invalid value for "secret_key"`, "%s: secret_key is empty", owner)
 	}
 	if r.CABundle != nil && *r.CABundle != "" {
 		p := *r.CABundle
@@ -523,11 +531,11 @@ func (v *validator) s3(name string, r *s3HCL) S3 {
 		pem, err := readCABundle(p)
 		switch {
 		case err != nil:
-			v.errf(r.Body, "ca_bundle", `Invalid value for "ca_bundle"`, "source %q: %v", name, err)
+			v.errf(r.Body, "ca_bundle", `Invalid value for "ca_bundle"`, "%s: %v", owner, err)
 		case !s.TLS:
-			v.errf(r.Body, "ca_bundle", `Invalid value for "ca_bundle"`, "source %q: a CA bundle needs tls = true", name)
+			v.errf(r.Body, "ca_bundle", `Invalid value for "ca_bundle"`, "%s: a CA bundle needs tls = true", owner)
 		case !x509.NewCertPool().AppendCertsFromPEM(pem):
-			v.errf(r.Body, "ca_bundle", `Invalid value for "ca_bundle"`, "source %q: %s holds no PEM certificate", name, p)
+			v.errf(r.Body, "ca_bundle", `Invalid value for "ca_bundle"`, "%s: %s holds no PEM certificate", owner, p)
 		default:
 			s.CAPEM = bytes.Clone(pem)
 		}

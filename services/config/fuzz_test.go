@@ -74,6 +74,18 @@ appliance { name = "x" }
 	}
 	f.Add(`{"appliance": {"name": "hf"}, "source": {"s": {"s3": {"endpoint": "h", "bucket": "bkt", "access_key": "a", "secret_key": "b"}, "schedule": "every 1d", "retention": {"all_for": "1y6m"}, "parallel": 64}}}`, true)
 	f.Add(`{"appliance": [{"name": "hf"}, {"name": "hg"}], "source": []}`, true)
+	f.Add(issueExample+`target "t" {
+  s3 {
+    endpoint   = "h:9000"
+    bucket     = "bkt"
+    prefix     = "r/"
+    access_key = "a"
+    secret_key = "b"
+    ca_bundle  = "ca.pem"
+  }
+}
+target "t" { s3 { } }
+`, false)
 
 	f.Fuzz(func(t *testing.T, src string, json bool) {
 		name := filepath.Join(dir, "cfg.hcl")
@@ -182,6 +194,21 @@ func checkInvariants(f *File, path string) error {
 	if f.Alerts != nil {
 		if err := checkAlerts(f.Alerts); err != nil {
 			return fmt.Errorf("alerts: %w", err)
+		}
+	}
+	targets := map[string]bool{}
+	for _, tg := range f.Targets {
+		// A target's s3 block is held to a source's rules.
+		if err := checkSource(Source{Name: tg.Name, S3: tg.S3, Schedule: Schedule{Every: MinScheduleInterval}, Parallel: 1,
+			MassChangeThreshold: 1, Limits: Limits{MaxObjectSize: 1, MaxObjectsPerPull: 1, Quota: 1}, Retention: Retention{Forever: true}}); err != nil {
+			return fmt.Errorf("target %q: %w", tg.Name, err)
+		}
+		if targets[tg.Name] || tg.S3.CheckETagMD5 {
+			return fmt.Errorf("target %q twice, or with an ETag check", tg.Name)
+		}
+		targets[tg.Name] = true
+		if got, ok := f.Target(tg.Name); !ok || got.Name != tg.Name {
+			return fmt.Errorf("Target(%q) does not find it", tg.Name)
 		}
 	}
 	return nil

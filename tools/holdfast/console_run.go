@@ -13,7 +13,8 @@ import (
 )
 
 // consoleRunCmds are the console subcommands that run one appliance
-// command: "status" and the general "run".
+// command: "status", the general "run", and "restore"
+// (console_restore.go). Output is printed as each OUTPUT frame arrives.
 func (a *app) consoleRunCmds(cf *consoleFlags) []*cobra.Command {
 	var timeout time.Duration
 	status := &cobra.Command{
@@ -31,9 +32,10 @@ func (a *app) consoleRunCmds(cf *consoleFlags) []*cobra.Command {
 		Short: "Run a console command on the appliance (help lists them)",
 		Long: `run sends one command to the appliance over the serial line and prints its
 output: help, status, snapshots, ls SNAPSHOT [PREFIX], verify, pull [SOURCE],
-format SERIAL, extend SNAPSHOT PERIOD, hold SNAPSHOT, and in safe mode
-unlock RECOVERY-KEY. The same commands can be typed at the console itself.
-Exit status 1 when the appliance reports that the command failed.`,
+format SERIAL, extend SNAPSHOT PERIOD, hold SNAPSHOT, restore (see
+"holdfast console restore"), and in safe mode unlock RECOVERY-KEY. The same
+commands can be typed at the console itself. Exit status 1 when the
+appliance reports that the command failed.`,
 		Example: `  holdfast console run --port out/qemu-x86_64/vm/serial.sock snapshots
   holdfast console run --port /dev/ttyUSB0 extend 20261122T074938Z-2256721f 1y`,
 		Args: usageArgs(cobra.MinimumNArgs(1)),
@@ -42,7 +44,7 @@ Exit status 1 when the appliance reports that the command failed.`,
 		},
 	}
 	run.Flags().DurationVar(&runTimeout, "timeout", 30*time.Minute, "give up after this long (verify and pull can take a while)")
-	return []*cobra.Command{status, run}
+	return []*cobra.Command{status, run, a.consoleRestoreCmd(cf)}
 }
 
 func (a *app) consoleRun(ctx context.Context, cf *consoleFlags, timeout time.Duration, c console.Command) error {

@@ -1,0 +1,422 @@
+package appliance
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/holdfast-appliance/holdfast/firmware/receipt"
+	"github.com/holdfast-appliance/holdfast/firmware/tpm"
+	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/restore"
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// Restore to S3 from the console:
+//
+//	restore SNAPSHOT TARGET [PREFIX]       every object, or those under PREFIX
+//	restore SNAPSHOT TARGET --object KEY   one object
+//
+// TARGET is a target block of the sealed config. A PREFIX or KEY that
+// starts with a double quote is a Go-quoted string, the form ls prints keys
+// in (so "a b\n" or "\xff" can be given); anything else is taken as it is.
+// A typed line is split on white space, so the words of a quoted key are
+// joined with one space: write \t, \n or \x20 inside the quotes for other
+// white space. `holdfast console restore` always sends the key quoted.
+//
+// PID 1 never touches the network: it reads the receipt key from the TPM
+// and sends the worker one "restore" request; the worker (uid 1000, no
+// capabilities) opens a read-only store handle, verifies the snapshot's
+// signed receipt against that key and the manifest, and runs restore.ToS3
+// (every chunk checked; see services/restore) in the goroutine the control
+// channel gave the request. The handle is read-only and the worker's
+// writer lock is not taken, so scheduled pulls go on meanwhile. While the
+// request runs PID 1 asks the worker once a second how far it got
+// ("restore-progress") and prints a line when that changed, then a
+// summary:
+//
+//	restore: snapshot 2026…-0011aabb, all objects, to target "offsite" (s3.example.net:443 bucket "rescue" prefix "")
+//	restore: receipt OK (manifest sha256 6f1c…); 352 objects, 130.0 MiB to write
+//	restore: 120/352 objects, 45.1/130.0 MiB
+//	restore: done: 352 objects, 130.0 MiB of snapshot 2026…-0011aabb (source "mail") to target "offsite" in 41s; skipped 2 key(s) deleted at the source; receipt verified (manifest sha256 6f1c…)
+//
+// Limits: one restore at a time (the worker refuses a second); the console
+// answers one command at a time, so it waits for the restore to end, and
+// a restore cannot be stopped from the console. Each progress line is
+// flushed as its own OUTPUT frame, so `holdfast console restore` shows it
+// as it happens. Objects written before a failure stay in the bucket.
+
+// restoreUsage is the error for a malformed restore command.
+const restoreUsage = `usage: restore SNAPSHOT TARGET [PREFIX] | restore SNAPSHOT TARGET --object KEY (a PREFIX or KEY starting with " is Go-quoted, as ls prints keys)`
+
+// restoreArgs is a parsed restore command.
+type restoreArgs struct {
+	snapshot, target string
+	prefix           string // with exact: the key
+	exact            bool
+}
+
+// parseRestoreArgs reads the arguments of the restore command.
+func parseRestoreArgs(args []string) (restoreArgs, error) {
+	if len(args) < 2 {
+		return restoreArgs{}, errors.New(restoreUsage)
+	}
+	r := restoreArgs{snapshot: args[0], target: args[1]}
+	rest := args[2:]
+	if len(rest) > 0 && rest[0] == "--object" {
+		r.exact, rest = true, rest[1:]
+		if len(rest) == 0 {
+			return restoreArgs{}, fmt.Errorf("--object needs a KEY; %s", restoreUsage)
+		}
+	} else if len(rest) > 0 && strings.HasPrefix(rest[0], "--") {
+		return restoreArgs{}, fmt.Errorf("unknown option %q (to restore a prefix that starts with --, quote it); %s", rest[0], restoreUsage)
+	}
+	if len(rest) == 0 {
+		return r, nil
+	}
+	k, err := keyArg(rest)
+	if err != nil {
+		return restoreArgs{}, err
+	}
+	if r.exact && k == "" {
+		return restoreArgs{}, errors.New("--object needs a non-empty KEY")
+	}
+	r.prefix = k
+	return r, nil
+}
+
+// keyArg reads a PREFIX or KEY: Go-quoted when it starts with a double
+// quote (the words of a typed line joined with one space), else literal.
+func keyArg(words []string) (string, error) {
+	if !strings.HasPrefix(words[0], `"`) {
+		if len(words) > 1 {
+			return "", fmt.Errorf("%d words after TARGET: put a PREFIX or KEY with spaces in double quotes, e.g. \"my key\" (Go syntax, as ls prints keys)", len(words))
+		}
+		return words[0], nil
+	}
+	q := strings.Join(words, " ")
+	k, err := strconv.Unquote(q)
+	if err != nil {
+		return "", fmt.Errorf("%s is not a Go-quoted string (escape \" and \\ inside it with a backslash): %w", strconv.Quote(q), err)
+	}
+	return k, nil
+}
+
+// restoreReport is how far a restore got: the reply to "restore" and to
+// "restore-progress" on the control channel.
+type restoreReport struct {
+	Snapshot string `json:"snapshot"`
+	Target   string `json:"target"`
+	Source   string `json:"source,omitempty"` // the snapshot's source
+	// Receipt is the hex SHA-256 of the manifest the verified receipt
+	// signs; "" until the receipt is verified.
+	Receipt       string `json:"receipt,omitempty"`
+	Objects       int    `json:"objects"`
+	TotalObjects  int    `json:"total_objects"`
+	Bytes         int64  `json:"bytes"`
+	TotalBytes    int64  `json:"total_bytes"`
+	DeleteMarkers int    `json:"delete_markers,omitempty"` // keys skipped: deleted at the source
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<20)) }
+
+// progressLine is the console line for a running restore.
+func (r restoreReport) progressLine() string {
+	return fmt.Sprintf("restore: %d/%d objects, %s/%s MiB", r.Objects, r.TotalObjects, mib(r.Bytes), mib(r.TotalBytes))
+}
+
+// --- PID 1 -------------------------------------------------------------------
+
+// restore is the console's restore command.
+func (a *appliance) restore(ctx context.Context, args []string, out io.Writer) error {
+	ra, err := parseRestoreArgs(args)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	cfg, w, t := a.cfg, a.worker, a.tpm
+	a.mu.Unlock()
+	if cfg == nil || w == nil {
+		return errors.New("restore needs a config and a running worker")
+	}
+	tg, ok := cfg.Target(ra.target)
+	if !ok {
+		return unknownTarget(cfg, ra.target)
+	}
+	if t == nil {
+		return errors.New("no TPM: the snapshot's receipt cannot be checked, so nothing is restored")
+	}
+	pub, err := (&tpm.Signer{TPM: t}).PublicKeyPEM(ctx)
+	if err != nil {
+		return fmt.Errorf("receipt key from the TPM: %w", err)
+	}
+	what := "all objects"
+	switch {
+	case ra.exact:
+		what = "object " + strconv.Quote(ra.prefix)
+	case ra.prefix != "":
+		what = "objects under " + strconv.Quote(ra.prefix)
+	}
+	fmt.Fprintf(out, "restore: snapshot %s, %s, to target %q (%s bucket %q prefix %q)\r\n",
+		ra.snapshot, what, tg.Name, tg.S3.Endpoint, tg.S3.Bucket, tg.S3.Prefix)
+	a.log.Info("restore started at the console", "snapshot", ra.snapshot, "target", tg.Name, "what", what)
+	err = followRestore(ctx, w, message{Op: "restore", Snapshot: ra.snapshot, Target: ra.target,
+		Prefix: []byte(ra.prefix), Exact: ra.exact, ReceiptKey: pub}, out, time.Second)
+	if err != nil {
+		a.log.Error("restore failed", "snapshot", ra.snapshot, "target", tg.Name, "error", err)
+	}
+	return err
+}
+
+func unknownTarget(cfg *config.File, name string) error {
+	if len(cfg.Targets) == 0 {
+		return fmt.Errorf("no target %q: the config has no target blocks (docs/config.md)", name)
+	}
+	names := make([]string, 0, len(cfg.Targets))
+	for _, t := range cfg.Targets {
+		names = append(names, t.Name)
+	}
+	return fmt.Errorf("no target %q in the config (targets: %s)", name, strings.Join(names, ", "))
+}
+
+// followRestore sends the restore request req to the worker and, until it
+// answers, asks every `every` how far it got, writing a line to out when
+// that changed; then it writes the summary.
+func followRestore(ctx context.Context, w *peer, req message, out io.Writer, every time.Duration) error {
+	start := time.Now()
+	type answer struct {
+		m   message
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		m, err := w.call(ctx, req)
+		done <- answer{m, err}
+	}()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var last restoreReport
+	for {
+		select {
+		case a := <-done:
+			return restoreSummary(req, a.m.Restore, a.err, last, time.Since(start), out)
+		case <-tick.C:
+			r, err := w.call(ctx, message{Op: "restore-progress"})
+			if err != nil || r.Restore == nil || r.Restore.Snapshot != req.Snapshot || r.Restore.Target != req.Target {
+				continue // not started yet, or just ended
+			}
+			p := *r.Restore
+			if p.Receipt != "" && last.Receipt == "" {
+				fmt.Fprintf(out, "restore: receipt OK (manifest sha256 %s); %d objects, %s MiB to write\r\n", hexOrQuoted(p.Receipt), p.TotalObjects, mib(p.TotalBytes))
+			}
+			if p.Receipt != "" && (p.Objects != last.Objects || p.Bytes != last.Bytes || last.Receipt == "") {
+				fmt.Fprintf(out, "%s\r\n", p.progressLine())
+				flush(out)
+			}
+			last = p
+		}
+	}
+}
+
+// hexOrQuoted returns a digest the worker reported as it is when it is
+// hex, else Go-quoted: what the worker says is data, and must not be able
+// to drive the operator's terminal.
+func hexOrQuoted(s string) string {
+	if _, err := hex.DecodeString(s); err == nil {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// restoreSummary writes the last line of the restore req and returns its
+// error.
+func restoreSummary(req message, r *restoreReport, err error, last restoreReport, took time.Duration, out io.Writer) error {
+	if err != nil {
+		if r != nil && r.Objects > 0 {
+			fmt.Fprintf(out, "restore: stopped after %d/%d objects, %s/%s MiB; the objects written stay in the bucket\r\n",
+				r.Objects, r.TotalObjects, mib(r.Bytes), mib(r.TotalBytes))
+		}
+		return err
+	}
+	if r == nil {
+		return errors.New("restore: the worker sent no result")
+	}
+	if last.Receipt == "" || last.Objects != r.Objects {
+		fmt.Fprintf(out, "%s\r\n", r.progressLine())
+	}
+	fmt.Fprintf(out, "restore: done: %d objects, %s MiB of snapshot %s (source %q) to target %q in %s; skipped %d key(s) deleted at the source; receipt verified (manifest sha256 %s)\r\n",
+		r.Objects, mib(r.Bytes), req.Snapshot, r.Source, req.Target, took.Round(time.Second), r.DeleteMarkers, hexOrQuoted(r.Receipt))
+	return nil
+}
+
+// --- worker --------------------------------------------------------------------
+
+// restoreState is the worker's running restore, if any. The zero value is
+// ready.
+type restoreState struct {
+	mu  sync.Mutex
+	cur *restoreReport
+}
+
+// begin records a new running restore, or says which one runs already.
+func (s *restoreState) begin(r restoreReport) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.cur; c != nil {
+		return fmt.Errorf("a restore is already running (snapshot %s to target %q, %d/%d objects)", c.Snapshot, c.Target, c.Objects, c.TotalObjects)
+	}
+	s.cur = &r
+	return nil
+}
+
+func (s *restoreState) set(r restoreReport) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil {
+		*s.cur = r
+	}
+}
+
+func (s *restoreState) get() (restoreReport, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return restoreReport{}, false
+	}
+	return *s.cur, true
+}
+
+func (s *restoreState) end() {
+	s.mu.Lock()
+	s.cur = nil
+	s.mu.Unlock()
+}
+
+// restoreRequest is what PID 1 asks the worker to restore.
+type restoreRequest struct {
+	Snapshot, Target string
+	Prefix           string // with Exact: the key
+	Exact            bool
+	ReceiptKey       []byte // PEM PKIX: the TPM's receipt key
+	// Options tune restore.ToS3 (tests); Exact, Logger and Progress are
+	// set by restoreSnapshot.
+	Options restore.Options
+}
+
+// restoreOp answers the control channel's "restore" and
+// "restore-progress" requests. The peer runs each request in its own
+// goroutine, so a restore runs beside scheduled pulls.
+func (w *worker) restoreOp(m message) *message {
+	if w.cfg == nil {
+		return &message{Err: "the worker is not initialised"}
+	}
+	if m.Op == "restore-progress" {
+		r, ok := w.restores.get()
+		if !ok {
+			return &message{Err: "no restore is running"}
+		}
+		return &message{Restore: &r}
+	}
+	req := restoreRequest{Snapshot: m.Snapshot, Target: m.Target, Prefix: string(m.Prefix), Exact: m.Exact, ReceiptKey: m.ReceiptKey}
+	if err := w.restores.begin(restoreReport{Snapshot: req.Snapshot, Target: req.Target}); err != nil {
+		return &message{Err: err.Error()}
+	}
+	defer w.restores.end()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if w.peer != nil {
+		go func() {
+			select {
+			case <-w.peer.closed:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	r, err := w.restoreSnapshot(ctx, req, w.restores.set)
+	return &message{Restore: r, Err: errString(err)}
+}
+
+// restoreSnapshot checks the snapshot's receipt and restores it (or its
+// objects under a prefix, or one object) to a target of the config,
+// calling progress once the receipt is verified and after every object.
+// On an error after the receipt check it returns how far it got.
+func (w *worker) restoreSnapshot(ctx context.Context, req restoreRequest, progress func(restoreReport)) (*restoreReport, error) {
+	tg, ok := w.cfg.Target(req.Target)
+	if !ok {
+		return nil, unknownTarget(w.cfg, req.Target)
+	}
+	if len(req.ReceiptKey) == 0 {
+		return nil, errors.New("no receipt key: every restore checks the snapshot's receipt")
+	}
+	pub, err := receipt.ParsePublicKeyPEM(req.ReceiptKey)
+	if err != nil {
+		return nil, fmt.Errorf("receipt key: %w", err)
+	}
+	log := w.log.Named("restore")
+	st, err := store.Open(ctx, w.dir, store.StaticKey(w.master), store.Options{ReadOnly: true, Logger: w.log.Named("reader")})
+	if err != nil {
+		return nil, fmt.Errorf("open the store read-only: %w", err)
+	}
+	defer st.Close()
+	m, err := st.ReadManifest(req.Snapshot)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("no snapshot %q in the store (the snapshots command lists them)", req.Snapshot)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", req.Snapshot, err)
+	}
+	rc, err := restore.VerifyReceipt(st, req.Snapshot, pub)
+	if err != nil {
+		log.Error("restore refused: receipt check failed", "snapshot", req.Snapshot, "error", err)
+		return nil, fmt.Errorf("refused, nothing was written: %w", err)
+	}
+	objs, deleted := restore.Select(m, req.Prefix, req.Exact)
+	switch {
+	case len(objs) == 0 && req.Exact:
+		return nil, fmt.Errorf("snapshot %s holds no object %q (or it was deleted at the source)", req.Snapshot, req.Prefix)
+	case len(objs) == 0 && req.Prefix != "":
+		return nil, fmt.Errorf("snapshot %s holds no object under %q", req.Snapshot, req.Prefix)
+	}
+	rep := restoreReport{Snapshot: req.Snapshot, Target: req.Target, Source: m.Source, Receipt: hex.EncodeToString(rc.ManifestDigest[:]),
+		TotalObjects: len(objs), DeleteMarkers: deleted}
+	for _, o := range objs {
+		rep.TotalBytes += o.Size
+	}
+	progress(rep)
+	log.Info("restore started", "snapshot", req.Snapshot, "source", rep.Source, "target", tg.Name, "endpoint", tg.S3.Endpoint,
+		"bucket", tg.S3.Bucket, "objects", rep.TotalObjects, "bytes", rep.TotalBytes, "receipt", "verified")
+	start := time.Now()
+	o := req.Options
+	o.Exact, o.Logger = req.Exact, log
+	// Progress calls are serialised and all done when ToS3 returns.
+	o.Progress = func(p restore.Progress) {
+		rep.Objects, rep.Bytes = p.Objects, p.Bytes
+		progress(rep)
+	}
+	res, err := restore.ToS3(ctx, st, req.Snapshot, req.Prefix, tg.S3, o)
+	if res != nil {
+		rep.Objects, rep.Bytes, rep.DeleteMarkers = res.Objects, res.Bytes, res.DeleteMarkers
+	}
+	if err != nil {
+		log.Error("restore failed", "snapshot", req.Snapshot, "target", tg.Name, "objects", rep.Objects, "error", err)
+		return &rep, err
+	}
+	log.Info("restore done", "snapshot", req.Snapshot, "target", tg.Name, "objects", rep.Objects, "bytes", rep.Bytes,
+		"took", time.Since(start).Round(time.Millisecond))
+	return &rep, nil
+}
+
+// flush sends buffered console output now when out can (the console's
+// OUTPUT writer buffers a frame's worth otherwise).
+func flush(out io.Writer) {
+	if f, ok := out.(interface{ Flush() error }); ok {
+		_ = f.Flush()
+	}
+}

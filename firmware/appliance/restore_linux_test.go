@@ -1,0 +1,620 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/minio/minio-go/v7"
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/firmware/receipt"
+	"github.com/holdfast-appliance/holdfast/firmware/tpm"
+	"github.com/holdfast-appliance/holdfast/firmware/tpm/tpmtest"
+	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/store"
+	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
+	"github.com/holdfast-appliance/holdfast/tools/testminio"
+)
+
+// These tests need root (storetest: the store seals its files), swtpm
+// (tpmtest) and the pinned MinIO (testminio), as `make test` provides.
+
+func TestParseRestoreArgs(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want restoreArgs
+		err  string // substring; "" means success
+	}{
+		{"whole snapshot", []string{"S", "t"}, restoreArgs{snapshot: "S", target: "t"}, ""},
+		{"prefix", []string{"S", "t", "mail/"}, restoreArgs{snapshot: "S", target: "t", prefix: "mail/"}, ""},
+		{"one object", []string{"S", "t", "--object", "mail/a.eml"}, restoreArgs{snapshot: "S", target: "t", prefix: "mail/a.eml", exact: true}, ""},
+		{"quoted key from the host", []string{"S", "t", "--object", `"a  b\n\xff"`}, restoreArgs{snapshot: "S", target: "t", prefix: "a  b\n\xff", exact: true}, ""},
+		{"quoted key typed (split on spaces)", []string{"S", "t", `"my`, `key\x20\x20x"`}, restoreArgs{snapshot: "S", target: "t", prefix: "my key  x"}, ""},
+		{"quoted empty prefix", []string{"S", "t", `""`}, restoreArgs{snapshot: "S", target: "t"}, ""},
+		{"quoted option-like prefix", []string{"S", "t", `"--object"`}, restoreArgs{snapshot: "S", target: "t", prefix: "--object"}, ""},
+		{"literal quote inside", []string{"S", "t", `a"b`}, restoreArgs{snapshot: "S", target: "t", prefix: `a"b`}, ""},
+		{"no args", nil, restoreArgs{}, "usage: restore SNAPSHOT TARGET"},
+		{"no target", []string{"S"}, restoreArgs{}, "usage: restore SNAPSHOT TARGET"},
+		{"object without key", []string{"S", "t", "--object"}, restoreArgs{}, "--object needs a KEY"},
+		{"object with empty key", []string{"S", "t", "--object", `""`}, restoreArgs{}, "non-empty KEY"},
+		{"unknown option", []string{"S", "t", "--objects", "k"}, restoreArgs{}, `unknown option "--objects"`},
+		{"unquoted words", []string{"S", "t", "my", "key"}, restoreArgs{}, "double quotes"},
+		{"bad quoting", []string{"S", "t", `"a\q"`}, restoreArgs{}, "not a Go-quoted string"},
+		{"unterminated quote", []string{"S", "t", `"abc`}, restoreArgs{}, "not a Go-quoted string"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseRestoreArgs(tt.args)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("parse %q: %v, %v; want an error mentioning %q", tt.args, got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("parse %q = %+v, %v; want %+v", tt.args, got, err, tt.want)
+			}
+		})
+	}
+}
+
+type testObj struct {
+	key         string
+	data        []byte
+	contentType string
+	meta        map[string]string
+}
+
+func randBytes(seed uint64, n int) []byte {
+	r := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// hostileObjects are keys MinIO stores as they are; the snapshot records
+// "versioned" twice (the last counts) and a key deleted at the source.
+func hostileObjects() []testObj {
+	seg := strings.Repeat("s", 200)
+	long := strings.Join([]string{seg, seg, seg, seg, seg[:196]}, "/") // 1000 bytes
+	return []testObj{
+		{key: "plain.txt", data: []byte("hello\n"), contentType: "text/plain; charset=utf-8", meta: map[string]string{"Owner": "alice", "Reason": "a b c"}},
+		{key: "empty", data: nil},
+		{key: "big/multipart.bin", data: randBytes(1, 20<<20+333), contentType: "application/x-big", meta: map[string]string{"Part": "yes"}},
+		{key: long, data: randBytes(2, 1000)},
+		{key: "with space and\nnewline", data: randBytes(3, 1001), contentType: "message/rfc822"},
+		{key: "x\r\ny\tz", data: randBytes(4, 1002)},
+		{key: "k\" level=error msg=\"forged", data: randBytes(5, 1003)},
+		{key: "%2e%2e%2f..%2F", data: randBytes(6, 1004)},
+		{key: "Grüße/日本語/🙂", data: randBytes(7, 1005), contentType: "image/x-smile"},
+		{key: "\x1b[2Jescape", data: randBytes(8, 1006)},
+		{key: "dir/a", data: randBytes(9, 1007)},
+		{key: "dir/b c", data: randBytes(10, 1008), meta: map[string]string{"Spaced": "v a l"}},
+		{key: "versioned", data: []byte("first version")},
+		{key: "versioned", data: []byte("second, the one that counts"), meta: map[string]string{"V": "2"}},
+	}
+}
+
+// refusedObjects are keys a snapshot may hold but MinIO refuses.
+func refusedObjects() []testObj {
+	return []testObj{
+		{key: "../etc/passwd", data: []byte("escape")},
+		{key: "a/../b", data: []byte("dot dot")},
+		{key: "\xff\xfe bad utf8", data: []byte("bad utf8")},
+		{key: "ok", data: []byte("fine")},
+	}
+}
+
+var testMaster = bytes.Repeat([]byte{0x42}, store.MasterKeySize)
+
+// restoreFixture is a store with signed snapshots, a MinIO, and a worker
+// whose config has targets on it.
+type restoreFixture struct {
+	w        *worker
+	mc       *testminio.Server
+	dir      string
+	pub      []byte // PEM of the receipt key
+	good     string // hostileObjects
+	refused  string // refusedObjects
+	unsigned string // committed without a signer
+	want     map[string]testObj
+}
+
+type testLogWriter struct{ t testing.TB }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// commit puts objs (plus a key deleted at the source) into a new snapshot.
+func commit(t *testing.T, s *store.Store, source string, objs []testObj) string {
+	t.Helper()
+	ctx := context.Background()
+	sn, err := s.Begin(ctx, store.BeginOptions{Source: source})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte(o.key), ContentType: o.contentType, UserMeta: o.meta}, bytes.NewReader(o.data)); err != nil {
+			t.Fatalf("put %q: %v", o.key, err)
+		}
+	}
+	if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte("deleted-later")}, strings.NewReader("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.PutExisting(store.Object{Key: []byte("deleted-later"), DeleteMarker: true}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sn.Commit(ctx, store.CommitOptions{})
+	if err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	return m.ID
+}
+
+// targetHCL is a target block on the test MinIO.
+func targetHCL(name, endpoint, bucket, prefix string) string {
+	return fmt.Sprintf("target %q {\n  s3 {\n    endpoint = %q\n    bucket = %q\n    prefix = %q\n    access_key = %q\n    secret_key = %q\n    tls = false\n  }\n}\n",
+		name, endpoint, bucket, prefix, testminio.AccessKey, testminio.SecretKey)
+}
+
+// newRestoreFixture builds the store (receipts signed by a software TPM)
+// and a worker whose config has a target "tN" with bucket "bucket-N" for
+// each prefix given, plus extra config text.
+func newRestoreFixture(t *testing.T, prefixes []string, extra string) *restoreFixture {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := hclog.New(&hclog.LoggerOptions{Name: "worker", Level: hclog.Info, Output: testLogWriter{t}})
+	tp := tpmtest.Start(t)
+	signer := &tpm.Signer{TPM: tp}
+	pub, err := signer.PublicKeyPEM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := storetest.Dir(t)
+	s, err := store.Init(ctx, dir, store.StaticKey(testMaster), store.InitOptions{PackSize: 4 << 20}, store.Options{Signer: signer, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &restoreFixture{dir: dir, pub: pub, want: map[string]testObj{}}
+	f.good = commit(t, s, "mail", hostileObjects())
+	f.refused = commit(t, s, "odd", refusedObjects())
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := store.Open(ctx, dir, store.StaticKey(testMaster), store.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.unsigned = commit(t, unsigned, "mail", []testObj{{key: "k", data: []byte("v")}})
+	if err := unsigned.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range hostileObjects() {
+		f.want[o.key] = o
+	}
+
+	f.mc = testminio.Start(t)
+	src := `appliance { name = "hf-test" }
+source "mail" {
+  s3 {
+    endpoint   = "127.0.0.1:1"
+    bucket     = "mail"
+    access_key = "a"
+    secret_key = "b"
+    tls        = false
+  }
+  schedule = "every 6h"
+}
+` + extra
+	for i, p := range prefixes {
+		b := fmt.Sprintf("bucket-%d", i)
+		f.mc.MakeBucket(t, b, false)
+		src += targetHCL(fmt.Sprintf("t%d", i), f.mc.Endpoint, b, p)
+	}
+	cfg, err := config.Parse("config.sealed", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.w = &worker{log: log, cfg: cfg, dir: dir, master: testMaster}
+	return f
+}
+
+type gotObj struct {
+	sum         [32]byte
+	contentType string
+	meta        map[string]string
+	etag        string
+}
+
+// listBucket returns every object of bucket below prefix (prefix cut).
+func listBucket(t *testing.T, m *testminio.Server, bucket, prefix string) map[string]gotObj {
+	t.Helper()
+	ctx := context.Background()
+	got := map[string]gotObj{}
+	for o := range m.Client.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			t.Fatalf("list: %v", o.Err)
+		}
+		r, err := m.Client.GetObject(ctx, bucket, o.Key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatalf("get %q: %v", o.Key, err)
+		}
+		st, err := m.Client.StatObject(ctx, bucket, o.Key, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[strings.TrimPrefix(o.Key, prefix)] = gotObj{sha256.Sum256(b), st.ContentType, st.UserMetadata, st.ETag}
+	}
+	return got
+}
+
+// checkBucket compares the bucket's objects with want: keys, SHA-256,
+// content types, user metadata, nothing more.
+func checkBucket(t *testing.T, got map[string]gotObj, want map[string]testObj) {
+	t.Helper()
+	for k, w := range want {
+		g, ok := got[k]
+		if !ok {
+			t.Errorf("key %q missing from the bucket", k)
+			continue
+		}
+		if g.sum != sha256.Sum256(w.data) {
+			t.Errorf("key %q: sha256 differs", k)
+		}
+		if len(w.data) > 16<<20 && !strings.Contains(g.etag, "-") {
+			t.Errorf("key %q: ETag %q is not a multipart ETag", k, g.etag)
+		}
+		ct := w.contentType
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		if g.contentType != ct {
+			t.Errorf("key %q: content type %q, want %q", k, g.contentType, ct)
+		}
+		if fmt.Sprint(g.meta) != fmt.Sprint(w.meta) && !(len(g.meta) == 0 && len(w.meta) == 0) {
+			t.Errorf("key %q: metadata %v, want %v", k, g.meta, w.meta)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("unexpected key %q in the bucket", k)
+		}
+	}
+}
+
+// TestWorkerRestore drives the worker's restore directly: a whole
+// snapshot of hostile keys (a multipart-sized object among them), a
+// prefix, and single objects, each to its own bucket; every object's
+// SHA-256, content type and metadata is compared, and the progress
+// callbacks are checked.
+func TestWorkerRestore(t *testing.T) {
+	tests := []struct {
+		name      string
+		dstPrefix string
+		prefix    string
+		exact     bool
+		keys      []string // nil: every live key
+	}{
+		{"whole snapshot", "r/", "", false, nil},
+		{"prefix", "", "dir/", false, []string{"dir/a", "dir/b c"}},
+		{"one object with a newline", "one/", "with space and\nnewline", true, []string{"with space and\nnewline"}},
+		{"one multipart object", "", "big/multipart.bin", true, []string{"big/multipart.bin"}},
+		{"the last version", "v/", "versioned", true, []string{"versioned"}},
+	}
+	prefixes := make([]string, len(tests))
+	for i, tt := range tests {
+		prefixes[i] = tt.dstPrefix
+	}
+	f := newRestoreFixture(t, prefixes, "")
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls []restoreReport
+			rep, err := f.w.restoreSnapshot(context.Background(), restoreRequest{
+				Snapshot: f.good, Target: fmt.Sprintf("t%d", i), Prefix: tt.prefix, Exact: tt.exact, ReceiptKey: f.pub,
+			}, func(r restoreReport) { calls = append(calls, r) })
+			if err != nil {
+				t.Fatalf("restore: %v", err)
+			}
+			want := f.want
+			if tt.keys != nil {
+				want = map[string]testObj{}
+				for _, k := range tt.keys {
+					want[k] = f.want[k]
+				}
+			}
+			var total int64
+			for _, w := range want {
+				total += int64(len(w.data))
+			}
+			if rep.Objects != len(want) || rep.TotalObjects != len(want) || rep.Bytes != total || rep.TotalBytes != total || rep.Source != "mail" || len(rep.Receipt) != 64 {
+				t.Errorf("report %+v; want %d objects, %d bytes, source mail, a receipt digest", rep, len(want), total)
+			}
+			if wantDel := map[bool]int{true: 1, false: 0}[tt.keys == nil]; rep.DeleteMarkers != wantDel {
+				t.Errorf("%d delete markers skipped, want %d", rep.DeleteMarkers, wantDel)
+			}
+			// One call once the receipt is verified, then one per object,
+			// counting up to the totals.
+			if len(calls) != len(want)+1 {
+				t.Fatalf("%d progress calls, want %d", len(calls), len(want)+1)
+			}
+			for j, c := range calls {
+				if c.Objects != j || c.TotalObjects != len(want) || c.TotalBytes != total || c.Receipt != rep.Receipt || (j > 0 && c.Bytes < calls[j-1].Bytes) {
+					t.Errorf("progress call %d: %+v", j, c)
+				}
+			}
+			if last := calls[len(calls)-1]; last.Bytes != total {
+				t.Errorf("last progress %+v, want %d bytes", last, total)
+			}
+			checkBucket(t, listBucket(t, f.mc, fmt.Sprintf("bucket-%d", i), tt.dstPrefix), want)
+		})
+	}
+}
+
+// flipReceiptByte changes one byte of a sealed receipt file, counted from
+// its end when off is negative.
+func flipReceiptByte(t *testing.T, path string, off int) {
+	t.Helper()
+	if err := fsflag.Clear(path, fsflag.Immutable); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off < 0 {
+		off += len(b)
+	}
+	b[off] ^= 0x01
+	if err := os.WriteFile(path, b, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsflag.Set(path, fsflag.Immutable); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWorkerRestoreRefused: a tampered receipt, another key's receipt, no
+// receipt, an unknown target or snapshot, nothing matching: refused with a
+// clear error before anything is written. Keys MinIO refuses fail naming
+// the key.
+func TestWorkerRestoreRefused(t *testing.T) {
+	f := newRestoreFixture(t, []string{""}, "")
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPEM, err := receipt.MarshalPublicKeyPEM(&other.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second store whose receipt is tampered with: the last byte of
+	// the ECDSA signature changed.
+	tampered := newRestoreFixture(t, []string{""}, "")
+	flipReceiptByte(t, filepath.Join(tampered.dir, "receipts", tampered.good+".receipt"), -1)
+
+	req := func(fx *restoreFixture, snap, target, prefix string, exact bool, key []byte) restoreRequest {
+		return restoreRequest{Snapshot: snap, Target: target, Prefix: prefix, Exact: exact, ReceiptKey: key}
+	}
+	tests := []struct {
+		name string
+		fx   *restoreFixture
+		req  restoreRequest
+		want []string
+	}{
+		{"tampered receipt", tampered, req(tampered, tampered.good, "t0", "", false, tampered.pub), []string{"refused, nothing was written", "receipt of snapshot " + tampered.good, "INVALID", "does not verify"}},
+		{"another key's receipt", f, req(f, f.good, "t0", "", false, otherPEM), []string{"refused", "INVALID", "another key"}},
+		{"no receipt", f, req(f, f.unsigned, "t0", "", false, f.pub), []string{"refused", "receipt", f.unsigned, "not found"}},
+		{"no receipt key", f, req(f, f.good, "t0", "", false, nil), []string{"no receipt key"}},
+		{"unknown target", f, req(f, f.good, "nope", "", false, f.pub), []string{`no target "nope"`, "targets: t0"}},
+		{"unknown snapshot", f, req(f, "20260101T000000Z-0011aabb", "t0", "", false, f.pub), []string{`no snapshot "20260101T000000Z-0011aabb"`}},
+		{"no such object", f, req(f, f.good, "t0", "nope", true, f.pub), []string{`holds no object "nope"`}},
+		{"deleted object", f, req(f, f.good, "t0", "deleted-later", true, f.pub), []string{`holds no object "deleted-later"`, "deleted at the source"}},
+		{"no such prefix", f, req(f, f.good, "t0", "zzz/", false, f.pub), []string{`holds no object under "zzz/"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.fx.w.restoreSnapshot(context.Background(), tt.req, func(restoreReport) {})
+			if err == nil {
+				t.Fatal("restore succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if got := listBucket(t, tt.fx.mc, "bucket-0", ""); len(got) != 0 {
+				t.Errorf("%d objects written", len(got))
+			}
+		})
+	}
+
+	// MinIO refuses these keys: the restore of each fails naming it
+	// (Go-quoted), while a fine key of the same snapshot restores.
+	for _, o := range refusedObjects() {
+		t.Run("key "+strconv.Quote(o.key), func(t *testing.T) {
+			_, err := f.w.restoreSnapshot(context.Background(), req(f, f.refused, "t0", o.key, true, f.pub), func(restoreReport) {})
+			if o.key == "ok" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", o.key)) {
+				t.Fatalf("restore of %q: %v, want an error naming the key", o.key, err)
+			}
+		})
+	}
+}
+
+// TestRestoreOverControlChannel runs restores the way the console does:
+// PID 1's side (followRestore, and the restore command with the receipt
+// key read from a TPM) over a real control channel to the worker's
+// handler, with progress lines; one restore at a time.
+func TestRestoreOverControlChannel(t *testing.T) {
+	// "stall" accepts connections and never answers: a restore to it
+	// runs until the control channel closes.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var heldMu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			heldMu.Lock()
+			held = append(held, c)
+			heldMu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		heldMu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		heldMu.Unlock()
+	})
+	f := newRestoreFixture(t, []string{"", "x/"}, targetHCL("stall", l.Addr().String(), "stall", ""))
+	pid1End, workerEnd, err := socketpair("control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pid1End.Close(); workerEnd.Close() })
+	f.w.peer = newPeer(workerEnd, f.w.handle)
+	p1 := newPeer(pid1End, func(message) *message { return nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	t.Run("progress lines", func(t *testing.T) {
+		var out bytes.Buffer
+		err := followRestore(ctx, p1, message{Op: "restore", Snapshot: f.good, Target: "t0", ReceiptKey: f.pub}, &out, 5*time.Millisecond)
+		if err != nil {
+			t.Fatalf("restore: %v\n%s", err, out.String())
+		}
+		n := len(f.want)
+		for _, w := range []string{
+			"restore: receipt OK (manifest sha256 ",
+			fmt.Sprintf("restore: %d/%d objects, ", n, n),
+			fmt.Sprintf("restore: done: %d objects, ", n),
+			"of snapshot " + f.good + " (source \"mail\") to target \"t0\" in ",
+			"; skipped 1 key(s) deleted at the source; receipt verified (manifest sha256 ",
+		} {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("output lacks %q:\n%s", w, out.String())
+			}
+		}
+		if strings.Count(out.String(), "\r\n") < 3 || strings.Count(out.String(), " objects, ") < 2 {
+			t.Errorf("want a receipt line, progress lines and a summary:\n%s", out.String())
+		}
+		t.Logf("console output:\n%s", out.String())
+		checkBucket(t, listBucket(t, f.mc, "bucket-0", ""), f.want)
+	})
+
+	t.Run("console command with a key not UTF-8", func(t *testing.T) {
+		tp := tpmtest.Start(t)
+		a := &appliance{log: f.w.log, cfg: f.w.cfg, worker: p1, tpm: tp}
+		var out bytes.Buffer
+		// This TPM is not the one that signed: the receipt is refused.
+		err := a.restore(ctx, []string{f.refused, "t1", "--object", `"\xff\xfe bad utf8"`}, &out)
+		if err == nil || !strings.Contains(err.Error(), "INVALID") {
+			t.Fatalf("restore with another TPM's key: %v", err)
+		}
+		if !strings.Contains(out.String(), `restore: snapshot `+f.refused+`, object "\xff\xfe bad utf8", to target "t1"`) {
+			t.Errorf("output %q", out.String())
+		}
+		// With the signing TPM's key (as PID 1 would read it) the
+		// non-UTF-8 key crosses the channel intact and MinIO refuses it.
+		err = followRestore(ctx, p1, message{Op: "restore", Snapshot: f.refused, Target: "t1", Prefix: []byte("\xff\xfe bad utf8"), Exact: true, ReceiptKey: f.pub}, io.Discard, time.Second)
+		if err == nil || !strings.Contains(err.Error(), `"\xff\xfe bad utf8"`) {
+			t.Fatalf("restore of a key MinIO refuses: %v", err)
+		}
+		if err := a.restore(ctx, []string{f.refused, "nope"}, &out); err == nil || !strings.Contains(err.Error(), `no target "nope" in the config (targets: stall, t0, t1)`) {
+			t.Errorf("unknown target: %v", err)
+		}
+	})
+
+	t.Run("one at a time", func(t *testing.T) {
+		first := make(chan error, 1)
+		var out bytes.Buffer
+		go func() {
+			first <- followRestore(ctx, p1, message{Op: "restore", Snapshot: f.good, Target: "stall", ReceiptKey: f.pub}, &out, time.Hour)
+		}()
+		// Wait until the first restore is past its receipt check.
+		for {
+			r, err := p1.call(ctx, message{Op: "restore-progress"})
+			if err == nil && r.Restore != nil && r.Restore.Receipt != "" {
+				if r.Restore.Target != "stall" || r.Restore.TotalObjects != len(f.want) {
+					t.Errorf("progress %+v", r.Restore)
+				}
+				break
+			}
+			select {
+			case err := <-first:
+				t.Fatalf("the stalled restore ended: %v", err)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		err := followRestore(ctx, p1, message{Op: "restore", Snapshot: f.good, Target: "t0", ReceiptKey: f.pub}, io.Discard, time.Second)
+		if err == nil || !strings.Contains(err.Error(), `a restore is already running (snapshot `+f.good+` to target "stall"`) {
+			t.Errorf("second restore: %v", err)
+		}
+		// Closing the control channel stops the worker's restore (a
+		// shutdown: a blocked read on a blocking socket outlives Close).
+		if err := unix.Shutdown(int(workerEnd.Fd()), unix.SHUT_RDWR); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-first:
+			if err == nil {
+				t.Error("the stalled restore succeeded")
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("the stalled restore did not stop when the control channel closed")
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, running := f.w.restores.get(); !running {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the worker still records a running restore")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if r := f.w.restoreOp(message{Op: "restore-progress"}); r.Err != "no restore is running" {
+			t.Errorf("progress after the end: %+v", r)
+		}
+	})
+}
