@@ -45,9 +45,13 @@ const (
 	DefaultParallel            = 4
 	DefaultRetries             = 5
 	DefaultMassChangeThreshold = 0.30
-	DefaultMaxObjectSize       = 5 << 40         // 5 TiB, the largest object S3 allows
-	DefaultMaxObjectsPerPull   = 10_000_000      // listing entries (versions count) per pull
-	DefaultQuota               = int64(64 << 40) // 64 TiB of object bytes per snapshot
+	DefaultMaxObjectSize       = 5 << 40 // 5 TiB, the largest object S3 allows
+	// DefaultMaxObjectsPerPull keeps a pull within the appliance's 96 MiB
+	// memory budget: about 220 bytes of RSS per listed entry (docs/faults.md)
+	// plus the store's chunk buffers. A bigger bucket needs a bigger limit
+	// and the RAM to go with it.
+	DefaultMaxObjectsPerPull = 250_000         // listing entries (versions count) per pull
+	DefaultQuota             = int64(64 << 40) // 64 TiB of object bytes per snapshot
 	// MinScheduleInterval is the shortest "every" a schedule accepts.
 	MinScheduleInterval = 5 * time.Minute
 	// MaxParallel bounds parallel GETs per source.

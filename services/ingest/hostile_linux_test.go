@@ -42,7 +42,7 @@ func TestHostileSource(t *testing.T) {
 	tests := []struct {
 		name       string
 		mode       string
-		limit      int64 // max_objects_per_pull; 0: the default (10,000,000)
+		limit      int64 // max_objects_per_pull; 0: the default (config.DefaultMaxObjectsPerPull)
 		stopAfter  bool  // cancel once listed (measures the listing alone)
 		complete   bool  // the hostile pull's snapshot is complete
 		noSnapshot bool  // the pull fails before it begins a snapshot
@@ -62,7 +62,7 @@ func TestHostileSource(t *testing.T) {
 		{"redirect loop on listing and GETs", "redirect-loop", 0, false, false, false, "never follows", 15 * time.Second},
 		{"redirect loop on every request", "redirect-all", 0, false, false, true, "never follows", 15 * time.Second},
 		{"a million keys, max_objects_per_pull 20,000", "million-keys", 20_000, false, false, false, "max_objects_per_pull (20000) reached", 2 * time.Minute},
-		{"a million keys, listed whole", "million-keys", 0, true, false, false, "interrupted", 2 * time.Minute},
+		{"a million keys, listed whole (limit raised to 2,000,000)", "million-keys", 2_000_000, true, false, false, "interrupted", 2 * time.Minute},
 		{"100,000 nested elements", "nested-xml", 0, false, false, false, "nested deeper than 32", 10 * time.Second},
 		{"listing page of 512 MiB", "oversized-xml", 0, false, false, false, "more than 4000 entries", 10 * time.Second},
 		{"one key of 512 MiB", "oversized-key", 0, false, false, false, "too large", 10 * time.Second},
