@@ -97,8 +97,8 @@ func TestAttackSuite(t *testing.T) {
 		}
 		objs[fmt.Sprintf("inbox/%03d.eml", i)] = data
 	}
-	objs["weird/../../escape"] = []byte("hostile key")
-	objs["weird/\xff\xfe not utf-8"] = []byte("hostile key 2")
+	objs["weird/spa ce & ?query=1%20"] = []byte("hostile key")
+	objs["weird/\x1b[2J clear \n newline"] = []byte("hostile key 2")
 	for k, v := range objs {
 		mc.Put(t, "mail", k, v, minio.PutObjectOptions{ContentType: "message/rfc822"})
 	}
@@ -118,8 +118,11 @@ source "mail" {
 }
 `, port, testminio.AccessKey, testminio.SecretKey)
 	state := filepath.Join(out, "vm")
-	// Small data disks, so that the fill-the-disk technique is quick.
-	vmc := qemu.Config{DataDiskSize: 512 << 20}
+	// Small data disks, so that the fill-the-disk technique is quick; a
+	// second network card on a tap in a namespace of the test's own, for
+	// the port scan.
+	sn := newScanNet(t)
+	vmc := qemu.Config{DataDiskSize: 512 << 20, TapNIC: sn.tapFile}
 
 	g := bootGuestWith(ctx, t, b, r.Image, state, vmc, log)
 	provision(ctx, t, g, r, "holdfast-attack-test", cfg)
@@ -139,6 +142,9 @@ source "mail" {
 	}
 	want := sums(objs)
 	equalSums(t, "before the attack", objectSums(t, g.run(ctx, "ls", ids[0])), want)
+	if socks := g.run(ctx, "sockets"); !strings.Contains(socks, "0 listening socket(s)") {
+		t.Errorf("listening sockets in the guest without an export:\n%s", socks)
+	}
 	procs := g.run(ctx, "processes")
 	if !strings.Contains(procs, "pid=1 ") || !strings.Contains(procs, "cap_bnd=00000000000001c0") {
 		t.Errorf("PID 1 did not cut its bounding set to setgid, setuid, setpcap (0x1c0):\n%s", procs)
@@ -180,6 +186,20 @@ source "mail" {
 		t.Errorf("verify after the attack suite: %s", v)
 	}
 	equalSums(t, "after the attack", objectSums(t, g.run(ctx, "ls", ids[0])), want)
+	// From outside: every TCP port of the guest, through its second card.
+	scanStart := time.Now()
+	scan, err := sn.scanTCP(ctx)
+	if err != nil {
+		t.Fatalf("port scan: %v", err)
+	}
+	t.Logf("port scan of [%s] from the host: %d ports refused, %d open, %d silent, in %s",
+		guestLinkLocal, len(scan.refused), len(scan.open), len(scan.silent), time.Since(scanStart).Round(time.Second))
+	if len(scan.open) > 0 {
+		t.Errorf("open TCP ports on the guest: %v", scan.open)
+	}
+	if len(scan.refused) != 65535 {
+		t.Errorf("only %d of 65535 ports answered with a reset (%d silent: the scan did not reach the guest)", len(scan.refused), len(scan.silent))
+	}
 	g.run(ctx, "poweroff")
 	select {
 	case <-g.vm.Done():
@@ -189,6 +209,7 @@ source "mail" {
 	g.stop(ctx)
 
 	// Boot 2, the hardware clock ten years ahead: prune must not trust it.
+	vmc.TapNIC = nil
 	vmc.RTCBase = time.Now().UTC().AddDate(10, 0, 0).Format("2006-01-02T15:04:05")
 	g = bootGuestWith(ctx, t, b, r.Image, state, vmc, log)
 	g.wait(ctx, appliance.ReadyLine)

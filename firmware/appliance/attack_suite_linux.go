@@ -35,9 +35,13 @@ func (a *appliance) testOnlyCommand(name string) func(context.Context, console.C
 }
 
 func (a *appliance) attack(ctx context.Context, _ console.Command, out io.Writer) error {
+	// Every disk, the boot medium included (a.disks leaves it out).
+	ds, err := disks.Scan(a.o.Board.DataDisks)
+	if err != nil {
+		return fmt.Errorf("attack suite: disks: %w", err)
+	}
 	a.mu.Lock()
 	locked, dir := a.locked, a.storeDir
-	ds := append([]disks.Disk(nil), a.disks...)
 	var sealer, worker int
 	for _, c := range a.procs {
 		if c.Process == nil {

@@ -68,11 +68,32 @@ type Config struct {
 	// "2036-11-22T10:00:00"): the guest's hardware clock starts there.
 	// Tests use it to move the wall clock while the TPM clock runs on.
 	RTCBase string
+	// TapNIC, when set, is an open tap device (/dev/net/tun after
+	// TUNSETIFF) that becomes the guest's second network card, with MAC
+	// TapMAC. Tests create the tap inside a network namespace of their
+	// own and scan the guest from there.
+	TapNIC *os.File
+	// HostForward are QEMU user-network hostfwd rules for the first card,
+	// e.g. "tcp:127.0.0.1:18443-:9443" (the host's loopback only).
+	HostForward []string
 	// Console receives the serial console's text for a person; nil
 	// discards it.
 	Console io.Writer
 	Log     hclog.Logger
 }
+
+// userNetdev is the first card's user-mode network with its forwards.
+func userNetdev(fwd []string) string {
+	s := "user,id=net0"
+	for _, f := range fwd {
+		s += ",hostfwd=" + f
+	}
+	return s
+}
+
+// TapMAC is the MAC address of the guest's tap network card (Config.TapNIC).
+// Its IPv6 link-local address is fe80::5054:ff:fe48:4601 (EUI-64).
+const TapMAC = "52:54:00:48:46:01"
 
 // VM is a running virtual machine.
 type VM struct {
@@ -304,7 +325,7 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 		"-drive", "if=pflash,format=raw,unit=1,file=" + filepath.Join(c.StateDir, "efivars.fd"),
 		"-drive", "if=none,id=boot,format=raw,file=" + c.Image,
 		"-device", q.DiskDevice + ",drive=boot,bootindex=0",
-		"-netdev", "user,id=net0",
+		"-netdev", userNetdev(c.HostForward),
 		"-device", q.NetDevice + ",netdev=net0,romfile=",
 		"-device", "virtio-rng-pci",
 		"-chardev", "socket,id=ser0,path=" + v.SerialSocket + ",server=on,wait=off,logfile=" + v.SerialLog,
@@ -313,6 +334,11 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 	}
 	if c.RTCBase != "" {
 		args = append(args, "-rtc", "base="+c.RTCBase)
+	}
+	var extra []*os.File
+	if c.TapNIC != nil {
+		extra = append(extra, c.TapNIC) // fd 3 in QEMU
+		args = append(args, "-netdev", "tap,id=net1,fd=3", "-device", q.NetDevice+",netdev=net1,romfile=,mac="+TapMAC)
 	}
 	for i := range 2 {
 		args = append(args,
@@ -332,6 +358,7 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 	c.Log.Info("starting QEMU", "accel", accel, "image", c.Image)
 	c.Log.Debug("qemu command", "args", strings.Join(args, " "))
 	cmd := exec.Command(q.Binary, args...)
+	cmd.ExtraFiles = extra
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
