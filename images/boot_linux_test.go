@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +25,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/holdfast-appliance/holdfast/boards"
 	"github.com/holdfast-appliance/holdfast/firmware/appliance"
@@ -29,6 +33,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
 	"github.com/holdfast-appliance/holdfast/firmware/console/port"
 	"github.com/holdfast-appliance/holdfast/images/qemu"
+	"github.com/holdfast-appliance/holdfast/services/export"
 	"github.com/holdfast-appliance/holdfast/tools/testminio"
 )
 
@@ -431,11 +436,18 @@ target "restored" {
     tls        = false
   }
 }
-`, port, testminio.AccessKey, testminio.SecretKey)
+export {
+  access_key = %[4]q
+  secret_key = %[5]q
+}
+`, port, testminio.AccessKey, testminio.SecretKey, exportAccess, exportSecret)
 	state := filepath.Join(out, "vm")
+	// The opt-in export (port 9443 in the guest) reaches the host's
+	// loopback through QEMU's user network, and nothing else does.
+	exportPort := freePort(t)
 
 	// Boot 1: first boot.
-	g := bootGuest(ctx, t, b, r.Image, state, log)
+	g := bootGuestWith(ctx, t, b, r.Image, state, qemu.Config{HostForward: []string{fmt.Sprintf("tcp:127.0.0.1:%d-:9443", exportPort)}}, log)
 	rk := provision(ctx, t, g, r, "holdfast-e2e", cfg)
 	for _, want := range []string{
 		"phase 1/8 boot", "phase 2/8 board", "module loaded: module=ext4", "phase 4/8 keys",
@@ -461,16 +473,18 @@ target "restored" {
 		t.Errorf("the recovery key appears %d times on the console, want once", strings.Count(g.text.String(), rk))
 	}
 
-	// Lockdown: nothing listens; the worker and the sealer run as uid
-	// 1000 with no capability but the sealer's CAP_LINUX_IMMUTABLE, in
-	// their bounding sets too, and no_new_privs.
-	if socks := g.run(ctx, "sockets"); !strings.Contains(socks, "0 listening socket(s)") {
-		t.Errorf("listening sockets in the guest:\n%s", socks)
+	// Lockdown: nothing listens but the opt-in export; the worker, the
+	// sealer and the export run as uid 1000 with no capability but the
+	// sealer's CAP_LINUX_IMMUTABLE, in their bounding sets too, and
+	// no_new_privs. (TestAttackSuite, without an export, wants 0.)
+	if socks := g.run(ctx, "sockets"); !strings.Contains(socks, "1 listening socket(s)") || !strings.Contains(socks, ":24E3 state 0A") { // 9443, LISTEN
+		t.Errorf("listening sockets in the guest, want the export's only:\n%s", socks)
 	}
 	procs := g.run(ctx, "processes")
 	for _, want := range []string{
 		`name="holdfast-worker" uid=1000 cap_eff=0000000000000000 cap_bnd=0000000000000000 no_new_privs=1`,
 		`name="holdfast-sealer" uid=1000 cap_eff=0000000000000200 cap_bnd=0000000000000200 no_new_privs=1`,
+		`name="holdfast-export" uid=1000 cap_eff=0000000000000000 cap_bnd=0000000000000000 no_new_privs=1`,
 	} {
 		if !strings.Contains(procs, want) {
 			t.Errorf("processes lack %q:\n%s", want, procs)
@@ -511,6 +525,14 @@ target "restored" {
 		t.Errorf("restore output lacks the summary:\n%s", restored)
 	}
 	equalSums(t, "boot 1, snapshot 2 restored to S3", bucketSums(ctx, t, mc, "restored"), sums(second))
+	// The export, from the host: every object of the newest snapshot reads
+	// back byte-identical under latest/, and every write is refused.
+	checkExport(ctx, t, g, exportPort, second)
+	// An offline copy to the blank second disk: asked for now, made at
+	// the next boot, before lockdown.
+	if out := g.run(ctx, "copy-disk", "HOLDFAST-DATA1"); !strings.Contains(out, "at the next boot") {
+		t.Errorf("copy-disk: %s", out)
+	}
 	// An orderly power-off: the kernel's TPM2_Shutdown saves the TPM
 	// clock, so the next boot's prune trusts the time.
 	g.run(ctx, "poweroff")
@@ -530,7 +552,7 @@ target "restored" {
 			t.Errorf("boot 2 shows %q", bad)
 		}
 	}
-	for _, want := range []string{"phase 5/8 disks: store open", "prune done: expired=0 kept=2"} {
+	for _, want := range []string{"phase 5/8 disks: store open", "prune done: expired=0 kept=2", "Offline copy done"} {
 		if !strings.Contains(g.text.String(), want) {
 			t.Errorf("boot 2: the console lacks %q", want)
 		}
@@ -541,6 +563,9 @@ target "restored" {
 	equalSums(t, "boot 2, snapshot 1", objectSums(t, g.run(ctx, "ls", ids[0])), sums(first))
 	equalSums(t, "boot 2, snapshot 2", objectSums(t, g.run(ctx, "ls", ids[1])), sums(second))
 	g.stop(ctx)
+	// The offline copy, on the host, as after a disaster: holdfast
+	// restore --disk with the paper key, to a bucket; byte-identical.
+	checkOfflineCopy(ctx, t, mc, filepath.Join(state, "data1.qcow2"), rk, ids[1], second)
 
 	// Boot 3: one byte of the initramfs changed: safe mode, disks untouched.
 	tamper(ctx, t, b, r, out)
@@ -584,6 +609,108 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // bucketSums reads every object of a bucket of the host's MinIO back:
 // key -> sha256.
+// Credentials of the test's export block.
+const (
+	exportAccess = "e2e-reader"
+	exportSecret = "e2e-export-secret-0123456789"
+)
+
+// freePort is a TCP port free on the host's loopback.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// checkExport reads the appliance's export through the forwarded port with
+// minio-go: the certificate must be the one the export logged, latest/ of
+// bucket mail must hold want byte for byte, and a PUT and a DELETE must be
+// refused. The export's own tests (services/export) cover rclone, the
+// second-store chain and every refused verb.
+func checkExport(ctx context.Context, t *testing.T, g *guest, port int, want map[string][]byte) {
+	t.Helper()
+	m := regexp.MustCompile(`export listening: .*sha256_fingerprint=([0-9A-F:]+)`).FindStringSubmatch(g.text.String())
+	if m == nil {
+		t.Fatal("the console does not show the export's certificate fingerprint")
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{
+		InsecureSkipVerify: true, // self-signed: pinned to the logged fingerprint below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if got := export.Fingerprint(cs.PeerCertificates[0].Raw); got != m[1] {
+				return fmt.Errorf("export certificate %s, the console showed %s", got, m[1])
+			}
+			return nil
+		},
+	}}
+	c, err := minio.New(fmt.Sprintf("127.0.0.1:%d", port), &minio.Options{
+		Creds: credentials.NewStaticV4(exportAccess, exportSecret, ""), Secure: true, Transport: tr, Region: "us-east-1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for o := range c.ListObjects(ctx, "mail", minio.ListObjectsOptions{Prefix: "latest/", Recursive: true}) {
+		if o.Err != nil {
+			t.Fatalf("export: list: %v", o.Err)
+		}
+		r, err := c.GetObject(ctx, "mail", o.Key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatalf("export: get %q: %v", o.Key, err)
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, r)
+		r.Close()
+		if err != nil {
+			t.Fatalf("export: get %q: %v", o.Key, err)
+		}
+		got[strings.TrimPrefix(o.Key, "latest/")] = hex.EncodeToString(h.Sum(nil))
+	}
+	equalSums(t, "export latest/", got, sums(want))
+	if _, err := c.PutObject(ctx, "mail", "latest/inbox/000.eml", strings.NewReader("overwritten"), 11, minio.PutObjectOptions{}); err == nil {
+		t.Error("export: a PUT was accepted")
+	}
+	if err := c.RemoveObject(ctx, "mail", "latest/inbox/000.eml", minio.RemoveObjectOptions{}); err == nil {
+		t.Error("export: a DELETE was accepted")
+	}
+	t.Logf("export: %d objects read back through the forwarded port; PUT and DELETE refused", len(got))
+}
+
+// checkOfflineCopy restores snapshot id from the offline copy disk image
+// with the holdfast command, as a user would on any Linux PC, and compares
+// every object with want.
+func checkOfflineCopy(ctx context.Context, t *testing.T, mc *testminio.Server, qcow, rk, id string, want map[string][]byte) {
+	t.Helper()
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "copy.img")
+	if out, err := exec.CommandContext(ctx, "qemu-img", "convert", "-O", "raw", qcow, raw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v: %s", err, out)
+	}
+	bin := filepath.Join(dir, "holdfast")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./tools/holdfast")
+	build.Dir = moduleRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build holdfast: %v: %s", err, out)
+	}
+	cfg := filepath.Join(dir, "target.hcl")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("target {\n  endpoint = %q\n  access_key = %q\n  secret_key = %q\n  tls = false\n}\n",
+		mc.Endpoint, testminio.AccessKey, testminio.SecretKey)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mc.MakeBucket(t, "from-copy", false)
+	cmd := exec.CommandContext(ctx, bin, "restore", "--disk", raw, "--recovery-key", "-", "--snapshot", id, "--to", "s3://from-copy/", "--config", cfg)
+	cmd.Stdin = strings.NewReader(rk + "\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("holdfast restore --disk (the offline copy): %v\n%s", err, out)
+	}
+	equalSums(t, "offline copy, restored with the paper key", bucketSums(ctx, t, mc, "from-copy"), sums(want))
+	t.Logf("offline copy: snapshot %s restored from the copy disk with the paper key: %d objects", id, len(want))
+}
+
 func bucketSums(ctx context.Context, t *testing.T, mc *testminio.Server, bucket string) map[string]string {
 	t.Helper()
 	m := map[string]string{}

@@ -31,6 +31,8 @@ import (
 //	| pull [SOURCE...]      | pulls now (every source, or those named), then reports   |
 //	| restore SNAPSHOT      | restores to a target of the config, with progress (see    |
 //	|   TARGET [PREFIX]     | restore_linux.go); --object KEY restores one object       |
+//	| copy-disk SERIAL      | a full copy of the store to a blank removable disk at the |
+//	|                       | next boot (copydisk_linux.go)                             |
 //	| sockets               | listening TCP/UDP/raw/unix sockets (none is expected)     |
 //	| processes             | every process with its uid and capabilities               |
 //	| anchor-clock          | the operator vouches for the wall clock: re-anchors the   |
@@ -52,6 +54,8 @@ const helpText = `commands:
                          target of the config; the receipt is checked first
   restore SNAPSHOT TARGET --object KEY
                          restore one object ("quoted" keys as ls prints them)
+  copy-disk SERIAL       write a full copy of the store to a blank removable
+                         disk (an offline copy) at the next boot
   sockets                listening sockets (none is expected)
   processes              processes with their uid and capabilities
   anchor-clock           vouch for the wall clock shown by status (unfreezes prune)
@@ -96,6 +100,8 @@ func (a *appliance) command(ctx context.Context, cmd console.Command, out io.Wri
 		return a.pullNow(ctx, cmd.Args, out)
 	case "restore":
 		return a.restore(ctx, cmd.Args, out)
+	case "copy-disk":
+		return a.requestCopy(cmd.Args, out)
 	case "poweroff":
 		fmt.Fprint(out, "powering off\r\n")
 		go func() {

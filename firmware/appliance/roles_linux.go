@@ -28,11 +28,13 @@ import (
 //
 //	| process | uid   | capabilities (bounding = permitted)  | does                                  |
 //	|---------|-------|--------------------------------------|---------------------------------------|
-//	| PID 1   | 0     | all                                  | console, TPM, prune at boot; no       |
+//	| PID 1   | 0     | see pid1Permitted (lockdown_linux.go)| console, TPM, prune at boot; no       |
 //	|         |       |                                      | network input                         |
 //	| worker  | 1000  | none                                 | S3 pulls, the store's writer, schedule|
 //	| sealer  | 1000  | CAP_LINUX_IMMUTABLE                  | sets (never clears) store flags       |
 //	| dhcp    | 1000  | CAP_NET_ADMIN, CAP_NET_RAW           | one DHCP exchange at boot, then exits |
+//	| export  | 1000  | none (opt-in; store read-only in its | read-only S3 over TLS (export_linux.go)|
+//	|         |       | own mount namespace)                 |                                       |
 //
 // Each child is PID 1's own binary re-executed with RoleEnv set: first as
 // root ("become-*"), which calls caps.BecomeAndExec to drop the bounding
@@ -86,6 +88,14 @@ func runRole(role string, log hclog.Logger) error {
 		return next("sealer", []int{unix.CAP_LINUX_IMMUTABLE})
 	case "become-dhcp":
 		return next("dhcp", []int{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW})
+	case "become-export":
+		keep, err := exportNamespace(os.Getenv(exportStoreEnv), os.Getenv(exportConfigEnv), os.Getenv(exportListenEnv))
+		if err != nil {
+			return err
+		}
+		return next("export", keep)
+	case "export":
+		return runExport(log)
 	case "sealer":
 		conn, err := moveFD(fdControl, "sealer")
 		if err != nil {
@@ -127,16 +137,22 @@ func readLine(f *os.File) (string, error) {
 
 // spawn starts a child role with extra files; stderr goes to logOut.
 func (a *appliance) spawn(role string, files ...*os.File) (*exec.Cmd, error) {
+	return a.spawnWith(role, 0, nil, files...)
+}
+
+// spawnWith is spawn with clone flags (a new mount namespace for the
+// export) and more environment for the become- stage.
+func (a *appliance) spawnWith(role string, cloneflags uintptr, env []string, files ...*os.File) (*exec.Cmd, error) {
 	exe := a.o.Exe
 	if exe == "" {
 		exe = "/proc/self/exe"
 	}
 	cmd := exec.Command(exe)
 	cmd.Args = []string{"holdfast-" + role}
-	cmd.Env = []string{RoleEnv + "=become-" + role}
+	cmd.Env = append([]string{RoleEnv + "=become-" + role}, env...)
 	cmd.Stderr = a.o.LogOutput
 	cmd.ExtraFiles = files
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: cloneflags}
 	if err := a.start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", role, err)
 	}

@@ -36,6 +36,8 @@ func (a *appliance) maintenance(ctx context.Context) {
 		return
 	}
 	defer st.Close()
+	// A copy the operator asked for runs whatever prune decides.
+	defer a.offlineCopy(ctx, st)
 	res, err := st.Prune(ctx, store.PruneOptions{})
 	if err != nil {
 		a.alert("prune frozen: nothing was deleted", "error", err)
@@ -111,6 +113,11 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	defer func() {
 		if err := hardenMounts(filepath.Join(a.o.RunDir, "config"), a.log); err != nil {
 			a.alert("lockdown: not every mount is read-only", "error", err)
+		}
+		// The opt-in export needs root for an instant to set up its mount
+		// namespace (export_linux.go): before PID 1 limits itself.
+		if err := a.startExport(); err != nil {
+			a.alert("export not started", "error", err)
 		}
 		if err := limitPID1(); err != nil {
 			a.alert("lockdown: PID 1 keeps capabilities it should have dropped", "error", err)

@@ -22,6 +22,13 @@ const (
 // Label is the ext4 volume label of a Holdfast data disk.
 const Label = "holdfast-data"
 
+// CopyLabel is the ext4 volume label of an offline copy: a removable disk
+// the appliance wrote a complete copy of its store to (firmware/appliance
+// copy-disk), for a shelf or another site. The appliance never mounts or
+// formats it again (it classifies as Foreign); `holdfast restore --disk`
+// reads it like a data disk.
+const CopyLabel = "holdfast-copy"
+
 // StoreDir is the store's directory inside a mounted data disk.
 const StoreDir = "store"
 
@@ -101,6 +108,9 @@ func Classify(r io.ReaderAt, size int64) (state State, detail, uuid string, err 
 		id := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 		if label == Label {
 			return Holdfast, "", id, nil
+		}
+		if label == CopyLabel {
+			return Foreign, fmt.Sprintf("a Holdfast offline copy: ext4 file system labelled %q", label), id, nil
 		}
 		return Foreign, fmt.Sprintf("ext2/3/4 file system labelled %q", label), id, nil
 	}

@@ -161,6 +161,12 @@ var ErrSerialMismatch = errors.New("the typed serial number does not match the d
 // run runs the mke2fs command (PID 1 passes its reaper's Run); nil means
 // (*exec.Cmd).Run.
 func Format(ctx context.Context, name, typed, mke2fs string, run func(*exec.Cmd) error) (Disk, error) {
+	return FormatAs(ctx, name, typed, Label, mke2fs, run)
+}
+
+// FormatAs is Format with another label (CopyLabel for an offline copy).
+// It checks the label that mke2fs wrote.
+func FormatAs(ctx context.Context, name, typed, label, mke2fs string, run func(*exec.Cmd) error) (Disk, error) {
 	if run == nil {
 		run = (*exec.Cmd).Run
 	}
@@ -177,7 +183,7 @@ func Format(ctx context.Context, name, typed, mke2fs string, run func(*exec.Cmd)
 	// -F is not given: mke2fs keeps its own checks (mounted, in use). Lazy
 	// inode table init keeps formatting fast; the kernel zeroes the rest in
 	// the background.
-	cmd := exec.CommandContext(ctx, mke2fs, "-q", "-t", "ext4", "-L", Label, "-m", "0",
+	cmd := exec.CommandContext(ctx, mke2fs, "-q", "-t", "ext4", "-L", label, "-m", "0",
 		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", d.Dev)
 	cmd.Env = []string{"MKE2FS_CONFIG=/etc/mke2fs.conf", "PATH=/bin:/sbin"}
 	var out bytes.Buffer
@@ -190,8 +196,12 @@ func Format(ctx context.Context, name, typed, mke2fs string, run func(*exec.Cmd)
 	if err != nil {
 		return d2, fmt.Errorf("format %s: %w", name, err)
 	}
-	if d2.State != Holdfast {
-		return d2, fmt.Errorf("format %s: after mke2fs the disk reads as %s", name, d2.State)
+	ok := d2.State == Holdfast
+	if label != Label {
+		ok = strings.Contains(d2.Detail, fmt.Sprintf("labelled %q", label))
+	}
+	if !ok {
+		return d2, fmt.Errorf("format %s: after mke2fs the disk reads as %s %s", name, d2.State, d2.Detail)
 	}
 	return d2, nil
 }

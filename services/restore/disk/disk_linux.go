@@ -94,7 +94,7 @@ func Open(ctx context.Context, path string, o Options) (_ *Disk, err error) {
 		return nil, fmt.Errorf("disk %s: %w", path, err)
 	}
 	d.Superblock = sb
-	if sb.Label != Label {
+	if sb.Label != Label && sb.Label != disks.CopyLabel {
 		log.Warn("the file system's label is not the Holdfast data disk's; looking for a store anyway", "label", sb.Label, "want", Label)
 	}
 	if sb.NeedsRecovery {

@@ -1,0 +1,176 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/services/mirror"
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// An offline copy is a removable disk holding a complete copy of the store
+// (every sealed pack, manifest, retention record, receipt and the recovery
+// blob; services/mirror), for a shelf or another site: the only data
+// VFEmail got back was on an offline drive. It takes two steps, both at the
+// console, so it needs the operator's physical presence:
+//
+//	| step | when                  | what                                            |
+//	|------|-----------------------|-------------------------------------------------|
+//	| 1    | running: copy-disk    | checks that the disk with SERIAL is blank and   |
+//	|      | SERIAL                | records the request in the config partition     |
+//	|      |                       | (copy-disk.request); nothing is written to disk |
+//	| 2    | next boot, maintenance| the request is removed first (it runs once),    |
+//	|      | window (PID 1, before | the disk must still be blank and have SERIAL;   |
+//	|      | lockdown)             | ext4 labelled holdfast-copy, store.InitMirror,  |
+//	|      |                       | mirror.Sync (each file checked, flags set),     |
+//	|      |                       | unmounted; the console shows the result         |
+//
+// Why at boot: after lockdown nothing on the box can write a raw disk,
+// PID 1 included (device nodes are mode 0000 and no process holds the
+// capabilities), and that is worth the reboot. The copy is a Holdfast store
+// on its own: `holdfast restore --disk DEVICE --recovery-key K` reads it on
+// any Linux PC. The appliance never mounts a holdfast-copy disk again (it
+// is foreign to it); to refresh a copy, wipe the disk elsewhere and ask
+// again.
+
+// copyRequestFile is the request's name in the config partition.
+const copyRequestFile = "copy-disk.request"
+
+// requestCopy is the console command copy-disk SERIAL.
+func (a *appliance) requestCopy(args []string, out io.Writer) error {
+	if len(args) != 1 {
+		return errors.New("usage: copy-disk SERIAL (a blank removable disk, as status shows it): a full copy of the store is written to it at the next boot")
+	}
+	a.mu.Lock()
+	part, dir := a.part, a.storeDir
+	a.mu.Unlock()
+	if part == nil || dir == "" {
+		return errors.New("no store is open: nothing to copy")
+	}
+	ds, err := disks.Scan(a.o.Board.DataDisks)
+	if err != nil {
+		return err
+	}
+	var found *disks.Disk
+	for i := range ds {
+		if disks.SerialMatches(ds[i], args[0]) {
+			found = &ds[i]
+		}
+	}
+	switch {
+	case found == nil:
+		return fmt.Errorf("no disk has serial %q (type 'status' to list the disks)", args[0])
+	case found.State != disks.Blank:
+		return fmt.Errorf("disk %s (serial %s) is %s %s: Holdfast writes a copy only to a blank disk", found.Name, found.Serial, found.State, found.Detail)
+	}
+	err = a.withConfigWritable(func() error {
+		return os.WriteFile(filepath.Join(part.Dir, copyRequestFile), []byte(found.Serial+"\n"), 0o600)
+	})
+	if err != nil {
+		return fmt.Errorf("record the copy request: %w", err)
+	}
+	a.log.Warn("offline copy requested at the console", "disk", found.Name, "serial", found.Serial)
+	fmt.Fprintf(out, "disk %s (serial %s, %s) will be formatted and get a full copy of the store at the next boot,\r\n"+
+		"before lockdown. Type poweroff, then power on with the disk attached, and watch the console.\r\n",
+		found.Name, found.Serial, humanBytes(found.Size))
+	return nil
+}
+
+// offlineCopy runs in the maintenance window with the store open as its
+// writer: it carries out a copy request, once.
+func (a *appliance) offlineCopy(ctx context.Context, primary *store.Store) {
+	if a.part == nil {
+		return
+	}
+	req := filepath.Join(a.part.Dir, copyRequestFile)
+	b, err := os.ReadFile(req)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	// Removed first: a copy that fails or is cut is asked for again at
+	// the console, never retried by itself at every boot.
+	if rerr := os.Remove(req); rerr != nil {
+		a.alert("offline copy request cannot be removed; not carried out", "error", rerr)
+		return
+	}
+	if err != nil {
+		a.alert("offline copy request unreadable; not carried out", "error", err)
+		return
+	}
+	serial := strings.TrimSpace(string(b))
+	start := time.Now()
+	res, err := a.copyTo(ctx, primary, serial)
+	if err != nil {
+		a.alert("offline copy failed; the store is untouched", "serial", serial, "error", err)
+		a.say("\nOffline copy to the disk with serial %s FAILED: %v\nAsk again with copy-disk once the cause is fixed.\n", serial, err)
+		return
+	}
+	a.log.Info("offline copy done: unplug the disk", "serial", serial, "files", len(res.Copied), "bytes", res.Bytes, "took", time.Since(start).Round(time.Millisecond))
+	a.say("\nOffline copy done: %d files, %s on the disk with serial %s. It is unmounted: unplug it and keep it somewhere else.\n"+
+		"Read it on any Linux PC with: holdfast restore --disk DEVICE --recovery-key KEY ...\n", len(res.Copied), humanBytes(res.Bytes), serial)
+}
+
+// copyTo formats the blank disk with serial as an offline copy, fills it
+// from primary and unmounts it.
+func (a *appliance) copyTo(ctx context.Context, primary *store.Store, serial string) (*mirror.SyncResult, error) {
+	ds, err := disks.Scan(a.o.Board.DataDisks)
+	if err != nil {
+		return nil, err
+	}
+	var name string
+	for _, d := range ds {
+		if disks.SerialMatches(d, serial) {
+			name = d.Name
+		}
+	}
+	if name == "" {
+		return nil, fmt.Errorf("no disk has serial %q now", serial)
+	}
+	a.log.Warn("formatting the offline copy disk requested at the console", "disk", name, "serial", serial)
+	d, err := disks.FormatAs(ctx, name, serial, disks.CopyLabel, a.o.MkE2fs, a.runChild)
+	if err != nil {
+		return nil, err
+	}
+	mnt := filepath.Join(a.o.RunDir, "copy-"+d.Name)
+	if err := os.MkdirAll(mnt, 0o700); err != nil {
+		return nil, fmt.Errorf("offline copy: %w", err)
+	}
+	if err := unix.Mount(d.Dev, mnt, "ext4", disks.MountFlags, "errors=remount-ro"); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", d.Dev, err)
+	}
+	defer func() {
+		unix.Sync()
+		if err := unix.Unmount(mnt, 0); err != nil {
+			a.alert("offline copy disk not unmounted; power off before unplugging it", "disk", d.Name, "error", err)
+		}
+	}()
+	dir := filepath.Join(mnt, disks.StoreDir)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("offline copy: %w", err)
+	}
+	keys := store.StaticKey(a.master)
+	sec, err := store.InitMirror(ctx, dir, primary, keys, store.Options{Logger: a.log.Named("copy")})
+	if err != nil {
+		return nil, fmt.Errorf("offline copy: %w", err)
+	}
+	res, err := mirror.Sync(ctx, primary, mirror.Disk{Name: d.Name, Dir: dir, Store: sec}, mirror.Options{Keys: keys, Logger: a.log.Named("copy")})
+	if cerr := sec.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("offline copy: %w", err)
+	}
+	if len(res.Unsealed) > 0 || len(res.SourceDamaged) > 0 {
+		return res, fmt.Errorf("offline copy incomplete: %d files not sealed yet, %d damaged on the data disk", len(res.Unsealed), len(res.SourceDamaged))
+	}
+	return res, nil
+}

@@ -1,0 +1,146 @@
+package appliance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/export"
+	"github.com/holdfast-appliance/holdfast/services/store"
+)
+
+// The opt-in read-only S3 export (an export block in the sealed config;
+// services/export) runs in a process of its own, which PID 1 starts at
+// the end of lockdown, after the mounts are read-only and before it limits
+// itself:
+//
+//	| stage          | uid | capabilities            | mounts                         |
+//	|----------------|-----|-------------------------|--------------------------------|
+//	| become-export  | 0   | all (briefly)           | a new mount namespace: the     |
+//	|                |     |                         | store bind-mounted read-only   |
+//	|                |     |                         | over itself, the config        |
+//	|                |     |                         | partition unmounted            |
+//	| export         | 1000| none (CAP_NET_BIND_     | that namespace, which it       |
+//	|                |     | SERVICE only for a port | cannot change                  |
+//	|                |     | below 1024)             |                                |
+//
+// So the export can read the store (it runs as the files' owner, and
+// needs the master key to decrypt) but not write one byte of it: the
+// kernel refuses every write on a read-only mount, whatever the process
+// asks. It holds no socket to the sealer or to PID 1; it gets the master
+// key and the config once, over a socket PID 1 then closes.
+
+// Environment of the become-export stage (nothing secret: paths and the
+// listen address).
+const (
+	exportStoreEnv  = "HOLDFAST_EXPORT_STORE"
+	exportConfigEnv = "HOLDFAST_EXPORT_CONFIG_MOUNT"
+	exportListenEnv = "HOLDFAST_EXPORT_LISTEN"
+)
+
+// exportInit is what PID 1 sends the export, once.
+type exportInit struct {
+	Master   []byte `json:"master"`
+	Config   []byte `json:"config"`
+	StoreDir string `json:"store_dir"`
+}
+
+// startExport starts the export when the config has an export block.
+func (a *appliance) startExport() error {
+	a.mu.Lock()
+	cfg, raw, master, dir := a.cfg, a.cfgRaw, a.master, a.storeDir
+	a.mu.Unlock()
+	if cfg == nil || cfg.Export == nil {
+		return nil
+	}
+	ours, theirs, err := socketpair("export")
+	if err != nil {
+		return err
+	}
+	defer ours.Close()
+	env := []string{
+		exportStoreEnv + "=" + dir,
+		exportConfigEnv + "=" + filepath.Join(a.o.RunDir, "config"),
+		exportListenEnv + "=" + cfg.Export.Listen,
+	}
+	_, err = a.spawnWith("export", unix.CLONE_NEWNS, env, theirs)
+	theirs.Close()
+	if err != nil {
+		return err
+	}
+	if err := json.NewEncoder(ours).Encode(exportInit{Master: master, Config: raw, StoreDir: dir}); err != nil {
+		return fmt.Errorf("export: send init: %w", err)
+	}
+	a.log.Info("export started: read-only S3 over TLS", "listen", cfg.Export.Listen)
+	return nil
+}
+
+// exportNamespace runs in the become-export stage, as root in the new
+// mount namespace: no mount event goes back to PID 1's namespace, the store
+// becomes a read-only bind mount of itself, and the config partition goes.
+// It returns the capabilities the export keeps.
+func exportNamespace(storeDir, configMount, listen string) ([]int, error) {
+	if storeDir == "" {
+		return nil, fmt.Errorf("export: no store directory")
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return nil, fmt.Errorf("export: private mounts: %w", err)
+	}
+	if err := unix.Mount(storeDir, storeDir, "", unix.MS_BIND, ""); err != nil {
+		return nil, fmt.Errorf("export: bind the store: %w", err)
+	}
+	if err := unix.Mount("", storeDir, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return nil, fmt.Errorf("export: store read-only: %w", err)
+	}
+	if configMount != "" {
+		if err := unix.Unmount(configMount, unix.MNT_DETACH); err != nil {
+			return nil, fmt.Errorf("export: hide the config partition: %w", err)
+		}
+	}
+	if _, port, err := net.SplitHostPort(listen); err == nil {
+		if p, err := strconv.Atoi(port); err == nil && p > 0 && p < 1024 {
+			return []int{unix.CAP_NET_BIND_SERVICE}, nil
+		}
+	}
+	return nil, nil
+}
+
+// runExport is the export role: read the init, open the store read-only,
+// listen and serve until the process is killed.
+func runExport(log hclog.Logger) error {
+	conn, err := moveFD(fdControl, "export")
+	if err != nil {
+		return err
+	}
+	var in exportInit
+	err = json.NewDecoder(conn).Decode(&in)
+	conn.Close()
+	if err != nil {
+		return fmt.Errorf("export: read init: %w", err)
+	}
+	cfg, err := config.Parse("config.sealed", in.Config)
+	if err != nil {
+		return fmt.Errorf("export: config: %w", err)
+	}
+	if cfg.Export == nil {
+		return fmt.Errorf("export: the config has no export block")
+	}
+	ctx := context.Background()
+	srv, err := export.FromConfig(ctx, in.StoreDir, store.StaticKey(in.Master), *cfg.Export, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Export.Listen)
+	if err != nil {
+		return fmt.Errorf("export: listen: %w", err)
+	}
+	log.Info("export listening", "addr", ln.Addr().String(), "uid", unix.Getuid(), "sha256_fingerprint", srv.Fingerprint())
+	return srv.Serve(ctx, ln)
+}
