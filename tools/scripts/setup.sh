@@ -26,6 +26,7 @@ DEBS=(
 	"tpm2-tools   tpm2_* commands for debugging TPM state by hand (tests do not use them)"
 	"qemu-system-x86  make qemu and the boot test: runs the qemu-x86_64 image"
 	"qemu-utils   qemu-img: the VM's data disks"
+	"iproute2     ip netns: the attack-suite test scans the VM from a network namespace of its own"
 	"ovmf         UEFI firmware for x86-64 VMs (OVMF_CODE_4M.fd, OVMF_VARS_4M.fd)"
 	"systemd-boot-efi  systemd-stub (linuxx64.efi.stub) the UKIs are built from"
 	"binutils     objcopy: adds the UKI sections to the stub"
