@@ -9,9 +9,11 @@ import (
 
 // MountEntry is one line of a mountinfo file.
 type MountEntry struct {
-	Dev    string // "major:minor"
-	Target string // mount point, octal escapes undone
-	FSType string
+	Dev     string // "major:minor"
+	Target  string // mount point, octal escapes undone
+	Options string // per-mount options ("rw,nosuid,...")
+	FSType  string
+	Source  string // octal escapes undone
 }
 
 // Mounts lists the mounts of a mountinfo file (normally
@@ -32,9 +34,12 @@ func Mounts(path string) ([]MountEntry, error) {
 		if len(fields) < 5 {
 			continue
 		}
-		m := MountEntry{Dev: fields[2], Target: unescapeMount(fields[4])}
+		m := MountEntry{Dev: fields[2], Target: unescapeMount(fields[4]), Options: fields[5]}
 		if len(typ) > 0 {
 			m.FSType = typ[0]
+		}
+		if len(typ) > 1 {
+			m.Source = unescapeMount(typ[1])
 		}
 		out = append(out, m)
 	}

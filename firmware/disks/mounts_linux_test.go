@@ -23,11 +23,11 @@ func TestMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []MountEntry{
-		{Dev: "0:21", Target: "/proc", FSType: "proc"},
-		{Dev: "0:23", Target: "/proc/sys", FSType: "proc"},
-		{Dev: "254:16", Target: "/run/holdfast/disk one", FSType: "ext4"},
-		{Dev: "254:16", Target: "/mnt/again", FSType: "ext4"},
-		{Dev: "0:40", Target: `/odd\name\07`, FSType: "tmpfs"},
+		{Dev: "0:21", Target: "/proc", Options: "rw,nosuid", FSType: "proc", Source: "proc"},
+		{Dev: "0:23", Target: "/proc/sys", Options: "rw", FSType: "proc", Source: "proc"},
+		{Dev: "254:16", Target: "/run/holdfast/disk one", Options: "rw,nodev", FSType: "ext4", Source: "/dev/vdb"},
+		{Dev: "254:16", Target: "/mnt/again", Options: "rw", FSType: "ext4", Source: "/dev/vdb"},
+		{Dev: "0:40", Target: `/odd\name\07`, Options: "rw", FSType: "tmpfs", Source: "tmpfs"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Mounts = %+v\nwant %+v", got, want)

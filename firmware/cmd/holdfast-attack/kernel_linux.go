@@ -210,7 +210,7 @@ func (e *env) openByHandleResult() result {
 			}
 			h, how = unix.NewFileHandle(r.HandleType, r.Handle), "handle from the owner"
 		}
-		root := e.mnt.mountPoint
+		root := e.mnt.Target
 		if root == "" {
 			root = filepath.Dir(e.cfg.store)
 		}

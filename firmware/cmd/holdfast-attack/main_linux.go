@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/caps"
+	"github.com/holdfast-appliance/holdfast/firmware/disks"
 )
 
 const (
@@ -190,7 +191,7 @@ type env struct {
 	asOwner        bool // this process is an owner child
 	capEff         uint64
 	t              targets
-	mnt            mountEntry
+	mnt            disks.MountEntry
 	becomeErr      error // why the owner uid cannot be assumed
 	stolen         []stolenFD
 	initial        map[string]entry

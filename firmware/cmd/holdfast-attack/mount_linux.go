@@ -1,18 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/firmware/disks"
 )
 
 // FIFREEZE = _IOWR('X', 119, int) and FITHAW = _IOWR('X', 120, int)
@@ -22,71 +22,17 @@ const (
 	fiThaw   = 0xc0045878
 )
 
-// mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	mountPoint, options, fsType, source string
-}
-
-func readMounts() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("mountinfo: %w", err)
-	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if m, ok := parseMountLine(sc.Text()); ok {
-			out = append(out, m)
-		}
-	}
-	return out, sc.Err()
-}
-
-// parseMountLine parses "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER".
-func parseMountLine(line string) (mountEntry, bool) {
-	f := strings.Fields(line)
-	sep := -1
-	for i, s := range f {
-		if s == "-" && i >= 6 {
-			sep = i
-			break
-		}
-	}
-	if sep < 0 || len(f) < sep+3 {
-		return mountEntry{}, false
-	}
-	return mountEntry{mountPoint: unescapeMount(f[4]), options: f[5], fsType: f[sep+1], source: unescapeMount(f[sep+2])}, true
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// readMounts lists this namespace's mounts (disks.Mounts).
+func readMounts() ([]disks.MountEntry, error) { return disks.Mounts("/proc/self/mountinfo") }
 
 // mountFor is the mount holding path (the longest mount point above it;
 // the last one listed wins among equals, as it is on top).
-func mountFor(path string, ms []mountEntry) mountEntry {
-	var best mountEntry
+func mountFor(path string, ms []disks.MountEntry) disks.MountEntry {
+	var best disks.MountEntry
 	for _, m := range ms {
-		mp := m.mountPoint
+		mp := m.Target
 		if path == mp || mp == "/" || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/") {
-			if len(mp) >= len(best.mountPoint) {
+			if len(mp) >= len(best.Target) {
 				best = m
 			}
 		}
@@ -119,8 +65,8 @@ func mountFlags(opts string) uintptr {
 // dataMount is the data disk's mount point (the store's parent when
 // mountinfo says nothing useful).
 func (e *env) dataMount() string {
-	if e.mnt.mountPoint != "" && e.mnt.mountPoint != "/" {
-		return e.mnt.mountPoint
+	if e.mnt.Target != "" && e.mnt.Target != "/" {
+		return e.mnt.Target
 	}
 	return filepath.Dir(e.cfg.store)
 }
@@ -130,12 +76,12 @@ func (e *env) remountDataRO() result {
 	err := unix.Mount("", mp, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
 	r := gate("remount "+mp+" read-only", err)
 	if err == nil {
-		r.detail += " (rw again: " + errOr(unix.Mount("", mp, "", unix.MS_REMOUNT|(mountFlags(e.mnt.options)&^unix.MS_RDONLY), ""), "ok") + ")"
+		r.detail += " (rw again: " + errOr(unix.Mount("", mp, "", unix.MS_REMOUNT|(mountFlags(e.mnt.Options)&^unix.MS_RDONLY), ""), "ok") + ")"
 	}
 	err2 := unix.Mount("", mp, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, "")
 	r2 := gate("bind-remount "+mp+" read-only", err2)
 	if err2 == nil {
-		r2.detail += " (rw again: " + errOr(unix.Mount("", mp, "", unix.MS_REMOUNT|unix.MS_BIND|(mountFlags(e.mnt.options)&^unix.MS_RDONLY), ""), "ok") + ")"
+		r2.detail += " (rw again: " + errOr(unix.Mount("", mp, "", unix.MS_REMOUNT|unix.MS_BIND|(mountFlags(e.mnt.Options)&^unix.MS_RDONLY), ""), "ok") + ")"
 	}
 	return combine(r, r2)
 }
@@ -144,7 +90,7 @@ func (e *env) remountConfigRW() result {
 	dir := e.cfg.configDir
 	ms, _ := readMounts()
 	m := mountFor(dir, ms)
-	flags := unix.MS_REMOUNT | (mountFlags(m.options) &^ unix.MS_RDONLY)
+	flags := unix.MS_REMOUNT | (mountFlags(m.Options) &^ unix.MS_RDONLY)
 	err := unix.Mount("", dir, "", flags, "")
 	r := gate("remount "+dir+" read-write", err)
 	if err == nil {
@@ -156,10 +102,10 @@ func (e *env) remountConfigRW() result {
 // remountData mounts the data disk again after an unmount that worked.
 func (e *env) remountData() string {
 	m := e.mnt
-	if m.source == "" {
+	if m.Source == "" {
 		return "source unknown"
 	}
-	return errOr(unix.Mount(m.source, m.mountPoint, m.fsType, mountFlags(m.options), ""), "ok")
+	return errOr(unix.Mount(m.Source, m.Target, m.FSType, mountFlags(m.Options), ""), "ok")
 }
 
 func (e *env) umountResult(flags int, what string) result {
@@ -283,7 +229,7 @@ func (e *env) efiBootNextResult() result {
 	dir := "/sys/firmware/efi/efivars"
 	ms, _ := readMounts()
 	var rs []result
-	if m := mountFor(dir, ms); m.mountPoint != dir || m.fsType != "efivarfs" {
+	if m := mountFor(dir, ms); m.Target != dir || m.FSType != "efivarfs" {
 		dir = "/tmp/hf-attack-efivars"
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return refusedf("efivarfs not mounted; mkdir %s: %v", dir, err)
