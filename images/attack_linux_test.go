@@ -102,21 +102,7 @@ func TestAttackSuite(t *testing.T) {
 	for k, v := range objs {
 		mc.Put(t, "mail", k, v, minio.PutObjectOptions{ContentType: "message/rfc822"})
 	}
-	cfg := fmt.Sprintf(`appliance { name = "holdfast-attack-test" }
-source "mail" {
-  s3 {
-    endpoint   = "10.0.2.2:%s"
-    bucket     = "mail"
-    access_key = %q
-    secret_key = %q
-    tls        = false
-  }
-  schedule = "every 6h"
-  retention {
-    all_for = "14d"
-  }
-}
-`, port, testminio.AccessKey, testminio.SecretKey)
+	cfg := mailConfig("holdfast-attack-test", port, "")
 	state := filepath.Join(out, "vm")
 	// Small data disks, so that the fill-the-disk technique is quick; a
 	// second network card on a tap in a namespace of the test's own, for

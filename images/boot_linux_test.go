@@ -204,6 +204,28 @@ func (g *guest) stop(ctx context.Context) {
 	g.vm = nil
 }
 
+// mailConfig is the config of a test appliance called name that pulls
+// bucket "mail" of the host's MinIO (the guest reaches the host's loopback
+// at 10.0.2.2) every 6 hours and keeps each snapshot 14 days; extra (more
+// blocks) is appended.
+func mailConfig(name, minioPort, extra string) string {
+	return fmt.Sprintf(`appliance { name = %q }
+source "mail" {
+  s3 {
+    endpoint   = "10.0.2.2:%s"
+    bucket     = "mail"
+    access_key = %q
+    secret_key = %q
+    tls        = false
+  }
+  schedule = "every 6h"
+  retention {
+    all_for = "14d"
+  }
+}
+`, name, minioPort, testminio.AccessKey, testminio.SecretKey) + extra
+}
+
 // provision does what an operator does at a new box's console: push the
 // config (checking the HELLO and the summary), note the recovery key and
 // type written, type a wrong serial (nothing is formatted) and then the
@@ -413,21 +435,7 @@ func TestApplianceEndToEnd(t *testing.T) {
 		mc.Put(t, "mail", k, v, minio.PutObjectOptions{ContentType: "message/rfc822"})
 	}
 	first := maps.Clone(objs)
-	cfg := fmt.Sprintf(`appliance { name = "holdfast-e2e" }
-source "mail" {
-  s3 {
-    endpoint   = "10.0.2.2:%s"
-    bucket     = "mail"
-    access_key = %q
-    secret_key = %q
-    tls        = false
-  }
-  schedule = "every 6h"
-  retention {
-    all_for = "14d"
-  }
-}
-target "restored" {
+	cfg := mailConfig("holdfast-e2e", port, fmt.Sprintf(`target "restored" {
   s3 {
     endpoint   = "10.0.2.2:%[1]s"
     bucket     = "restored"
@@ -440,7 +448,7 @@ export {
   access_key = %[4]q
   secret_key = %[5]q
 }
-`, port, testminio.AccessKey, testminio.SecretKey, exportAccess, exportSecret)
+`, port, testminio.AccessKey, testminio.SecretKey, exportAccess, exportSecret))
 	state := filepath.Join(out, "vm")
 	// The opt-in export (port 9443 in the guest) reaches the host's
 	// loopback through QEMU's user network, and nothing else does.
