@@ -539,3 +539,28 @@ func (v *VM) Stop(ctx context.Context) error {
 	})
 	return err
 }
+
+// ErrStopped is returned by Kill when the VM was already stopped or killed.
+var ErrStopped = errors.New("vm already stopped")
+
+// Kill cuts the VM's power: SIGKILL to QEMU at once, with no monitor
+// command, no ACPI event and no flush, so the guest loses whatever it had
+// not fsynced, as in a power cut (what QEMU itself had written to the disk
+// images stays: the host keeps running). It waits for QEMU to exit, then
+// stops swtpm and the serial log follower as Stop does. The TPM gets no
+// TPM2_Shutdown, so at the next boot it reports an unorderly shutdown.
+// Stop after Kill does nothing.
+func (v *VM) Kill() error {
+	err := ErrStopped
+	v.stopOnce.Do(func() {
+		err = nil
+		if kerr := v.qemu.Process.Signal(syscall.SIGKILL); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
+			err = fmt.Errorf("kill %s: %w", v.cfg.Board.QEMU.Binary, kerr)
+		}
+		<-v.qemuDone
+		v.stopSWTPM()
+		close(v.tailStop)
+		<-v.tailDone
+	})
+	return err
+}

@@ -52,3 +52,39 @@ func TestReceiptsAreIssuedAndSealed(t *testing.T) {
 	}
 	mustVerify(t, s)
 }
+
+// TestMissingReceiptIssuedAtOpen: a snapshot committed without a receipt
+// (a power cut between the commit's rename and its receipt, or a commit
+// that recovery finished at boot, where the appliance's open has no signer)
+// gets one at the next open that has a signer; a snapshot that has one is
+// not signed again.
+func TestMissingReceiptIssuedAtOpen(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	m := putObjects(t, s, "src", time.Now().Add(time.Hour), map[string][]byte{"a": []byte("hello")})
+	s = reopen(t, s, Options{})
+	if _, err := s.Receipt(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("receipt without a signer: %v", err)
+	}
+	signer := &hmacSigner{}
+	for range 2 {
+		s = reopen(t, s, Options{Signer: signer})
+		if signer.calls != 1 {
+			t.Fatalf("signer called %d times, want 1", signer.calls)
+		}
+	}
+	got, err := s.Receipt(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.ManifestDigest(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := (&hmacSigner{}).SignManifest(context.Background(), m.ID, d); !hmac.Equal(got, want) {
+		t.Fatal("issued receipt is not the signature of the manifest digest")
+	}
+	if ok, err := fsflag.Has(s.path(receiptsDir, m.ID+".receipt"), fsflag.Immutable); err != nil || !ok {
+		t.Fatalf("issued receipt not sealed: %v", err)
+	}
+	mustVerify(t, s)
+}

@@ -482,7 +482,49 @@ func (s *Store) recover() error {
 	if err := s.recoverJournals(); err != nil {
 		return err
 	}
+	s.issueMissingReceipts()
 	return s.openClockLog()
+}
+
+// issueMissingReceipts asks the signer, when there is one, for the receipt
+// of every sealed manifest that has none: a crash between a commit's
+// rename and its receipt, or a commit that recovery completed without a
+// signer (the appliance's boot-time open), leaves a snapshot without one,
+// and restore refuses a snapshot without a receipt. An unsealed manifest
+// (one that failed its check) gets none. Failures are logged: the
+// snapshots are committed, and the next open tries again.
+func (s *Store) issueMissingReceipts() {
+	if s.signer == nil {
+		return
+	}
+	recs, err := os.ReadDir(s.path(receiptsDir))
+	if err != nil {
+		s.log.Error("missing receipts not issued", "error", err)
+		return
+	}
+	have := make(map[string]bool, len(recs))
+	for _, e := range recs {
+		have[e.Name()] = true
+	}
+	snaps, err := os.ReadDir(s.path(snapshotsDir))
+	if err != nil {
+		s.log.Error("missing receipts not issued", "error", err)
+		return
+	}
+	for _, e := range snaps {
+		id, ok := strings.CutSuffix(e.Name(), ".snap")
+		if !ok || !ValidSnapshotID(id) || have[id+".receipt"] {
+			continue
+		}
+		if sealed, err := fsflag.Has(s.path(snapshotsDir, e.Name()), fsflag.Immutable); err != nil || !sealed {
+			continue
+		}
+		if err := s.issueReceipt(context.Background(), id); err != nil {
+			s.log.Error("snapshot still has no receipt", "id", id, "error", err)
+			continue
+		}
+		s.log.Warn("receipt issued for a snapshot committed without one (a crash before its receipt)", "id", id)
+	}
 }
 
 // recoverJournals finishes journals that a crash left complete (only the
