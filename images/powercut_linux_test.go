@@ -578,21 +578,7 @@ func TestPowerCuts(t *testing.T) {
 	p.bucket.fill(t)
 	t.Logf("bucket: %d objects, %d bytes", len(p.bucket.objs), p.bucket.bytes())
 	defer p.summary()
-	cfg := fmt.Sprintf(`appliance { name = "holdfast-powercut" }
-source "mail" {
-  s3 {
-    endpoint   = "10.0.2.2:%s"
-    bucket     = "mail"
-    access_key = %q
-    secret_key = %q
-    tls        = false
-  }
-  schedule = "every 6h"
-  retention {
-    all_for = "14d"
-  }
-}
-target "restored" {
+	cfg := mailConfig("holdfast-powercut", port, fmt.Sprintf(`target "restored" {
   s3 {
     endpoint   = "10.0.2.2:%[1]s"
     bucket     = "restored"
@@ -601,7 +587,7 @@ target "restored" {
     tls        = false
   }
 }
-`, port, testminio.AccessKey, testminio.SecretKey)
+`, port, testminio.AccessKey, testminio.SecretKey))
 	state := filepath.Join(out, "vm")
 
 	// Boot 1: provision; the first pull is the worker's scheduled one.
