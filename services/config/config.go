@@ -434,20 +434,7 @@ func (v *validator) source(rs *sourceHCL) Source {
 			Quota:             DefaultQuota,
 		},
 	}
-	if !sourceNameRE.MatchString(rs.Name) {
-		v.diags = append(v.diags, &hcl.Diagnostic{
-			Severity: hcl.DiagError, Summary: "Invalid source name",
-			Detail:  fmt.Sprintf("source name %q: want 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", rs.Name),
-			Subject: rs.DefRange.Ptr(),
-		})
-	}
-	if rs.S3 == nil {
-		v.diags = append(v.diags, &hcl.Diagnostic{
-			Severity: hcl.DiagError, Summary: `Missing "s3" block`,
-			Detail:  fmt.Sprintf("source %q needs an s3 { endpoint, bucket, access_key, secret_key } block", rs.Name),
-			Subject: rs.DefRange.Ptr(),
-		})
-	} else {
+	if v.checkNamedS3Block("source", rs.Name, rs.DefRange, rs.S3 != nil) {
 		s.S3 = v.s3(fmt.Sprintf("source %q", rs.Name), rs.S3)
 	}
 	every, err := ParseSchedule(rs.Schedule)

@@ -57,19 +57,7 @@ func (v *validator) targets(raw []targetHCL) []Target {
 
 func (v *validator) target(rt *targetHCL) Target {
 	t := Target{Name: rt.Name}
-	if !sourceNameRE.MatchString(rt.Name) {
-		v.diags = append(v.diags, &hcl.Diagnostic{
-			Severity: hcl.DiagError, Summary: "Invalid target name",
-			Detail:  fmt.Sprintf("target name %q: want 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", rt.Name),
-			Subject: rt.DefRange.Ptr(),
-		})
-	}
-	if rt.S3 == nil {
-		v.diags = append(v.diags, &hcl.Diagnostic{
-			Severity: hcl.DiagError, Summary: `Missing "s3" block`,
-			Detail:  fmt.Sprintf("target %q needs an s3 { endpoint, bucket, access_key, secret_key } block", rt.Name),
-			Subject: rt.DefRange.Ptr(),
-		})
+	if !v.checkNamedS3Block("target", rt.Name, rt.DefRange, rt.S3 != nil) {
 		return t
 	}
 	owner := fmt.Sprintf("target %q", rt.Name)
@@ -82,4 +70,25 @@ func (v *validator) target(rt *targetHCL) Target {
 	// request; the MD5 check is a pull's.
 	t.S3.CheckETagMD5 = false
 	return t
+}
+
+// checkNamedS3Block checks what source and target blocks share: a
+// well-formed name and an s3 block. It reports whether the s3 block is
+// there.
+func (v *validator) checkNamedS3Block(kind, name string, def hcl.Range, hasS3 bool) bool {
+	if !sourceNameRE.MatchString(name) {
+		v.diags = append(v.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError, Summary: "Invalid " + kind + " name",
+			Detail:  fmt.Sprintf("%s name %q: want 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", kind, name),
+			Subject: def.Ptr(),
+		})
+	}
+	if !hasS3 {
+		v.diags = append(v.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError, Summary: `Missing "s3" block`,
+			Detail:  fmt.Sprintf("%s %q needs an s3 { endpoint, bucket, access_key, secret_key } block", kind, name),
+			Subject: def.Ptr(),
+		})
+	}
+	return hasS3
 }
