@@ -87,7 +87,16 @@ func (f *File) Source(name string) (Source, bool) {
 // Appliance describes the box itself.
 type Appliance struct {
 	Name string
+	// Scrub is how often every sealed file on every data disk is read and
+	// checked (services/mirror.Scrub); DefaultScrubEvery unless set.
+	Scrub Schedule
 }
+
+// DefaultScrubEvery is how often the data disks are scrubbed when the
+// appliance block sets no scrub schedule: a weekly scrub reads each disk
+// whole once a week, which finds a damaged pack while the other disk
+// still holds a good copy, at a cost of a few hours of disk reads.
+const DefaultScrubEvery = 7 * 24 * time.Hour
 
 // Source is one bucket (or prefix of a bucket) the appliance pulls.
 type Source struct {
@@ -215,8 +224,9 @@ type fileHCL struct {
 }
 
 type applianceHCL struct {
-	Name string   `hcl:"name"`
-	Body hcl.Body `hcl:",body"`
+	Name  string   `hcl:"name"`
+	Scrub *string  `hcl:"scrub,optional"`
+	Body  hcl.Body `hcl:",body"`
 }
 
 type sourceHCL struct {
@@ -388,6 +398,14 @@ func (v *validator) convert(raw *fileHCL) *File {
 		if !sourceNameRE.MatchString(raw.Appliance.Name) {
 			v.errf(raw.Appliance.Body, "name", `Invalid value for "name"`,
 				"appliance name %q: want 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", raw.Appliance.Name)
+		}
+		out.Appliance.Scrub = Schedule{Every: DefaultScrubEvery}
+		if raw.Appliance.Scrub != nil {
+			every, err := ParseSchedule(*raw.Appliance.Scrub)
+			if err != nil {
+				v.errf(raw.Appliance.Body, "scrub", `Invalid value for "scrub"`, "appliance: %v", err)
+			}
+			out.Appliance.Scrub = Schedule{Every: every}
 		}
 	}
 	if len(raw.Sources) == 0 {

@@ -47,6 +47,13 @@ func TestParseIssueExample(t *testing.T) {
 	if f.Appliance.Name != "holdfast-01" || len(f.Sources) != 1 {
 		t.Fatalf("got %+v", f)
 	}
+	if f.Appliance.Scrub.Every != DefaultScrubEvery {
+		t.Errorf("scrub every %s, want the default %s", f.Appliance.Scrub.Every, DefaultScrubEvery)
+	}
+	g, err := Parse("cfg.hcl", []byte(strings.Replace(issueExample, `appliance { name = "holdfast-01" }`, "appliance {\n  name = \"holdfast-01\"\n  scrub = \"every 1d\"\n}", 1)))
+	if err != nil || g.Appliance.Scrub.Every != 24*time.Hour {
+		t.Fatalf("scrub = \"every 1d\": %v, %+v", err, g)
+	}
 	s := f.Sources[0]
 	want := Source{
 		Name: "mail-archive",
@@ -158,6 +165,8 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate source", "appliance { name = \"hf\" }\n" +
 			"source \"a\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n" +
 			"source \"a\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:11", "Duplicate source"}},
+		{"scrub word", "appliance {\n  name = \"hf\"\n  scrub = \"weekly\"\n}\nsource \"s\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:3", "scrub"}},
+		{"scrub too often", "appliance {\n  name = \"hf\"\n  scrub = \"every 1m\"\n}\nsource \"s\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:3", "scrub", "minimum"}},
 		{"bad source name", "appliance { name = \"hf\" }\nsource \"../x\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:2", "source name"}},
 	}
 	for _, tt := range tests {
