@@ -76,10 +76,123 @@ type Config struct {
 	// HostForward are QEMU user-network hostfwd rules for the first card,
 	// e.g. "tcp:127.0.0.1:18443-:9443" (the host's loopback only).
 	HostForward []string
+	// DataDiskFaults[i], when not empty, is the text of a QEMU blkdebug
+	// rules file for data disk i (FailAllAfterFirstAlloc, FailWrites or
+	// rules of one's own). The VM writes it to dataN.blkdebug in StateDir
+	// and stacks the disk as qcow2 on blkdebug on the qcow2 file, so the
+	// rules see the events the qcow2 driver raises on its file (read_aio,
+	// write_aio, cluster_alloc, flush_to_disk...) and fail the requests
+	// qcow2 then sends to the file. The guest gets the errors: QEMU's
+	// defaults rerror=report and werror=enospc report EIO to the guest
+	// rather than pausing the VM. The rules' state starts afresh at every
+	// QEMU start; the qcow2 file keeps what was written before an error.
+	DataDiskFaults [2]string
+	// DetachDataDisk[i] leaves data disk i out of the VM, as a disk that
+	// has gone missing (DataDiskFaults[i] is then ignored). Its qcow2 file
+	// stays in StateDir, untouched, for a later run (it is still created
+	// blank when absent).
+	DetachDataDisk [2]bool
 	// Console receives the serial console's text for a person; nil
 	// discards it.
 	Console io.Writer
 	Log     hclog.Logger
+}
+
+// Blkdebug rule sets for Config.DataDiskFaults, verified with qemu-io 7.2
+// (TestDataDiskFaultRules). blkdebug starts in state 1. When an event
+// fires, every rule of that event whose state matches the current one
+// acts (all of them see the state as it was before the event; a
+// [set-state] takes effect after). An [inject-error] rule that acts
+// becomes active: from then on every request that reaches blkdebug (from
+// qcow2, for the file) of the rule's iotype (one type per rule; without
+// iotype read, write, write-zeroes, discard and flush) fails with errno,
+// until an event activates other [inject-error] rules in its place or,
+// with once, after one error; the state is not looked at again. A guest
+// read of a range qcow2 never allocated reads zeros without reading data
+// from the file, so it fails only if qcow2 has to load one of its tables
+// from the file then. qcow2 changes its tables in a cache first: a
+// guest write-zeroes of whole clusters fails with EIO when the tables
+// cannot be written back, yet the cached tables keep the change, so the
+// range reads zeros until QEMU exits (the file never gets it).
+const (
+	// FailAllAfterFirstAlloc lets the guest read and write the clusters
+	// the image already has without error. The first time qcow2 allocates
+	// a cluster (event cluster_alloc: the guest writes where nothing was
+	// ever written, e.g. a new pack; a fresh file system's journal also
+	// takes new clusters the first time round) the error rule becomes
+	// active, and the state moves to 2 for good so that it acts only
+	// once: from then on every read, write, write-zeroes, discard and flush
+	// qcow2 sends to the file fails with EIO (errno 5), for the rest of
+	// the run. The allocating write fails itself, before anything of it
+	// reaches the file, and so does every later guest write and every
+	// guest read of an allocated range.
+	FailAllAfterFirstAlloc = `[set-state]
+event = "cluster_alloc"
+state = "1"
+new_state = "2"
+
+[inject-error]
+event = "cluster_alloc"
+state = "1"
+errno = "5"
+`
+	// FailWrites fails every write, write-zeroes and flush request with
+	// EIO (errno 5) from the moment the disk is opened (event none, which
+	// blkdebug raises once at open), qcow2's metadata writes included;
+	// reads work, so the guest reads the data as it was. Discards are not
+	// failed: the data disks are attached with QEMU's default
+	// discard=ignore, so the guest's discards never reach the image.
+	FailWrites = `[inject-error]
+event = "none"
+iotype = "write"
+errno = "5"
+
+[inject-error]
+event = "none"
+iotype = "write-zeroes"
+errno = "5"
+
+[inject-error]
+event = "none"
+iotype = "flush"
+errno = "5"
+`
+)
+
+// DataDiskPath is the qcow2 file of data disk i (0 or 1) in a VM's state
+// directory.
+func DataDiskPath(stateDir string, i int) string {
+	return filepath.Join(stateDir, fmt.Sprintf("data%d.qcow2", i))
+}
+
+// dataDiskRules is where the VM writes data disk i's blkdebug rules.
+func dataDiskRules(stateDir string, i int) string {
+	return filepath.Join(stateDir, fmt.Sprintf("data%d.blkdebug", i))
+}
+
+// dataDriveOpts are the block options of data disk i's -drive: the qcow2
+// file, or with faults qcow2 on blkdebug on the file.
+func dataDriveOpts(c Config, i int) string {
+	p := DataDiskPath(c.StateDir, i)
+	if c.DataDiskFaults[i] == "" {
+		return "format=qcow2,file=" + p
+	}
+	return "driver=qcow2,file.driver=blkdebug,file.config=" + dataDiskRules(c.StateDir, i) +
+		",file.image.driver=file,file.image.filename=" + p
+}
+
+// dataDiskArgs are QEMU's arguments for the data disks that are attached.
+func dataDiskArgs(c Config) []string {
+	var args []string
+	for i := range 2 {
+		if c.DetachDataDisk[i] {
+			continue
+		}
+		args = append(args,
+			"-drive", fmt.Sprintf("if=none,id=data%d,%s", i, dataDriveOpts(c, i)),
+			"-device", fmt.Sprintf("%s,drive=data%d,serial=HOLDFAST-DATA%d", c.Board.QEMU.DiskDevice, i, i))
+	}
+	return args
 }
 
 // userNetdev is the first card's user-mode network with its forwards.
@@ -220,7 +333,15 @@ func prepare(ctx context.Context, c Config) error {
 		}
 	}
 	for i := range 2 {
-		p := filepath.Join(c.StateDir, fmt.Sprintf("data%d.qcow2", i))
+		rules := dataDiskRules(c.StateDir, i)
+		if c.DataDiskFaults[i] != "" {
+			if err := os.WriteFile(rules, []byte(c.DataDiskFaults[i]), 0o644); err != nil {
+				return fmt.Errorf("data disk faults: %w", err)
+			}
+		} else if err := os.Remove(rules); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("data disk faults: %w", err)
+		}
+		p := DataDiskPath(c.StateDir, i)
 		if _, err := os.Stat(p); err == nil {
 			continue
 		}
@@ -340,11 +461,7 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 		extra = append(extra, c.TapNIC) // fd 3 in QEMU
 		args = append(args, "-netdev", "tap,id=net1,fd=3", "-device", q.NetDevice+",netdev=net1,romfile=,mac="+TapMAC)
 	}
-	for i := range 2 {
-		args = append(args,
-			"-drive", fmt.Sprintf("if=none,id=data%d,format=qcow2,file=%s", i, filepath.Join(c.StateDir, fmt.Sprintf("data%d.qcow2", i))),
-			"-device", fmt.Sprintf("%s,drive=data%d,serial=HOLDFAST-DATA%d", q.DiskDevice, i, i))
-	}
+	args = append(args, dataDiskArgs(c)...)
 	if q.TPMDevice != "" {
 		sock, err := v.startSWTPM(ctx)
 		if err != nil {
