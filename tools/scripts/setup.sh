@@ -12,7 +12,7 @@ CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/holdfast"
 
 # Debian packages: "package  what needs it".
 DEBS=(
-	"e2fsprogs    chattr/lsattr and mkfs.ext4: inode flags on the store"
+	"e2fsprogs    chattr/lsattr and mkfs.ext4: inode flags on the store; debugfs to damage a pack in a disk image"
 	"xfsprogs     mkfs.xfs: store tests on xfs"
 	"btrfs-progs  mkfs.btrfs: store tests on btrfs"
 	"attr         getfattr/setfattr: retention xattrs in the demo"
@@ -25,7 +25,7 @@ DEBS=(
 	"swtpm-tools  swtpm_setup/swtpm_ioctl for swtpm state (make qemu)"
 	"tpm2-tools   tpm2_* commands for debugging TPM state by hand (tests do not use them)"
 	"qemu-system-x86  make qemu and the boot test: runs the qemu-x86_64 image"
-	"qemu-utils   qemu-img: the VM's data disks"
+	"qemu-utils   qemu-img and qemu-io: the VM's data disks, damaging one"
 	"iproute2     ip netns: the attack-suite test scans the VM from a network namespace of its own"
 	"ovmf         UEFI firmware for x86-64 VMs (OVMF_CODE_4M.fd, OVMF_VARS_4M.fd)"
 	"systemd-boot-efi  systemd-stub (linuxx64.efi.stub) the UKIs are built from"
