@@ -77,6 +77,13 @@ type appliance struct {
 	mounted  map[string]string // disk name -> mount point
 	storeDir string            // the store on the primary data disk
 	storeID  string
+	// stores are the data disks holding the store, the primary (the
+	// worker's writer) first; spare are holdfast-data disks with no store
+	// yet (mirror_linux.go).
+	stores []dataStore
+	spare  []dataStore
+	// mirror is the worker's latest word on the mirror, for status.
+	mirror   string
 	newStore bool // the disk was just formatted: the worker creates the store
 	worker   *peer
 	procs    []*exec.Cmd // worker and sealer

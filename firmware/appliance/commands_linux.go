@@ -33,6 +33,10 @@ import (
 //	|   TARGET [PREFIX]     | restore_linux.go); --object KEY restores one object       |
 //	| copy-disk SERIAL      | a full copy of the store to a blank removable disk at the |
 //	|                       | next boot (copydisk_linux.go)                             |
+//	| mirror-disk SERIAL    | a blank disk becomes a second copy of the store at the    |
+//	|                       | next boot; every pull is then kept on both (mirror_linux.go)|
+//	| scrub                 | reads and checks every file on every data disk now;       |
+//	|                       | missing copies are made, damaged ones at the next boot    |
 //	| sockets               | listening TCP/UDP/raw/unix sockets (none is expected)     |
 //	| processes             | every process with its uid and capabilities               |
 //	| anchor-clock          | the operator vouches for the wall clock: re-anchors the   |
@@ -56,6 +60,9 @@ const helpText = `commands:
                          restore one object ("quoted" keys as ls prints them)
   copy-disk SERIAL       write a full copy of the store to a blank removable
                          disk (an offline copy) at the next boot
+  mirror-disk SERIAL     make a blank disk a second copy of the store at the
+                         next boot; every pull is then kept on both disks
+  scrub                  read and check every file on every data disk now
   sockets                listening sockets (none is expected)
   processes              processes with their uid and capabilities
   anchor-clock           vouch for the wall clock shown by status (unfreezes prune)
@@ -102,6 +109,10 @@ func (a *appliance) command(ctx context.Context, cmd console.Command, out io.Wri
 		return a.restore(ctx, cmd.Args, out)
 	case "copy-disk":
 		return a.requestCopy(cmd.Args, out)
+	case "mirror-disk":
+		return a.requestMirror(cmd.Args, out)
+	case "scrub":
+		return a.scrubNow(ctx, out)
 	case "poweroff":
 		fmt.Fprint(out, "powering off\r\n")
 		go func() {
@@ -162,6 +173,17 @@ func (a *appliance) status() string {
 	}
 	if a.storeDir != "" {
 		fmt.Fprintf(&b, "store %s at %s\n", a.storeID, a.storeDir)
+	}
+	if len(a.stores) > 1 || a.mirror != "" {
+		names := make([]string, len(a.stores))
+		for i, d := range a.stores {
+			names[i] = d.Name
+		}
+		fmt.Fprintf(&b, "mirror: disks %s (pulls go to the first)", strings.Join(names, ", "))
+		if a.mirror != "" {
+			fmt.Fprintf(&b, "; %s", a.mirror)
+		}
+		b.WriteString("\n")
 	}
 	if a.cfg != nil {
 		for _, s := range a.cfg.Sources {

@@ -122,55 +122,16 @@ func (a *appliance) offlineCopy(ctx context.Context, primary *store.Store) {
 // copyTo formats the blank disk with serial as an offline copy, fills it
 // from primary and unmounts it.
 func (a *appliance) copyTo(ctx context.Context, primary *store.Store, serial string) (*mirror.SyncResult, error) {
-	ds, err := disks.Scan(a.o.Board.DataDisks)
-	if err != nil {
-		return nil, err
-	}
-	var name string
-	for _, d := range ds {
-		if disks.SerialMatches(d, serial) {
-			name = d.Name
-		}
-	}
-	if name == "" {
-		return nil, fmt.Errorf("no disk has serial %q now", serial)
-	}
-	a.log.Warn("formatting the offline copy disk requested at the console", "disk", name, "serial", serial)
-	d, err := disks.FormatAs(ctx, name, serial, disks.CopyLabel, a.o.MkE2fs, a.runChild)
-	if err != nil {
-		return nil, err
-	}
-	mnt := filepath.Join(a.o.RunDir, "copy-"+d.Name)
-	if err := os.MkdirAll(mnt, 0o700); err != nil {
-		return nil, fmt.Errorf("offline copy: %w", err)
-	}
-	if err := unix.Mount(d.Dev, mnt, "ext4", disks.MountFlags, "errors=remount-ro"); err != nil {
-		return nil, fmt.Errorf("mount %s: %w", d.Dev, err)
-	}
-	defer func() {
+	d, res, err := a.newCopy(ctx, primary, serial, disks.CopyLabel, "copy-")
+	if d.Dir != "" {
+		mnt := filepath.Dir(d.Dir)
 		unix.Sync()
-		if err := unix.Unmount(mnt, 0); err != nil {
-			a.alert("offline copy disk not unmounted; power off before unplugging it", "disk", d.Name, "error", err)
+		if uerr := unix.Unmount(mnt, 0); uerr != nil {
+			a.alert("offline copy disk not unmounted; power off before unplugging it", "disk", d.Name, "error", uerr)
 		}
-	}()
-	dir := filepath.Join(mnt, disks.StoreDir)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("offline copy: %w", err)
-	}
-	keys := store.StaticKey(a.master)
-	sec, err := store.InitMirror(ctx, dir, primary, keys, store.Options{Logger: a.log.Named("copy")})
-	if err != nil {
-		return nil, fmt.Errorf("offline copy: %w", err)
-	}
-	res, err := mirror.Sync(ctx, primary, mirror.Disk{Name: d.Name, Dir: dir, Store: sec}, mirror.Options{Keys: keys, Logger: a.log.Named("copy")})
-	if cerr := sec.Close(); err == nil && cerr != nil {
-		err = cerr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("offline copy: %w", err)
-	}
-	if len(res.Unsealed) > 0 || len(res.SourceDamaged) > 0 {
-		return res, fmt.Errorf("offline copy incomplete: %d files not sealed yet, %d damaged on the data disk", len(res.Unsealed), len(res.SourceDamaged))
+		return res, fmt.Errorf("offline copy: %w", err)
 	}
 	return res, nil
 }

@@ -129,11 +129,16 @@ func (a *appliance) format(ctx context.Context, args []string, out io.Writer) er
 	return fmt.Errorf("no disk has serial %q (type 'status' to list the disks)", args[0])
 }
 
-// openStore mounts the Holdfast disks and picks the store on the first one
-// whose store this key opens; a freshly formatted disk gets an empty store
-// directory owned by the worker, which creates the store in it.
+// openStore mounts every Holdfast disk and finds the store: the first disk
+// whose store this key opens is the primary, later disks holding the same
+// store are its mirrors (mirror_linux.go). With no store anywhere, the
+// first Holdfast disk with an empty store directory gets one, made by the
+// worker. A disk holding another store, or one this key cannot open, is
+// left as it is, with an alert.
 func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 	var errs []error
+	var found, empty []dataStore
+	id := ""
 	for _, d := range ds {
 		if d.State != disks.Holdfast {
 			continue
@@ -143,6 +148,7 @@ func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 			mnt = filepath.Join(a.o.RunDir, "disk-"+d.Name)
 			if err := disks.Mount(d, mnt); err != nil {
 				errs = append(errs, err)
+				a.alert("disk-error: data disk cannot be mounted; it is left as it is", "disk", d.Name, "serial", d.Serial, "error", err)
 				continue
 			}
 			a.mu.Lock()
@@ -150,30 +156,45 @@ func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 			a.mu.Unlock()
 			a.log.Info("mounted data disk", "disk", d.Name, "at", mnt)
 		}
-		dir := filepath.Join(mnt, disks.StoreDir)
-		if _, err := os.Stat(filepath.Join(dir, "holdfast-store")); os.IsNotExist(err) {
-			if err := newStoreDir(dir); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", d.Name, err))
-				continue
-			}
-			a.mu.Lock()
-			a.storeDir, a.storeID, a.newStore = dir, "(new)", true
-			a.mu.Unlock()
-			a.log.Info("phase 5/8 disks: new data disk; the worker creates the store", "disk", d.Name)
-			return nil
+		ds := dataStore{Name: d.Name, Serial: d.Serial, UUID: d.UUID, Dir: filepath.Join(mnt, disks.StoreDir)}
+		if _, err := os.Stat(filepath.Join(ds.Dir, "holdfast-store")); os.IsNotExist(err) {
+			empty = append(empty, ds)
+			continue
 		}
-		st, err := store.Open(ctx, dir, store.StaticKey(a.master), store.Options{ReadOnly: true, Logger: a.log.Named("store")})
+		st, err := store.Open(ctx, ds.Dir, store.StaticKey(a.master), store.Options{ReadOnly: true, Logger: a.log.Named("store")})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", d.Name, err))
 			a.alert("data disk holds no store this box can open; it is left as it is", "disk", d.Name, "error", err)
 			continue
 		}
-		id := st.ID()
+		sid := st.ID()
 		st.Close()
+		if id != "" && sid != id {
+			a.alert("data disk holds another store than the first disk; it is left as it is", "disk", d.Name, "store", sid, "first", id)
+			continue
+		}
+		id = sid
+		found = append(found, ds)
+	}
+	if len(found) > 0 {
 		a.mu.Lock()
-		a.storeDir, a.storeID = dir, id
+		a.stores, a.spare = found, empty
+		a.storeDir, a.storeID = found[0].Dir, id
 		a.mu.Unlock()
-		a.log.Info("phase 5/8 disks: store open", "disk", d.Name, "store", id)
+		a.log.Info("phase 5/8 disks: store open", "disk", found[0].Name, "store", id, "mirrors", len(found)-1)
+		return nil
+	}
+	for i, ds := range empty {
+		if err := newStoreDir(ds.Dir); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ds.Name, err))
+			continue
+		}
+		a.mu.Lock()
+		a.stores = []dataStore{ds}
+		a.spare = append(append([]dataStore(nil), empty[:i]...), empty[i+1:]...)
+		a.storeDir, a.storeID, a.newStore = ds.Dir, "(new)", true
+		a.mu.Unlock()
+		a.log.Info("phase 5/8 disks: new data disk; the worker creates the store", "disk", ds.Name)
 		return nil
 	}
 	if len(errs) == 0 {
@@ -185,6 +206,11 @@ func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 // newStoreDir makes an empty store directory owned by the worker. An
 // existing directory must be empty (a store whose creation was cut).
 func newStoreDir(dir string) error {
+	// An earlier lockdown made the disk's root immutable (sealDiskRoots);
+	// this runs before lockdown, which sets the flag again.
+	if err := fsflag.Clear(filepath.Dir(dir), fsflag.Immutable); err != nil {
+		return fmt.Errorf("store dir: %w", err)
+	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
 		return fmt.Errorf("store dir: %w", err)
 	}

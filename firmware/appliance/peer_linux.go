@@ -32,24 +32,31 @@ import (
 // and PID 1 treats what the worker says as data only (it never acts on a
 // path or a command from it), since the worker parses network input.
 type message struct {
-	ID       int         `json:"id,omitempty"`
-	Op       string      `json:"op"`
-	Reply    bool        `json:"reply,omitempty"`
-	Err      string      `json:"err,omitempty"`
-	Source   string      `json:"source,omitempty"`
-	Snapshot string      `json:"snapshot,omitempty"`
-	Until    time.Time   `json:"until,omitzero"`
-	Hold     bool        `json:"hold,omitempty"`
-	Reason   string      `json:"reason,omitempty"`
-	Master   []byte      `json:"master,omitempty"`
-	Config   []byte      `json:"config,omitempty"`
-	StoreDir string      `json:"store_dir,omitempty"`
-	Create   bool        `json:"create,omitempty"`
-	Recovery []byte      `json:"recovery,omitempty"`
-	Digest   []byte      `json:"digest,omitempty"`
-	Receipt  []byte      `json:"receipt,omitempty"`
-	Status   *pullStatus `json:"status,omitempty"`
-	Text     string      `json:"text,omitempty"`
+	ID       int       `json:"id,omitempty"`
+	Op       string    `json:"op"`
+	Reply    bool      `json:"reply,omitempty"`
+	Err      string    `json:"err,omitempty"`
+	Source   string    `json:"source,omitempty"`
+	Snapshot string    `json:"snapshot,omitempty"`
+	Until    time.Time `json:"until,omitzero"`
+	Hold     bool      `json:"hold,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Master   []byte    `json:"master,omitempty"`
+	Config   []byte    `json:"config,omitempty"`
+	StoreDir string    `json:"store_dir,omitempty"`
+	// Disks are the data disks holding the store, the primary first
+	// (init); the disk the worker writes to now (primary).
+	Disks []diskRef `json:"disks,omitempty"`
+	// LastScrub is when the last scrub ended (init); Repair asks PID 1 to
+	// repair at the next boot what a scrub found damaged (scrub-done).
+	LastScrub time.Time   `json:"last_scrub,omitzero"`
+	Repair    bool        `json:"repair,omitempty"`
+	Create    bool        `json:"create,omitempty"`
+	Recovery  []byte      `json:"recovery,omitempty"`
+	Digest    []byte      `json:"digest,omitempty"`
+	Receipt   []byte      `json:"receipt,omitempty"`
+	Status    *pullStatus `json:"status,omitempty"`
+	Text      string      `json:"text,omitempty"`
 	// restore and restore-progress (restore_linux.go). Prefix is bytes,
 	// not a string, because JSON would mangle a key that is not UTF-8.
 	Target     string         `json:"target,omitempty"`
@@ -57,6 +64,13 @@ type message struct {
 	Exact      bool           `json:"exact,omitempty"`
 	ReceiptKey []byte         `json:"receipt_key,omitempty"`
 	Restore    *restoreReport `json:"restore,omitempty"`
+}
+
+// diskRef names a data disk holding the store for the worker.
+type diskRef struct {
+	Name   string `json:"name"`
+	Serial string `json:"serial"`
+	Dir    string `json:"dir"`
 }
 
 const maxMessage = 1 << 20

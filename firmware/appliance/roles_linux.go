@@ -182,15 +182,20 @@ func socketpair(name string) (*os.File, *os.File, error) {
 
 // worker is the unprivileged process that pulls and writes the store.
 type worker struct {
-	log        hclog.Logger
-	peer       *peer
-	sealerConn *os.File
-	sealer     *sealer.Client
-	mu         sync.Mutex // one store writer at a time
-	master     []byte
-	cfg        *config.File
-	dir        string
-	ready      chan struct{}
+	log         hclog.Logger
+	peer        *peer
+	sealerConns []*os.File
+	// dmu guards the disks' failed fields; disks are the data disks
+	// holding the store, the primary first (worker_disks_linux.go).
+	dmu      sync.Mutex
+	disks    []*wdisk
+	syncKick chan struct{}
+	scrubMu  sync.Mutex // one scrub at a time
+	master   []byte
+	cfg      *config.File
+	ready    chan struct{}
+	// lastScrub is when the last scrub ended, as PID 1 recorded it.
+	lastScrub time.Time
 	// out sends alerts by mail and webhook when the config says so;
 	// nil logs them only.
 	out *alert.Dispatcher
@@ -212,11 +217,11 @@ func runWorker(log hclog.Logger) error {
 	if err != nil {
 		return err
 	}
-	sc, err := moveFD(fdSealer, "sealer")
+	sc, err := sealerSockets()
 	if err != nil {
 		return err
 	}
-	w := &worker{log: log, ready: make(chan struct{}), sealerConn: sc}
+	w := &worker{log: log, ready: make(chan struct{}), sealerConns: sc, syncKick: make(chan struct{}, 1)}
 	w.peer = newPeer(ctl, w.handle)
 	select {
 	case <-w.ready:
@@ -229,7 +234,10 @@ func runWorker(log hclog.Logger) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-w.peer.closed; cancel() }()
-	log.Info("worker up", "uid", os.Getuid(), "sources", len(jobs))
+	log.Info("worker up", "uid", os.Getuid(), "sources", len(jobs), "disks", len(w.disks))
+	go w.syncLoop(ctx)
+	w.kickSync() // catch up with what the last boot left
+	go w.scrubLoop(ctx, w.lastScrub)
 	sched := &ingest.Scheduler{Log: log.Named("schedule"), Pull: func(ctx context.Context, name string) error {
 		st, err := w.pull(ctx, name)
 		_ = w.peer.notify(message{Op: "status", Source: name, Status: st})
@@ -248,7 +256,10 @@ func (w *worker) handle(m message) *message {
 		if err != nil {
 			return &message{Err: err.Error()}
 		}
-		w.master, w.cfg, w.dir = m.Master, cfg, m.StoreDir
+		w.master, w.cfg, w.lastScrub = m.Master, cfg, m.LastScrub
+		if err := w.setDisks(m.Disks, m.StoreDir); err != nil {
+			return &message{Err: err.Error()}
+		}
 		if cfg.Alerts != nil {
 			d, err := alert.FromConfig(cfg, w.log.Named("alert"))
 			if err != nil {
@@ -256,14 +267,13 @@ func (w *worker) handle(m message) *message {
 			}
 			w.out = d
 		}
-		w.sealer = sealer.NewClient(w.sealerConn, m.StoreDir)
 		if m.Create {
-			st, err := store.Init(context.Background(), m.StoreDir, store.StaticKey(m.Master), store.InitOptions{RecoveryBlob: m.Recovery}, w.options())
+			st, err := store.Init(context.Background(), w.disks[0].ref.Dir, store.StaticKey(m.Master), store.InitOptions{RecoveryBlob: m.Recovery}, w.storeOptions(w.disks[0]))
 			if err != nil {
 				return &message{Err: fmt.Sprintf("create store: %v", err)}
 			}
 			st.Close()
-			w.log.Info("store created", "dir", m.StoreDir)
+			w.log.Info("store created", "dir", w.disks[0].ref.Dir)
 		}
 		close(w.ready)
 		return &message{}
@@ -277,52 +287,76 @@ func (w *worker) handle(m message) *message {
 		st, err := w.pull(context.Background(), m.Source)
 		return &message{Status: st, Err: errString(err)}
 	case "extend":
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		st, err := store.Open(context.Background(), w.dir, store.StaticKey(w.master), w.options())
+		d := w.writer()
+		if d == nil {
+			return &message{Err: "no usable data disk"}
+		}
+		d.mu.Lock()
+		defer w.kickSync()
+		defer d.mu.Unlock()
+		st, err := store.Open(context.Background(), d.ref.Dir, store.StaticKey(w.master), w.storeOptions(d))
 		if err != nil {
 			return &message{Err: err.Error()}
 		}
 		defer st.Close()
 		return &message{Err: errString(st.Extend(m.Snapshot, m.Until, m.Hold, m.Reason))}
+	case "scrub":
+		text, err := w.scrub(context.Background())
+		return &message{Text: text, Err: errString(err)}
 	case "restore", "restore-progress":
 		return w.restoreOp(m) // restore_linux.go
 	}
 	return &message{Err: fmt.Sprintf("unknown op %q", m.Op)}
 }
 
-func (w *worker) options() store.Options {
-	return store.Options{Logger: w.log.Named("store"), Sealer: diagSealer{w.sealer, w.sealerConn, w.log}, Signer: peerSigner{w.peer}, PruneClock: noPruneClock{}}
-}
-
-// pull opens the store, pulls one source and closes the store, so that
-// the write lock is held only while a pull runs.
+// pull pulls one source into the primary disk's store, which is open (and
+// its write lock held) only while the pull runs. When the disk fails, the
+// next usable disk becomes the primary and the pull starts again there.
 func (w *worker) pull(ctx context.Context, name string) (*pullStatus, error) {
 	src, ok := w.cfg.Source(name)
 	if !ok {
 		return nil, fmt.Errorf("no source %q", name)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	start := time.Now()
 	ps := &pullStatus{Last: start, Next: start.Add(src.Schedule.Every)}
-	st, err := store.Open(ctx, w.dir, store.StaticKey(w.master), w.options())
+	defer w.kickSync()
+	var err error
+	for {
+		d := w.writer()
+		if d == nil {
+			err = errors.New("no data disk is usable this boot: every disk failed (see the disk-error alerts)")
+			break
+		}
+		err = w.pullOn(ctx, d, src, ps)
+		if err == nil || !diskFailed(err) || !w.fail(ctx, d, err) {
+			break
+		}
+		w.log.Warn("pull starts again on the next disk", "source", name, "failed_disk", d.ref.Name)
+	}
+	ps.Took = time.Since(start)
+	ps.Err = errString(err)
+	return ps, err
+}
+
+// pullOn pulls src into the store on d.
+func (w *worker) pullOn(ctx context.Context, d *wdisk, src config.Source, ps *pullStatus) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := time.Now()
+	st, err := store.Open(ctx, d.ref.Dir, store.StaticKey(w.master), w.storeOptions(d))
 	if err != nil {
-		ps.Err = err.Error()
-		return ps, err
+		return err
 	}
 	defer st.Close()
-	p := &ingest.Puller{Store: st, Log: w.log.Named("pull"), Alerter: peerAlerter{w.peer, w.log, w.out}}
+	p := &ingest.Puller{Store: st, Log: w.log.Named("pull"), Alerter: w.alerter()}
 	res, err := p.Pull(ctx, src)
-	ps.Took = time.Since(start)
 	if res != nil {
 		ps.Snapshot = res.Snapshot
 		ps.Summary = fmt.Sprintf("%d objects, %d bytes, %d fetched, %d reused, complete=%v", res.Objects, res.Bytes, res.Fetched, res.Reused, res.Complete)
-		w.log.Info("snapshot committed", "source", name, "snapshot", res.Snapshot, "objects", res.Objects, "bytes", res.Bytes,
-			"fetched", res.Fetched, "reused", res.Reused, "complete", res.Complete, "took", ps.Took.Round(time.Millisecond))
+		w.log.Info("snapshot committed", "source", src.Name, "snapshot", res.Snapshot, "objects", res.Objects, "bytes", res.Bytes,
+			"fetched", res.Fetched, "reused", res.Reused, "complete", res.Complete, "took", time.Since(start).Round(time.Millisecond), "disk", d.ref.Name)
 	}
-	ps.Err = errString(err)
-	return ps, err
+	return err
 }
 
 // peerSigner asks PID 1, which holds the TPM, to sign a receipt.

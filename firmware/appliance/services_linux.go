@@ -21,29 +21,78 @@ import (
 )
 
 // maintenance is phase 6: journal recovery (opening the store as its
-// writer) and prune, if the TPM vouches for the clock. Only here, before
-// lockdown, does anything clear an inode flag.
+// writer on every data disk), bringing the disks level and repairing them
+// (mirror_linux.go), prune if the TPM vouches for the clock, and the disk
+// requests made at the console. Only here, before lockdown, does anything
+// clear an inode flag.
 func (a *appliance) maintenance(ctx context.Context) {
 	a.setPhase("maintenance")
 	if a.newStore {
 		a.log.Info("phase 6/8 maintenance: new store, nothing to do")
 		return
 	}
-	a.log.Info("phase 6/8 maintenance: journal recovery and prune with the TPM-vouched clock")
-	st, err := store.Open(ctx, a.storeDir, store.StaticKey(a.master), store.Options{Logger: a.log.Named("store"), PruneClock: a.clock})
-	if err != nil {
-		a.alert("maintenance: cannot open the store as its writer; prune skipped", "error", err)
+	a.log.Info("phase 6/8 maintenance: journal recovery, mirror, prune with the TPM-vouched clock")
+	st := a.openWriter(ctx)
+	if st == nil {
 		return
 	}
-	defer st.Close()
-	// A copy the operator asked for runs whatever prune decides.
-	defer a.offlineCopy(ctx, st)
-	res, err := st.Prune(ctx, store.PruneOptions{})
-	if err != nil {
-		a.alert("prune frozen: nothing was deleted", "error", err)
-		return
+	mirrors := a.mirrorMaintenance(ctx, st)
+	a.checkMembers(false)
+	a.prune(ctx, append([]*store.Store{st}, mirrors...))
+	// What the operator asked for runs whatever prune decided.
+	a.makeMirror(ctx, st)
+	a.offlineCopy(ctx, st)
+	for _, m := range mirrors {
+		m.Close()
 	}
-	a.log.Info("prune done", "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes)
+	st.Close()
+	a.mu.Lock()
+	stores := append([]dataStore(nil), a.stores...)
+	a.mu.Unlock()
+	for _, d := range stores {
+		n, err := giveToWorker(d.Dir)
+		if err != nil {
+			a.alert("disk-error: files made at boot not given to the worker; it may fail to read them", "disk", d.Name, "error", err)
+		} else if n > 0 {
+			a.log.Info("files made at boot given to the worker", "disk", d.Name, "files", n)
+		}
+	}
+}
+
+// openWriter opens the store as its writer on the first data disk where
+// that works (journal recovery runs here). A disk where it fails is left
+// out this boot, with an alert, and the next one leads.
+func (a *appliance) openWriter(ctx context.Context) *store.Store {
+	a.mu.Lock()
+	stores := append([]dataStore(nil), a.stores...)
+	a.mu.Unlock()
+	for i, d := range stores {
+		st, err := store.Open(ctx, d.Dir, store.StaticKey(a.master), store.Options{Logger: a.log.Named("store"), PruneClock: a.clock})
+		if err != nil {
+			a.alert("disk-error: cannot open the store as its writer; this disk is left out this boot", "disk", d.Name, "serial", d.Serial, "error", err)
+			continue
+		}
+		a.mu.Lock()
+		a.stores, a.storeDir = stores[i:], d.Dir
+		a.mu.Unlock()
+		return st
+	}
+	a.alert("maintenance: cannot open the store as its writer on any disk; prune skipped")
+	return nil
+}
+
+// prune prunes the store on every disk with the TPM-vouched clock; the
+// disks hold the same manifests and records, so each removes the same
+// files.
+func (a *appliance) prune(ctx context.Context, stores []*store.Store) {
+	for _, st := range stores {
+		res, err := st.Prune(ctx, store.PruneOptions{})
+		if err != nil {
+			a.alert("prune frozen: nothing was deleted", "error", err)
+			return
+		}
+		a.log.Info("prune done", "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes, "disk", st.Dir())
+	}
 	// Keep the anchor recent, so the drift allowance stays small.
 	if err := a.clock.Advance(ctx); err != nil {
 		a.log.Warn("clock anchor not advanced", "error", err)
@@ -124,19 +173,35 @@ func (a *appliance) lockdown(ctx context.Context) error {
 		}
 		a.log.Info("lockdown done: mounts read-only, PID 1 limited", "bounding", capMask(pid1Bounding), "permitted", capMask(pid1Permitted))
 	}()
-	sealerEnd, workerSealerEnd, err := socketpair("sealer")
-	if err != nil {
-		return err
+	// One sealer per data disk: a sealer serves one store root, which is
+	// its first line, written into the worker's end so that it arrives at
+	// the sealer's.
+	a.mu.Lock()
+	stores := append([]dataStore(nil), a.stores...)
+	a.mu.Unlock()
+	var workerSealerEnds []*os.File
+	defer func() {
+		for _, f := range workerSealerEnds {
+			f.Close()
+		}
+	}()
+	var refs []diskRef
+	for _, d := range stores {
+		sealerEnd, workerSealerEnd, err := socketpair("sealer")
+		if err != nil {
+			return err
+		}
+		workerSealerEnds = append(workerSealerEnds, workerSealerEnd)
+		if _, err := fmt.Fprintf(workerSealerEnd, "%s\n", d.Dir); err != nil {
+			return fmt.Errorf("sealer: %w", err)
+		}
+		_, err = a.spawn("sealer", sealerEnd)
+		sealerEnd.Close()
+		if err != nil {
+			return err
+		}
+		refs = append(refs, diskRef{Name: d.Name, Serial: d.Serial, Dir: d.Dir})
 	}
-	// The sealer's first line is the store root; it is written into the
-	// worker's end so that it arrives at the sealer's.
-	if _, err := fmt.Fprintf(workerSealerEnd, "%s\n", a.storeDir); err != nil {
-		return fmt.Errorf("sealer: %w", err)
-	}
-	if _, err := a.spawn("sealer", sealerEnd); err != nil {
-		return err
-	}
-	sealerEnd.Close()
 	dhcp, err := a.spawn("dhcp")
 	if err != nil {
 		return err
@@ -152,17 +217,16 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.spawn("worker", ctlWorker, workerSealerEnd); err != nil {
+	if _, err := a.spawn("worker", append([]*os.File{ctlWorker}, workerSealerEnds...)...); err != nil {
 		return err
 	}
 	ctlWorker.Close()
-	workerSealerEnd.Close()
 	w := newPeer(ctlPID1, a.fromWorker)
 	wrapped, err := os.ReadFile(filepath.Join(a.part.Dir, tpm.RecoveryFile))
 	if err != nil {
 		return fmt.Errorf("recovery file: %w", err)
 	}
-	_, err = w.call(ctx, message{Op: "init", Master: a.master, Config: a.cfgRaw, StoreDir: a.storeDir, Create: a.newStore, Recovery: wrapped})
+	_, err = w.call(ctx, message{Op: "init", Master: a.master, Config: a.cfgRaw, StoreDir: a.storeDir, Disks: refs, LastScrub: a.lastScrub(), Create: a.newStore, Recovery: wrapped})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -176,6 +240,9 @@ func (a *appliance) lockdown(ctx context.Context) error {
 			a.mu.Unlock()
 			st.Close()
 		}
+		// The config partition is still writable (hardenMounts runs
+		// last): record the disk, so that its absence is noticed.
+		a.checkMembers(false)
 	}
 	return nil
 }
@@ -213,6 +280,27 @@ func (a *appliance) fromWorker(m message) *message {
 		a.mu.Lock()
 		a.keepAlertLocked(m.Text)
 		a.mu.Unlock()
+		return nil
+	case "primary":
+		// The worker left a failed disk out: console reads follow it.
+		if len(m.Disks) == 1 {
+			a.mu.Lock()
+			for _, d := range a.stores {
+				if d.Dir == m.Disks[0].Dir {
+					a.storeDir = d.Dir
+				}
+			}
+			a.mu.Unlock()
+			a.log.Warn("the worker writes to another data disk now", "disk", m.Disks[0].Name)
+		}
+		return nil
+	case "mirror":
+		a.mu.Lock()
+		a.mirror = m.Text
+		a.mu.Unlock()
+		return nil
+	case "scrub-done":
+		a.scrubDone(m)
 		return nil
 	}
 	return &message{Err: fmt.Sprintf("unknown op %q", m.Op)}

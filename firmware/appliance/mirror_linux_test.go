@@ -1,0 +1,116 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
+)
+
+// TestGiveToWorker checks that files PID 1 made at boot become the
+// worker's with their inode flags kept, sealed ones included.
+func TestGiveToWorker(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (chown, inode flags)")
+	}
+	dir := t.TempDir()
+	if err := fsflag.Set(dir, 0); err != nil {
+		t.Skipf("file system of %s keeps no inode flags: %v", dir, err)
+	}
+	tests := []struct {
+		name  string
+		dir   bool
+		flags uint32
+		owner int // 0: made by PID 1; WorkerUID: the worker's already
+	}{
+		{"plain file", false, 0, 0},
+		{"sealed pack", false, fsflag.Immutable, 0},
+		{"append-only dir", true, fsflag.Append, 0},
+		{"immutable and append", false, fsflag.Immutable | fsflag.Append, 0},
+		{"worker's sealed file", false, fsflag.Immutable, WorkerUID},
+	}
+	made := 0
+	for _, tt := range tests {
+		p := filepath.Join(dir, tt.name)
+		var err error
+		if tt.dir {
+			err = os.Mkdir(p, 0o700)
+		} else {
+			err = os.WriteFile(p, []byte(tt.name), 0o600)
+		}
+		if err == nil {
+			err = os.Chown(p, tt.owner, tt.owner)
+		}
+		if err == nil && tt.flags != 0 {
+			err = fsflag.Set(p, tt.flags)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tt.owner != WorkerUID {
+			made++
+		}
+	}
+	t.Cleanup(func() {
+		for _, tt := range tests {
+			_ = fsflag.Clear(filepath.Join(dir, tt.name), fsflag.Immutable|fsflag.Append)
+		}
+	})
+	n, err := giveToWorker(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != made+1 { // the directory itself too
+		t.Errorf("gave %d inodes, want %d", n, made+1)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, tt.name)
+			fi, err := os.Lstat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if st.Uid != WorkerUID || st.Gid != WorkerUID {
+				t.Errorf("owner %d:%d, want %d", st.Uid, st.Gid, WorkerUID)
+			}
+			flags, err := fsflag.Get(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := flags & (fsflag.Immutable | fsflag.Append); got != tt.flags {
+				t.Errorf("flags %#x, want %#x", got, tt.flags)
+			}
+		})
+	}
+}
+
+// TestDiskFailed checks which errors move the pulls to the next disk: only
+// the disk's own failures, never a source's or a full disk's.
+func TestDiskFailed(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"EIO wrapped", fmt.Errorf("source %q: store: %w", "mail", &os.PathError{Op: "write", Path: "/x", Err: syscall.EIO}), true},
+		{"EROFS wrapped", fmt.Errorf("open: %w", syscall.EROFS), true},
+		{"EIO as text", errors.New("commit: write /run/holdfast/disk-vdb/store/packs/ab: input/output error"), true},
+		{"disk full", fmt.Errorf("store disk full: %w", syscall.ENOSPC), false},
+		{"source refused", errors.New("source \"mail\": list: Access Denied"), false},
+		{"context", context.Canceled, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := diskFailed(tt.err); got != tt.want {
+				t.Errorf("diskFailed(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
