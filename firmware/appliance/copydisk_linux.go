@@ -50,63 +50,95 @@ func (a *appliance) requestCopy(args []string, out io.Writer) error {
 	if len(args) != 1 {
 		return errors.New("usage: copy-disk SERIAL (a blank removable disk, as status shows it): a full copy of the store is written to it at the next boot")
 	}
+	d, err := a.recordDiskRequest(args[0], copyRequestFile, func(d disks.Disk) error {
+		if d.State != disks.Blank {
+			return fmt.Errorf("disk %s (serial %s) is %s %s: Holdfast writes a copy only to a blank disk", d.Name, d.Serial, d.State, d.Detail)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	a.log.Warn("offline copy requested at the console", "disk", d.Name, "serial", d.Serial)
+	fmt.Fprintf(out, "disk %s (serial %s, %s) will be formatted and get a full copy of the store at the next boot,\r\n"+
+		"before lockdown. Type poweroff, then power on with the disk attached, and watch the console.\r\n",
+		d.Name, d.Serial, humanBytes(d.Size))
+	return nil
+}
+
+// recordDiskRequest is the common part of copy-disk and mirror-disk: a
+// store is open, the disk with the typed serial exists and check accepts
+// it; its serial is written to file on the config partition, for the
+// maintenance window of the next boot (takeDiskRequest).
+func (a *appliance) recordDiskRequest(typed, file string, check func(disks.Disk) error) (disks.Disk, error) {
 	a.mu.Lock()
 	part, dir := a.part, a.storeDir
 	a.mu.Unlock()
 	if part == nil || dir == "" {
-		return errors.New("no store is open: nothing to copy")
+		return disks.Disk{}, errors.New("no store is open: nothing to copy")
 	}
-	ds, err := disks.Scan(a.o.Board.DataDisks)
+	d, err := a.findDisk(typed)
 	if err != nil {
-		return err
+		return d, err
 	}
-	var found *disks.Disk
-	for i := range ds {
-		if disks.SerialMatches(ds[i], args[0]) {
-			found = &ds[i]
-		}
-	}
-	switch {
-	case found == nil:
-		return fmt.Errorf("no disk has serial %q (type 'status' to list the disks)", args[0])
-	case found.State != disks.Blank:
-		return fmt.Errorf("disk %s (serial %s) is %s %s: Holdfast writes a copy only to a blank disk", found.Name, found.Serial, found.State, found.Detail)
+	if err := check(d); err != nil {
+		return d, err
 	}
 	err = a.withConfigWritable(func() error {
-		return os.WriteFile(filepath.Join(part.Dir, copyRequestFile), []byte(found.Serial+"\n"), 0o600)
+		return os.WriteFile(filepath.Join(part.Dir, file), []byte(d.Serial+"\n"), 0o600)
 	})
 	if err != nil {
-		return fmt.Errorf("record the copy request: %w", err)
+		return d, fmt.Errorf("record the request: %w", err)
 	}
-	a.log.Warn("offline copy requested at the console", "disk", found.Name, "serial", found.Serial)
-	fmt.Fprintf(out, "disk %s (serial %s, %s) will be formatted and get a full copy of the store at the next boot,\r\n"+
-		"before lockdown. Type poweroff, then power on with the disk attached, and watch the console.\r\n",
-		found.Name, found.Serial, humanBytes(found.Size))
-	return nil
+	return d, nil
+}
+
+// findDisk is the data disk whose serial matches what the operator typed.
+func (a *appliance) findDisk(typed string) (disks.Disk, error) {
+	ds, err := disks.Scan(a.o.Board.DataDisks)
+	if err != nil {
+		return disks.Disk{}, err
+	}
+	for _, d := range ds {
+		if disks.SerialMatches(d, typed) {
+			return d, nil
+		}
+	}
+	return disks.Disk{}, fmt.Errorf("no disk has serial %q (type 'status' to list the disks)", typed)
+}
+
+// takeDiskRequest returns the serial a console request recorded in file,
+// and removes the request first: one that fails or is cut is asked for
+// again at the console, never retried by itself at every boot. ok is
+// false when there is none (or it cannot be removed: then it is not
+// carried out, with an alert).
+func (a *appliance) takeDiskRequest(file, what string) (serial string, ok bool) {
+	if a.part == nil {
+		return "", false
+	}
+	req := filepath.Join(a.part.Dir, file)
+	b, err := os.ReadFile(req)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false
+	}
+	if rerr := os.Remove(req); rerr != nil {
+		a.alert(what+" request cannot be removed; not carried out", "error", rerr)
+		return "", false
+	}
+	if err != nil {
+		a.alert(what+" request unreadable; not carried out", "error", err)
+		return "", false
+	}
+	return strings.TrimSpace(string(b)), true
 }
 
 // offlineCopy runs in the maintenance window with the store open as its
 // writer: it carries out a copy request, once.
 func (a *appliance) offlineCopy(ctx context.Context, primary *store.Store) {
-	if a.part == nil {
+	serial, ok := a.takeDiskRequest(copyRequestFile, "offline copy")
+	if !ok {
 		return
 	}
-	req := filepath.Join(a.part.Dir, copyRequestFile)
-	b, err := os.ReadFile(req)
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
-	// Removed first: a copy that fails or is cut is asked for again at
-	// the console, never retried by itself at every boot.
-	if rerr := os.Remove(req); rerr != nil {
-		a.alert("offline copy request cannot be removed; not carried out", "error", rerr)
-		return
-	}
-	if err != nil {
-		a.alert("offline copy request unreadable; not carried out", "error", err)
-		return
-	}
-	serial := strings.TrimSpace(string(b))
 	start := time.Now()
 	res, err := a.copyTo(ctx, primary, serial)
 	if err != nil {

@@ -147,9 +147,15 @@ func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 		if !ok {
 			mnt = filepath.Join(a.o.RunDir, "disk-"+d.Name)
 			if err := disks.Mount(d, mnt); err != nil {
-				errs = append(errs, err)
-				a.alert("disk-error: data disk cannot be mounted; it is left as it is", "disk", d.Name, "serial", d.Serial, "error", err)
-				continue
+				// A disk that fails writes cannot load its journal; read
+				// only, its files can still be copied to the other disk.
+				opts, rerr := disks.MountReadOnly(d, mnt)
+				if rerr != nil {
+					errs = append(errs, err)
+					a.alert("disk-error: data disk cannot be mounted; it is left as it is", "disk", d.Name, "serial", d.Serial, "error", err, "read_only", rerr)
+					continue
+				}
+				a.alert("disk-error: data disk cannot be mounted for writing; mounted read-only, so that what only it holds is copied to the other disk", "disk", d.Name, "serial", d.Serial, "error", err, "options", opts)
 			}
 			a.mu.Lock()
 			a.mounted[d.Name] = mnt

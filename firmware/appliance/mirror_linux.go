@@ -84,41 +84,26 @@ func (a *appliance) requestMirror(args []string, out io.Writer) error {
 		return errors.New("usage: mirror-disk SERIAL (a blank disk, as status shows it): it becomes a second copy of the store at the next boot")
 	}
 	a.mu.Lock()
-	part, dir, spare := a.part, a.storeDir, append([]dataStore(nil), a.spare...)
+	spare := append([]dataStore(nil), a.spare...)
 	a.mu.Unlock()
-	if part == nil || dir == "" {
-		return errors.New("no store is open: nothing to mirror")
-	}
-	ds, err := disks.Scan(a.o.Board.DataDisks)
+	d, err := a.recordDiskRequest(args[0], mirrorRequestFile, func(d disks.Disk) error {
+		if d.State == disks.Blank {
+			return nil
+		}
+		for _, s := range spare {
+			if s.Name == d.Name { // a holdfast-data disk with no store yet
+				return nil
+			}
+		}
+		return fmt.Errorf("disk %s (serial %s) is %s %s: a mirror is made only on a blank disk", d.Name, d.Serial, d.State, d.Detail)
+	})
 	if err != nil {
 		return err
 	}
-	var found *disks.Disk
-	for i := range ds {
-		if disks.SerialMatches(ds[i], args[0]) {
-			found = &ds[i]
-		}
-	}
-	if found == nil {
-		return fmt.Errorf("no disk has serial %q (type 'status' to list the disks)", args[0])
-	}
-	ok := found.State == disks.Blank
-	for _, s := range spare {
-		ok = ok || s.Name == found.Name // a holdfast-data disk with no store yet
-	}
-	if !ok {
-		return fmt.Errorf("disk %s (serial %s) is %s %s: a mirror is made only on a blank disk", found.Name, found.Serial, found.State, found.Detail)
-	}
-	err = a.withConfigWritable(func() error {
-		return os.WriteFile(filepath.Join(part.Dir, mirrorRequestFile), []byte(found.Serial+"\n"), 0o600)
-	})
-	if err != nil {
-		return fmt.Errorf("record the mirror request: %w", err)
-	}
-	a.log.Warn("mirror disk requested at the console", "disk", found.Name, "serial", found.Serial)
+	a.log.Warn("mirror disk requested at the console", "disk", d.Name, "serial", d.Serial)
 	fmt.Fprintf(out, "disk %s (serial %s, %s) will be formatted and become a second copy of the store at the next boot,\r\n"+
 		"before lockdown. Type poweroff, then power on, and watch the console.\r\n",
-		found.Name, found.Serial, humanBytes(found.Size))
+		d.Name, d.Serial, humanBytes(d.Size))
 	return nil
 }
 
@@ -214,7 +199,7 @@ func (a *appliance) checkMembers(replace bool) {
 // recorded, and returns the mirrors' stores (the caller prunes and closes
 // them). A disk that cannot be opened or written is dropped from a.stores
 // with an alert: the worker then neither writes nor syncs it this boot.
-func (a *appliance) mirrorMaintenance(ctx context.Context, primary *store.Store) []*store.Store {
+func (a *appliance) mirrorMaintenance(ctx context.Context, primary *store.Store, unwritable []dataStore) []*store.Store {
 	a.mu.Lock()
 	stores := append([]dataStore(nil), a.stores...)
 	a.mu.Unlock()
@@ -226,6 +211,7 @@ func (a *appliance) mirrorMaintenance(ctx context.Context, primary *store.Store)
 		st, err := store.Open(ctx, d.Dir, keys, store.Options{Logger: a.log.Named("store-" + d.Name), PruneClock: a.clock})
 		if err != nil {
 			a.alert("disk-error: mirror disk cannot be opened as a writer; it is left out this boot", "disk", d.Name, "serial", d.Serial, "error", err)
+			unwritable = append(unwritable, d)
 			continue
 		}
 		open = append(open, st)
@@ -253,6 +239,30 @@ func (a *appliance) mirrorMaintenance(ctx context.Context, primary *store.Store)
 				a.log.Info("maintenance sync", "from", keep[i].Name, "to", keep[j].Name, "copied", len(res.Copied), "bytes", res.Bytes)
 			}
 		}
+	}
+	// A disk that cannot be written may still be read: what only it
+	// holds (the pulls it took while the other disk was out) is copied to
+	// the others, each file checked, before it is left out.
+	for _, d := range unwritable {
+		src, err := store.Open(ctx, d.Dir, keys, store.Options{ReadOnly: true, Logger: a.log.Named("store-" + d.Name)})
+		if err != nil {
+			a.log.Error("unwritable disk cannot be read either; nothing copied from it", "disk", d.Name, "error", err)
+			continue
+		}
+		for j := range open {
+			if failed[j] {
+				continue
+			}
+			opts := opts
+			opts.Alerter = nil // its damage is reported by the disk-error alert and the next scrub
+			res, err := mirror.Sync(ctx, src, mdisks[j], opts)
+			if err != nil {
+				a.log.Error("maintenance sync from an unwritable disk failed", "from", d.Name, "to", keep[j].Name, "error", err)
+				continue
+			}
+			a.log.Info("maintenance sync", "from", d.Name, "to", keep[j].Name, "copied", len(res.Copied), "bytes", res.Bytes, "source", "read-only")
+		}
+		src.Close()
 	}
 	if a.part != nil {
 		if b, err := os.ReadFile(filepath.Join(a.part.Dir, repairRequestFile)); err == nil {
@@ -327,23 +337,10 @@ func (a *appliance) scrubAndRepair(ctx context.Context, ds []mirror.Disk, opts m
 // makeMirror runs in the maintenance window: it carries out a mirror
 // request, once (the request is removed first, like copy-disk's).
 func (a *appliance) makeMirror(ctx context.Context, primary *store.Store) {
-	if a.part == nil {
+	serial, ok := a.takeDiskRequest(mirrorRequestFile, "mirror")
+	if !ok {
 		return
 	}
-	req := filepath.Join(a.part.Dir, mirrorRequestFile)
-	b, err := os.ReadFile(req)
-	if errors.Is(err, fs.ErrNotExist) {
-		return
-	}
-	if rerr := os.Remove(req); rerr != nil {
-		a.alert("mirror request cannot be removed; not carried out", "error", rerr)
-		return
-	}
-	if err != nil {
-		a.alert("mirror request unreadable; not carried out", "error", err)
-		return
-	}
-	serial := strings.TrimSpace(string(b))
 	start := time.Now()
 	d, res, err := a.newCopy(ctx, primary, serial, disks.Label, "disk-")
 	if err != nil {
@@ -365,18 +362,9 @@ func (a *appliance) makeMirror(ctx context.Context, primary *store.Store) {
 // disk of primary's store and copies every sealed file to it. The disk
 // stays mounted; for a mirror it is recorded in a.mounted.
 func (a *appliance) newCopy(ctx context.Context, primary *store.Store, serial, label, prefix string) (dataStore, *mirror.SyncResult, error) {
-	ds, err := disks.Scan(a.o.Board.DataDisks)
+	d, err := a.findDisk(serial)
 	if err != nil {
 		return dataStore{}, nil, err
-	}
-	var d disks.Disk
-	for _, c := range ds {
-		if disks.SerialMatches(c, serial) {
-			d = c
-		}
-	}
-	if d.Name == "" {
-		return dataStore{}, nil, fmt.Errorf("no disk has serial %q now", serial)
 	}
 	a.mu.Lock()
 	mnt, mounted := a.mounted[d.Name]

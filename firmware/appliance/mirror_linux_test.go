@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 )
@@ -110,6 +111,30 @@ func TestDiskFailed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := diskFailed(tt.err); got != tt.want {
 				t.Errorf("diskFailed(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestFirstScrub checks when a boot's first scheduled scrub runs.
+func TestFirstScrub(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	week := 7 * 24 * time.Hour
+	tests := []struct {
+		name string
+		last time.Time
+		want time.Time
+	}{
+		{"never scrubbed", time.Time{}, now.Add(scrubSettle)},
+		{"due long ago (box was off)", now.Add(-30 * 24 * time.Hour), now.Add(scrubSettle)},
+		{"due in five minutes", now.Add(-week + 5*time.Minute), now.Add(scrubSettle)},
+		{"due in two days", now.Add(-5 * 24 * time.Hour), now.Add(2 * 24 * time.Hour)},
+		{"just scrubbed", now.Add(-time.Hour), now.Add(week - time.Hour)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := firstScrub(tt.last, now, week); !got.Equal(tt.want) {
+				t.Errorf("firstScrub = %s, want %s", got, tt.want)
 			}
 		})
 	}

@@ -32,11 +32,11 @@ func (a *appliance) maintenance(ctx context.Context) {
 		return
 	}
 	a.log.Info("phase 6/8 maintenance: journal recovery, mirror, prune with the TPM-vouched clock")
-	st := a.openWriter(ctx)
+	st, unwritable := a.openWriter(ctx)
 	if st == nil {
 		return
 	}
-	mirrors := a.mirrorMaintenance(ctx, st)
+	mirrors := a.mirrorMaintenance(ctx, st, unwritable)
 	a.checkMembers(false)
 	a.prune(ctx, append([]*store.Store{st}, mirrors...))
 	// What the operator asked for runs whatever prune decided.
@@ -60,25 +60,28 @@ func (a *appliance) maintenance(ctx context.Context) {
 }
 
 // openWriter opens the store as its writer on the first data disk where
-// that works (journal recovery runs here). A disk where it fails is left
-// out this boot, with an alert, and the next one leads.
-func (a *appliance) openWriter(ctx context.Context) *store.Store {
+// that works (journal recovery runs here). A disk before it where that
+// failed is left out this boot, with an alert, and returned: what only it
+// holds is copied from it read-only (mirrorMaintenance).
+func (a *appliance) openWriter(ctx context.Context) (*store.Store, []dataStore) {
 	a.mu.Lock()
 	stores := append([]dataStore(nil), a.stores...)
 	a.mu.Unlock()
+	var failed []dataStore
 	for i, d := range stores {
 		st, err := store.Open(ctx, d.Dir, store.StaticKey(a.master), store.Options{Logger: a.log.Named("store"), PruneClock: a.clock})
 		if err != nil {
 			a.alert("disk-error: cannot open the store as its writer; this disk is left out this boot", "disk", d.Name, "serial", d.Serial, "error", err)
+			failed = append(failed, d)
 			continue
 		}
 		a.mu.Lock()
 		a.stores, a.storeDir = stores[i:], d.Dir
 		a.mu.Unlock()
-		return st
+		return st, failed
 	}
 	a.alert("maintenance: cannot open the store as its writer on any disk; prune skipped")
-	return nil
+	return nil, nil
 }
 
 // prune prunes the store on every disk with the TPM-vouched clock; the

@@ -237,10 +237,7 @@ func (w *worker) syncAll(ctx context.Context) {
 // partition), or ten minutes after start when that has passed.
 func (w *worker) scrubLoop(ctx context.Context, last time.Time) {
 	every := w.cfg.Appliance.Scrub.Every
-	next := last.Add(every)
-	if earliest := time.Now().Add(10 * time.Minute); last.IsZero() || next.Before(earliest) {
-		next = earliest
-	}
+	next := firstScrub(last, time.Now(), every)
 	for {
 		t := time.NewTimer(time.Until(next))
 		select {
@@ -254,6 +251,23 @@ func (w *worker) scrubLoop(ctx context.Context, last time.Time) {
 		}
 		next = time.Now().Add(every)
 	}
+}
+
+// scrubSettle is how long after the worker starts a scrub that is due
+// waits: the boot's pulls and the catch-up Sync go first.
+const scrubSettle = 10 * time.Minute
+
+// firstScrub is when the first scheduled scrub of a boot runs: every after
+// the last one ended, but no sooner than scrubSettle after now; a box that
+// never scrubbed (or whose record is unreadable) scrubs scrubSettle after
+// start. Reboots more often than every do not put a scrub off for good.
+func firstScrub(last, now time.Time, every time.Duration) time.Time {
+	earliest := now.Add(scrubSettle)
+	next := last.Add(every)
+	if last.IsZero() || next.Before(earliest) {
+		return earliest
+	}
+	return next
 }
 
 // scrub reads and checks every sealed file on every usable disk, copies

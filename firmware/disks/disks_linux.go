@@ -222,3 +222,27 @@ func Mount(d Disk, dir string) error {
 	}
 	return nil
 }
+
+// MountReadOnly mounts a holdfast disk read-only at dir, for a disk whose
+// read-write mount failed (a disk that fails writes cannot load its
+// journal): first plainly read-only, which still replays a journal that
+// needs it, then with noload, which skips the journal and shows the file
+// system as of its last checkpoint. Whatever is read from it is checked
+// against the store's own hashes and tags before it is copied anywhere.
+func MountReadOnly(d Disk, dir string) (opts string, err error) {
+	if d.State != Holdfast {
+		return "", fmt.Errorf("mount %s: it is %s, not a Holdfast data disk", d.Name, d.State)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("mount %s: %w", d.Name, err)
+	}
+	var errs []error
+	for _, o := range []string{"errors=continue", "errors=continue,noload"} {
+		err := unix.Mount(d.Dev, dir, "ext4", MountFlags|unix.MS_RDONLY, o)
+		if err == nil {
+			return "ro," + o, nil
+		}
+		errs = append(errs, fmt.Errorf("ro,%s: %w", o, err))
+	}
+	return "", fmt.Errorf("mount %s read-only on %s: %w", d.Dev, dir, errors.Join(errs...))
+}
