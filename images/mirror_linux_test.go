@@ -10,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/minio/minio-go/v7"
 
-	"github.com/holdfast-appliance/holdfast/boards"
 	"github.com/holdfast-appliance/holdfast/firmware/appliance"
 	"github.com/holdfast-appliance/holdfast/images/qemu"
 	"github.com/holdfast-appliance/holdfast/tools/testminio"
@@ -23,6 +21,7 @@ var (
 	mirrorLogREs = []*regexp.Regexp{
 		regexp.MustCompile(`[^\n]*(disk-error|scrub-damage|maintenance sync|maintenance scrub|maintenance repair|Mirror disk made|Repaired \d+|mirror degraded|left out|starts again on the next disk)[^\n]*`),
 	}
+	ioErrorRE    = regexp.MustCompile(`I/O error, dev (vd[a-z])`)
 	mirrorPullRE = regexp.MustCompile(`snapshot committed: source=mail snapshot=(` + pcIDPattern + `) [^\n]*disk=(vd[a-z])`)
 	scrubLineRE  = regexp.MustCompile(`(?m)^scrub: [^\r\n]*`)
 )
@@ -140,22 +139,13 @@ func waitStatus(ctx context.Context, t *testing.T, g *guest, want string) string
 //	| 5    | A only (B detached)              | disk-error alert names B; the pull goes on (A) |
 //	| 6    | A through blkdebug, failing every| B catches up at boot; A fails; the pull is     |
 //	|      | request once a pull allocates    | committed on B; every snapshot reads back      |
-//	| 7    | A, B healthy again               | A catches up at boot; scrub clean; every       |
+//	| 7    | A healthy, B through blkdebug    | A gets B's snapshot at boot (read from B); B   |
+//	|      | failing every write              | fails, alert; the pull goes to A               |
+//	| 8    | A, B healthy again               | B catches up at boot; scrub clean; every       |
 //	|      |                                  | snapshot reads back byte-identical, verify OK  |
 func TestMirror(t *testing.T) {
-	b, err := boards.Load("qemu-x86_64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	needTools(t, b)
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
-	defer cancel()
-	log := hclog.New(&hclog.LoggerOptions{Name: "mirror", Level: hclog.Info, Output: testWriter{t}})
-	out := t.TempDir()
-	r, err := Build(ctx, Options{Board: b, OutDir: out, ModuleDir: moduleRoot(t), Log: log})
-	if err != nil {
-		t.Fatalf("build image: %v", err)
-	}
+	v := startVMTest(t, "qemu-x86_64", "mirror", 40*time.Minute, Options{}, nil)
+	ctx, b, r, log, out := v.ctx, v.b, v.r, v.log, v.out
 	mc := testminio.Start(t)
 	mc.MakeBucket(t, "mail", false)
 	_, port, _ := strings.Cut(mc.Endpoint, ":")
@@ -170,8 +160,15 @@ func TestMirror(t *testing.T) {
 		n++
 		return bootGuestWith(ctx, t, b, r.Image, state, c, log)
 	}
+	// poweroff is the orderly one: the disks are unmounted and the TPM
+	// saves its clock, as on a real box.
 	poweroff := func(g *guest) {
 		g.run(ctx, "poweroff")
+		select {
+		case <-g.vm.Done():
+		case <-time.After(2 * time.Minute):
+			t.Errorf("boot %d: the VM did not power off", n)
+		}
 		g.stop(ctx)
 		t.Logf("boot %d: %s from QEMU start to power-off", n, time.Since(g.started).Round(time.Second))
 	}
@@ -276,18 +273,53 @@ func TestMirror(t *testing.T) {
 	evidence(g, mirrorLogREs...)
 	poweroff(g)
 
-	// Boot 7: A is healthy again and gets what B took alone.
+	ioErrors(t, g, "boot 6")
+	// Boot 7: A is healthy again; B fails every write (reads work). A gets
+	// what B took alone in boot 6 (read from B), B is left out, the pull
+	// goes to A.
+	bk.change(5)
+	g = boot(qemu.Config{DataDiskFaults: [2]string{"", qemu.FailWrites}})
+	g.wait(ctx, appliance.ReadyLine)
+	if _, disk := bk.committed(ctx, g, 0); disk != "vdb" {
+		t.Errorf("boot 7: the pull went to %s, want vdb (A) while B fails", disk)
+	}
+	if !strings.Contains(g.text.String(), "maintenance sync: from=vdc to=vdb") {
+		t.Errorf("boot 7: A did not get B's snapshot at boot")
+	}
+	st = waitStatus(ctx, t, g, "disk-error")
+	if !regexp.MustCompile(`disk-error[^\n]*(HOLDFAST-DATA1|vdc)`).MatchString(st) {
+		t.Errorf("boot 7: no disk-error alert names B:\n%s", st)
+	}
+	bk.checkAll(ctx, g, "boot 7 (B fails writes)")
+	evidence(g, mirrorLogREs...)
+	poweroff(g)
+	ioErrors(t, g, "boot 7")
+
+	// Boot 8: both disks healthy: B gets A's snapshot; every snapshot
+	// reads back and scrub finds both disks equal.
 	g = boot(qemu.Config{})
 	g.wait(ctx, appliance.ReadyLine)
 	bk.committed(ctx, g, 0)
 	waitStatus(ctx, t, g, "vdc in sync with vdb")
-	if !strings.Contains(g.text.String(), "maintenance sync: from=vdc to=vdb") {
-		t.Errorf("boot 7: A did not get B's snapshot at boot")
+	if !strings.Contains(g.text.String(), "maintenance sync: from=vdb to=vdc") {
+		t.Errorf("boot 8: B did not get A's snapshot at boot")
 	}
 	if sc := scrubLineRE.FindString(g.run(ctx, "scrub")); !strings.Contains(sc, scrubClean) {
-		t.Errorf("boot 7: scrub: %q", sc)
+		t.Errorf("boot 8: scrub: %q", sc)
 	}
-	bk.checkAll(ctx, g, "boot 7")
+	bk.checkAll(ctx, g, "boot 8")
 	evidence(g, mirrorLogREs...)
 	poweroff(g)
+}
+
+// ioErrors logs how many block-layer I/O errors the guest's kernel
+// reported per disk during a boot (its console prints KERN_ERR; the
+// kernel rate-limits them, so this is a lower bound).
+func ioErrors(t *testing.T, g *guest, when string) {
+	t.Helper()
+	n := map[string]int{}
+	for _, m := range ioErrorRE.FindAllStringSubmatch(g.text.String(), -1) {
+		n[m[1]]++
+	}
+	t.Logf("%s: I/O errors the guest kernel reported: %v", when, n)
 }
