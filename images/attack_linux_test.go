@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/minio/minio-go/v7"
 
 	"github.com/holdfast-appliance/holdfast/boards"
@@ -69,21 +68,8 @@ func parseAttack(out string) ([]attackRow, string) {
 // HOLDFAST_ATTACK_TABLE=FILE writes the results as the markdown table in
 // docs/lockdown.md.
 func TestAttackSuite(t *testing.T) {
-	b, err := boards.Load("qemu-x86_64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	needTools(t, b)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	log := hclog.New(&hclog.LoggerOptions{Name: "attack", Level: hclog.Info, Output: testWriter{t}})
-	out := t.TempDir()
-	start := time.Now()
-	r, err := Build(ctx, Options{Board: b, OutDir: out, ModuleDir: moduleRoot(t), AttackSuite: true, Log: log})
-	if err != nil {
-		t.Fatalf("build test image: %v", err)
-	}
-	t.Logf("test image built in %s (initramfs cached %v)", time.Since(start).Round(time.Second), r.InitrdCached)
+	v := startVMTest(t, "qemu-x86_64", "attack", 30*time.Minute, Options{AttackSuite: true}, nil)
+	ctx, b, r, log, out := v.ctx, v.b, v.r, v.log, v.out
 
 	mc := testminio.Start(t)
 	mc.MakeBucket(t, "mail", false)
@@ -219,7 +205,7 @@ func TestAttackSuite(t *testing.T) {
 	}
 	equalSums(t, "after the clock jump", objectSums(t, g.run(ctx, "ls", ids[0])), want)
 	g.stop(ctx)
-	t.Logf("attack suite test in %s", time.Since(start).Round(time.Second))
+	t.Logf("attack suite test in %s", time.Since(v.start).Round(time.Second))
 }
 
 // writeAttackTable writes the suite's results as a markdown table.

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/holdfast-appliance/holdfast/boards"
 	"github.com/holdfast-appliance/holdfast/firmware/appliance"
 	"github.com/holdfast-appliance/holdfast/images/qemu"
@@ -28,28 +26,15 @@ import (
 // disks are listed as blank and that neither disk's qcow2 file changed,
 // and powers off.
 func TestBootQEMUArm64(t *testing.T) {
-	b, err := boards.Load("qemu-arm64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	needTools(t, b)
-	// On a host of another architecture the UKI needs the cross objcopy.
-	if _, err := exec.LookPath(Objcopy(b.Arch)); err != nil {
-		t.Fatalf("%s is not installed (%v): run make setup", Objcopy(b.Arch), err)
-	}
 	// Generous: a cold build cross-compiles the init and u-root for arm64
-	// (minutes on 2 cores), and emulated arm64 boots slowly.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	log := hclog.New(&hclog.LoggerOptions{Name: "arm64", Level: hclog.Info, Output: testWriter{t}})
-	out := t.TempDir()
-	start := time.Now()
-	r, err := Build(ctx, Options{Board: b, OutDir: out, ModuleDir: moduleRoot(t), Log: log})
-	if err != nil {
-		t.Fatalf("build image: %v", err)
-	}
-	t.Logf("image built in %s: image %d bytes, UKI %d bytes, kernel %s, initramfs %d bytes (cached %v)",
-		time.Since(start).Round(time.Second), r.ImageBytes, r.UKIBytes, r.KernelPackage, r.InitrdBytes, r.InitrdCached)
+	// (minutes on 2 cores), and emulated arm64 boots slowly. On a host of
+	// another architecture the UKI needs the cross objcopy.
+	v := startVMTest(t, "qemu-arm64", "arm64", 30*time.Minute, Options{}, func(b *boards.Board) {
+		if _, err := exec.LookPath(Objcopy(b.Arch)); err != nil {
+			t.Fatalf("%s is not installed (%v): run make setup", Objcopy(b.Arch), err)
+		}
+	})
+	ctx, b, r, log, out := v.ctx, v.b, v.r, v.log, v.out
 
 	// The blank data disks are made here rather than by the runner, so
 	// that their bytes before the boot are known.
@@ -122,5 +107,5 @@ func TestBootQEMUArm64(t *testing.T) {
 	if !slices.Equal(before, after) {
 		t.Errorf("data disks changed during the safe-mode boot: %v -> %v", before, after)
 	}
-	t.Logf("qemu-arm64 test in %s", time.Since(start).Round(time.Second))
+	t.Logf("qemu-arm64 test in %s", time.Since(v.start).Round(time.Second))
 }

@@ -77,6 +77,52 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// vmTest is what every QEMU test starts from: the board with its tools
+// checked, a context bounded by the test's budget, a logger, an output
+// directory and the image built in it.
+type vmTest struct {
+	start time.Time // before the build
+	ctx   context.Context
+	b     *boards.Board
+	log   hclog.Logger
+	out   string
+	r     *Result
+}
+
+// startVMTest loads board, checks its tools (check, if set, checks more),
+// and builds the image with o (Board, OutDir, ModuleDir and Log are
+// filled in) within budget, which also bounds the rest of the test.
+func startVMTest(t *testing.T, board, name string, budget time.Duration, o Options, check func(*boards.Board)) *vmTest {
+	t.Helper()
+	b, err := boards.Load(board)
+	if err != nil {
+		t.Fatal(err)
+	}
+	needTools(t, b)
+	if check != nil {
+		check(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	t.Cleanup(cancel)
+	// It ends a minute before go test's own deadline, so that what a
+	// test writes at the end (logs, a summary) still gets written.
+	if dl, ok := t.Deadline(); ok {
+		var c2 context.CancelFunc
+		ctx, c2 = context.WithDeadline(ctx, dl.Add(-time.Minute))
+		t.Cleanup(c2)
+	}
+	v := &vmTest{ctx: ctx, b: b, out: t.TempDir(),
+		log: hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: testWriter{t}})}
+	o.Board, o.OutDir, o.ModuleDir, o.Log = b, v.out, moduleRoot(t), v.log
+	v.start = time.Now()
+	if v.r, err = Build(ctx, o); err != nil {
+		t.Fatalf("build image: %v", err)
+	}
+	t.Logf("image built in %s: image %d bytes, UKI %d bytes, kernel %s, initramfs %d bytes (cached %v), PCR 11 %s",
+		time.Since(v.start).Round(time.Second), v.r.ImageBytes, v.r.UKIBytes, v.r.KernelPackage, v.r.InitrdBytes, v.r.InitrdCached, v.r.PCR11)
+	return v
+}
+
 // needTools fails (never skips) when what building and booting needs is
 // missing.
 func needTools(t *testing.T, b *boards.Board) {
@@ -392,22 +438,8 @@ var recoveryKeyRE = regexp.MustCompile(`\b\d{6}(-\d{6}){7}\b`)
 // are byte-identical after that boot. Last, the paper recovery key
 // unlocks the box at the console and it runs again.
 func TestApplianceEndToEnd(t *testing.T) {
-	b, err := boards.Load("qemu-x86_64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	needTools(t, b)
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
-	log := hclog.New(&hclog.LoggerOptions{Name: "e2e", Level: hclog.Info, Output: testWriter{t}})
-	out := t.TempDir()
-	start := time.Now()
-	r, err := Build(ctx, Options{Board: b, OutDir: out, ModuleDir: moduleRoot(t), Log: log})
-	if err != nil {
-		t.Fatalf("build image: %v", err)
-	}
-	t.Logf("image built in %s: image %d bytes, UKI %d bytes, initramfs %d bytes (cached %v), PCR 11 %s",
-		time.Since(start).Round(time.Second), r.ImageBytes, r.UKIBytes, r.InitrdBytes, r.InitrdCached, r.PCR11)
+	v := startVMTest(t, "qemu-x86_64", "e2e", 25*time.Minute, Options{}, nil)
+	ctx, b, r, log, out := v.ctx, v.b, v.r, v.log, v.out
 
 	// The source: a bucket on a real MinIO, hostile keys included.
 	mc := testminio.Start(t)
@@ -605,7 +637,7 @@ export {
 	}
 	equalSums(t, "boot 4, snapshot 2", objectSums(t, g.run(ctx, "ls", ids[1])), sums(second))
 	g.stop(ctx)
-	t.Logf("end to end in %s", time.Since(start).Round(time.Second))
+	t.Logf("end to end in %s", time.Since(v.start).Round(time.Second))
 }
 
 type testWriter struct{ t *testing.T }

@@ -14,10 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/minio/minio-go/v7"
 
-	"github.com/holdfast-appliance/holdfast/boards"
 	"github.com/holdfast-appliance/holdfast/firmware/appliance"
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/tools/testminio"
@@ -545,28 +543,9 @@ func TestPowerCuts(t *testing.T) {
 		seed = n
 	}
 	t.Logf("%d power cuts, seed %d (HOLDFAST_POWERCUT_SEED=%[2]d repeats the bucket's changes and the delays)", cuts, seed)
-	b, err := boards.Load("qemu-x86_64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	needTools(t, b)
-	// The budget grows with the count; it ends a minute before go test's
-	// own deadline, so that the summary is still written.
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute+time.Duration(cuts)*pcPerCut)
-	defer cancel()
-	if dl, ok := t.Deadline(); ok {
-		var c2 context.CancelFunc
-		ctx, c2 = context.WithDeadline(ctx, dl.Add(-time.Minute))
-		defer c2()
-	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "powercut", Level: hclog.Info, Output: testWriter{t}})
-	out := t.TempDir()
-	start := time.Now()
-	r, err := Build(ctx, Options{Board: b, OutDir: out, ModuleDir: moduleRoot(t), Log: log})
-	if err != nil {
-		t.Fatalf("build image: %v", err)
-	}
-	t.Logf("image built in %s (initramfs cached %v)", time.Since(start).Round(time.Second), r.InitrdCached)
+	// The budget grows with the count.
+	v := startVMTest(t, "qemu-x86_64", "powercut", 15*time.Minute+time.Duration(cuts)*pcPerCut, Options{}, nil)
+	ctx, b, r, log, out := v.ctx, v.b, v.r, v.log, v.out
 
 	mc := testminio.Start(t)
 	mc.MakeBucket(t, "mail", false)
