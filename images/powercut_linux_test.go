@@ -62,11 +62,15 @@ var (
 		{regexp.MustCompile(`interrupted pull committed as an incomplete snapshot:[^\n]*snapshot=(` + pcIDPattern + `)`), "journal resumed, committed incomplete"},
 		{regexp.MustCompile(`receipt issued for a snapshot committed without one[^\n]*id=(` + pcIDPattern + `)`), "receipt issued by the worker's open"},
 	}
+	// The worker's Sync to the second disk after a pull (services/mirror).
+	pcSyncedRE      = regexp.MustCompile(`mirror synced: disk=vdc copied=[1-9]`)
 	pcSealedRE      = regexp.MustCompile(`sealing file left unsealed by a crash: path=\S*/(packs|snapshots|receipts|retention)/`)
 	pcPruneFrozenRE = regexp.MustCompile(`prune frozen: nothing was deleted:[^\n]*error="([^"\n]*)"`)
 	pcPruneDoneRE   = regexp.MustCompile(`prune done: expired=(\d+)`)
 	// Lines that must never follow a power cut.
 	pcBadREs = []*regexp.Regexp{
+		regexp.MustCompile(`disk-error[^\n]*`),
+		regexp.MustCompile(`scrub-damage[^\n]*`),
 		regexp.MustCompile(`unreadable journal[^\n]*`),
 		regexp.MustCompile(`unsealed file fails its check[^\n]*`),
 		regexp.MustCompile(`cannot open the store[^\n]*`),
@@ -197,6 +201,7 @@ type pcRow struct {
 	took     time.Duration
 	failures []string
 	prune    string // what prune did at the boot after the cut
+	scrub    string // what the scrub of both disks found after it
 }
 
 func (r *pcRow) result() string {
@@ -214,7 +219,7 @@ type pcRun struct {
 	snaps   map[string]*pcSnap
 	order   []string // snapshot IDs in the order first seen
 	rows    []*pcRow
-	pullFor time.Duration // an uninterrupted pull, typed to committed
+	pullFor time.Duration // an uninterrupted pull, typed to committed and synced to the second disk
 	seed    uint64
 	pick    *rand.Rand // which older snapshots are read back
 }
@@ -291,6 +296,10 @@ func (p *pcRun) phase(row *pcRow, pre, post string, committedBefore bool, sealed
 	switch {
 	case id == "":
 		ph = "worker opening the store (no snapshot begun)"
+	case committedBefore && strings.Contains(pre, "mirror synced: disk=vdc"):
+		ph = "after the commit and the sync to the second disk"
+	case committedBefore && regexp.MustCompile(`snapshot committed: source=mail snapshot=`+id).MatchString(pre):
+		ph = "after the commit: syncing to the second disk"
 	case committedBefore:
 		ph = "after the commit (store closing)"
 	case strings.Contains(post, "completing commit interrupted before its rename: id="+id):
@@ -353,7 +362,19 @@ func (p *pcRun) check(g *guest, row *pcRow, all bool) {
 	if row != nil {
 		row.verify = time.Since(began)
 	}
-	out, err := p.try(g, "snapshots")
+	// Both disks hold every sealed file, undamaged: a copy the cut
+	// interrupted is finished at boot (maintenance Sync) or by the
+	// scrub's repair of missing files, never left half-made.
+	out, err := p.try(g, "scrub")
+	sc := strings.TrimPrefix(scrubLineRE.FindString(out), "scrub: ")
+	if err != nil || !strings.Contains(sc, " 0 damaged and ") || !strings.Contains(sc, " 0 with no good copy, 0 conflicting") ||
+		strings.Contains(sc, "disks not read") {
+		p.fail(row, "scrub: %v: %s", err, strings.TrimSpace(out))
+	}
+	if row != nil {
+		row.scrub = pcScrub(sc)
+	}
+	out, err = p.try(g, "snapshots")
 	if err != nil {
 		p.fail(row, "snapshots: %v: %s", err, out)
 		return
@@ -452,6 +473,17 @@ func (p *pcRun) check(g *guest, row *pcRow, all bool) {
 	if row != nil {
 		row.readBack = n
 	}
+}
+
+// pcScrub shortens a scrub summary for the table: files checked and
+// copies made.
+func pcScrub(sc string) string {
+	files, _, _ := strings.Cut(sc, ":")
+	out := files + " checked"
+	if m := regexp.MustCompile(`(\d+) missing on one disk`).FindStringSubmatch(sc); m != nil && m[1] != "0" {
+		out += ", " + m[1] + " missing copied"
+	}
+	return out
 }
 
 func pcDiffer(got, want map[string]string) int {
@@ -577,6 +609,22 @@ func TestPowerCuts(t *testing.T) {
 	}
 	p.note(g.text.String(), 0, false)
 
+	// The store is kept on both data disks (docs/mirror.md): cuts also
+	// land in the worker's Sync to the second disk, and every check
+	// scrubs both. The mirror is made at the next boot.
+	if out := g.run(ctx, "mirror-disk", "HOLDFAST-DATA1"); !strings.Contains(out, "second copy of the store at the next boot") {
+		t.Fatalf("mirror-disk: %s", out)
+	}
+	g.powerOff(ctx)
+	g = bootGuest(ctx, t, b, r.Image, state, log)
+	if _, ok := p.bootPull(g, nil); !ok {
+		t.FailNow()
+	}
+	if !strings.Contains(g.text.String(), "Mirror disk made:") {
+		t.Fatal("the second data disk was not made a mirror")
+	}
+	p.note(g.text.String(), 0, false)
+
 	// An uninterrupted pull, typed as the cut ones are: its duration is
 	// the range the cuts' delays are drawn from.
 	p.bucket.change(ctx, t)
@@ -586,9 +634,13 @@ func TestPowerCuts(t *testing.T) {
 	if _, m, err := p.waitAny(g, off, pcBootTimeout, pcPullDoneRE); err != nil || m[2] != "true" {
 		t.Fatalf("uninterrupted pull: %v %q", err, m)
 	}
+	// The range ends when the pull's files are on the second disk too.
+	if _, m, err := p.waitAny(g, off, pcBootTimeout, pcSyncedRE); err != nil {
+		t.Fatalf("uninterrupted pull: not synced to the second disk: %v %q", err, m)
+	}
 	p.pullFor = time.Since(typed)
 	p.note(g.text.String()[off:], 1, false)
-	t.Logf("an uninterrupted pull (%d objects; a mailbox of %d MiB and five mails changed) takes %s from typing pull to its commit; cuts fall in [0, that]",
+	t.Logf("an uninterrupted pull (%d objects; a mailbox of %d MiB and five mails changed) takes %s from typing pull to its files on the second disk; cuts fall in [0, that]",
 		len(p.bucket.objs), pcBigSize>>20, p.pullFor.Round(time.Millisecond))
 	p.check(g, nil, true)
 	if t.Failed() {
@@ -684,6 +736,7 @@ func TestPowerCuts(t *testing.T) {
 		t.Logf("cut %d: delay %s; last line %q; interrupted %s; snapshot %s %s; recovery: %s; prune %s; boot %s, verify %s; %d complete + %d incomplete snapshots, %d read back; %s (%s)",
 			n, row.delay.Round(time.Millisecond), row.lastLine, row.phase, row.snapshot, row.outcome, strings.Join(row.recovery, ", "), row.prune,
 			row.boot.Round(time.Second), row.verify.Round(100*time.Millisecond), row.complete, row.partial, row.readBack, row.result(), row.took.Round(time.Second))
+		t.Logf("cut %d: scrub of both disks: %s", n, row.scrub)
 	}
 	g.stop(ctx)
 }
@@ -707,8 +760,8 @@ func (p *pcRun) summary() {
 	}
 	fmt.Fprintf(&b, "Power cuts: %d of %d passed; seed %d; uninterrupted pull %s; %s per cut on average (boot, checks, read-back); prune frozen at %d of the boots after a cut (expected: the TPM got no TPM2_Shutdown)\n\n",
 		ok, len(p.rows), p.seed, p.pullFor.Round(time.Millisecond), (total / time.Duration(len(p.rows))).Round(time.Second), frozen)
-	fmt.Fprintf(&b, "| cut | delay | last line before the cut | what the cut interrupted | interrupted snapshot | recovery on the console | prune at boot | boot / verify | snapshots after (complete+incomplete) | read back | result |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| cut | delay | last line before the cut | what the cut interrupted | interrupted snapshot | recovery on the console | prune at boot | boot / verify | scrub of both disks | snapshots after (complete+incomplete) | read back | result |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range p.rows {
 		rec := strings.Join(r.recovery, ", ")
 		if rec == "" {
@@ -718,8 +771,8 @@ func (p *pcRun) summary() {
 		if r.snapshot != "" {
 			snap = r.snapshot + ": " + r.outcome
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s / %s | %d+%d | %d | %s |\n", r.cut, r.delay.Round(time.Millisecond), r.lastLine, r.phase,
-			snap, rec, r.prune, r.boot.Round(time.Second), r.verify.Round(100*time.Millisecond), r.complete, r.partial, r.readBack,
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s / %s | %s | %d+%d | %d | %s |\n", r.cut, r.delay.Round(time.Millisecond), r.lastLine, r.phase,
+			snap, rec, r.prune, r.boot.Round(time.Second), r.verify.Round(100*time.Millisecond), r.scrub, r.complete, r.partial, r.readBack,
 			strings.ReplaceAll(r.result(), "|", "/"))
 	}
 	p.t.Logf("summary:\n%s", b.String())
