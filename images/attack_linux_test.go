@@ -172,13 +172,7 @@ func TestAttackSuite(t *testing.T) {
 	if len(scan.refused) != 65535 {
 		t.Errorf("only %d of 65535 ports answered with a reset (%d silent: the scan did not reach the guest)", len(scan.refused), len(scan.silent))
 	}
-	g.run(ctx, "poweroff")
-	select {
-	case <-g.vm.Done():
-	case <-time.After(2 * time.Minute):
-		t.Error("the VM did not power off")
-	}
-	g.stop(ctx)
+	g.powerOff(ctx)
 
 	// Boot 2, the hardware clock ten years ahead: prune must not trust it.
 	vmc.TapNIC = nil

@@ -238,6 +238,20 @@ func (g *guest) run(ctx context.Context, name string, args ...string) string {
 	return out.String()
 }
 
+// powerOff types poweroff and waits for the VM to exit (an orderly
+// power-off: the disks are unmounted and the kernel's TPM2_Shutdown saves
+// the TPM clock, so the next boot's prune trusts the time), then stops it.
+func (g *guest) powerOff(ctx context.Context) {
+	g.t.Helper()
+	g.run(ctx, "poweroff")
+	select {
+	case <-g.vm.Done():
+	case <-time.After(2 * time.Minute):
+		g.t.Error("the VM did not power off")
+	}
+	g.stop(ctx)
+}
+
 func (g *guest) stop(ctx context.Context) {
 	if g.vm == nil {
 		return
@@ -573,15 +587,7 @@ export {
 	if out := g.run(ctx, "copy-disk", "HOLDFAST-DATA1"); !strings.Contains(out, "at the next boot") {
 		t.Errorf("copy-disk: %s", out)
 	}
-	// An orderly power-off: the kernel's TPM2_Shutdown saves the TPM
-	// clock, so the next boot's prune trusts the time.
-	g.run(ctx, "poweroff")
-	select {
-	case <-g.vm.Done():
-	case <-time.After(2 * time.Minute):
-		t.Error("the VM did not power off")
-	}
-	g.stop(ctx)
+	g.powerOff(ctx)
 
 	// Boot 2: the key unseals by itself; both snapshots verify and read back.
 	g = bootGuest(ctx, t, b, r.Image, state, log)

@@ -163,13 +163,7 @@ func TestMirror(t *testing.T) {
 	// poweroff is the orderly one: the disks are unmounted and the TPM
 	// saves its clock, as on a real box.
 	poweroff := func(g *guest) {
-		g.run(ctx, "poweroff")
-		select {
-		case <-g.vm.Done():
-		case <-time.After(2 * time.Minute):
-			t.Errorf("boot %d: the VM did not power off", n)
-		}
-		g.stop(ctx)
+		g.powerOff(ctx)
 		t.Logf("boot %d: %s from QEMU start to power-off", n, time.Since(g.started).Round(time.Second))
 	}
 	// evidence logs the console lines that show what a boot did.
