@@ -6,10 +6,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,13 +18,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/minio/minio-go/v7"
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/receipt"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm/tpmtest"
 	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/restore"
+	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 	"github.com/holdfast-appliance/holdfast/services/store/storetest"
@@ -76,52 +75,28 @@ func TestParseRestoreArgs(t *testing.T) {
 	}
 }
 
-type testObj struct {
-	key         string
-	data        []byte
-	contentType string
-	meta        map[string]string
-}
-
-func randBytes(seed uint64, n int) []byte {
-	r := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
-// hostileObjects are keys MinIO stores as they are; the snapshot records
-// "versioned" twice (the last counts) and a key deleted at the source.
-func hostileObjects() []testObj {
-	seg := strings.Repeat("s", 200)
-	long := strings.Join([]string{seg, seg, seg, seg, seg[:196]}, "/") // 1000 bytes
-	return []testObj{
-		{key: "plain.txt", data: []byte("hello\n"), contentType: "text/plain; charset=utf-8", meta: map[string]string{"Owner": "alice", "Reason": "a b c"}},
-		{key: "empty", data: nil},
-		{key: "big/multipart.bin", data: randBytes(1, 20<<20+333), contentType: "application/x-big", meta: map[string]string{"Part": "yes"}},
-		{key: long, data: randBytes(2, 1000)},
-		{key: "with space and\nnewline", data: randBytes(3, 1001), contentType: "message/rfc822"},
-		{key: "x\r\ny\tz", data: randBytes(4, 1002)},
-		{key: "k\" level=error msg=\"forged", data: randBytes(5, 1003)},
-		{key: "%2e%2e%2f..%2F", data: randBytes(6, 1004)},
-		{key: "Grüße/日本語/🙂", data: randBytes(7, 1005), contentType: "image/x-smile"},
-		{key: "\x1b[2Jescape", data: randBytes(8, 1006)},
-		{key: "dir/a", data: randBytes(9, 1007)},
-		{key: "dir/b c", data: randBytes(10, 1008), meta: map[string]string{"Spaced": "v a l"}},
-		{key: "versioned", data: []byte("first version")},
-		{key: "versioned", data: []byte("second, the one that counts"), meta: map[string]string{"V": "2"}},
-	}
+// hostileObjects are keys MinIO stores as they are: the shared set (an
+// object larger than the default part size, a 1000-byte key that leaves
+// room for a destination prefix) and the worker's own; the snapshot also
+// records a key deleted at the source.
+func hostileObjects() []restoretest.Object {
+	return append(restoretest.HostileObjects(20<<20+333, 1000),
+		restoretest.Object{Key: "with space and\nnewline", Data: restoretest.RandBytes(3, 1001), ContentType: "message/rfc822"},
+		restoretest.Object{Key: "x\r\ny\tz", Data: restoretest.RandBytes(4, 1002)},
+		restoretest.Object{Key: "%2e%2e%2f..%2F", Data: restoretest.RandBytes(6, 1004)},
+		restoretest.Object{Key: "\x1b[2Jescape", Data: restoretest.RandBytes(8, 1006)},
+		restoretest.Object{Key: "dir/a", Data: restoretest.RandBytes(9, 1007)},
+		restoretest.Object{Key: "dir/b c", Data: restoretest.RandBytes(10, 1008), Meta: map[string]string{"Spaced": "v a l"}},
+	)
 }
 
 // refusedObjects are keys a snapshot may hold but MinIO refuses.
-func refusedObjects() []testObj {
-	return []testObj{
-		{key: "../etc/passwd", data: []byte("escape")},
-		{key: "a/../b", data: []byte("dot dot")},
-		{key: "\xff\xfe bad utf8", data: []byte("bad utf8")},
-		{key: "ok", data: []byte("fine")},
+func refusedObjects() []restoretest.Object {
+	return []restoretest.Object{
+		{Key: "../etc/passwd", Data: []byte("escape")},
+		{Key: "a/../b", Data: []byte("dot dot")},
+		{Key: "\xff\xfe bad utf8", Data: []byte("bad utf8")},
+		{Key: "ok", Data: []byte("fine")},
 	}
 }
 
@@ -137,40 +112,7 @@ type restoreFixture struct {
 	good     string // hostileObjects
 	refused  string // refusedObjects
 	unsigned string // committed without a signer
-	want     map[string]testObj
-}
-
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
-
-// commit puts objs (plus a key deleted at the source) into a new snapshot.
-func commit(t *testing.T, s *store.Store, source string, objs []testObj) string {
-	t.Helper()
-	ctx := context.Background()
-	sn, err := s.Begin(ctx, store.BeginOptions{Source: source})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range objs {
-		if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte(o.key), ContentType: o.contentType, UserMeta: o.meta}, bytes.NewReader(o.data)); err != nil {
-			t.Fatalf("put %q: %v", o.key, err)
-		}
-	}
-	if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte("deleted-later")}, strings.NewReader("old")); err != nil {
-		t.Fatal(err)
-	}
-	if err := sn.PutExisting(store.Object{Key: []byte("deleted-later"), DeleteMarker: true}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := sn.Commit(ctx, store.CommitOptions{})
-	if err != nil {
-		t.Fatalf("commit: %v", err)
-	}
-	return m.ID
+	want     map[string]restoretest.Object
 }
 
 // targetHCL is a target block on the test MinIO.
@@ -186,7 +128,7 @@ func newRestoreFixture(t *testing.T, prefixes []string, extra string) *restoreFi
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	log := hclog.New(&hclog.LoggerOptions{Name: "worker", Level: hclog.Info, Output: testLogWriter{t}})
+	log := restoretest.Logger(t, "worker", hclog.Info)
 	tp := tpmtest.Start(t)
 	signer := &tpm.Signer{TPM: tp}
 	pub, err := signer.PublicKeyPEM(ctx)
@@ -198,9 +140,10 @@ func newRestoreFixture(t *testing.T, prefixes []string, extra string) *restoreFi
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &restoreFixture{dir: dir, pub: pub, want: map[string]testObj{}}
-	f.good = commit(t, s, "mail", hostileObjects())
-	f.refused = commit(t, s, "odd", refusedObjects())
+	objs := hostileObjects()
+	f := &restoreFixture{dir: dir, pub: pub, want: restoretest.Want(objs)}
+	f.good = restoretest.Commit(t, s, "mail", objs)
+	f.refused = restoretest.Commit(t, s, "odd", refusedObjects())
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -208,12 +151,9 @@ func newRestoreFixture(t *testing.T, prefixes []string, extra string) *restoreFi
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.unsigned = commit(t, unsigned, "mail", []testObj{{key: "k", data: []byte("v")}})
+	f.unsigned = restoretest.Commit(t, unsigned, "mail", []restoretest.Object{{Key: "k", Data: []byte("v")}})
 	if err := unsigned.Close(); err != nil {
 		t.Fatal(err)
-	}
-	for _, o := range hostileObjects() {
-		f.want[o.key] = o
 	}
 
 	f.mc = testminio.Start(t)
@@ -240,74 +180,6 @@ source "mail" {
 	}
 	f.w = &worker{log: log, cfg: cfg, disks: []*wdisk{{ref: diskRef{Name: "data", Dir: dir}}}, master: testMaster}
 	return f
-}
-
-type gotObj struct {
-	sum         [32]byte
-	contentType string
-	meta        map[string]string
-	etag        string
-}
-
-// listBucket returns every object of bucket below prefix (prefix cut).
-func listBucket(t *testing.T, m *testminio.Server, bucket, prefix string) map[string]gotObj {
-	t.Helper()
-	ctx := context.Background()
-	got := map[string]gotObj{}
-	for o := range m.Client.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
-		if o.Err != nil {
-			t.Fatalf("list: %v", o.Err)
-		}
-		r, err := m.Client.GetObject(ctx, bucket, o.Key, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(r)
-		r.Close()
-		if err != nil {
-			t.Fatalf("get %q: %v", o.Key, err)
-		}
-		st, err := m.Client.StatObject(ctx, bucket, o.Key, minio.StatObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[strings.TrimPrefix(o.Key, prefix)] = gotObj{sha256.Sum256(b), st.ContentType, st.UserMetadata, st.ETag}
-	}
-	return got
-}
-
-// checkBucket compares the bucket's objects with want: keys, SHA-256,
-// content types, user metadata, nothing more.
-func checkBucket(t *testing.T, got map[string]gotObj, want map[string]testObj) {
-	t.Helper()
-	for k, w := range want {
-		g, ok := got[k]
-		if !ok {
-			t.Errorf("key %q missing from the bucket", k)
-			continue
-		}
-		if g.sum != sha256.Sum256(w.data) {
-			t.Errorf("key %q: sha256 differs", k)
-		}
-		if len(w.data) > 16<<20 && !strings.Contains(g.etag, "-") {
-			t.Errorf("key %q: ETag %q is not a multipart ETag", k, g.etag)
-		}
-		ct := w.contentType
-		if ct == "" {
-			ct = "application/octet-stream"
-		}
-		if g.contentType != ct {
-			t.Errorf("key %q: content type %q, want %q", k, g.contentType, ct)
-		}
-		if fmt.Sprint(g.meta) != fmt.Sprint(w.meta) && !(len(g.meta) == 0 && len(w.meta) == 0) {
-			t.Errorf("key %q: metadata %v, want %v", k, g.meta, w.meta)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			t.Errorf("unexpected key %q in the bucket", k)
-		}
-	}
 }
 
 // TestWorkerRestore drives the worker's restore directly: a whole
@@ -343,16 +215,10 @@ func TestWorkerRestore(t *testing.T) {
 			if err != nil {
 				t.Fatalf("restore: %v", err)
 			}
-			want := f.want
-			if tt.keys != nil {
-				want = map[string]testObj{}
-				for _, k := range tt.keys {
-					want[k] = f.want[k]
-				}
-			}
+			want := restoretest.Only(f.want, tt.keys)
 			var total int64
 			for _, w := range want {
-				total += int64(len(w.data))
+				total += int64(len(w.Data))
 			}
 			if rep.Objects != len(want) || rep.TotalObjects != len(want) || rep.Bytes != total || rep.TotalBytes != total || rep.Source != "mail" || len(rep.Receipt) != 64 {
 				t.Errorf("report %+v; want %d objects, %d bytes, source mail, a receipt digest", rep, len(want), total)
@@ -373,7 +239,7 @@ func TestWorkerRestore(t *testing.T) {
 			if last := calls[len(calls)-1]; last.Bytes != total {
 				t.Errorf("last progress %+v, want %d bytes", last, total)
 			}
-			checkBucket(t, listBucket(t, f.mc, fmt.Sprintf("bucket-%d", i), tt.dstPrefix), want)
+			restoretest.CheckBucket(t, f.mc, fmt.Sprintf("bucket-%d", i), tt.dstPrefix, want, restore.DefaultPartSize)
 		})
 	}
 }
@@ -450,7 +316,7 @@ func TestWorkerRestoreRefused(t *testing.T) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
 			}
-			if got := listBucket(t, tt.fx.mc, "bucket-0", ""); len(got) != 0 {
+			if got := restoretest.ListBucket(t, tt.fx.mc, "bucket-0", ""); len(got) != 0 {
 				t.Errorf("%d objects written", len(got))
 			}
 		})
@@ -459,16 +325,16 @@ func TestWorkerRestoreRefused(t *testing.T) {
 	// MinIO refuses these keys: the restore of each fails naming it
 	// (Go-quoted), while a fine key of the same snapshot restores.
 	for _, o := range refusedObjects() {
-		t.Run("key "+strconv.Quote(o.key), func(t *testing.T) {
-			_, err := f.w.restoreSnapshot(context.Background(), req(f, f.refused, "t0", o.key, true, f.pub), func(restoreReport) {})
-			if o.key == "ok" {
+		t.Run("key "+strconv.Quote(o.Key), func(t *testing.T) {
+			_, err := f.w.restoreSnapshot(context.Background(), req(f, f.refused, "t0", o.Key, true, f.pub), func(restoreReport) {})
+			if o.Key == "ok" {
 				if err != nil {
 					t.Fatal(err)
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", o.key)) {
-				t.Fatalf("restore of %q: %v, want an error naming the key", o.key, err)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", o.Key)) {
+				t.Fatalf("restore of %q: %v, want an error naming the key", o.Key, err)
 			}
 		})
 	}
@@ -539,7 +405,7 @@ func TestRestoreOverControlChannel(t *testing.T) {
 			t.Errorf("want a receipt line, progress lines and a summary:\n%s", out.String())
 		}
 		t.Logf("console output:\n%s", out.String())
-		checkBucket(t, listBucket(t, f.mc, "bucket-0", ""), f.want)
+		restoretest.CheckBucket(t, f.mc, "bucket-0", "", f.want, restore.DefaultPartSize)
 	})
 
 	t.Run("console command with a key not UTF-8", func(t *testing.T) {

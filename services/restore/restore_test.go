@@ -6,9 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 	"github.com/holdfast-appliance/holdfast/services/store/storetest"
@@ -29,34 +28,6 @@ import (
 
 var testKey = store.StaticKey(bytes.Repeat([]byte{0x42}, store.MasterKeySize))
 
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "restore", Level: hclog.Warn, Output: testWriter{t}})
-}
-
-func randBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
-// testObj is what a test puts into a snapshot.
-type testObj struct {
-	key         string
-	data        []byte
-	contentType string
-	meta        map[string]string
-}
-
 // fixture is a committed snapshot in a store that was closed and reopened
 // read-only, as `holdfast restore` opens it.
 type fixture struct {
@@ -64,12 +35,12 @@ type fixture struct {
 	s        *store.Store
 	id       string
 	recovery recoverykey.Key
-	want     map[string]testObj // the last version of every live key
+	want     map[string]restoretest.Object // the last version of every live key
 }
 
-// newFixture creates a store with a recovery blob, puts objs (in order)
-// plus a deleted key, commits and reopens the store read-only.
-func newFixture(t *testing.T, objs []testObj) *fixture {
+// newFixture creates a store with a recovery blob, commits objs (in order,
+// plus restoretest.DeletedKey) and reopens the store read-only.
+func newFixture(t *testing.T, objs []restoretest.Object) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := storetest.Dir(t)
@@ -85,28 +56,7 @@ func newFixture(t *testing.T, objs []testObj) *fixture {
 	if err != nil {
 		t.Fatalf("init store: %v", err)
 	}
-	sn, err := s.Begin(ctx, store.BeginOptions{Source: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]testObj{}
-	for _, o := range objs {
-		if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte(o.key), ContentType: o.contentType, UserMeta: o.meta}, bytes.NewReader(o.data)); err != nil {
-			t.Fatalf("put %q: %v", o.key, err)
-		}
-		want[o.key] = o
-	}
-	// A key deleted at the source: its content first, then a delete marker.
-	if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte("deleted-later")}, strings.NewReader("old")); err != nil {
-		t.Fatal(err)
-	}
-	if err := sn.PutExisting(store.Object{Key: []byte("deleted-later"), DeleteMarker: true}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := sn.Commit(ctx, store.CommitOptions{})
-	if err != nil {
-		t.Fatalf("commit: %v", err)
-	}
+	id := restoretest.Commit(t, s, "test", objs)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -115,45 +65,38 @@ func newFixture(t *testing.T, objs []testObj) *fixture {
 		t.Fatalf("open read-only: %v", err)
 	}
 	t.Cleanup(func() { ro.Close() })
-	return &fixture{dir: dir, s: ro, id: m.ID, recovery: rk, want: want}
+	return &fixture{dir: dir, s: ro, id: id, recovery: rk, want: restoretest.Want(objs)}
 }
 
-// s3Keys are hostile keys MinIO accepts as they are.
-func s3Objects() []testObj {
-	seg := strings.Repeat("s", 200)
-	long1024 := strings.Join([]string{seg, seg, seg, seg, seg, seg[:19]}, "/")
-	objs := []testObj{
-		{key: "plain.txt", data: []byte("hello\n"), contentType: "text/plain; charset=utf-8", meta: map[string]string{"Owner": "alice", "Reason": "a b c"}},
-		{key: "empty", data: nil},
-		{key: "big/multipart.bin", data: randBytes(1, 12<<20+333), contentType: "application/x-big", meta: map[string]string{"Part": "yes"}},
-		{key: long1024, data: randBytes(2, 1000)},
-		{key: "line1\nline2", data: randBytes(3, 1001)},
-		{key: "x\r\ny", data: randBytes(4, 1002)},
-		{key: "k\" level=error msg=\"forged", data: randBytes(5, 1003)},
-		{key: "%2e%2e%2f", data: randBytes(6, 1004)},
-		{key: "Grüße/日本語/🙂", data: randBytes(7, 1005), contentType: "image/x-smile"},
-		{key: "dir/a", data: randBytes(8, 1006)},
-		{key: "versioned", data: []byte("first version")},
-		{key: "versioned", data: []byte("second, the one that counts"), meta: map[string]string{"V": "2"}},
-	}
-	return objs
+// testLogger logs warnings and errors of the code under test to the test's log.
+func testLogger(t testing.TB) hclog.Logger { return restoretest.Logger(t, "restore", hclog.Warn) }
+
+// s3Objects are hostile keys MinIO accepts as they are: the shared set
+// (a 1024-byte key among them) and a few of this package's own.
+func s3Objects() []restoretest.Object {
+	return append(restoretest.HostileObjects(12<<20+333, 1024),
+		restoretest.Object{Key: "line1\nline2", Data: restoretest.RandBytes(3, 1001)},
+		restoretest.Object{Key: "x\r\ny", Data: restoretest.RandBytes(4, 1002)},
+		restoretest.Object{Key: "%2e%2e%2f", Data: restoretest.RandBytes(6, 1004)},
+		restoretest.Object{Key: "dir/a", Data: restoretest.RandBytes(8, 1006)},
+	)
 }
 
 // dirOnlyObjects are keys MinIO refuses but a snapshot may hold (a pull
 // from another S3 implementation, or `holdfast store put`).
-func dirOnlyObjects() []testObj {
-	return []testObj{
-		{key: "../../etc/passwd", data: []byte("escape")},
-		{key: "/etc/shadow", data: []byte("absolute")},
-		{key: "a/./b", data: []byte("dot")},
-		{key: "a//b", data: []byte("empty segment")},
-		{key: "trailing/", data: []byte("trailing slash")},
-		{key: "a\x00b", data: []byte("nul")},
-		{key: "\xff\xfek\xc3", data: []byte("bad utf8")},
-		{key: strings.Repeat("k", 256), data: []byte("long segment")},
-		{key: UnsafeDir + "/index.tsv", data: []byte("forged index")},
-		{key: "..", data: []byte("dotdot")},
-		{key: "dir/a/under-a-file", data: []byte("collides with dir/a")},
+func dirOnlyObjects() []restoretest.Object {
+	return []restoretest.Object{
+		{Key: "../../etc/passwd", Data: []byte("escape")},
+		{Key: "/etc/shadow", Data: []byte("absolute")},
+		{Key: "a/./b", Data: []byte("dot")},
+		{Key: "a//b", Data: []byte("empty segment")},
+		{Key: "trailing/", Data: []byte("trailing slash")},
+		{Key: "a\x00b", Data: []byte("nul")},
+		{Key: "\xff\xfek\xc3", Data: []byte("bad utf8")},
+		{Key: strings.Repeat("k", 256), Data: []byte("long segment")},
+		{Key: UnsafeDir + "/index.tsv", Data: []byte("forged index")},
+		{Key: "..", Data: []byte("dotdot")},
+		{Key: "dir/a/under-a-file", Data: []byte("collides with dir/a")},
 	}
 }
 
@@ -163,41 +106,6 @@ func startMinIO(t *testing.T, bucket string) (*testminio.Server, Target) {
 	m := testminio.Start(t)
 	m.MakeBucket(t, bucket, false)
 	return m, Target{Endpoint: m.Endpoint, Bucket: bucket, AccessKey: testminio.AccessKey, SecretKey: config.Secret(testminio.SecretKey)}
-}
-
-// listBucket returns every object below prefix with its sha256, content
-// type and user metadata.
-type gotObj struct {
-	sum         [32]byte
-	contentType string
-	meta        map[string]string
-	etag        string
-}
-
-func listBucket(t *testing.T, m *testminio.Server, bucket, prefix string) map[string]gotObj {
-	t.Helper()
-	ctx := context.Background()
-	got := map[string]gotObj{}
-	for o := range m.Client.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
-		if o.Err != nil {
-			t.Fatalf("list: %v", o.Err)
-		}
-		r, err := m.Client.GetObject(ctx, bucket, o.Key, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(r)
-		r.Close()
-		if err != nil {
-			t.Fatalf("get %q: %v", o.Key, err)
-		}
-		st, err := m.Client.StatObject(ctx, bucket, o.Key, minio.StatObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[strings.TrimPrefix(o.Key, prefix)] = gotObj{sum(b), st.ContentType, st.UserMetadata, st.ETag}
-	}
-	return got
 }
 
 func TestToS3(t *testing.T) {
@@ -233,59 +141,20 @@ func TestToS3(t *testing.T) {
 			if err != nil {
 				t.Fatalf("restore: %v", err)
 			}
-			want := map[string]testObj{}
-			if tt.wantKeys == nil {
-				want = f.want
-			}
-			for _, k := range tt.wantKeys {
-				want[k] = f.want[k]
-			}
+			want := restoretest.Only(f.want, tt.wantKeys)
 			if res.Objects != len(want) || calls != len(want) || last.Objects != len(want) || last.Bytes != last.TotalBytes {
 				t.Errorf("result %+v, %d progress calls, last %+v; want %d objects", res, calls, last, len(want))
 			}
 			if tt.wantKeys == nil && res.DeleteMarkers != 1 {
 				t.Errorf("delete markers skipped: %d, want 1", res.DeleteMarkers)
 			}
-			got := listBucket(t, m, dst.Bucket, tt.dstPre)
-			for k, w := range want {
-				g, ok := got[k]
-				if !ok {
-					t.Errorf("key %q missing from the bucket", k)
-					continue
-				}
-				if g.sum != sum(w.data) {
-					t.Errorf("key %q: sha256 differs", k)
-				}
-				if len(w.data) > MinPartSize && !strings.Contains(g.etag, "-") {
-					t.Errorf("key %q: ETag %q is not a multipart ETag", k, g.etag)
-				}
-				wantCT := w.contentType
-				if wantCT == "" {
-					wantCT = "application/octet-stream"
-				}
-				if g.contentType != wantCT {
-					t.Errorf("key %q: content type %q, want %q", k, g.contentType, wantCT)
-				}
-				for mk, mv := range w.meta {
-					if g.meta[mk] != mv {
-						t.Errorf("key %q: metadata %s = %q, want %q (got %v)", k, mk, g.meta[mk], mv, g.meta)
-					}
-				}
-				if len(g.meta) != len(w.meta) {
-					t.Errorf("key %q: metadata %v, want %v", k, g.meta, w.meta)
-				}
-			}
-			for k := range got {
-				if _, ok := want[k]; !ok {
-					t.Errorf("unexpected key %q in the bucket", k)
-				}
-			}
+			restoretest.CheckBucket(t, m, dst.Bucket, tt.dstPre, want, MinPartSize)
 		})
 	}
 }
 
 func TestToS3Errors(t *testing.T) {
-	f := newFixture(t, []testObj{{key: "a", data: []byte("x")}})
+	f := newFixture(t, []restoretest.Object{{Key: "a", Data: []byte("x")}})
 	_, tgt := startMinIO(t, "bkt")
 	tests := []struct {
 		name   string
@@ -375,7 +244,7 @@ func TestToDir(t *testing.T) {
 	delete(files, filepath.Join(UnsafeDir, UnsafeIndex))
 	unsafeWant := map[string]bool{}
 	for _, o := range dirOnlyObjects() {
-		unsafeWant[o.key] = true
+		unsafeWant[o.Key] = true
 	}
 	if res.UnsafeKeys != len(unsafeWant) || len(idx) != len(unsafeWant) {
 		t.Errorf("%d unsafe keys, %d index lines; want %d", res.UnsafeKeys, len(idx), len(unsafeWant))
@@ -399,7 +268,7 @@ func TestToDir(t *testing.T) {
 			t.Errorf("key %q: %s not written", k, path)
 			continue
 		}
-		if sum(b) != sum(w.data) {
+		if sum(b) != sum(w.Data) {
 			t.Errorf("key %q: sha256 of %s differs", k, path)
 		}
 		delete(files, path)
@@ -498,9 +367,9 @@ func TestDamagedPackFailsNamingObject(t *testing.T) {
 	// Packs are 4 MiB: the first holds file.bin and the start of big.bin,
 	// the others only big.bin, which is uploaded in 5 MiB parts, so the
 	// damage is met in the middle of a multipart upload.
-	f := newFixture(t, []testObj{
-		{key: "victim/file.bin", data: randBytes(9, 300<<10)},
-		{key: "victim/big.bin", data: randBytes(10, 12<<20)},
+	f := newFixture(t, []restoretest.Object{
+		{Key: "victim/file.bin", Data: restoretest.RandBytes(9, 300<<10)},
+		{Key: "victim/big.bin", Data: restoretest.RandBytes(10, 12<<20)},
 	})
 	for _, p := range packFiles(t, f.dir) {
 		// The chunker's polynomial is random per store, so the last pack
@@ -556,7 +425,7 @@ func TestDamagedPackFailsNamingObject(t *testing.T) {
 }
 
 func TestRecoveryKeyOpensStore(t *testing.T) {
-	f := newFixture(t, []testObj{{key: "k", data: []byte("recovered")}})
+	f := newFixture(t, []restoretest.Object{{Key: "k", Data: []byte("recovered")}})
 	ctx := context.Background()
 	wrapped := filepath.Join(f.dir, "recovery", "wrapped-key")
 	if _, err := store.ReadRecoveryBlob(f.dir); err != nil {

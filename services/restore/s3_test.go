@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 )
 
 // fakeS3 is just enough of an S3 server to watch how ToS3 talks: it
@@ -135,11 +136,11 @@ func (f *fakeS3) requests(prefix string) []string {
 // multipart parts signed with their body's SHA-256, parts in parallel but
 // never more than Buffer allows, and the objects assembled intact.
 func TestToS3Requests(t *testing.T) {
-	objs := []testObj{
-		{key: "small", data: randBytes(20, 3000)},
-		{key: "empty", data: nil},
-		{key: "exactly-one-part", data: randBytes(21, MinPartSize)},
-		{key: "big", data: randBytes(22, 6*MinPartSize+12345)},
+	objs := []restoretest.Object{
+		{Key: "small", Data: restoretest.RandBytes(20, 3000)},
+		{Key: "empty", Data: nil},
+		{Key: "exactly-one-part", Data: restoretest.RandBytes(21, MinPartSize)},
+		{Key: "big", Data: restoretest.RandBytes(22, 6*MinPartSize+12345)},
 	}
 	f := newFixture(t, objs)
 	fake := &fakeS3{hold: 5 * time.Second}
@@ -152,8 +153,8 @@ func TestToS3Requests(t *testing.T) {
 		t.Errorf("%d objects restored, want %d", res.Objects, len(objs))
 	}
 	for _, o := range objs {
-		if got := fake.objects[o.key]; sum(got) != sum(o.data) {
-			t.Errorf("%q: %d bytes arrived, content differs", o.key, len(got))
+		if got := fake.objects[o.Key]; sum(got) != sum(o.Data) {
+			t.Errorf("%q: %d bytes arrived, content differs", o.Key, len(got))
 		}
 	}
 	for _, b := range fake.badSHA {
@@ -173,7 +174,7 @@ func TestToS3Requests(t *testing.T) {
 // TestToS3PartRefused: a part the target refuses fails the restore naming
 // the object, and the multipart upload is aborted, never completed.
 func TestToS3PartRefused(t *testing.T) {
-	f := newFixture(t, []testObj{{key: "big", data: randBytes(23, 4*MinPartSize)}})
+	f := newFixture(t, []restoretest.Object{{Key: "big", Data: restoretest.RandBytes(23, 4*MinPartSize)}})
 	fake := &fakeS3{failPart: "2"}
 	tgt := startFake(t, fake)
 	_, err := ToS3(context.Background(), f.s, f.id, "big", tgt, Options{Exact: true, PartSize: MinPartSize})

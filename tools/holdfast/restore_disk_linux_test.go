@@ -11,11 +11,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/minio/minio-go/v7"
-
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/services/restore"
 	"github.com/holdfast-appliance/holdfast/services/restore/disk/disktest"
+	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 	"github.com/holdfast-appliance/holdfast/tools/testminio"
 )
 
@@ -84,31 +83,7 @@ func TestRestoreDiskCLI(t *testing.T) {
 			args: []string{"--disk", im.Path, "--recovery-key", rkey, "--snapshot", s3Snap, "--to", "s3://rescue/d1/", "--config", cfg, "--part-size", "5MiB"},
 			want: []string{fmt.Sprintf("restored %d objects", len(objs))},
 			check: func(t *testing.T, _ string) {
-				seen := 0
-				for o := range m.Client.ListObjects(context.Background(), "rescue", minio.ListObjectsOptions{Prefix: "d1/", Recursive: true}) {
-					if o.Err != nil {
-						t.Fatal(o.Err)
-					}
-					seen++
-					k := strings.TrimPrefix(o.Key, "d1/")
-					r, err := m.Client.GetObject(context.Background(), "rescue", o.Key, minio.GetObjectOptions{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					b, err := io.ReadAll(r)
-					st, serr := r.Stat()
-					r.Close()
-					if err != nil || serr != nil || sha256.Sum256(b) != sha256.Sum256(want[k]) {
-						t.Errorf("key %q: restored object differs (%v, %v)", k, err, serr)
-						continue
-					}
-					if st.ContentType != "text/x-test" || st.UserMetadata["Src"] != "disk" {
-						t.Errorf("key %q: content type %q, metadata %v", k, st.ContentType, st.UserMetadata)
-					}
-				}
-				if seen != len(objs) {
-					t.Errorf("%d objects in the bucket, want %d", seen, len(objs))
-				}
+				restoretest.CheckBucket(t, m, "rescue", "d1/", restoretest.Want(objs), restore.MinPartSize)
 			}},
 		{name: "recovery key on stdin, one object", img: im.Path, stdin: rkey + "\n",
 			args: []string{"--disk", im.Path, "--recovery-key", "-", "--snapshot", dirSnap, "--prefix", "docs/a.txt", "--exact", "--to", "DIR"},

@@ -6,16 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/minio/minio-go/v7"
-
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/services/restore"
+	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 	"github.com/holdfast-appliance/holdfast/tools/testminio"
@@ -157,23 +155,11 @@ func TestRestoreCLI(t *testing.T) {
 				}
 			}
 			if tt.wantS3 != "" {
+				want := map[string]restoretest.Object{}
 				for _, k := range tt.wantDir {
-					v := f.objs[k]
-					r, err := m.Client.GetObject(context.Background(), "rescue", tt.wantS3+k, minio.GetObjectOptions{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					b, err := io.ReadAll(r)
-					st, serr := r.Stat()
-					r.Close()
-					if err != nil || serr != nil || sha256.Sum256(b) != sha256.Sum256(v) {
-						t.Errorf("key %q: restored object differs (%v, %v)", k, err, serr)
-						continue
-					}
-					if st.ContentType != "text/x-test" || st.UserMetadata["Src"] != "cli" {
-						t.Errorf("key %q: content type %q, metadata %v", k, st.ContentType, st.UserMetadata)
-					}
+					want[k] = restoretest.Object{Key: k, Data: f.objs[k], ContentType: "text/x-test", Meta: map[string]string{"Src": "cli"}}
 				}
+				restoretest.CheckBucket(t, m, "rescue", tt.wantS3, want, restore.DefaultPartSize)
 			}
 			if tt.code != 0 && tt.to == "dir" {
 				if ents, _ := os.ReadDir(out); len(ents) != 0 {

@@ -1,14 +1,12 @@
 package disk_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +16,6 @@ import (
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/minio/minio-go/v7"
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
@@ -26,41 +23,25 @@ import (
 	"github.com/holdfast-appliance/holdfast/services/restore"
 	"github.com/holdfast-appliance/holdfast/services/restore/disk"
 	"github.com/holdfast-appliance/holdfast/services/restore/disk/disktest"
+	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/tools/testminio"
 )
 
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "disk", Level: hclog.Debug, Output: testWriter{t}})
-}
-
-func randBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
+// testLogger logs everything package disk says to the test's log.
+func testLogger(t testing.TB) hclog.Logger { return restoretest.Logger(t, "disk", hclog.Debug) }
 
 // s3Objects are keys MinIO takes as they are, hostile ones included.
 func s3Objects() []disktest.Object {
 	return []disktest.Object{
 		{Key: "plain.txt", Data: []byte("hello\n"), ContentType: "text/plain", Meta: map[string]string{"Owner": "alice"}},
 		{Key: "empty", Data: nil},
-		{Key: "big/multipart.bin", Data: randBytes(1, 12<<20+333)},
-		{Key: "line1\nline2", Data: randBytes(2, 1001)},
-		{Key: "k\" level=error msg=\"forged", Data: randBytes(3, 1002)},
-		{Key: "%2e%2e%2f", Data: randBytes(4, 1003)},
-		{Key: "Grüße/日本語/🙂", Data: randBytes(5, 1004)},
-		{Key: "dir/a", Data: randBytes(6, 1005)},
+		{Key: "big/multipart.bin", Data: restoretest.RandBytes(1, 12<<20+333)},
+		{Key: "line1\nline2", Data: restoretest.RandBytes(2, 1001)},
+		{Key: "k\" level=error msg=\"forged", Data: restoretest.RandBytes(3, 1002)},
+		{Key: "%2e%2e%2f", Data: restoretest.RandBytes(4, 1003)},
+		{Key: "Grüße/日本語/🙂", Data: restoretest.RandBytes(5, 1004)},
+		{Key: "dir/a", Data: restoretest.RandBytes(6, 1005)},
 	}
 }
 
@@ -160,7 +141,7 @@ func compare(t *testing.T, what string, got, want map[string][32]byte) {
 func TestRestoreFromImage(t *testing.T) {
 	snap1 := s3Objects()
 	snap2 := append(s3Objects()[:3], dirOnlyObjects()...)
-	snap2 = append(snap2, disktest.Object{Key: "only-in-2", Data: randBytes(9, 5000)})
+	snap2 = append(snap2, disktest.Object{Key: "only-in-2", Data: restoretest.RandBytes(9, 5000)})
 	im := disktest.MakeImage(t, snap1, snap2)
 	before := disktest.SHA256(t, im.Path)
 	ctx := context.Background()
@@ -200,23 +181,7 @@ func TestRestoreFromImage(t *testing.T) {
 	if _, err := restore.ToS3(ctx, s, im.Snapshots[0], "", tgt, restore.Options{PartSize: restore.MinPartSize, Logger: testLogger(t)}); err != nil {
 		t.Fatalf("restore to S3: %v", err)
 	}
-	got := map[string][32]byte{}
-	for o := range m.Client.ListObjects(ctx, "rescue", minio.ListObjectsOptions{Prefix: "disk/", Recursive: true}) {
-		if o.Err != nil {
-			t.Fatal(o.Err)
-		}
-		r, err := m.Client.GetObject(ctx, "rescue", o.Key, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(r)
-		r.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[strings.TrimPrefix(o.Key, "disk/")] = sha256.Sum256(b)
-	}
-	compare(t, "S3", got, wantMap(snap1))
+	restoretest.CheckBucket(t, m, "rescue", "disk/", restoretest.Want(snap1), restore.MinPartSize)
 
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -277,7 +242,7 @@ func TestUncleanDisk(t *testing.T) {
 	objs := s3Objects()[:3]
 	im := disktest.MakeImage(t, objs)
 	mnt := disktest.Mount(t, im.Path, false)
-	if err := os.WriteFile(filepath.Join(mnt, "after-the-store"), randBytes(7, 100000), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(mnt, "after-the-store"), restoretest.RandBytes(7, 100000), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("sync", "-f", mnt).CombinedOutput(); err != nil {
@@ -372,7 +337,7 @@ func TestOpenRefuses(t *testing.T) {
 		}, disk.ErrNotExt4, "pass the partition"},
 		{"random bytes", func(t *testing.T) string {
 			p := filepath.Join(t.TempDir(), "random.img")
-			os.WriteFile(p, randBytes(11, 1<<20), 0o600)
+			os.WriteFile(p, restoretest.RandBytes(11, 1<<20), 0o600)
 			return p
 		}, disk.ErrNotExt4, "no ext4 superblock"},
 		{"short file", func(t *testing.T) string {
@@ -445,7 +410,7 @@ func TestWrongRecoveryKey(t *testing.T) {
 func TestCancel(t *testing.T) {
 	var objs []disktest.Object
 	for i := range 20 {
-		objs = append(objs, disktest.Object{Key: fmt.Sprintf("f%02d", i), Data: randBytes(uint64(100+i), 200<<10)})
+		objs = append(objs, disktest.Object{Key: fmt.Sprintf("f%02d", i), Data: restoretest.RandBytes(uint64(100+i), 200<<10)})
 	}
 	im := disktest.MakeImage(t, objs)
 	before := disktest.SHA256(t, im.Path)

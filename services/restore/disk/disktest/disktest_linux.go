@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
+	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
@@ -37,13 +38,9 @@ const (
 // ImageSize is the (sparse) size of the images made here.
 const ImageSize = 128 << 20
 
-// Object is one object a test puts into a snapshot.
-type Object struct {
-	Key         string
-	Data        []byte
-	ContentType string
-	Meta        map[string]string
-}
+// Object is one object a test puts into a snapshot (the type all restore
+// tests share).
+type Object = restoretest.Object
 
 // Image is a data disk image holding a store.
 type Image struct {
