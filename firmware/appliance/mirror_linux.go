@@ -488,13 +488,37 @@ func (a *appliance) scrubNow(ctx context.Context, out io.Writer) error {
 		return errors.New("scrub needs the running worker")
 	}
 	fmt.Fprint(out, "scrubbing every data disk (reads every file) ...\r\n")
-	r, err := w.call(ctx, message{Op: "scrub"})
-	if err != nil {
-		return err
+	flush(out)
+	type result struct {
+		r   message
+		err error
 	}
-	fmt.Fprintf(out, "scrub: %s\r\n", r.Text)
-	return nil
+	done := make(chan result, 1)
+	go func() {
+		r, err := w.call(ctx, message{Op: "scrub"})
+		done <- result{r, err}
+	}()
+	// A scrub of a large store takes hours: say it is still at work.
+	start := time.Now()
+	tick := time.NewTicker(scrubHeartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case res := <-done:
+			if res.err != nil {
+				return res.err
+			}
+			fmt.Fprintf(out, "scrub: %s\r\n", res.r.Text)
+			return nil
+		case <-tick.C:
+			fmt.Fprintf(out, "still scrubbing, %s so far\r\n", time.Since(start).Round(time.Second))
+			flush(out)
+		}
+	}
 }
+
+// scrubHeartbeat is how often the console's scrub says it is still at work.
+const scrubHeartbeat = 30 * time.Second
 
 // scrubDone records that a scrub of the worker ended and, when it found
 // damage only the maintenance window can repair, asks for that repair at
