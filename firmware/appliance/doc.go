@@ -10,12 +10,15 @@
 //	| 4 keys        | extend PCR 15 with config.sealed's digest, unseal the | safe mode: the        |
 //	|               | master key, cap PCR 15; first boot: make the key,     | recovery key unlocks  |
 //	|               | seal it, show the paper recovery key once             |                       |
-//	| 5 disks       | classify data disks; mount Holdfast disks; a blank    | wait at the console   |
-//	|               | disk is formatted only when the operator types its    | (never format unasked)|
-//	|               | serial number ("format SERIAL")                       |                       |
-//	| 6 maintenance | open the store (journal recovery), prune with the     | prune frozen, alert   |
-//	|               | TPM-vouched clock                                     |                       |
-//	| 7 lockdown    | (issue 6) drop powers                                 |                       |
+//	| 5 disks       | classify data disks; mount Holdfast disks (read-only  | wait at the console   |
+//	|               | when a disk fails writes); a blank disk is formatted  | (never format unasked)|
+//	|               | only when the operator types its serial number        |                       |
+//	|               | ("format SERIAL")                                     |                       |
+//	| 6 maintenance | open the store on each disk (journal recovery), bring | disk left out, alert; |
+//	|               | the disks level, repair, prune with the TPM-vouched   | prune frozen, alert   |
+//	|               | clock, copy-disk and mirror-disk requests             |                       |
+//	| 7 lockdown    | drop powers (lockdown_linux.go), one sealer per disk, | alert; no pulls       |
+//	|               | the worker                                            |                       |
 //	| 8 services    | DHCP, then pulls on each source's schedule; console   | logged, retried       |
 //	|               | commands keep working                                 |                       |
 //
@@ -23,8 +26,9 @@
 // disk; the console answers status and unlock (the paper recovery key,
 // which reseals the key to this boot and continues).
 //
-// Limits: one data disk holds the store (the first Holdfast disk by kernel
-// name); further Holdfast disks are listed but not yet mirrored.
-// Reconfiguring a running box (a new config pushed after first boot) is not
+// The store may be on two data disks (mirror_linux.go, with the worker's
+// part in worker_disks_linux.go; docs/mirror.md).
+//
+// Limits: two data disks are the tested design point. Reconfiguring a running box (a new config pushed after first boot) is not
 // offered yet: the config is fixed once sealed.
 package appliance
