@@ -14,16 +14,21 @@
 // the secondary has the same kernel protection as the primary and a disk
 // never holds half a file or a manifest whose packs it lacks.
 //
-// The jobs and where they run on the appliance:
+// The jobs and where they run on the appliance (firmware/appliance,
+// docs/mirror.md):
 //
 //	| call   | when                                | privilege            | changes                     |
 //	|--------|-------------------------------------|----------------------|-----------------------------|
-//	| Sync   | after every pull (Runner.Kick), in  | the secondary's      | adds files to the secondary |
-//	|        | the background; at boot to catch up | sealer (set flags)   | only; never removes/replaces|
-//	| Scrub  | on a schedule, right after a Sync;  | none (read-only      | nothing                     |
-//	|        | at boot before Repair               | opens, no lock)      |                             |
-//	| Repair | boot maintenance window (PID 1)     | CAP_LINUX_IMMUTABLE  | adds missing files; replaces|
-//	|        | with Options.Maintenance set        | for damaged files    | exactly the damaged ones    |
+//	| Sync   | after every pull, in the background | the secondary's      | adds files to the secondary |
+//	|        | (the worker's own loop; Runner does | sealer (set flags)   | only; never removes/replaces|
+//	|        | the same for a fixed primary); at   |                      |                             |
+//	|        | boot both ways, to catch up         |                      |                             |
+//	| Scrub  | on the appliance's scrub schedule   | none (read-only      | nothing                     |
+//	|        | or at the console; at boot before   | opens, no lock)      |                             |
+//	|        | Repair when a scrub asked for one   |                      |                             |
+//	| Repair | missing files: right after a scrub; | CAP_LINUX_IMMUTABLE  | adds missing files; replaces|
+//	|        | damaged ones: boot maintenance      | for damaged files    | exactly the damaged ones    |
+//	|        | window (PID 1, Options.Maintenance) |                      |                             |
 //
 // Sync is one way, primary to secondary ("primary" is whichever disk ingest
 // writes to). It never waits on the primary's writer and a pull never waits
