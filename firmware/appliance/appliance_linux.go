@@ -90,8 +90,9 @@ type appliance struct {
 	clock    *tpm.Clock
 	pulls    map[string]*pullStatus
 	alerts   []string
-	measured bool // PCR 15 holds this boot's config digest
-	locked   bool // lockdown has begun: no more formatting
+	unsent   []message // alerts raised before the worker ran (sendBootAlerts)
+	measured bool      // PCR 15 holds this boot's config digest
+	locked   bool      // lockdown has begun: no more formatting
 
 }
 
@@ -110,8 +111,10 @@ func (a *appliance) setPhase(p string) {
 	a.mu.Unlock()
 }
 
-// alert logs an alert, keeps it for status and, once the worker runs,
-// has it sent by mail and webhook (PID 1 itself uses no network).
+// alert logs an alert, keeps it for status and has it sent by mail and
+// webhook by the worker (PID 1 itself uses no network): at once when the
+// worker runs, otherwise when it starts (sendBootAlerts), so that what the
+// boot found (a missing disk, a frozen prune) leaves the box too.
 func (a *appliance) alert(msg string, args ...any) {
 	a.log.Error(msg, append([]any{"alert", true}, args...)...)
 	a.mu.Lock()
@@ -121,10 +124,50 @@ func (a *appliance) alert(msg string, args ...any) {
 	}
 	a.keepAlertLocked(line)
 	w := a.worker
+	m := message{Op: "alert", Source: alertKind(msg), Text: line}
+	if w == nil && len(a.unsent) < maxAlerts {
+		a.unsent = append(a.unsent, m)
+	}
 	a.mu.Unlock()
 	if w != nil {
-		_ = w.notify(message{Op: "alert", Source: "appliance", Text: line})
+		_ = w.notify(m)
 	}
+}
+
+// sendBootAlerts hands the alerts raised before the worker ran to it.
+func (a *appliance) sendBootAlerts() {
+	a.mu.Lock()
+	w, unsent := a.worker, a.unsent
+	a.unsent = nil
+	a.mu.Unlock()
+	for _, m := range unsent {
+		if w == nil || w.notify(m) != nil {
+			a.log.Warn("boot alert not handed to the worker", "alert", m.Text)
+		}
+	}
+}
+
+// alertKinds are the alert kinds (services/alert) PID 1's messages name
+// first ("disk-error: ..."); others are told by what they say.
+var alertKinds = []string{"disk-error", "scrub-damage", "clock-anomaly", "safe-mode", "disk-full", "attack"}
+
+// alertKind is the kind of one of PID 1's alerts for mail and webhook:
+// the kind its message starts with, clock-anomaly for a frozen prune or
+// an untrusted clock, safe-mode, and appliance for anything else the
+// firmware reports (lockdown, export, offline copy).
+func alertKind(msg string) string {
+	for _, k := range alertKinds {
+		if strings.HasPrefix(msg, k+":") {
+			return k
+		}
+	}
+	switch {
+	case strings.HasPrefix(msg, "prune frozen"), strings.Contains(msg, "clock"):
+		return "clock-anomaly"
+	case strings.HasPrefix(msg, "safe mode"):
+		return "safe-mode"
+	}
+	return "appliance"
 }
 
 // maxAlerts is how many recent alerts status shows.

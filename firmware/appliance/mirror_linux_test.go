@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/go-hclog"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -137,5 +138,55 @@ func TestFirstScrub(t *testing.T) {
 				t.Errorf("firstScrub = %s, want %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestBootAlertsReachTheWorker checks that alerts PID 1 raises before the
+// worker runs (a missing disk, a frozen prune) are handed to it once it
+// does, with their kind, and later ones at once.
+func TestBootAlertsReachTheWorker(t *testing.T) {
+	a := &appliance{log: hclog.NewNullLogger()}
+	a.alert("disk-error: mirror degraded: data disk missing or unreadable", "serial", "HOLDFAST-DATA1")
+	a.alert("prune frozen: nothing was deleted", "error", "clock")
+	a.alert("export not started", "error", "x")
+
+	pid1End, workerEnd, err := socketpair("control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pid1End.Close()
+	defer workerEnd.Close()
+	got := make(chan message, 8)
+	newPeer(workerEnd, func(m message) *message { got <- m; return nil })
+	a.worker = newPeer(pid1End, func(message) *message { return nil })
+	a.sendBootAlerts()
+	a.alert("scrub-damage: damaged files are repaired at the next boot")
+
+	want := []struct{ kind, text string }{
+		{"disk-error", "disk-error: mirror degraded: data disk missing or unreadable serial=HOLDFAST-DATA1"},
+		{"clock-anomaly", "prune frozen: nothing was deleted error=clock"},
+		{"appliance", "export not started error=x"},
+		{"scrub-damage", "scrub-damage: damaged files are repaired at the next boot"},
+	}
+	// The worker handles each message in its own goroutine: any order.
+	kinds := map[string]string{}
+	for range want {
+		select {
+		case m := <-got:
+			if m.Op != "alert" {
+				t.Errorf("worker got op %q", m.Op)
+			}
+			kinds[m.Text] = m.Source
+		case <-time.After(5 * time.Second):
+			t.Fatalf("worker got only %v", kinds)
+		}
+	}
+	for _, w := range want {
+		if k, ok := kinds[w.text]; !ok || k != w.kind {
+			t.Errorf("alert %q reached the worker as kind %q (present %v), want %q", w.text, k, ok, w.kind)
+		}
+	}
+	if len(a.alerts) != len(want) {
+		t.Errorf("status keeps %d alerts, want %d", len(a.alerts), len(want))
 	}
 }

@@ -236,6 +236,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	a.mu.Lock()
 	a.worker = w
 	a.mu.Unlock()
+	a.sendBootAlerts()
 	if a.newStore {
 		if st, err := store.Open(ctx, a.storeDir, store.StaticKey(a.master), store.Options{ReadOnly: true}); err == nil {
 			a.mu.Lock()
