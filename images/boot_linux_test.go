@@ -286,6 +286,22 @@ source "mail" {
 `, name, minioPort, testminio.AccessKey, testminio.SecretKey) + extra
 }
 
+// restoredTarget is the config block of target "restored": bucket
+// "restored" of the host's MinIO on port minioPort, where console restores
+// go.
+func restoredTarget(minioPort string) string {
+	return fmt.Sprintf(`target "restored" {
+  s3 {
+    endpoint   = "10.0.2.2:%s"
+    bucket     = "restored"
+    access_key = %q
+    secret_key = %q
+    tls        = false
+  }
+}
+`, minioPort, testminio.AccessKey, testminio.SecretKey)
+}
+
 // provision does what an operator does at a new box's console: push the
 // config (checking the HELLO and the summary), note the recovery key and
 // type written, type a wrong serial (nothing is formatted) and then the
@@ -481,20 +497,11 @@ func TestApplianceEndToEnd(t *testing.T) {
 		mc.Put(t, "mail", k, v, minio.PutObjectOptions{ContentType: "message/rfc822"})
 	}
 	first := maps.Clone(objs)
-	cfg := mailConfig("holdfast-e2e", port, fmt.Sprintf(`target "restored" {
-  s3 {
-    endpoint   = "10.0.2.2:%[1]s"
-    bucket     = "restored"
-    access_key = %[2]q
-    secret_key = %[3]q
-    tls        = false
-  }
+	cfg := mailConfig("holdfast-e2e", port, restoredTarget(port)+fmt.Sprintf(`export {
+  access_key = %q
+  secret_key = %q
 }
-export {
-  access_key = %[4]q
-  secret_key = %[5]q
-}
-`, port, testminio.AccessKey, testminio.SecretKey, exportAccess, exportSecret))
+`, exportAccess, exportSecret))
 	state := filepath.Join(out, "vm")
 	// The opt-in export (port 9443 in the guest) reaches the host's
 	// loopback through QEMU's user network, and nothing else does.

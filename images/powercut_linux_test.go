@@ -589,16 +589,7 @@ func TestPowerCuts(t *testing.T) {
 	p.bucket.fill(t)
 	t.Logf("bucket: %d objects, %d bytes", len(p.bucket.objs), p.bucket.bytes())
 	defer p.summary()
-	cfg := mailConfig("holdfast-powercut", port, fmt.Sprintf(`target "restored" {
-  s3 {
-    endpoint   = "10.0.2.2:%[1]s"
-    bucket     = "restored"
-    access_key = %[2]q
-    secret_key = %[3]q
-    tls        = false
-  }
-}
-`, port, testminio.AccessKey, testminio.SecretKey))
+	cfg := mailConfig("holdfast-powercut", port, restoredTarget(port))
 	state := filepath.Join(out, "vm")
 
 	// Boot 1: provision; the first pull is the worker's scheduled one.
