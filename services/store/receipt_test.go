@@ -22,6 +22,26 @@ func (h *hmacSigner) SignManifest(_ context.Context, id string, d [32]byte) ([]b
 	return m.Sum(nil), nil
 }
 
+// checkReceipt checks that snapshot id's receipt is hmacSigner's signature
+// of its manifest digest and is sealed; what names the receipt in errors.
+func checkReceipt(t *testing.T, s *Store, id, what string) {
+	t.Helper()
+	got, err := s.Receipt(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.ManifestDigest(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := (&hmacSigner{}).SignManifest(context.Background(), id, d); !hmac.Equal(got, want) {
+		t.Fatalf("%s receipt is not the signature of the manifest digest", what)
+	}
+	if ok, err := fsflag.Has(s.path(receiptsDir, id+".receipt"), fsflag.Immutable); err != nil || !ok {
+		t.Fatalf("%s receipt not sealed: %v", what, err)
+	}
+}
+
 func TestReceiptsAreIssuedAndSealed(t *testing.T) {
 	signer := &hmacSigner{}
 	s := newStore(t, InitOptions{}, Options{Signer: signer})
@@ -29,21 +49,7 @@ func TestReceiptsAreIssuedAndSealed(t *testing.T) {
 	if signer.calls != 1 {
 		t.Fatalf("signer called %d times, want 1", signer.calls)
 	}
-	got, err := s.Receipt(m.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := s.ManifestDigest(m.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, _ := (&hmacSigner{}).SignManifest(context.Background(), m.ID, d)
-	if !hmac.Equal(got, want) {
-		t.Fatal("stored receipt is not the signature of the manifest digest")
-	}
-	if ok, err := fsflag.Has(s.path(receiptsDir, m.ID+".receipt"), fsflag.Immutable); err != nil || !ok {
-		t.Fatalf("receipt not sealed: %v", err)
-	}
+	checkReceipt(t, s, m.ID, "stored")
 	if err := s.AddReceipt(m.ID, []byte("forged")); err == nil {
 		t.Fatal("a second receipt replaced the first")
 	}
@@ -72,19 +78,6 @@ func TestMissingReceiptIssuedAtOpen(t *testing.T) {
 			t.Fatalf("signer called %d times, want 1", signer.calls)
 		}
 	}
-	got, err := s.Receipt(m.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := s.ManifestDigest(m.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want, _ := (&hmacSigner{}).SignManifest(context.Background(), m.ID, d); !hmac.Equal(got, want) {
-		t.Fatal("issued receipt is not the signature of the manifest digest")
-	}
-	if ok, err := fsflag.Has(s.path(receiptsDir, m.ID+".receipt"), fsflag.Immutable); err != nil || !ok {
-		t.Fatalf("issued receipt not sealed: %v", err)
-	}
+	checkReceipt(t, s, m.ID, "issued")
 	mustVerify(t, s)
 }
