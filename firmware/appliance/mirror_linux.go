@@ -369,10 +369,14 @@ func (a *appliance) newCopy(ctx context.Context, primary *store.Store, serial, l
 	a.mu.Lock()
 	mnt, mounted := a.mounted[d.Name]
 	a.mu.Unlock()
-	if !mounted || label != disks.Label || d.State != disks.Holdfast {
-		if mounted {
-			return dataStore{}, nil, fmt.Errorf("disk %s is mounted as a data disk", d.Name)
-		}
+	// A spare (a holdfast-data disk already mounted, with no store) is
+	// used as it is; anything else mounted is refused; the rest must be
+	// blank, which FormatAs checks.
+	spare := mounted && label == disks.Label && d.State == disks.Holdfast
+	if mounted && !spare {
+		return dataStore{}, nil, fmt.Errorf("disk %s is mounted as a data disk", d.Name)
+	}
+	if !spare {
 		a.log.Warn("formatting the disk requested at the console", "disk", d.Name, "serial", serial, "label", label)
 		if d, err = disks.FormatAs(ctx, d.Name, serial, label, a.o.MkE2fs, a.runChild); err != nil {
 			return dataStore{}, nil, err
