@@ -642,6 +642,16 @@ func TestApplianceEndToEnd(t *testing.T) {
 	}
 	equalSums(t, "boot 1, snapshot 1", objectSums(t, g.run(ctx, "ls", ids[0])), sums(first))
 	equalSums(t, "boot 1, snapshot 2", objectSums(t, g.run(ctx, "ls", ids[1])), sums(second))
+	// Extend and hold at the console: PID 1 prints done only once it has
+	// read the sealed record itself.
+	for _, args := range [][]string{{"extend", ids[0], "90d"}, {"hold", ids[0]}} {
+		if out := g.run(ctx, args[0], args[1:]...); !strings.Contains(out, "done (sealed record confirmed)") {
+			t.Errorf("%v: %s", args, out)
+		}
+	}
+	if out := g.run(ctx, "snapshots"); !regexp.MustCompile(regexp.QuoteMeta(ids[0]) + `[^\n]* HOLD`).MatchString(out) {
+		t.Errorf("snapshot %s is not shown under hold:\n%s", ids[0], out)
+	}
 	// Restore the second snapshot at the console to another bucket of the
 	// host's MinIO: the worker checks the receipt and every chunk, and
 	// every object (hostile keys too) comes back byte-identical.

@@ -320,8 +320,15 @@ func (a *appliance) extend(ctx context.Context, cmd console.Command, out io.Writ
 	if _, err := w.call(ctx, m); err != nil {
 		return err
 	}
+	// The worker's "done" is not proof (I10): PID 1 reads the sealed
+	// manifest and retention records itself before it says done.
+	err := a.withReader(ctx, func(s *store.Store) error { return s.ConfirmRetention(m.Snapshot, m.Until, m.Hold) })
+	if err != nil {
+		a.alert("the worker reported a retention change that the store's sealed data does not show", "command", cmd.String(), "error", err)
+		return fmt.Errorf("%s failed: the worker said done, but %w", cmd.String(), err)
+	}
 	a.log.Info("retention changed at the console", "command", cmd.String())
-	fmt.Fprintf(out, "%s: done\r\n", cmd.String())
+	fmt.Fprintf(out, "%s: done (sealed record confirmed)\r\n", cmd.String())
 	return nil
 }
 

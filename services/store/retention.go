@@ -190,11 +190,13 @@ func (s *Store) Extend(id string, until time.Time, hold bool, reason string) err
 	if err != nil {
 		return fmt.Errorf("extend: %w", err)
 	}
-	exts, err := s.extensions()
+	// Only sealed data says what is recorded: an unsealed record (which
+	// prune does count) could be rewritten by its writer after this
+	// extension was refused as "no change".
+	cur, err := s.sealedRetention(m)
 	if err != nil {
-		return err
+		return fmt.Errorf("extend: %w", err)
 	}
-	cur := s.effectiveRetention(m, exts[id])
 	longer := !until.IsZero() && !cur.RetainUntil.IsZero() && until.After(cur.RetainUntil)
 	if !longer && !(hold && !cur.LegalHold) {
 		return fmt.Errorf("extend %s to %s (hold %v): current %s (hold %v): %w", id, until.UTC().Format(time.RFC3339), hold, cur.RetainUntil.UTC().Format(time.RFC3339), cur.LegalHold, ErrShorten)
