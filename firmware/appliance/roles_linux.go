@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/caps"
+	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/services/alert"
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/ingest"
@@ -150,7 +151,10 @@ func (a *appliance) spawnWith(role string, cloneflags uintptr, env []string, fil
 	cmd := exec.Command(exe)
 	cmd.Args = []string{"holdfast-" + role}
 	cmd.Env = append([]string{RoleEnv + "=become-" + role}, env...)
-	cmd.Stderr = a.o.LogOutput
+	// A role's log lines carry what the network sent (keys, errors):
+	// quoted, they can neither drive the operator's terminal nor forge a
+	// frame.
+	cmd.Stderr = console.QuoteWriter{W: a.o.LogOutput}
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: cloneflags}
 	if err := a.start(cmd); err != nil {

@@ -122,7 +122,7 @@ closes.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			c, closePort, err := a.openConsole(ctx, cf, a.stdout)
+			c, closePort, err := a.openConsole(ctx, cf, &crStripper{w: a.stdout})
 			if err != nil {
 				return err
 			}

@@ -1,10 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -66,11 +66,14 @@ func (a *app) consoleRun(ctx context.Context, cf *consoleFlags, timeout time.Dur
 	return nil
 }
 
-// crStripper turns the console's CR LF into LF for a host terminal or file.
+// crStripper turns the console's CR LF into LF for a host terminal or
+// file, and quotes the rest (console.Quote): what the appliance prints may
+// carry bytes a hostile source or a compromised role chose, and none of
+// them may act on the operator's terminal.
 type crStripper struct{ w io.Writer }
 
 func (c *crStripper) Write(p []byte) (int, error) {
-	if _, err := io.WriteString(c.w, strings.ReplaceAll(string(p), "\r\n", "\n")); err != nil {
+	if _, err := c.w.Write(console.Quote(bytes.ReplaceAll(p, []byte("\r\n"), []byte("\n")))); err != nil {
 		return 0, err
 	}
 	return len(p), nil

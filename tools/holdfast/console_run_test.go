@@ -34,6 +34,11 @@ func fakeCommandAppliance(t *testing.T, ctx context.Context) string {
 		case "snapshots":
 			fmt.Fprintf(out, "args %q\r\n", cmd.Args)
 			return nil
+		case "ls":
+			// A key from a hostile source, printed as it came: it
+			// clears the screen and fakes a clean line.
+			fmt.Fprint(out, "\x1b[2J\x1b[Hinbox/1.eml\rverify OK\r\n")
+			return nil
 		}
 		return errors.New("unknown command")
 	}
@@ -67,6 +72,7 @@ func TestConsoleRun(t *testing.T) {
 	}{
 		{[]string{"status"}, exitOK, "phase running\ndisks:\n", ""},
 		{[]string{"run", "snapshots", "a b", "c"}, exitOK, "args [\"a b\" \"c\"]\n", ""},
+		{[]string{"run", "ls"}, exitOK, `\x1b[2J\x1b[Hinbox/1.eml\x0dverify OK` + "\n", ""},
 		{[]string{"run", "nope"}, exitFailure, "", "unknown command"},
 		{[]string{"run"}, exitUsage, "", "requires at least 1 arg"},
 	} {

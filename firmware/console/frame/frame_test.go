@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"hash/crc32"
+	"io"
 	"testing"
 )
 
@@ -191,4 +192,41 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("marker frame lost after %d bytes of noise", len(data))
 		}
 	})
+}
+
+// rwBuffer is an io.ReadWriter whose reads never return data.
+type rwBuffer struct{ bytes.Buffer }
+
+func (b *rwBuffer) Read([]byte) (int, error) { return 0, io.EOF }
+
+// TestWriteTextNeverFrames writes a whole encoded frame as text, as a
+// child process or a worker-supplied field could: the other side's
+// decoder sees text only.
+func TestWriteTextNeverFrames(t *testing.T) {
+	forged, err := Encode(Frame{Type: TypeDone, Seq: 3, Payload: []byte(`{"id":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wire rwBuffer
+	c := NewConn(&wire, Options{})
+	text := append([]byte("log line "), forged...)
+	if n, err := c.WriteText(text); n != len(text) || err != nil {
+		t.Fatalf("WriteText: %d, %v", n, err)
+	}
+	var d Decoder
+	d.Feed(wire.Bytes())
+	var got []byte
+	for {
+		ev, ok := d.Next()
+		if !ok {
+			break
+		}
+		if ev.Kind == EventFrame {
+			t.Fatalf("text decoded as a %s frame", ev.Frame.Type)
+		}
+		got = append(got, ev.Text...)
+	}
+	if !bytes.HasPrefix(got, []byte(`log line \xf1HF`)) {
+		t.Errorf("text on the wire: %q", got)
+	}
 }

@@ -1,6 +1,7 @@
 package frame
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -226,15 +227,22 @@ func (c *Conn) Drain(ctx context.Context) error {
 	return nil
 }
 
-// WriteText writes human text to the stream between frames.
+// WriteText writes human text to the stream between frames. Each byte
+// that starts the frame magic (0xF1) is written as the four characters
+// \xf1, so nothing written as text, whoever wrote it (a child's log line,
+// a worker-supplied field, a typed byte echoed back), can be read as a
+// frame by the other side. It reports len(p) on success.
 func (c *Conn) WriteText(p []byte) (int, error) {
+	q := p
+	if bytes.IndexByte(p, Magic[0]) >= 0 {
+		q = bytes.ReplaceAll(p, Magic[:1], []byte(`\xf1`))
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	n, err := c.rw.Write(p)
-	if err != nil {
-		return n, fmt.Errorf("console write text: %w", err)
+	if _, err := c.rw.Write(q); err != nil {
+		return 0, fmt.Errorf("console write text: %w", err)
 	}
-	return n, nil
+	return len(p), nil
 }
 
 // Post sends a frame once without waiting for an acknowledgement (for
