@@ -22,6 +22,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/reaper"
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
+	"github.com/holdfast-appliance/holdfast/firmware/trustedtime"
 	"github.com/holdfast-appliance/holdfast/services/config"
 )
 
@@ -86,8 +87,8 @@ type appliance struct {
 	mirror   string
 	newStore bool // the disk was just formatted: the worker creates the store
 	worker   *peer
-	procs    []*exec.Cmd // worker and sealer
-	clock    *tpm.Clock
+	procs    []*exec.Cmd         // worker and sealer
+	tt       *trustedtime.Keeper // trusted time T (time_linux.go)
 	pulls    map[string]*pullStatus
 	alerts   []string
 	unsent   []message // alerts raised before the worker ran (sendBootAlerts)
@@ -302,14 +303,12 @@ func (a *appliance) haveKey(ctx context.Context, master, blob []byte) error {
 	if err != nil {
 		return fmt.Errorf("sealed config no longer parses: %w", err)
 	}
-	clock, err := tpm.NewClock(a.tpm, tpm.ClockOptions{
-		AnchorPath: filepath.Join(a.part.Dir, tpm.ClockAnchorFile), MasterKey: master, Logger: a.log.Named("clock"),
-	})
+	tt, err := a.openTrustedTime(ctx, master)
 	if err != nil {
-		return err
+		return fmt.Errorf("trusted time: %w", err)
 	}
 	a.mu.Lock()
-	a.master, a.cfg, a.cfgBlob, a.cfgRaw, a.clock = master, cfg, blob, raw, clock
+	a.master, a.cfg, a.cfgBlob, a.cfgRaw, a.tt = master, cfg, blob, raw, tt
 	a.mu.Unlock()
 	a.log.Info("master key unsealed, config PCR capped", "appliance", cfg.Appliance.Name, "sources", len(cfg.Sources))
 	return nil
@@ -350,8 +349,8 @@ func (a *appliance) firstBoot(ctx context.Context) error {
 	if err := a.haveKey(ctx, master, blob); err != nil {
 		return err
 	}
-	if err := a.clock.Anchor(ctx, time.Now()); err != nil {
-		a.alert("could not anchor the TPM clock: prune stays frozen", "error", err)
+	if _, err := a.tt.Start(ctx, time.Now()); err != nil {
+		a.alert("could not start the trusted time: prune waits for confirm-time at the console", "error", err)
 	}
 	a.showRecoveryKey(ctx, prov.RecoveryKey)
 	return nil

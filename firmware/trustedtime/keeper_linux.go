@@ -34,15 +34,30 @@ type Options struct {
 }
 
 // Keeper is PID 1's trusted time: it loads the newest record, advances T
-// by the rule and saves each step. Safe for concurrent use.
+// by the rule and saves each step. Safe for concurrent use; T and State
+// never wait for a save (which may wait for the config partition).
 type Keeper struct {
 	o   Options
 	log hclog.Logger
 
-	mu    sync.Mutex
+	wmu sync.Mutex // serialises Start, Adopt, Advance and Confirm
+
+	mu    sync.Mutex // guards the fields below; never held across I/O
 	have  bool
 	gen   uint64
 	state State
+}
+
+func (k *Keeper) current() (bool, uint64, State) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.have, k.gen, k.state
+}
+
+func (k *Keeper) set(gen uint64, s State) {
+	k.mu.Lock()
+	k.have, k.gen, k.state = true, gen, s
+	k.mu.Unlock()
 }
 
 // NewKeeper returns a Keeper; call Load (or Start at provisioning) first.
@@ -73,9 +88,7 @@ func (k *Keeper) Load() (ignored []error, err error) {
 	if err != nil {
 		return ignored, fmt.Errorf("load trusted time from %s: %w", k.o.Records.Dir, err)
 	}
-	k.mu.Lock()
-	k.have, k.gen, k.state = true, gen, s
-	k.mu.Unlock()
+	k.set(gen, s)
 	return ignored, nil
 }
 
@@ -109,18 +122,36 @@ func (k *Keeper) Start(ctx context.Context, wall time.Time) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.have {
+	k.wmu.Lock()
+	defer k.wmu.Unlock()
+	if have, _, _ := k.current(); have {
 		return Event{}, errors.New("trusted time already started: confirm the time instead")
 	}
 	s, ev := Start(r, wall)
-	if err := k.saveLocked(0, s); err != nil {
+	if err := k.save(0, s); err != nil {
 		return Event{}, err
 	}
-	k.have, k.gen, k.state = true, 0, s
+	k.set(0, s)
 	k.log.Info("trusted time started", "T", s.T.UTC().Format(time.RFC3339))
 	return ev, nil
+}
+
+// Adopt starts T from s, a record kept in an older form (the clock anchor
+// of firmware before trusted time: its wall time was confirmed by an
+// operator or vouched for by the TPM). It starts only a box with no
+// authentic record; the next Advance credits from s by the rule.
+func (k *Keeper) Adopt(s State) error {
+	k.wmu.Lock()
+	defer k.wmu.Unlock()
+	if have, _, _ := k.current(); have {
+		return errors.New("trusted time already started")
+	}
+	if err := k.save(0, s); err != nil {
+		return err
+	}
+	k.set(0, s)
+	k.log.Warn("trusted time started from the old clock anchor", "T", s.T.UTC().Format(time.RFC3339))
+	return nil
 }
 
 // Advance reads the TPM and the wall clock, credits T by the rule and saves
@@ -130,13 +161,14 @@ func (k *Keeper) Advance(ctx context.Context) (State, Event, error) {
 	if err != nil {
 		return State{}, Event{}, err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if !k.have {
+	k.wmu.Lock()
+	defer k.wmu.Unlock()
+	have, gen, prev := k.current()
+	if !have {
 		return State{}, Event{}, fmt.Errorf("advance trusted time: %w", ErrNoRecord)
 	}
-	s, ev := k.o.Rule.Advance(k.state, r, wall)
-	return k.commitLocked(s, ev)
+	s, ev := k.o.Rule.Advance(prev, r, wall)
+	return k.commit(gen, s, ev)
 }
 
 // Confirm moves T forward to the wall clock: the operator's confirm-time
@@ -146,40 +178,44 @@ func (k *Keeper) Confirm(ctx context.Context) (State, Event, error) {
 	if err != nil {
 		return State{}, Event{}, err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if !k.have {
+	k.wmu.Lock()
+	defer k.wmu.Unlock()
+	have, gen, prev := k.current()
+	if !have {
 		s, ev := Start(r, wall)
 		ev.Kind = KindConfirm
-		if err := k.saveLocked(0, s); err != nil {
+		if err := k.save(0, s); err != nil {
 			return State{}, Event{}, err
 		}
-		k.have, k.gen, k.state = true, 0, s
+		k.set(0, s)
 		k.log.Warn("trusted time started at the console", "T", s.T.UTC().Format(time.RFC3339))
 		return s, ev, nil
 	}
-	s, ev := Confirm(k.state, r, wall)
-	return k.commitLocked(s, ev)
+	s, ev := Confirm(prev, r, wall)
+	return k.commit(gen, s, ev)
 }
 
-func (k *Keeper) commitLocked(s State, ev Event) (State, Event, error) {
-	// The credit stands in memory even if the save fails: it is what the
-	// clocks saw; the next boot recomputes from the older record, which
-	// can only make T later.
-	k.state = s
+// commit records s (the successor of generation gen); the caller holds
+// wmu.
+func (k *Keeper) commit(gen uint64, s State, ev Event) (State, Event, error) {
 	args := []any{"kind", ev.Kind.String(), "T", s.T.UTC().Format(time.RFC3339), "credit", ev.Credit.Round(time.Second), "tpm", ev.TPM.Round(time.Second), "wall", ev.Wall.Round(time.Second), "lag", ev.Lag.Round(time.Second)}
 	if ev.Alert() && ev.Kind != KindConfirm {
 		k.log.Error("ALERT: trusted time credited less than the wall clock saw; retention runs late by the lag", append(args, "reason", ev.Reason)...)
 	} else {
 		k.log.Info("trusted time advanced", args...)
 	}
-	if err := k.saveLocked(k.gen+1, s); err != nil {
+	// The credit stands in memory even if the save fails: it is what the
+	// clocks saw; the next boot recomputes from the older record, which
+	// can only make T later.
+	err := k.save(gen+1, s)
+	if err != nil {
+		k.set(gen, s)
 		return s, ev, err
 	}
-	k.gen++
+	k.set(gen+1, s)
 	return s, ev, nil
 }
 
-func (k *Keeper) saveLocked(gen uint64, s State) error {
+func (k *Keeper) save(gen uint64, s State) error {
 	return k.o.Writable(func() error { return k.o.Records.Save(gen, s) })
 }
