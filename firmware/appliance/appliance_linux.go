@@ -51,6 +51,9 @@ type Options struct {
 	// Children starts the processes PID 1 runs, so that its reaper leaves
 	// their exit status to them; nil starts them directly.
 	Children *reaper.Reaper
+	// Reboot ends halt (poweroff, reboot) with how, a
+	// unix.LINUX_REBOOT_CMD_*; nil means reboot(2). Tests record it.
+	Reboot func(how int) error
 }
 
 // Console lines tests and operators look for.

@@ -142,6 +142,9 @@ func (a *appliance) halt(how int) error {
 			a.log.Error("TPM2_Shutdown(STATE) failed: the next boot may credit the trusted time less", "error", err)
 		}
 	}
+	if a.o.Reboot != nil {
+		return a.o.Reboot(how)
+	}
 	return unix.Reboot(how)
 }
 

@@ -3,15 +3,18 @@ package appliance
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/configpart"
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
+	"github.com/holdfast-appliance/holdfast/firmware/tpm/swtpm"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm/tpmtest"
 	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/storetest"
@@ -115,6 +118,68 @@ func TestPhase6TrustedTime(t *testing.T) {
 			a.prune(ctx, []*store.Store{st})
 			if snaps, _ := st.Snapshots(); len(snaps) != 1 || snaps[0].ID != ids[2] {
 				t.Fatalf("after confirm-time, prune left %v, want only %s", snaps, ids[2])
+			}
+		})
+	}
+}
+
+// TestHaltShutsDownTPM: poweroff and reboot end with TPM2_Shutdown(STATE),
+// so the next boot is a TPM Restart (restartCount +1, resetCount and Clock
+// kept, safe) rather than a Reset. (powerOff sent none before.)
+func TestHaltShutsDownTPM(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		how  int
+	}{
+		{"poweroff", unix.LINUX_REBOOT_CMD_POWER_OFF},
+		{"reboot", unix.LINUX_REBOOT_CMD_RESTART},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			state, err := os.MkdirTemp("", "tpmstate-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(state)
+			boot := func() (*swtpm.Sim, *tpm.TPM) {
+				sim, err := swtpm.Start(ctx, swtpm.Options{StateDir: state})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { sim.Kill() })
+				tp, err := tpm.Dial(ctx, "unix", sim.SocketPath(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return sim, tp
+			}
+			sim, tp := boot()
+			before, err := tp.ReadClock(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := -1
+			a := &appliance{log: hclog.NewNullLogger(), tpm: tp, mounted: map[string]string{},
+				o: Options{RunDir: t.TempDir(), Reboot: func(how int) error { got = how; return nil }}}
+			if err := a.halt(tc.how); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.how {
+				t.Fatalf("reboot(2) with %#x, want %#x", got, tc.how)
+			}
+			tp.Close()
+			if err := sim.Stop(ctx); err != nil { // power goes
+				t.Fatal(err)
+			}
+			_, tp = boot()
+			defer tp.Close()
+			after, err := tp.ReadClock(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.ResetCount != before.ResetCount || after.RestartCount != before.RestartCount+1 || !after.Safe || after.Clock < before.Clock {
+				t.Fatalf("TPM after %s: %+v, before %+v: want a TPM Restart (no TPM2_Shutdown(STATE) was sent)", tc.name, after, before)
 			}
 		})
 	}
