@@ -306,6 +306,7 @@ func (a *appliance) haveKey(ctx context.Context, master, blob []byte) error {
 	if err != nil {
 		return fmt.Errorf("sealed config no longer parses: %w", err)
 	}
+	a.takeOwnership(ctx, master)
 	tt, err := a.openTrustedTime(ctx, master)
 	if err != nil {
 		return fmt.Errorf("trusted time: %w", err)

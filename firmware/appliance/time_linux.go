@@ -174,3 +174,23 @@ func timeStatus(k *trustedtime.Keeper, wall time.Time) string {
 	}
 	return fmt.Sprintf("trusted time %s (lags the wall clock by %s)\n", t.UTC().Format(time.RFC3339), wall.Sub(t).Round(time.Second))
 }
+
+// takeOwnership sets the TPM's owner and lockout auth (tpm.TakeOwnership:
+// a no-op once done), so TPM2_ClockSet, TPM2_ClockRateAdjust and TPM2_Clear
+// need the auth only PID 1 derives. It runs after the master key is
+// unsealed (the SRK is persisted first, so the next boot unseals without
+// the owner auth). A failure is an alert, never a reason to stop: T still
+// credits at most what the wall clock saw.
+func (a *appliance) takeOwnership(ctx context.Context, master []byte) {
+	auth, err := tpm.OwnerAuth(master)
+	if err == nil {
+		var changed []string
+		changed, err = a.tpm.TakeOwnership(ctx, auth)
+		if len(changed) > 0 {
+			a.log.Info("TPM ownership taken: owner and lockout auth set, SRK persisted", "changed", strings.Join(changed, ","))
+		}
+	}
+	if err != nil {
+		a.alert("clock-anomaly: TPM owner authorization not set: anything reaching the TPM could move its clock", "error", err)
+	}
+}
