@@ -67,6 +67,9 @@ const (
 type appliance struct {
 	o   Options
 	log hclog.Logger
+	// cfgMu serialises writes to the config partition
+	// (withConfigWritable).
+	cfgMu sync.Mutex
 
 	mu       sync.Mutex // guards the fields below
 	phase    string
