@@ -100,7 +100,7 @@ func (a *appliance) prune(ctx context.Context, stores []*store.Store) {
 			a.alert("prune failed: nothing more was deleted", "error", err)
 			return
 		}
-		a.log.Info("prune done", "trusted_time", now.UTC().Format(time.RFC3339), "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes, "disk", st.Dir())
+		a.log.Info("prune done", "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes, "disk", st.Dir(), "trusted_time", now.UTC().Format(time.RFC3339))
 	}
 }
 
@@ -342,9 +342,9 @@ func (a *appliance) recordPull(source string, ps *pullStatus) {
 	a.mu.Unlock()
 }
 
-// noPruneClock is the worker's prune clock: the worker never prunes, and a
-// separate prune clock keeps it from writing the high-water log, which
-// only prune (in PID 1, at boot) keeps.
+// noPruneClock is the worker's prune clock: the worker never prunes (only
+// PID 1 does, at boot, with the trusted time), and a separate prune clock
+// keeps its commits from writing the store's high-water log.
 type noPruneClock struct{}
 
 func (noPruneClock) Now() (time.Time, error) {
