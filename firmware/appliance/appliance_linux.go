@@ -22,6 +22,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/reaper"
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
+	"github.com/holdfast-appliance/holdfast/firmware/trustedtime"
 	"github.com/holdfast-appliance/holdfast/services/config"
 )
 
@@ -50,6 +51,9 @@ type Options struct {
 	// Children starts the processes PID 1 runs, so that its reaper leaves
 	// their exit status to them; nil starts them directly.
 	Children *reaper.Reaper
+	// Reboot ends halt (poweroff, reboot) with how, a
+	// unix.LINUX_REBOOT_CMD_*; nil means reboot(2). Tests record it.
+	Reboot func(how int) error
 }
 
 // Console lines tests and operators look for.
@@ -63,6 +67,9 @@ const (
 type appliance struct {
 	o   Options
 	log hclog.Logger
+	// cfgMu serialises writes to the config partition
+	// (withConfigWritable).
+	cfgMu sync.Mutex
 
 	mu       sync.Mutex // guards the fields below
 	phase    string
@@ -86,8 +93,8 @@ type appliance struct {
 	mirror   string
 	newStore bool // the disk was just formatted: the worker creates the store
 	worker   *peer
-	procs    []*exec.Cmd // worker and sealer
-	clock    *tpm.Clock
+	procs    []*exec.Cmd         // worker and sealer
+	tt       *trustedtime.Keeper // trusted time T (time_linux.go)
 	pulls    map[string]*pullStatus
 	alerts   []string
 	unsent   []message // alerts raised before the worker ran (sendBootAlerts)
@@ -302,14 +309,13 @@ func (a *appliance) haveKey(ctx context.Context, master, blob []byte) error {
 	if err != nil {
 		return fmt.Errorf("sealed config no longer parses: %w", err)
 	}
-	clock, err := tpm.NewClock(a.tpm, tpm.ClockOptions{
-		AnchorPath: filepath.Join(a.part.Dir, tpm.ClockAnchorFile), MasterKey: master, Logger: a.log.Named("clock"),
-	})
+	a.takeOwnership(ctx, master)
+	tt, err := a.openTrustedTime(ctx, master)
 	if err != nil {
-		return err
+		return fmt.Errorf("trusted time: %w", err)
 	}
 	a.mu.Lock()
-	a.master, a.cfg, a.cfgBlob, a.cfgRaw, a.clock = master, cfg, blob, raw, clock
+	a.master, a.cfg, a.cfgBlob, a.cfgRaw, a.tt = master, cfg, blob, raw, tt
 	a.mu.Unlock()
 	a.log.Info("master key unsealed, config PCR capped", "appliance", cfg.Appliance.Name, "sources", len(cfg.Sources))
 	return nil
@@ -350,8 +356,8 @@ func (a *appliance) firstBoot(ctx context.Context) error {
 	if err := a.haveKey(ctx, master, blob); err != nil {
 		return err
 	}
-	if err := a.clock.Anchor(ctx, time.Now()); err != nil {
-		a.alert("could not anchor the TPM clock: prune stays frozen", "error", err)
+	if _, err := a.tt.Start(ctx, time.Now()); err != nil {
+		a.alert("could not start the trusted time: prune waits for confirm-time at the console", "error", err)
 	}
 	a.showRecoveryKey(ctx, prov.RecoveryKey)
 	return nil

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/store"
@@ -39,10 +41,10 @@ import (
 //	|                       | missing copies are made, damaged ones at the next boot    |
 //	| sockets               | listening TCP/UDP/raw/unix sockets (none is expected)     |
 //	| processes             | every process with its uid and capabilities               |
-//	| anchor-clock          | the operator vouches for the wall clock: re-anchors the   |
-//	|                       | TPM clock, which unfreezes prune at the next boot         |
-//	| poweroff              | stops the worker, unmounts, powers off (orderly: the TPM  |
-//	|                       | saves its clock)                                          |
+//	| confirm-time [yes]    | shows the wall clock, the trusted time T and the lag; with|
+//	|                       | yes moves T to the wall clock (time_linux.go)             |
+//	| poweroff, reboot      | stops the worker, advances T, unmounts, TPM2_Shutdown     |
+//	|                       | (STATE) last, then powers off or restarts                 |
 //	| unlock KEY            | safe mode only: the paper recovery key reseals and goes on|
 const helpText = `commands:
   status                 phase, disks, store, last and next pulls, alerts
@@ -65,8 +67,10 @@ const helpText = `commands:
   scrub                  read and check every file on every data disk now
   sockets                listening sockets (none is expected)
   processes              processes with their uid and capabilities
-  anchor-clock           vouch for the wall clock shown by status (unfreezes prune)
+  confirm-time [yes]     show the wall clock and the trusted time; with yes,
+                         move the trusted time to the wall clock
   poweroff               stop everything and power off
+  reboot                 stop everything and restart
   unlock KEY             (safe mode) unlock with the paper recovery key
 `
 
@@ -113,29 +117,21 @@ func (a *appliance) command(ctx context.Context, cmd console.Command, out io.Wri
 		return a.requestMirror(cmd.Args, out)
 	case "scrub":
 		return a.scrubNow(ctx, out)
-	case "poweroff":
-		fmt.Fprint(out, "powering off\r\n")
+	case "poweroff", "reboot":
+		how, verb := unix.LINUX_REBOOT_CMD_POWER_OFF, "powering off"
+		if cmd.Name == "reboot" {
+			how, verb = unix.LINUX_REBOOT_CMD_RESTART, "rebooting"
+		}
+		fmt.Fprintf(out, "%s\r\n", verb)
 		go func() {
 			time.Sleep(time.Second) // let DONE reach the host
-			if err := a.powerOff(); err != nil {
-				a.log.Error("power off failed", "error", err)
+			if err := a.halt(how); err != nil {
+				a.log.Error(verb+" failed", "error", err)
 			}
 		}()
 		return nil
-	case "anchor-clock":
-		a.mu.Lock()
-		c := a.clock
-		a.mu.Unlock()
-		if c == nil {
-			return errors.New("no TPM clock (no key unsealed yet)")
-		}
-		now := time.Now()
-		if err := a.withConfigWritable(func() error { return c.Anchor(ctx, now) }); err != nil {
-			return err
-		}
-		a.log.Warn("TPM clock re-anchored at the console", "wall", now.UTC().Format(time.RFC3339))
-		fmt.Fprintf(out, "TPM clock anchored to %s; prune trusts time from the next boot on\r\n", now.UTC().Format(time.RFC3339))
-		return nil
+	case "confirm-time":
+		return a.confirmTime(ctx, cmd, out)
 	case "sockets":
 		socks, err := listeningSockets()
 		if err != nil {
@@ -163,6 +159,7 @@ func (a *appliance) status() string {
 	if a.cfg != nil {
 		fmt.Fprintf(&b, "appliance %q, %d source(s)\n", a.cfg.Appliance.Name, len(a.cfg.Sources))
 	}
+	b.WriteString(timeStatus(a.tt, time.Now()))
 	fmt.Fprintf(&b, "disks:\n")
 	for _, d := range a.disks {
 		m := ""

@@ -15,8 +15,8 @@
 //	|               | only when the operator types its serial number        |                       |
 //	|               | ("format SERIAL")                                     |                       |
 //	| 6 maintenance | open the store on each disk (journal recovery), bring | disk left out, alert; |
-//	|               | the disks level, repair, prune with the TPM-vouched   | prune frozen, alert   |
-//	|               | clock, copy-disk and mirror-disk requests             |                       |
+//	|               | the disks level, repair, advance the trusted time T,  | no T: prune skipped,  |
+//	|               | prune with T, copy-disk and mirror-disk requests      | alert                 |
 //	| 7 lockdown    | drop powers (lockdown_linux.go), one sealer per disk, | alert; no pulls       |
 //	|               | the worker                                            |                       |
 //	| 8 services    | DHCP, then pulls on each source's schedule; console   | logged, retried       |

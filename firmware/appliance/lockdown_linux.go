@@ -197,8 +197,12 @@ func remountConfig(mnt string, ro bool) error {
 
 // withConfigWritable runs fn with the config partition writable. Before
 // lockdown it is writable anyway; after, PID 1 (which alone keeps
-// CAP_SYS_ADMIN) remounts it for the instant fn writes.
+// CAP_SYS_ADMIN) remounts it for the instant fn writes. Calls are
+// serialised (the hourly trusted-time advance and a console command must
+// not remount read-only under each other's write).
 func (a *appliance) withConfigWritable(fn func() error) error {
+	a.cfgMu.Lock()
+	defer a.cfgMu.Unlock()
 	a.mu.Lock()
 	locked := a.locked
 	a.mu.Unlock()

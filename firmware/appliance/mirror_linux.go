@@ -208,7 +208,7 @@ func (a *appliance) mirrorMaintenance(ctx context.Context, primary *store.Store,
 	open := []*store.Store{primary}
 	keep := []dataStore{stores[0]}
 	for _, d := range stores[1:] {
-		st, err := store.Open(ctx, d.Dir, keys, store.Options{Logger: a.log.Named("store-" + d.Name), PruneClock: a.clock})
+		st, err := store.Open(ctx, d.Dir, keys, store.Options{Logger: a.log.Named("store-" + d.Name), PruneClock: trustedClock{a}})
 		if err != nil {
 			a.alert("disk-error: mirror disk cannot be opened as a writer; it is left out this boot", "disk", d.Name, "serial", d.Serial, "error", err)
 			unwritable = append(unwritable, d)

@@ -57,6 +57,12 @@ type message struct {
 	Receipt   []byte      `json:"receipt,omitempty"`
 	Status    *pullStatus `json:"status,omitempty"`
 	Text      string      `json:"text,omitempty"`
+
+	// TrustedTime is T at lockdown (init): new snapshots' retention
+	// counts from the later of the wall clock and it, so a wall clock set
+	// back cannot shorten them (T only grows, so it is a safe floor).
+	TrustedTime time.Time `json:"trusted_time,omitzero"`
+
 	// restore and restore-progress (restore_linux.go). Prefix is bytes,
 	// not a string, because JSON would mangle a key that is not UTF-8.
 	Target     string         `json:"target,omitempty"`

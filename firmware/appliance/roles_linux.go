@@ -18,6 +18,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/caps"
 	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/trustedtime"
 	"github.com/holdfast-appliance/holdfast/services/alert"
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/ingest"
@@ -200,6 +201,9 @@ type worker struct {
 	ready    chan struct{}
 	// lastScrub is when the last scrub ended, as PID 1 recorded it.
 	lastScrub time.Time
+	// floor is the trusted time T PID 1 gave at init: retention counts
+	// from no earlier than it.
+	floor time.Time
 	// out sends alerts by mail and webhook when the config says so;
 	// nil logs them only.
 	out *alert.Dispatcher
@@ -260,7 +264,7 @@ func (w *worker) handle(m message) *message {
 		if err != nil {
 			return &message{Err: err.Error()}
 		}
-		w.master, w.cfg, w.lastScrub = m.Master, cfg, m.LastScrub
+		w.master, w.cfg, w.lastScrub, w.floor = m.Master, cfg, m.LastScrub, m.TrustedTime
 		if err := w.setDisks(m.Disks, m.StoreDir); err != nil {
 			return &message{Err: err.Error()}
 		}
@@ -352,7 +356,8 @@ func (w *worker) pullOn(ctx context.Context, d *wdisk, src config.Source, ps *pu
 		return err
 	}
 	defer st.Close()
-	p := &ingest.Puller{Store: st, Log: w.log.Named("pull"), Alerter: w.alerter()}
+	p := &ingest.Puller{Store: st, Log: w.log.Named("pull"), Alerter: w.alerter(),
+		Now: func() time.Time { return trustedtime.RetainFrom(time.Now(), w.floor) }}
 	res, err := p.Pull(ctx, src)
 	if res != nil {
 		ps.Snapshot = res.Snapshot

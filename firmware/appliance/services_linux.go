@@ -22,8 +22,8 @@ import (
 
 // maintenance is phase 6: journal recovery (opening the store as its
 // writer on every data disk), bringing the disks level and repairing them
-// (mirror_linux.go), prune if the TPM vouches for the clock, and the disk
-// requests made at the console. Only here, before lockdown, does anything
+// (mirror_linux.go), advancing the trusted time T and pruning with it, and
+// the disk requests made at the console. Only here, before lockdown, does anything
 // clear an inode flag.
 func (a *appliance) maintenance(ctx context.Context) {
 	a.setPhase("maintenance")
@@ -31,7 +31,7 @@ func (a *appliance) maintenance(ctx context.Context) {
 		a.log.Info("phase 6/8 maintenance: new store, nothing to do")
 		return
 	}
-	a.log.Info("phase 6/8 maintenance: journal recovery, mirror, prune with the TPM-vouched clock")
+	a.log.Info("phase 6/8 maintenance: journal recovery, mirror, advance the trusted time, prune with it")
 	st, unwritable := a.openWriter(ctx)
 	if st == nil {
 		return
@@ -69,7 +69,7 @@ func (a *appliance) openWriter(ctx context.Context) (*store.Store, []dataStore) 
 	a.mu.Unlock()
 	var failed []dataStore
 	for i, d := range stores {
-		st, err := store.Open(ctx, d.Dir, store.StaticKey(a.master), store.Options{Logger: a.log.Named("store"), PruneClock: a.clock})
+		st, err := store.Open(ctx, d.Dir, store.StaticKey(a.master), store.Options{Logger: a.log.Named("store"), PruneClock: trustedClock{a}})
 		if err != nil {
 			a.alert("disk-error: cannot open the store as its writer; this disk is left out this boot", "disk", d.Name, "serial", d.Serial, "error", err)
 			failed = append(failed, d)
@@ -84,33 +84,43 @@ func (a *appliance) openWriter(ctx context.Context) (*store.Store, []dataStore) 
 	return nil, nil
 }
 
-// prune prunes the store on every disk with the TPM-vouched clock; the
-// disks hold the same manifests and records, so each removes the same
-// files.
+// prune advances the trusted time T and prunes the store on every disk
+// with it (and nothing else); the disks hold the same manifests and
+// records, so each removes the same files. Without T (no authentic record
+// and no confirm-time yet) nothing is pruned.
 func (a *appliance) prune(ctx context.Context, stores []*store.Store) {
+	now, ok := a.advanceTime(ctx)
+	if !ok {
+		a.alert("clock-anomaly: prune skipped: no trusted time; type confirm-time at the console")
+		return
+	}
 	for _, st := range stores {
-		res, err := st.Prune(ctx, store.PruneOptions{})
+		res, err := st.Prune(ctx, store.PruneOptions{Now: now})
 		if err != nil {
-			a.alert("prune frozen: nothing was deleted", "error", err)
+			a.alert("prune failed: nothing more was deleted", "error", err)
 			return
 		}
-		a.log.Info("prune done", "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes, "disk", st.Dir())
-	}
-	// Keep the anchor recent, so the drift allowance stays small.
-	if err := a.clock.Advance(ctx); err != nil {
-		a.log.Warn("clock anchor not advanced", "error", err)
+		a.log.Info("prune done", "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes, "disk", st.Dir(), "trusted_time", now.UTC().Format(time.RFC3339))
 	}
 }
 
-// powerOff stops the worker and the sealer, syncs, unmounts the data disks
-// and powers off. The kernel's TPM driver then sends TPM2_Shutdown(CLEAR),
-// which saves the TPM clock, so prune trusts time at the next boot.
-func (a *appliance) powerOff() error {
-	a.log.Warn("powering off at the operator's request")
+// halt stops the worker and the sealer, advances the trusted time, syncs,
+// unmounts the data disks, sends TPM2_Shutdown(STATE) as the last TPM
+// command (the TPM saves its Clock only on an orderly shutdown; without
+// one the next boot's T credits nothing for the uptime since its last
+// save) and powers off or restarts (how: unix.LINUX_REBOOT_CMD_*). The
+// kernel's TPM driver may still send its own TPM2_Shutdown(CLEAR) during
+// reboot(2): the Clock is saved either way, and the trusted time credits a
+// TPM Reset whose Clock did not go back.
+func (a *appliance) halt(how int) error {
+	a.log.Warn("halting at the operator's request", "restart", how == unix.LINUX_REBOOT_CMD_RESTART)
 	for _, c := range a.children() {
 		_ = c.Process.Kill()
 		_, _ = c.Process.Wait()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a.advanceTime(ctx)
 	unix.Sync()
 	a.mu.Lock()
 	mounts := make([]string, 0, len(a.mounted))
@@ -127,7 +137,15 @@ func (a *appliance) powerOff() error {
 		a.log.Warn("unmount config partition", "error", err)
 	}
 	unix.Sync()
-	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	if a.tpm != nil {
+		if err := a.tpm.Shutdown(ctx); err != nil {
+			a.log.Error("TPM2_Shutdown(STATE) failed: the next boot may credit the trusted time less", "error", err)
+		}
+	}
+	if a.o.Reboot != nil {
+		return a.o.Reboot(how)
+	}
+	return unix.Reboot(how)
 }
 
 // lockdown is phase 7 (see the table in lockdown_linux.go and the process
@@ -229,7 +247,11 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("recovery file: %w", err)
 	}
-	_, err = w.call(ctx, message{Op: "init", Master: a.master, Config: a.cfgRaw, StoreDir: a.storeDir, Disks: refs, LastScrub: a.lastScrub(), Create: a.newStore, Recovery: wrapped})
+	var floor time.Time
+	if a.tt != nil {
+		floor, _ = a.tt.T()
+	}
+	_, err = w.call(ctx, message{Op: "init", Master: a.master, Config: a.cfgRaw, StoreDir: a.storeDir, Disks: refs, LastScrub: a.lastScrub(), TrustedTime: floor, Create: a.newStore, Recovery: wrapped})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -255,6 +277,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 // console.
 func (a *appliance) services(ctx context.Context) error {
 	a.setPhase("running")
+	go a.timeLoop(ctx)
 	a.log.Info(ReadyLine, "since_init", time.Since(a.o.Start).Round(time.Millisecond), "sources", len(a.cfg.Sources))
 	err := console.Serve(ctx, a.o.Conn, console.ServeOptions{Handler: a.command, Typed: a.o.Typed, Human: a.o.Human, Prompt: Prompt, Log: a.log.Named("console")})
 	if ctx.Err() != nil {
@@ -319,9 +342,9 @@ func (a *appliance) recordPull(source string, ps *pullStatus) {
 	a.mu.Unlock()
 }
 
-// noPruneClock is the worker's prune clock: the worker never prunes, and a
-// separate prune clock keeps it from writing the high-water log, which
-// only prune (in PID 1, at boot) keeps.
+// noPruneClock is the worker's prune clock: the worker never prunes (only
+// PID 1 does, at boot, with the trusted time), and a separate prune clock
+// keeps its commits from writing the store's high-water log.
 type noPruneClock struct{}
 
 func (noPruneClock) Now() (time.Time, error) {

@@ -10,7 +10,8 @@
 //	| master.sealed    | tpm.ProvisionKey/Reseal  | the master key sealed to PCRs 7, 11, 15  |
 //	| master.recovery  | tpm.ProvisionKey         | the master key wrapped by the paper key  |
 //	| config.sealed    | SealConfig (this package)| the pushed config, AES-256-GCM (below)   |
-//	| clock.anchor     | tpm.Clock.Anchor         | MACed TPM clock anchor for prune         |
+//	| clock.anchor     | firmware before T        | old MACed TPM clock anchor; read once    |
+//	| time.a, time.b   | trustedtime.Keeper       | trusted time T, MACed, PID 1 only        |
 //
 // config.sealed:
 //

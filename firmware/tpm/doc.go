@@ -23,11 +23,11 @@
 //     them to safe mode: nothing is formatted, initialised or resealed; the
 //     console waits for the recovery key. Nothing in this package creates or
 //     replaces a key as a reaction to a failure.
-//   - Clock is the store.Clock for prune: the wall clock, vouched for by
-//     TPM2_ReadClock against a MACed anchor; a rollback, safe=NO, a TPM reset
-//     or a wall clock out of step returns an error, which freezes prune.
-//     TPM.Shutdown sends TPM2_Shutdown(STATE) at orderly power-off, without
-//     which the TPM does not persist its clock.
+//   - ReadClock and Identity feed the trusted time (firmware/trustedtime),
+//     which prune uses. Clock (the older anchor-vouched wall clock) remains
+//     only so an updated box can start T from its anchor. TPM.Shutdown
+//     sends TPM2_Shutdown(STATE) at poweroff and reboot, without which the
+//     TPM does not persist its clock. ClockSet exists for tests.
 //   - Signer is the store.ReceiptSigner: a TPM2_Quote by a restricted ECDSA
 //     P-256 primary key in the endorsement hierarchy over the manifest digest
 //     (package receipt verifies offline).
@@ -38,6 +38,6 @@
 // could call TPM2_ClockSet or sign quotes; the device node must be closed to
 // everything but init after lockdown, and init caps the config PCR
 // (CapConfigPCR) after unsealing so the key cannot be unsealed again in the
-// same boot. The TPM clock stops while the box is off, so a long power-off
-// freezes prune until the operator re-anchors the clock at the console.
+// same boot. The TPM clock stops while the box is off, so T credits nothing
+// for the time off (retention runs late by it).
 package tpm

@@ -20,3 +20,12 @@ func (t *TPM) ShutdownClear(ctx context.Context) error {
 		return err
 	})
 }
+
+// Clear sends TPM2_Clear with lockoutAuth (tests only: it wipes the owner
+// hierarchy).
+func (t *TPM) Clear(ctx context.Context, lockoutAuth []byte) error {
+	return t.do(ctx, func(tr transport.TPM) error {
+		_, err := (tpm2.Clear{AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHLockout, Auth: tpm2.PasswordAuth(lockoutAuth)}}).Execute(tr)
+		return err
+	})
+}

@@ -35,8 +35,13 @@ type srkHandle struct {
 
 // createSRK recreates the storage root key from the TCG ECC P-256 SRK
 // template in the owner hierarchy. The same TPM (same owner seed) gives the
-// same key every boot, so nothing is kept in TPM NV.
+// same key every boot. Once TakeOwnership has set the owner auth, the SRK
+// persisted at SRKHandle is used instead (same key, same Name; creating it
+// would need the owner auth, owner.go).
 func createSRK(tr transport.TPM) (*srkHandle, func(), error) {
+	if srk, ok := persistentSRK(tr); ok {
+		return srk, func() {}, nil
+	}
 	rsp, err := (tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}).Execute(tr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create SRK: %w", err)

@@ -24,7 +24,8 @@ type SystemClock struct{}
 // Now returns time.Now.
 func (SystemClock) Now() (time.Time, error) { return time.Now(), nil }
 
-// ErrClockUntrusted means prune refused because time looks wrong.
+// ErrClockUntrusted means prune refused because its clock would not give a
+// time (only when PruneOptions.Now is not set).
 var ErrClockUntrusted = errors.New("clock is not trusted")
 
 // Clock high-water log (STORE/state/clock.log), FS_APPEND_FL on the file so
@@ -37,6 +38,9 @@ var ErrClockUntrusted = errors.New("clock is not trusted")
 //
 // The high-water mark is the largest authentic record. A torn record is
 // padded with zeros to the next record boundary (it then fails its tag).
+// Prune no longer reads it (it compares retention with the trusted time T
+// only, firmware/trustedtime); it remains a record of the latest commit
+// time, which services/mirror carries to a secondary.
 const clockRecLen = 16
 
 func (s *Store) clockLogPath() string { return s.path(stateDir, clockLogName) }
@@ -125,27 +129,4 @@ func (s *Store) recordClock(c Clock) error {
 		return fmt.Errorf("clock log: %w", err)
 	}
 	return f.Sync()
-}
-
-// trustedNow returns the clock's time only if it is not before the
-// high-water mark and not more than maxJump past it.
-func (s *Store) trustedNow(maxJump time.Duration) (time.Time, error) {
-	now, err := s.pclock.Now()
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: %v", ErrClockUntrusted, err)
-	}
-	hw, err := s.HighWater()
-	if err != nil {
-		return time.Time{}, err
-	}
-	if hw.IsZero() {
-		return now, nil
-	}
-	if now.Before(hw) {
-		return time.Time{}, fmt.Errorf("%w: clock reads %s, before the recorded high-water mark %s", ErrClockUntrusted, now.UTC().Format(time.RFC3339), hw.UTC().Format(time.RFC3339))
-	}
-	if maxJump > 0 && now.Sub(hw) > maxJump {
-		return time.Time{}, fmt.Errorf("%w: clock jumped %s past the high-water mark %s (bound %s)", ErrClockUntrusted, now.Sub(hw).Round(time.Second), hw.UTC().Format(time.RFC3339), maxJump)
-	}
-	return now, nil
 }

@@ -15,13 +15,12 @@ import (
 // PruneOptions bound what prune may do.
 type PruneOptions struct {
 	DryRun bool
-	// MaxClockJump is how far the clock may be past the high-water mark;
-	// beyond it prune refuses. 0 means DefaultMaxClockJump.
-	MaxClockJump time.Duration
+	// Now is the trusted time T (firmware/trustedtime) retention is
+	// compared with, and nothing else; zero means the prune clock's time
+	// (hosts and tests). T only runs late, so prune never refuses a time
+	// for being far past an earlier one.
+	Now time.Time
 }
-
-// DefaultMaxClockJump is the default bound on a forward clock jump.
-const DefaultMaxClockJump = 7 * 24 * time.Hour
 
 // PruneResult says what prune removed (or, in a dry run, would remove).
 type PruneResult struct {
@@ -45,13 +44,12 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 	if s.ro {
 		return nil, errors.New("prune: store opened read-only")
 	}
-	jump := o.MaxClockJump
-	if jump == 0 {
-		jump = DefaultMaxClockJump
-	}
-	now, err := s.trustedNow(jump)
-	if err != nil {
-		return nil, fmt.Errorf("prune refused: %w", err)
+	now := o.Now
+	if now.IsZero() {
+		var err error
+		if now, err = s.pclock.Now(); err != nil {
+			return nil, fmt.Errorf("prune refused: %w: %v", ErrClockUntrusted, err)
+		}
 	}
 	res := &PruneResult{Now: now, DryRun: o.DryRun}
 	ids, err := s.snapshotIDs()
@@ -150,9 +148,6 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 	s.idx = s.idx.withoutPacks(drop)
 	if err := s.saveIndex(); err != nil {
 		s.log.Warn("index cache not saved; it will be rebuilt", "error", err)
-	}
-	if err := s.recordClock(s.pclock); err != nil {
-		return res, err
 	}
 	s.log.Info("prune done", "expired", len(res.Expired), "packs", len(res.Packs), "freed_bytes", res.FreedBytes)
 	return res, nil

@@ -74,10 +74,10 @@ type Options struct {
 	Logger hclog.Logger
 	// Clock stamps snapshots and retention records; nil means SystemClock.
 	Clock Clock
-	// PruneClock is the time prune trusts (the TPM clock on the appliance);
-	// nil means Clock. When it is set, only prune writes the high-water
-	// log, so a wrong wall clock at commit time cannot freeze prune, and a
-	// frozen PruneClock never stops a backup.
+	// PruneClock is prune's time when PruneOptions.Now is not given (the
+	// appliance gives its trusted time T either way); nil means Clock.
+	// When it is set, commits do not write the high-water log, and a
+	// PruneClock that errs never stops a backup.
 	PruneClock Clock
 	// Sealer sets inode flags; nil means LocalSealer.
 	Sealer Sealer
@@ -137,7 +137,7 @@ type Store struct {
 	log    hclog.Logger
 	clock  Clock
 	pclock Clock // prune's clock
-	ownPC  bool  // pclock is separate: only prune records the high-water mark
+	ownPC  bool  // pclock is separate: commits do not record the high-water mark
 	sealer Sealer
 	hook   func(string)
 	signer ReceiptSigner

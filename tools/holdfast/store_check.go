@@ -70,14 +70,13 @@ Exit status 1 when any problem was found.`,
 }
 
 type pruneFlags struct {
-	dryRun       bool
-	maxClockJump time.Duration
+	dryRun bool
 }
 
 func (a *app) storePruneCmd(sf *storeFlags) *cobra.Command {
 	pf := &pruneFlags{}
 	cmd := &cobra.Command{
-		Use:   "prune DIR --key-file FILE [--dry-run] [--max-clock-jump 168h]",
+		Use:   "prune DIR --key-file FILE [--dry-run]",
 		Short: "Remove snapshots whose retention has ended, and packs only they used",
 		Long: `prune removes every snapshot whose effective retention has ended (the most
 protective of the manifest, its xattrs and any extension records; a legal
@@ -85,20 +84,17 @@ hold keeps it) and then every pack none of the kept snapshots or in-progress
 snapshots references. The newest snapshot of every source is always kept.
 Packs are removed whole, never rewritten.
 
-prune refuses when the clock reads earlier than the store's clock
-high-water mark, or more than --max-clock-jump after it (0 means the store's
-default, 168h), and when any manifest or in-progress journal cannot be read.
+On a host prune compares retention with this computer's clock (the person
+running it vouches for it; the appliance uses its trusted time instead). It
+refuses when any manifest or in-progress journal cannot be read.
 It clears inode flags, so it needs CAP_LINUX_IMMUTABLE.
 
 --dry-run prints what would be removed and removes nothing (it still takes
 the write lock).`,
 		Example: `  holdfast store prune /srv/hf --key-file hf.key --dry-run
-  holdfast store prune /srv/hf --key-file hf.key --max-clock-jump 720h`,
+  holdfast store prune /srv/hf --key-file hf.key`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if pf.maxClockJump < 0 {
-				return usageErrorf("--max-clock-jump must not be negative")
-			}
 			s, err := a.open(cmd.Context(), args[0], sf, false)
 			if err != nil {
 				return err
@@ -112,7 +108,7 @@ the write lock).`,
 			for _, sn := range before {
 				info[sn.ID] = sn
 			}
-			res, err := s.Prune(cmd.Context(), store.PruneOptions{DryRun: pf.dryRun, MaxClockJump: pf.maxClockJump})
+			res, err := s.Prune(cmd.Context(), store.PruneOptions{DryRun: pf.dryRun})
 			if res != nil {
 				a.printPrune(res, info, pf.dryRun)
 			}
@@ -123,8 +119,6 @@ the write lock).`,
 		},
 	}
 	cmd.Flags().BoolVar(&pf.dryRun, "dry-run", false, "print what would be removed; remove nothing")
-	cmd.Flags().DurationVar(&pf.maxClockJump, "max-clock-jump", store.DefaultMaxClockJump,
-		"refuse when the clock is further than this past the store's clock high-water mark (0: the default)")
 	return cmd
 }
 

@@ -13,8 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// configFiles are the sealed files of the config partition.
-var configFiles = []string{"master.sealed", "config.sealed", "clock.anchor"}
+// configFiles are the sealed files of the config partition (time.a and
+// time.b: the trusted time records, firmware/trustedtime).
+var configFiles = []string{"master.sealed", "config.sealed", "clock.anchor", "time.a", "time.b"}
 
 // fileSnap is a file's content and mode, to check and undo an attack.
 type fileSnap struct {

@@ -71,9 +71,9 @@ func techniques() []technique {
 		{cat: "owner", name: "forge-sealer-requests-as-owner", what: "take the worker's sealer socket (pidfd_getfd) and send forged requests", owner: true, run: (*env).forgeResult},
 
 		// The config partition.
-		{cat: "config", name: "delete-sealed", what: "unlink master.sealed, config.sealed, clock.anchor", run: (*env).configDelete},
-		{cat: "config", name: "truncate-sealed", what: "truncate master.sealed, config.sealed, clock.anchor", run: (*env).configTruncate},
-		{cat: "config", name: "overwrite-sealed", what: "open for write and overwrite master.sealed, config.sealed, clock.anchor", run: (*env).configOverwrite},
+		{cat: "config", name: "delete-sealed", what: "unlink master.sealed, config.sealed, clock.anchor, time.a, time.b", run: (*env).configDelete},
+		{cat: "config", name: "truncate-sealed", what: "truncate master.sealed, config.sealed, clock.anchor, time.a, time.b", run: (*env).configTruncate},
+		{cat: "config", name: "overwrite-sealed", what: "open for write and overwrite master.sealed, config.sealed, clock.anchor, time.a, time.b", run: (*env).configOverwrite},
 
 		// Device nodes.
 		{cat: "device", name: "mknod-data-disk", what: "mknod a block node with a data disk's numbers in /tmp, open it for write", run: (*env).mknodResult},
