@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,17 +102,24 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		}
 		markLive(live, m.Objects)
 	}
+	// Each pack is judged by its own trailer, read from the sealed pack
+	// file itself; the index cache is never consulted. A pack that is not
+	// sealed, whose trailer does not open, or whose bytes do not hash to
+	// its name is kept.
 	onDisk, err := s.listPacks()
 	if err != nil {
 		return nil, err
 	}
+	ix := newIndex()
 	for _, name := range onDisk {
-		es, ok := s.idx.entries[name]
-		if !ok {
-			res.KeptPacks++ // unreadable trailer: unsure, so kept
+		es, sealed, err := s.packEntries(name)
+		if err != nil {
+			s.log.Warn("prune keeps a pack whose trailer it cannot read", "pack", name, "error", err)
+			res.KeptPacks++
 			continue
 		}
-		dead := true
+		ix.addPack(name, es)
+		dead := sealed
 		for _, e := range es {
 			if live[e.id] {
 				dead = false
@@ -120,11 +130,17 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 			res.KeptPacks++
 			continue
 		}
-		res.Packs = append(res.Packs, name)
-		if st, err := os.Stat(s.packPath(name)); err == nil {
-			res.FreedBytes += st.Size()
+		size, err := s.checkPackName(name)
+		if err != nil {
+			s.log.Warn("prune keeps a pack whose content does not match its name", "pack", name, "error", err)
+			res.KeptPacks++
+			continue
 		}
+		res.Packs = append(res.Packs, name)
+		res.FreedBytes += size
 	}
+	ix.dirty = true
+	s.idx = ix
 	if o.DryRun {
 		return res, nil
 	}
@@ -148,6 +164,7 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		drop[name] = true
 	}
 	s.idx = s.idx.withoutPacks(drop)
+	s.idx.cached = false
 	if err := s.saveIndex(); err != nil {
 		s.log.Warn("index cache not saved; it will be rebuilt", "error", err)
 	}
@@ -208,4 +225,23 @@ func (s *Store) unsealRemove(dir, name string) (err error) {
 		return fmt.Errorf("prune: remove %s: %w", path, err)
 	}
 	return syncDir(dir)
+}
+
+// checkPackName checks that a pack's bytes hash to its name and returns its
+// size.
+func (s *Store) checkPackName(name string) (int64, error) {
+	f, _, err := openStoreFile(s.packPath(name), os.O_RDONLY, s.maxPackFile())
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, fmt.Errorf("read pack %s: %w", name, err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != name {
+		return 0, fmt.Errorf("pack %s: content does not match its name: %w", name, ErrCorrupt)
+	}
+	return n, nil
 }
