@@ -256,6 +256,28 @@ type frameStats struct {
 // much is valid; otherwise any defect is an error. With skipObjects, object
 // frames are not decrypted (listing).
 func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *Manifest, st frameStats, err error) {
+	return s.walkManifestFrames(r, partial, skipObjects, nil)
+}
+
+// wireChunks is the part of an object record prune needs: decoding into it
+// skips keys and metadata without keeping them.
+type wireChunks struct {
+	Size    int64  `cbor:"2,keyasint"`
+	Chunks  []byte `cbor:"9,keyasint"`
+	Deleted bool   `cbor:"10,keyasint,omitempty"`
+}
+
+// manifestChunks streams every chunk ID a manifest or journal references
+// to fn, one frame at a time, and returns its summary (Objects empty). It
+// keeps no object: memory is one frame, whatever the manifest's size.
+func (s *Store) manifestChunks(r io.Reader, partial bool, fn func(ChunkID)) (*Manifest, frameStats, error) {
+	return s.walkManifestFrames(r, partial, false, fn)
+}
+
+// walkManifestFrames decodes a manifest or journal; with onChunk set it
+// decodes only sizes and chunk lists and hands each chunk ID to onChunk
+// instead of collecting objects.
+func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChunk func(ChunkID)) (m *Manifest, st frameStats, err error) {
 	fr, err := s.newFrameReader(r)
 	if err != nil {
 		return nil, st, err
@@ -290,6 +312,12 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 		case frameObjects:
 			if plain == nil {
 				continue
+			}
+			if onChunk != nil {
+				if err := s.frameChunks(plain, m, onChunk); err != nil {
+					return nil, st, err
+				}
+				break
 			}
 			var objs []wireObject
 			if err := s.codec.unmarshal(plain, &objs); err != nil {
@@ -331,6 +359,28 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 		return nil, st, fmt.Errorf("manifest has no tail: %w", ErrCorrupt)
 	}
 	return m, st, nil
+}
+
+// frameChunks decodes the sizes and chunk lists of one object frame.
+func (s *Store) frameChunks(plain []byte, m *Manifest, onChunk func(ChunkID)) error {
+	var objs []wireChunks
+	if err := s.codec.unmarshal(plain, &objs); err != nil {
+		return fmt.Errorf("manifest objects: %w", err)
+	}
+	for _, w := range objs {
+		if len(w.Chunks)%32 != 0 || w.Size < 0 || w.Deleted && (w.Size != 0 || len(w.Chunks) != 0) {
+			return fmt.Errorf("object record: %w", ErrCorrupt)
+		}
+		if w.Size > math.MaxInt64-m.Bytes {
+			return fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
+		}
+		for b := w.Chunks; len(b) > 0; b = b[32:] {
+			onChunk(ChunkID(b[:32]))
+		}
+		m.Count++
+		m.Bytes += w.Size
+	}
+	return nil
 }
 
 // journal appends frames to a manifest in progress.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -21,16 +22,18 @@ type SnapshotInfo struct {
 // ErrNotFound means no such snapshot or object.
 var ErrNotFound = errors.New("not found")
 
+// snapshotIDs lists the IDs of regular files named like manifests, sorted.
+// Other entries are skipped (Verify names them) and cost no memory.
 func (s *Store) snapshotIDs() ([]string, error) {
-	es, err := os.ReadDir(s.path(snapshotsDir))
-	if err != nil {
-		return nil, fmt.Errorf("read snapshots: %w", err)
-	}
 	var ids []string
-	for _, e := range es {
-		if id, ok := strings.CutSuffix(e.Name(), ".snap"); ok && ValidSnapshotID(id) {
+	err := scanDir(s.path(snapshotsDir), func(name string, typ fs.FileMode) error {
+		if id, ok := strings.CutSuffix(name, ".snap"); ok && ValidSnapshotID(id) && typ.IsRegular() {
 			ids = append(ids, id)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read snapshots: %w", err)
 	}
 	sort.Strings(ids)
 	return ids, nil
@@ -62,7 +65,7 @@ func (s *Store) Snapshots() ([]SnapshotInfo, error) {
 }
 
 func (s *Store) readManifestSummary(id string) (*Manifest, error) {
-	f, err := os.Open(s.path(snapshotsDir, id+".snap"))
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +85,7 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 	if !ValidSnapshotID(id) {
 		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
 	}
-	f, err := os.Open(s.path(snapshotsDir, id+".snap"))
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
 	}

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -99,25 +99,32 @@ func readRetentionXattrs(path string) (until time.Time, hold bool, ok bool) {
 }
 
 // extensions returns every authentic extension record by snapshot.
+// A record can only lengthen retention, so trusting one (sealed or not)
+// can only make prune keep more; entries that are not regular files of a
+// record's size are skipped without being read.
 func (s *Store) extensions() (map[string][]retentionExt, error) {
-	es, err := os.ReadDir(s.path(retentionDir))
-	if err != nil {
-		return nil, fmt.Errorf("read retention: %w", err)
-	}
 	out := map[string][]retentionExt{}
-	for _, e := range es {
-		x, err := s.readExtension(e.Name())
+	err := scanDir(s.path(retentionDir), func(name string, typ fs.FileMode) error {
+		if !typ.IsRegular() {
+			s.log.Warn("foreign entry in retention/ ignored", "name", name, "type", typ.String())
+			return nil
+		}
+		x, err := s.readExtension(name)
 		if err != nil {
-			s.log.Warn("retention record ignored", "name", e.Name(), "error", err)
-			continue
+			s.log.Warn("retention record ignored", "name", name, "error", err)
+			return nil
 		}
 		out[x.Snapshot] = append(out[x.Snapshot], x)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read retention: %w", err)
 	}
 	return out, nil
 }
 
 func (s *Store) readExtension(name string) (retentionExt, error) {
-	raw, err := os.ReadFile(s.path(retentionDir, name))
+	raw, err := readStoreFile(s.path(retentionDir, name), maxRecordFile)
 	if err != nil {
 		return retentionExt{}, err
 	}
