@@ -24,7 +24,7 @@ const (
 	maxConfigFile   = 64 << 10  // holdfast-store
 	maxRecordFile   = 64 << 10  // retention records, receipts, the recovery blob
 	maxIndexCache   = 256 << 20 // index/index; a larger cache is ignored and rebuilt
-	maxManifestFile = 16 << 30  // manifests and journals, read frame by frame
+	maxManifestFile = 1 << 40   // manifests and journals; read frame by frame, each frame at most maxFrame
 	maxClockLogRead = 1 << 20   // the tail of state/clock.log that HighWater reads
 )
 

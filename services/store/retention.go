@@ -59,14 +59,14 @@ func (s *Store) setRetentionXattrs(path string, until time.Time, hold bool) erro
 	if !until.IsZero() {
 		v = until.UTC().Format(time.RFC3339Nano)
 	}
-	if err := xattr.Set(path, xattrRetainUntil, []byte(v)); err != nil {
+	if err := xattr.LSet(path, xattrRetainUntil, []byte(v)); err != nil {
 		return fmt.Errorf("set retention xattr: %w", err)
 	}
 	h := "0"
 	if hold {
 		h = "1"
 	}
-	if err := xattr.Set(path, xattrLegalHold, []byte(h)); err != nil {
+	if err := xattr.LSet(path, xattrLegalHold, []byte(h)); err != nil {
 		return fmt.Errorf("set legal hold xattr: %w", err)
 	}
 	return nil
@@ -75,11 +75,11 @@ func (s *Store) setRetentionXattrs(path string, until time.Time, hold bool) erro
 // readRetentionXattrs returns the xattr values; ok is false when either is
 // missing or malformed.
 func readRetentionXattrs(path string) (until time.Time, hold bool, ok bool) {
-	u, err := xattr.Get(path, xattrRetainUntil)
+	u, err := xattr.LGet(path, xattrRetainUntil)
 	if err != nil {
 		return time.Time{}, false, false
 	}
-	h, err := xattr.Get(path, xattrLegalHold)
+	h, err := xattr.LGet(path, xattrLegalHold)
 	if err != nil {
 		return time.Time{}, false, false
 	}
