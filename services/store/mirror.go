@@ -345,7 +345,6 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-
 // staged is a verified copy waiting in tmp/.
 type staged struct {
 	tmp string
