@@ -74,7 +74,8 @@ func (s *Store) openClockLog() error {
 // HighWater returns the largest authentic time recorded in the clock log.
 // Records are appended only past the mark, so the mark is in the log's last
 // records: only its last maxClockLogRead bytes are read, however long the
-// log has grown.
+// log has grown. A long log whose tail holds no authentic record is an
+// error wrapping ErrClockUntrusted, never an empty mark.
 func (s *Store) HighWater() (time.Time, error) {
 	f, size, err := openStoreFile(s.clockLogPath(), os.O_RDONLY, -1)
 	if errors.Is(err, os.ErrNotExist) {
@@ -101,6 +102,11 @@ func (s *Store) HighWater() (time.Time, error) {
 				hw = ns
 			}
 		}
+	}
+	if hw == 0 && from > 0 {
+		// Junk appended after the mark hides it: prune must not take that
+		// for an empty log, so it refuses (and keeps everything).
+		return time.Time{}, fmt.Errorf("%w: the last %d bytes of the clock log hold no authentic record", ErrClockUntrusted, size-from)
 	}
 	if hw == 0 {
 		return time.Time{}, nil

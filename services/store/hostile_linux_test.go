@@ -210,3 +210,31 @@ func TestCleanForeignManyEntries(t *testing.T) {
 		t.Fatalf("%d entries left in wip/", len(left))
 	}
 }
+
+// Junk appended to the clock log never costs memory (only its last MiB is
+// read) and never hides the high-water mark: prune refuses instead of
+// trusting the clock as if the log were empty, and opens still work.
+func TestClockLogJunkTail(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clk := &fakeClock{t: t0}
+	s := newStore(t, InitOptions{}, Options{Clock: clk})
+	objs := map[string][]byte{"a": randBytes(5, 1000)}
+	m := putObjects(t, s, "src", t0.Add(time.Hour), objs)
+	f, err := os.OpenFile(s.clockLogPath(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s = reopen(t, s, Options{Clock: clk})
+	if _, err := s.HighWater(); !errors.Is(err, ErrClockUntrusted) {
+		t.Fatalf("high-water mark behind 2 MiB of junk: %v, want ErrClockUntrusted", err)
+	}
+	clk.set(t0.Add(100 * 24 * time.Hour)) // far past the mark, which is hidden
+	if _, err := s.Prune(t.Context(), PruneOptions{}); !errors.Is(err, ErrClockUntrusted) {
+		t.Fatalf("prune: %v, want ErrClockUntrusted", err)
+	}
+	checkSnapshot(t, s, m.ID, objs)
+}
