@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -72,14 +73,20 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		return nil, fmt.Errorf("prune refused: %w", err)
 	}
 	res := &PruneResult{Now: now, DryRun: o.DryRun}
+	skipped := 0
 	skip := func(rel, detail string) {
-		s.log.Warn("prune skips an entry it cannot use", "path", rel, "detail", detail)
-		res.Skipped = append(res.Skipped, Problem{Kind: "foreign", Path: rel, Detail: detail})
+		// Every one is counted; the first maxForeignReported are kept and
+		// logged, so millions of planted files cost no memory.
+		if skipped++; skipped <= maxForeignReported {
+			s.log.Warn("prune skips an entry it cannot use", "path", rel, "detail", detail)
+			res.Skipped = append(res.Skipped, Problem{Kind: "foreign", Path: rel, Detail: detail})
+		}
 	}
-	ids, err := s.snapshotIDs()
-	if err != nil {
-		return nil, err
-	}
+	defer func() {
+		if skipped > maxForeignReported {
+			res.Skipped = append(res.Skipped, Problem{Kind: "foreign", Detail: fmt.Sprintf("%d more entries skipped, not named", skipped-maxForeignReported)})
+		}
+	}()
 	exts, err := s.extensions()
 	if err != nil {
 		return nil, err
@@ -91,11 +98,22 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 	}
 	sums := map[string]summary{}
 	newest := map[string]string{} // source -> snapshot with the latest start
-	for _, id := range ids {
+	// Manifests are read as the directory is: only readable ones are kept
+	// (their summary), foreign ones only counted.
+	var ids []string
+	err = scanDir(s.path(snapshotsDir), func(name string, typ fs.FileMode) error {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
-		rel := snapshotsDir + "/" + id + ".snap"
+		id, ok := strings.CutSuffix(name, ".snap")
+		if !ok || !ValidSnapshotID(id) {
+			return nil // not named like a manifest: nothing reads it
+		}
+		rel := snapshotsDir + "/" + name
+		if !typ.IsRegular() {
+			skip(rel, "named like a manifest but not a regular file ("+typ.String()+")")
+			return nil
+		}
 		m, sealed, err := s.readManifestHead(id)
 		switch {
 		case err == nil:
@@ -104,15 +122,23 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 			// cannot be a committed manifest (the store renames a manifest
 			// into place only whole, and recovery seals it).
 			skip(rel, err.Error())
-			continue
+			return nil
 		default:
 			res.KeptAllPacks = true
 			skip(rel, "sealed manifest unreadable, so what it references is unknown; no pack is removed: "+err.Error())
-			continue
+			return nil
 		}
+		ids = append(ids, id)
 		sums[id] = summary{source: m.Source, started: m.Started, protect: !sealed || s.effectiveRetention(m, exts[id]).Protects(now)}
-		if cur, ok := newest[m.Source]; !ok || !m.Started.Before(sums[cur].started) {
-			newest[m.Source] = id
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("prune: read snapshots: %w", err)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if cur, ok := newest[sums[id].source]; !ok || !sums[id].started.Before(sums[cur].started) {
+			newest[sums[id].source] = id
 		}
 	}
 	live := map[ChunkID]struct{}{}

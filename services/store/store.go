@@ -518,59 +518,87 @@ func (s *Store) issueMissingReceipts() {
 // (they record no object and reference no chunk). Other journals stay for
 // Resume or Discard.
 func (s *Store) recoverJournals() error {
-	var ids []string
-	if err := scanDir(s.path(wipDir), func(name string, typ fs.FileMode) error {
-		if id, ok := journalID(name); ok && typ.IsRegular() {
-			ids = append(ids, id)
+	// Journals are handled as the directory is read, one at a time and
+	// streamed frame by frame: neither many journals nor a large one cost
+	// memory. A journal that cannot be finished stays for Resume, Discard
+	// or CleanForeign; none stops the open.
+	err := scanDir(s.path(wipDir), func(name string, typ fs.FileMode) error {
+		id, ok := journalID(name)
+		if !ok || !typ.IsRegular() {
+			return nil
 		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("read wip: %w", err)
-	}
-	for _, id := range ids {
-		m, st, err := s.readJournal(id)
+		m, st, err := s.journalSummary(id)
 		switch {
 		case err != nil && st.frames == 0 && errors.Is(err, io.ErrUnexpectedEOF):
 			// Cut inside its header or head frame: it records no object
 			// and references no chunk.
 			s.log.Info("removing journal torn before its first frame", "id", id)
-			if err := os.Remove(s.path(wipDir, id+".journal")); err != nil {
-				return fmt.Errorf("remove torn journal: %w", err)
+			if err := os.Remove(s.path(wipDir, name)); err != nil {
+				s.log.Warn("torn journal not removed", "id", id, "error", err)
 			}
 		case err != nil:
 			s.log.Warn("unreadable journal left in place", "id", id, "error", err)
 		case st.tail:
 			s.log.Info("completing commit interrupted before its rename", "id", id)
 			if err := s.publishManifest(id); err != nil {
-				return err
+				// Something else holds its name in snapshots/: the journal
+				// stays, and its chunks stay live for prune.
+				s.log.Warn("complete journal not published; left in wip/", "id", id, "error", err)
+				return nil
 			}
 			if err := s.sealManifest(s.path(snapshotsDir, id+".snap"), m); err != nil {
-				return err
+				s.log.Warn("recovered manifest not sealed; the next open tries again", "id", id, "error", err)
+				return nil
 			}
 			if err := s.issueReceipt(context.Background(), id); err != nil {
 				s.log.Error("recovered snapshot has no receipt", "id", id, "error", err)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read wip: %w", err)
 	}
 	return nil
+}
+
+// journalSummary reads a journal frame by frame without keeping its
+// objects.
+func (s *Store) journalSummary(id string) (*Manifest, frameStats, error) {
+	f, _, err := openStoreFile(s.path(wipDir, id+".journal"), os.O_RDONLY, maxManifestFile)
+	if err != nil {
+		return nil, frameStats{}, err
+	}
+	defer f.Close()
+	return s.manifestChunks(f, true, func(ChunkID) {})
 }
 
 // sealEntries runs sealIfComplete on every regular file of dir (relative to
 // the store) whose name passes named. Other entries are foreign: they are
 // skipped (Verify names them) and never stop an open.
 func (s *Store) sealEntries(dir string, named func(string) bool, check func(string) error) error {
+	foreign := 0
 	err := scanDir(s.path(dir), func(name string, typ fs.FileMode) error {
 		if !typ.IsRegular() || !named(name) {
-			s.log.Warn("foreign entry skipped", "dir", dir, "name", name, "type", typ.String())
+			if foreign++; foreign <= maxForeignLogged {
+				s.log.Warn("foreign entry skipped", "dir", dir, "name", name, "type", typ.String())
+			}
 			return nil
 		}
 		return s.sealIfComplete(s.path(dir, name), check)
 	})
+	if foreign > maxForeignLogged {
+		s.log.Warn("more foreign entries skipped, not logged one by one", "dir", dir, "count", foreign-maxForeignLogged)
+	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", dir, err)
 	}
 	return nil
 }
+
+// maxForeignLogged bounds the foreign entries an open logs one by one in
+// each directory; Verify and CleanForeign count and name them.
+const maxForeignLogged = 100
 
 // sealIfComplete seals a file that a crash left renamed into place but not
 // yet sealed. check validates it first (and may set xattrs); a file that
