@@ -113,6 +113,19 @@ func TestPruneMemoryBoundedByLiveChunks(t *testing.T) {
 		writeBigSnapshot(t, s, n, m.Objects, t0.Add(365*24*time.Hour))
 	}
 	t.Logf("wrote %d snapshots of %d objects in %s", snapshots, n, time.Since(start).Round(time.Millisecond))
+	// Frames are decrypted in one reused buffer: objects decoded from
+	// earlier frames must not change when later ones are read.
+	if all, err := s.Snapshots(); err != nil {
+		t.Fatal(err)
+	} else if big, err := s.ReadManifest(all[len(all)-1].ID); err != nil {
+		t.Fatal(err)
+	} else {
+		for j, o := range big.Objects {
+			if want := strconv.Itoa(j); !bytes.HasPrefix(o.Key, []byte(want)) || len(o.Key) != 1024 || len(o.UserMeta) != 8 {
+				t.Fatalf("object %d read back with key %.20q..., %d metadata entries", j, o.Key, len(o.UserMeta))
+			}
+		}
+	}
 
 	clk.set(t0.Add(time.Hour))
 	runtime.GC()
@@ -133,6 +146,25 @@ func TestPruneMemoryBoundedByLiveChunks(t *testing.T) {
 	}
 	if grew > 64<<20 {
 		t.Fatalf("prune's heap grew by %d MiB, more than 64 MiB over the live chunk set", grew>>20)
+	}
+
+	// Verify streams each manifest too: it keeps the set of good chunks
+	// and the damaged objects, and reads one pack at a time.
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start = time.Now()
+	var rep *Report
+	peak = peakHeap(func() { rep, perr = s.Verify(t.Context()) })
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	grew = int64(peak) - int64(before.HeapInuse)
+	t.Logf("verify took %s; heap grew %d MiB", time.Since(start).Round(time.Millisecond), grew>>20)
+	if !rep.OK() || rep.Objects != snapshots*n+len(objs) {
+		t.Fatalf("verify: %d objects, problems %v", rep.Objects, rep.Problems)
+	}
+	if grew > 64<<20 {
+		t.Fatalf("verify's heap grew by %d MiB, more than 64 MiB", grew>>20)
 	}
 	checkSnapshot(t, s, m.ID, objs)
 }

@@ -282,7 +282,21 @@ func (s *Store) verifySnapshots(ctx context.Context, r *Report, good map[ChunkID
 		id := strings.TrimSuffix(name, ".snap")
 		r.Snapshots++
 		s.checkSealed(r, rel)
-		m, err := s.ReadManifest(id)
+		// Objects are streamed one frame at a time: only damaged ones are
+		// kept, so memory does not grow with the manifest.
+		var bad []Problem
+		var objects int
+		var size int64
+		m, err := s.streamManifestObjects(id, func(o Object) {
+			objects++
+			size += o.Size
+			for _, c := range o.Chunks {
+				if !good[c] {
+					bad = append(bad, Problem{Kind: "object", Snapshot: id, Key: o.Key, Detail: fmt.Sprintf("chunk %s is missing or damaged", c)})
+					break
+				}
+			}
+		})
 		if err != nil {
 			s.problem(r, Problem{Kind: "manifest", Path: rel, Snapshot: id, Detail: err.Error()})
 			r.DamagedSnapshots = append(r.DamagedSnapshots, id)
@@ -291,20 +305,13 @@ func (s *Store) verifySnapshots(ctx context.Context, r *Report, good map[ChunkID
 		if ret := s.effectiveRetention(m, exts[id]); ret.Disagree {
 			s.problem(r, Problem{Kind: "retention", Path: rel, Snapshot: id, Detail: "retention xattrs disagree with the manifest"})
 		}
-		damaged := false
-		for _, o := range m.Objects {
-			r.Objects++
-			r.Bytes += o.Size
-			for _, c := range o.Chunks {
-				if !good[c] {
-					s.problem(r, Problem{Kind: "object", Snapshot: id, Key: o.Key, Detail: fmt.Sprintf("chunk %s is missing or damaged", c)})
-					r.DamagedObjects = append(r.DamagedObjects, DamagedObject{Snapshot: id, Key: o.Key})
-					damaged = true
-					break
-				}
-			}
+		r.Objects += objects
+		r.Bytes += size
+		for _, p := range bad {
+			s.problem(r, p)
+			r.DamagedObjects = append(r.DamagedObjects, DamagedObject{Snapshot: id, Key: p.Key})
 		}
-		if damaged {
+		if len(bad) > 0 {
 			r.DamagedSnapshots = append(r.DamagedSnapshots, id)
 		}
 	}
@@ -339,4 +346,21 @@ func (s *Store) verifyRetention(r *Report) error {
 		}
 	}
 	return nil
+}
+
+// streamManifestObjects streams the objects of committed manifest id to fn.
+func (s *Store) streamManifestObjects(id string, fn func(Object)) (*Manifest, error) {
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, err := s.manifestObjects(f, fn)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	if m.ID != id {
+		return nil, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
+	}
+	return m, nil
 }

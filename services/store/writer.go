@@ -550,7 +550,7 @@ func (sn *Snapshot) journalObjects(objs []Object) error {
 		n := 0
 		for _, o := range objs {
 			w := toWire(o)
-			sz := len(w.Key) + len(w.Chunks) + 256
+			sz := len(w.Key) + len(w.Chunks) + len(w.ETag) + len(w.VersionID) + len(w.ContentType) + mapBytes(w.UserMeta) + mapBytes(w.Checksums) + 64
 			if n > 0 && size+sz > 4<<20 {
 				break
 			}
@@ -569,6 +569,14 @@ func (sn *Snapshot) journalObjects(objs []Object) error {
 		objs = objs[n:]
 	}
 	return nil
+}
+
+func mapBytes(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v) + 4
+	}
+	return n
 }
 
 // CommitOptions finish a snapshot.
