@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -124,6 +125,17 @@ func TestHostileEntriesNeverStopTheStore(t *testing.T) {
 					}
 				}
 				return fmt.Errorf("verify does not name %s: %v", tc.rel, r.Problems)
+			})
+			withDeadline(t, 20*time.Second, "commit a snapshot (a pull)", func() error {
+				sn, err := rw.Begin(t.Context(), BeginOptions{Source: "pull", RetainUntil: t0.Add(365 * 24 * time.Hour)})
+				if err != nil {
+					return err
+				}
+				if _, err := sn.Put(t.Context(), ObjectInfo{Key: []byte("new")}, bytes.NewReader(objs["b"])); err != nil {
+					return err
+				}
+				_, err = sn.Commit(t.Context(), CommitOptions{})
+				return err
 			})
 			clk.set(t0.Add(time.Hour))
 			withDeadline(t, 20*time.Second, "prune", func() error {
