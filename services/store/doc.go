@@ -41,7 +41,8 @@
 //	| STORE/receipts/<id>.receipt  | IMMUTABLE    | TPM signature over the manifest's SHA-256    |
 //	| STORE/wip/<id>.journal       | -            | manifest of the snapshot in progress         |
 //	| STORE/tmp/                   | -            | packs being written; emptied at open         |
-//	| STORE/index/index            | -            | sealed chunk index cache, rebuildable        |
+//	| STORE/index/index            | -            | encrypted chunk index cache, rebuildable;    |
+//	|                              |              | never read by prune (see Trusted files)      |
 //	| STORE/state/clock.log        | APPEND (file)| clock high-water records, append-only        |
 //
 // Trusted files (see docs/store-format.md, "Trusted files"): the worker owns

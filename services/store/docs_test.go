@@ -52,7 +52,7 @@ func TestTrustedFilesTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	fromMD := tableAfter(t, string(md), "## Trusted files", "")
-	fromDoc := tableAfter(t, string(doc), "Trusted files", "//\t")
+	fromDoc := tableAfter(t, string(doc), "// Trusted files (see", "//\t")
 	if strings.Join(fromMD, "\n") != strings.Join(fromDoc, "\n") {
 		t.Fatalf("the trusted-files tables differ:\ndocs/store-format.md:\n%s\ndoc.go:\n%s", strings.Join(fromMD, "\n"), strings.Join(fromDoc, "\n"))
 	}
