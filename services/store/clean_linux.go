@@ -209,7 +209,10 @@ func (s *Store) reportAppendOnly(ctx context.Context, rep *ForeignReport) error 
 			return nil
 		})
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("clean: read %s: %w", d.dir, err)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rep.add(d.dir, "cannot be read as a directory: "+err.Error()+"; skipped, not removed", false)
 		}
 	}
 	return scanDir(s.dir, func(name string, typ fs.FileMode) error {

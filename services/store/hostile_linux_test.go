@@ -38,6 +38,8 @@ var hostileEntries = []struct {
 	{"FIFO as a retention record", retentionDir + "/" + hostileID + ".2.ext", func(p, _ string) error { return unix.Mkfifo(p, 0o600) }},
 	{"FIFO as a receipt", receiptsDir + "/" + hostileID + ".receipt", func(p, _ string) error { return unix.Mkfifo(p, 0o600) }},
 	{"directory as a journal", wipDir + "/" + hostileID + ".journal", func(p, _ string) error { return os.Mkdir(p, 0o700) }},
+	{"symlink as recovery/", recoveryDir, func(p, _ string) error { return os.Symlink(os.TempDir(), p) }},
+	{"FIFO as state/clock.log's neighbour", stateDir + "/clock.log.junk", func(p, _ string) error { return unix.Mkfifo(p, 0o600) }},
 }
 
 func replaceWith(p string, mk func() error) error {

@@ -450,13 +450,16 @@ func (s *Store) recover() error {
 	if err := s.sealEntries(retentionDir, func(string) bool { return true }, s.checkExtensionFile); err != nil {
 		return err
 	}
-	if _, err := os.Stat(s.path(recoveryDir)); err == nil {
+	if fi, err := os.Lstat(s.path(recoveryDir)); err == nil && !fi.IsDir() {
+		s.log.Warn("foreign entry named recovery/ skipped: not a directory", "mode", fi.Mode().String())
+	} else if err == nil {
 		if err := s.sealer.SealDir(s.path(recoveryDir)); err != nil {
 			return fmt.Errorf("seal recovery dir: %w", err)
 		}
-		if err := s.sealIfComplete(s.path(recoveryDir, recoveryName), func(string) error { return nil }); err != nil {
+		s.sealIfComplete(s.path(recoveryDir, recoveryName), func(p string) error {
+			_, err := readStoreFile(p, maxRecordFile)
 			return err
-		}
+		}, func(msg string, args ...any) { s.log.Warn(msg, args...) })
 	}
 	// A receipt is renamed into place only once fsynced, so it is whole.
 	if err := s.sealEntries(receiptsDir, isReceiptName, func(path string) error {
@@ -575,20 +578,26 @@ func (s *Store) journalSummary(id string) (*Manifest, frameStats, error) {
 
 // sealEntries runs sealIfComplete on every regular file of dir (relative to
 // the store) whose name passes named. Other entries are foreign: they are
-// skipped (Verify names them) and never stop an open.
+// skipped (Verify names them) and never stop an open. Only the first
+// maxForeignLogged foreign or unsealable entries of a directory are logged
+// one by one.
 func (s *Store) sealEntries(dir string, named func(string) bool, check func(string) error) error {
 	foreign := 0
+	note := func(msg string, args ...any) {
+		if foreign++; foreign <= maxForeignLogged {
+			s.log.Warn(msg, append([]any{"dir", dir}, args...)...)
+		}
+	}
 	err := scanDir(s.path(dir), func(name string, typ fs.FileMode) error {
 		if !typ.IsRegular() || !named(name) {
-			if foreign++; foreign <= maxForeignLogged {
-				s.log.Warn("foreign entry skipped", "dir", dir, "name", name, "type", typ.String())
-			}
+			note("foreign entry skipped", "name", name, "type", typ.String())
 			return nil
 		}
-		return s.sealIfComplete(s.path(dir, name), check)
+		s.sealIfComplete(s.path(dir, name), check, note)
+		return nil
 	})
 	if foreign > maxForeignLogged {
-		s.log.Warn("more foreign entries skipped, not logged one by one", "dir", dir, "count", foreign-maxForeignLogged)
+		s.log.Warn("more foreign or unsealable entries skipped, not logged one by one", "dir", dir, "count", foreign-maxForeignLogged)
 	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", dir, err)
@@ -602,35 +611,37 @@ const maxForeignLogged = 100
 
 // sealIfComplete seals a file that a crash left renamed into place but not
 // yet sealed. check validates it first (and may set xattrs); a file that
-// fails its check, is not a regular file or has another name (a hard link)
-// is left alone and reported by Verify.
-func (s *Store) sealIfComplete(path string, check func(string) error) error {
+// fails its check, is not a regular file, has another name (a hard link) or
+// that the sealer refuses is left alone, noted, and reported by Verify.
+// Nothing here stops an open.
+func (s *Store) sealIfComplete(path string, check func(string) error, note func(msg string, args ...any)) {
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
+		note("entry not sealed: cannot stat it", "path", path, "error", err)
+		return
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
-		s.log.Warn("foreign entry not sealed: not a regular file with one name", "path", path, "mode", st.Mode, "links", st.Nlink)
-		return nil
+		note("foreign entry not sealed: not a regular file with one name", "path", path, "mode", st.Mode, "links", st.Nlink)
+		return
 	}
 	sealed, err := fsflag.Has(path, fsflag.Immutable)
 	if err != nil {
-		return fmt.Errorf("flags of %s: %w", path, err)
+		note("entry not sealed: cannot read its flags", "path", path, "error", err)
+		return
 	}
 	if sealed {
-		return nil
+		return
 	}
 	if err := check(path); err != nil {
-		s.log.Warn("unsealed file fails its check; leaving it for verify", "path", path, "error", err)
-		return nil
+		note("unsealed file fails its check; leaving it for verify", "path", path, "error", err)
+		return
 	}
 	s.log.Info("sealing file left unsealed by a crash", "path", path)
 	if err := s.sealer.SealFile(path); err != nil {
 		// The sealer refuses what is not of the kind its name claims: the
 		// file stays unsealed, nothing trusts it, and Verify names it.
-		s.log.Warn("file left unsealed: the seal failed", "path", path, "error", err)
+		note("file left unsealed: the seal failed", "path", path, "error", err)
 	}
-	return nil
 }
 
 func isShard(name string) bool {
