@@ -12,7 +12,9 @@ import (
 
 // The index maps chunk IDs to their place in a pack. It lives in memory and
 // is cached in STORE/index/index, a file that is never trusted further than
-// its authentication tag and can always be rebuilt from pack trailers:
+// its authentication tag (which the worker can forge: prune never reads the
+// cache, and a read that fails where it points rebuilds the index from the
+// trailers) and can always be rebuilt from pack trailers:
 //
 //	| size | field                                                         |
 //	|------|---------------------------------------------------------------|
