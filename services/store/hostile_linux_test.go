@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -251,4 +252,65 @@ func TestClockLogJunkTail(t *testing.T) {
 		t.Fatalf("prune: %v, want ErrClockUntrusted", err)
 	}
 	checkSnapshot(t, s, m.ID, objs)
+}
+
+// Many junk files in the directories the worker writes freely cost an open,
+// a prune and a verify a bounded amount of memory: directories are read in
+// batches and junk is counted, not kept.
+func TestManyJunkEntriesBoundedMemory(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clk := &fakeClock{t: t0}
+	s := newStore(t, InitOptions{}, Options{Clock: clk})
+	objs := map[string][]byte{"a": randBytes(6, 1000)}
+	m := putObjects(t, s, "src", t0.Add(time.Hour), objs)
+	const n = 30_000
+	for _, d := range []string{wipDir, stateDir, indexDir} {
+		for i := range n {
+			f, err := os.Create(s.path(d, fmt.Sprintf("junk-%06d-%s", i, strings.Repeat("x", 100))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+	}
+	s.Close()
+	for _, step := range []struct {
+		name string
+		f    func() error
+	}{
+		{"open", func() (err error) {
+			s, err = Open(t.Context(), s.Dir(), testKey, Options{Clock: clk, Logger: testLogger(t)})
+			return err
+		}},
+		{"prune", func() error { _, err := s.Prune(t.Context(), PruneOptions{}); return err }},
+		{"verify", func() error {
+			r, err := s.Verify(t.Context())
+			if err == nil && r.Foreign != 3*n {
+				err = fmt.Errorf("verify counts %d foreign entries, want %d", r.Foreign, 3*n)
+			}
+			return err
+		}},
+	} {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		var err error
+		peak := peakHeap(func() { err = step.f() })
+		if err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		grew := int64(peak) - int64(before.HeapInuse)
+		t.Logf("%s with %d junk entries in each of wip/, state/, index/: heap grew %d KiB", step.name, n, grew>>10)
+		// The collector lets the heap reach 4 MiB before it runs at all;
+		// the 90,000 names alone would take about 11 MiB.
+		if grew > 8<<20 {
+			t.Errorf("%s: heap grew %d KiB, more than 8 MiB", step.name, grew>>10)
+		}
+	}
+	defer s.Close()
+	checkSnapshot(t, s, m.ID, objs)
+	rep, err := s.CleanForeign(t.Context())
+	if err != nil || rep.Removed != 3*n {
+		t.Fatalf("clean: removed %v, %v", rep, err)
+	}
 }
