@@ -95,12 +95,9 @@ func (a *appliance) prune(ctx context.Context, stores []*store.Store) {
 		return
 	}
 	for _, st := range stores {
-		res, err := st.Prune(ctx, store.PruneOptions{Now: now})
-		if err != nil {
-			a.alert("prune failed: nothing more was deleted", "error", err)
+		if !a.cleanAndPrune(ctx, st, now) {
 			return
 		}
-		a.log.Info("prune done", "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes, "disk", st.Dir(), "trusted_time", now.UTC().Format(time.RFC3339))
 	}
 }
 
@@ -418,4 +415,54 @@ func network(ctx context.Context, log hclog.Logger) error {
 		return fmt.Errorf("no interface got a DHCP lease")
 	}
 	return nil
+}
+
+// cleanAndPrune removes what the worker planted where it writes freely
+// (CleanForeign), then prunes one disk's store, alerting on every foreign
+// entry and everything prune skipped. It reports whether prune ran.
+func (a *appliance) cleanAndPrune(ctx context.Context, st *store.Store, now time.Time) bool {
+	// Entries the worker planted (a FIFO, a symlink, junk) go first where
+	// it writes freely; in the append-only directories they are reported
+	// and every reader skips them.
+	if rep, err := st.CleanForeign(ctx); err != nil {
+		a.alert("disk-error: foreign entries not cleaned; every reader still skips them", "disk", st.Dir(), "error", err)
+	} else if rep.Count > 0 {
+		a.alert("attack: foreign entries in the store (removed from wip/, index/, tmp/, state/; skipped, never removed, in the append-only directories)",
+			"disk", st.Dir(), "count", rep.Count, "removed", rep.Removed, "first", foreignNames(rep.Entries))
+	}
+	res, err := st.Prune(ctx, store.PruneOptions{Now: now})
+	if err != nil {
+		a.alert("prune frozen: nothing was deleted", "error", err)
+		return false
+	}
+	if len(res.Skipped) > 0 {
+		a.alert("attack: prune skipped store entries it cannot use", "disk", st.Dir(), "count", len(res.Skipped), "kept_all_packs", res.KeptAllPacks, "first", problemPaths(res.Skipped))
+	}
+	a.log.Info("prune done", "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes, "disk", st.Dir(), "trusted_time", now.UTC().Format(time.RFC3339))
+	return true
+}
+
+// foreignNames names the first few foreign entries, for an alert.
+func foreignNames(es []store.ForeignEntry) string {
+	var b strings.Builder
+	for i, e := range es {
+		if i == 8 {
+			fmt.Fprintf(&b, " (+%d more)", len(es)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", e.Path)
+	}
+	return b.String()
+}
+
+// problemPaths names the first few entries prune skipped, for an alert.
+func problemPaths(ps []store.Problem) string {
+	es := make([]store.ForeignEntry, 0, len(ps))
+	for _, p := range ps {
+		es = append(es, store.ForeignEntry{Path: p.Path})
+	}
+	return foreignNames(es)
 }

@@ -26,7 +26,9 @@
 //     bound was hit, with every error recorded in it.
 //
 // Object keys are data: they go into the manifest as bytes and never name a
-// file. Bounds (largest object, objects per pull, bytes per snapshot) are
+// file. S3's own caps hold whatever a source sends: a key over 1,024 bytes
+// (MaxKeyBytes) or user metadata over 2 KB (MaxUserMetaBytes, the bytes of
+// every key and value) is not stored, and a per-object error is recorded. Bounds (largest object, objects per pull, bytes per snapshot) are
 // checked against the listing and again while reading each body, so a
 // source that lies about sizes cannot make a pull read more than it allows.
 //

@@ -146,6 +146,7 @@ type memObj struct {
 	deleteMarker bool
 	checksums    map[string]string
 	checksumType string
+	userMeta     map[string]string
 	serve        []byte // body actually served, when it differs from data
 	listSize     int64  // size the listing claims, when >= 0 and set
 	cutAt        int64  // cut each response after this many bytes ...
@@ -255,7 +256,7 @@ func (b *memBucket) Get(ctx context.Context, e entry, off int64) (io.ReadCloser,
 			}
 			r = cutReader{io.LimitReader(r, o.cutAt)}
 		}
-		bi := bodyInfo{Length: -1, ETag: o.etag, ContentType: "application/octet-stream", Checksums: o.checksums, ChecksumType: o.checksumType}
+		bi := bodyInfo{Length: -1, ETag: o.etag, ContentType: "application/octet-stream", Checksums: o.checksums, ChecksumType: o.checksumType, UserMeta: o.userMeta}
 		if o.serve == nil {
 			bi.Length = int64(len(body)) - off
 		}

@@ -266,6 +266,11 @@ func (p *Puller) pullOnce(ctx context.Context, src config.Source, b bucket) (*Re
 		if e.IsLatest {
 			mass.add(e)
 		}
+		if len(e.Key) > MaxKeyBytes {
+			res.Failed++
+			errs.add("object %s... version %q: key of %d bytes exceeds %d (S3's limit); not pulled", quoteKey(e.Key[:64]), e.VersionID, len(e.Key), MaxKeyBytes)
+			return nil
+		}
 		if e.DeleteMarker {
 			o := store.Object{Key: e.Key, VersionID: e.VersionID, ModTime: e.ModTime, DeleteMarker: true}
 			if err := sn.PutExisting(o); err != nil {
@@ -442,6 +447,9 @@ func (p *Puller) fetchOne(ctx context.Context, src config.Source, b bucket, sn *
 		return 0, 0, err
 	}
 	ct, meta := r.metadata()
+	if n := metaBytes(meta); n > MaxUserMetaBytes {
+		return 0, r.resumes, fmt.Errorf("user metadata of %d bytes exceeds %d (S3's limit); not pulled", n, MaxUserMetaBytes)
+	}
 	var verifyErr error
 	info := store.ObjectInfo{
 		Key: e.Key, ModTime: e.ModTime, ETag: e.ETag, VersionID: e.VersionID, ContentType: ct, UserMeta: meta,
@@ -523,4 +531,20 @@ func (p *Puller) alert(ctx context.Context, a Alert, log hclog.Logger) {
 	if err := al.Alert(context.WithoutCancel(ctx), a); err != nil {
 		log.Error("alert not delivered", "error", err, "alert", a.Message)
 	}
+}
+
+// S3's own caps, enforced on what a source sends: an object past either is
+// not stored and its error is recorded, so a hostile source cannot grow
+// manifests (and what prune and restore read) past what S3 allows.
+const (
+	MaxKeyBytes      = 1024 // object key, in bytes
+	MaxUserMetaBytes = 2048 // user metadata: the bytes of every key and value
+)
+
+func metaBytes(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v)
+	}
+	return n
 }

@@ -12,10 +12,12 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -469,4 +471,70 @@ func TestRetentionFromPolicy(t *testing.T) {
 	if !infos[0].RetainUntil.Equal(first.RetainUntil) || !infos[1].RetainUntil.Equal(second.RetainUntil) {
 		t.Errorf("stored retention %v, %v", infos[0].RetainUntil, infos[1].RetainUntil)
 	}
+}
+
+// Keys over 1,024 bytes and user metadata over 2 KB (S3's own caps) are
+// not stored: each such object is a recorded error and the snapshot is
+// incomplete; the others are pulled whole. A hostile source cannot make
+// manifests (and prune, which reads them) grow past what S3 allows.
+func TestPullMemCapsKeysAndMetadata(t *testing.T) {
+	tests := []struct {
+		name    string
+		key     []byte
+		meta    map[string]string
+		errWant string // "" : the object is stored
+	}{
+		{"key of 1,024 bytes", bytes.Repeat([]byte{'k'}, 1024), nil, ""},
+		{"key of 1,025 bytes", bytes.Repeat([]byte{'l'}, 1025), nil, "key of 1025 bytes exceeds 1024"},
+		{"key of 1 MiB", bytes.Repeat([]byte{'m'}, 1<<20), nil, "key of 1048576 bytes exceeds 1024"},
+		{"metadata of 2 KB", []byte("meta-ok"), map[string]string{"a": strings.Repeat("x", 2047)}, ""},
+		{"metadata over 2 KB", []byte("meta-big"), map[string]string{"a": strings.Repeat("x", 2048)}, "user metadata of 2049 bytes exceeds 2048"},
+		{"many metadata keys", []byte("meta-many"), manyMeta(500), "user metadata of"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			b := &memBucket{}
+			b.put([]byte("plain"), randBytes(1, 1000))
+			o := b.put(tt.key, randBytes(2, 1000))
+			o.userMeta = tt.meta
+			res, err := (&Puller{Store: s, Log: testLogger(t)}).pull(context.Background(), testSource("caps", "mem", "mem"), b)
+			if res == nil || err != nil && tt.errWant == "" {
+				t.Fatalf("pull: %v", err)
+			}
+			m, err := s.ReadManifest(res.Snapshot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := false
+			for _, ob := range m.Objects {
+				if bytes.Equal(ob.Key, tt.key) {
+					stored = true
+				}
+			}
+			if tt.errWant == "" {
+				if !stored || !res.Complete {
+					t.Fatalf("object within the caps: stored %v, complete %v, errors %q", stored, res.Complete, m.Errors)
+				}
+				return
+			}
+			if stored || res.Complete || res.Failed != 1 {
+				t.Fatalf("object past the caps: stored %v, complete %v, failed %d", stored, res.Complete, res.Failed)
+			}
+			if !slices.ContainsFunc(m.Errors, func(e string) bool { return strings.Contains(e, tt.errWant) }) {
+				t.Fatalf("no recorded error says %q: %q", tt.errWant, m.Errors)
+			}
+			if len(m.Objects) != 1 || string(m.Objects[0].Key) != "plain" {
+				t.Fatalf("the other object is not stored: %d objects", len(m.Objects))
+			}
+		})
+	}
+}
+
+func manyMeta(n int) map[string]string {
+	m := map[string]string{}
+	for i := range n {
+		m[fmt.Sprintf("k%03d", i)] = "v"
+	}
+	return m
 }

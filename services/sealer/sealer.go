@@ -7,7 +7,10 @@
 // protection, never less.
 //
 // Limits: one store root per sealer; requests are served one at a time;
-// paths are relative to the root and must match the layout below exactly.
+// paths are relative to the root and must match the layout below exactly;
+// a file is sealed only when it is a regular file with one name whose
+// content starts (a pack: and ends) with the magic of the kind its name
+// claims, within that kind's size bound.
 //
 // Wire format (both directions over one stream, e.g. a socketpair):
 //
@@ -27,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 )
 
 // Ops a client may ask for. Nothing clears a flag.
@@ -42,6 +46,43 @@ var (
 	filePatterns   = regexp.MustCompile(`^(holdfast-store|packs/([0-9a-f]{2})/([0-9a-f]{64})|snapshots/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.snap|retention/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.[0-9]{1,20}\.ext|receipts/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.receipt|recovery/wrapped-key)$`)
 	appendPatterns = regexp.MustCompile(`^(\.|packs|packs/[0-9a-f]{2}|snapshots|retention|receipts|recovery|state/clock\.log)$`)
 )
+
+// fileKind is what the sealer checks of a file before sealing it: its
+// magic (mirrors services/store's formats and firmware/recoverykey's;
+// TestStoreSealedThroughSealerProcess has the sealer seal a config, pack,
+// manifest and retention record the store wrote), for a manifest the
+// snapshot ID its header must carry, and a size bound (0: none; a manifest
+// is read frame by frame, whatever its size).
+type fileKind struct {
+	name     string
+	magic    string
+	idAfter  string // bytes that must follow the magic
+	endMagic string
+	max      int64
+}
+
+// maxPack bounds a pack: a 4 GiB pack size (the config's field is 32
+// bits), one chunk past it and the largest trailer.
+const maxPack = 4<<30 + 16<<20 + 64<<20 + 1<<20
+
+// kindOf returns the kind of a path checkPath accepted for OpSealFile.
+func kindOf(rel string) fileKind {
+	dir, name, _ := strings.Cut(rel, "/")
+	switch dir {
+	case "holdfast-store":
+		return fileKind{name: "store config", magic: "HOLDFAST", max: 64 << 10}
+	case "packs":
+		return fileKind{name: "pack", magic: "HFPACK01", endMagic: "HFPKEND1", max: maxPack}
+	case "snapshots":
+		return fileKind{name: "manifest", magic: "HFSNAP01", idAfter: strings.TrimSuffix(name, ".snap")}
+	case "retention":
+		return fileKind{name: "retention record", magic: "HFRETX01", max: 64 << 10}
+	case "recovery":
+		return fileKind{name: "recovery blob", magic: "HOLDRKEY", max: 64 << 10}
+	default: // receipts: signed by the TPM, no magic of their own
+		return fileKind{name: "receipt", max: 64 << 10}
+	}
+}
 
 // ErrRefused marks a request the sealer would not carry out.
 var ErrRefused = errors.New("sealer refused")

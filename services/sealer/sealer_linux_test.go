@@ -223,3 +223,76 @@ func TestStoreSealedThroughSealerProcess(t *testing.T) {
 		t.Fatalf("client sealing outside the store: %v", err)
 	}
 }
+
+// The sealer seals only a regular file with one name whose content starts
+// (and for a pack ends) with the magic of the kind its name claims: the
+// worker cannot make it freeze the lock file or junk under a store name.
+func TestSealerRefusesForeignContent(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("run as root: the sealer test drops capabilities")
+	}
+	dir := storetest.Dir(t)
+	s, err := store.Init(t.Context(), dir, store.StaticKey(bytes.Repeat([]byte{7}, 32)), store.InitOptions{}, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.Mkdir(filepath.Join(dir, "recovery"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	client, _, _ := startSealer(t, dir)
+	pack := "ab" + strings.Repeat("0", 62)
+	write := func(b []byte) func(string) error {
+		return func(p string) error { return os.WriteFile(p, b, 0o600) }
+	}
+	// Entries of append-only directories cannot be removed: each case
+	// has its own snapshot ID.
+	id := func(i int) string { return fmt.Sprintf("20261122T0000%02dZ-deadbeef", i) }
+	for _, tc := range []struct {
+		name  string
+		rel   string
+		plant func(path string) error
+	}{
+		{"hard link of the lock as a manifest", "snapshots/" + id(1) + ".snap", func(p string) error { return os.Link(filepath.Join(dir, "lock"), p) }},
+		{"garbage as a manifest", "snapshots/" + id(2) + ".snap", write([]byte("garbage garbage garbage garbage garbage"))},
+		{"manifest naming another snapshot", "snapshots/" + id(3) + ".snap", write([]byte("HFSNAP0120261122T000000Z-00000000......"))},
+		{"empty manifest", "snapshots/" + id(4) + ".snap", write(nil)},
+		{"FIFO as a manifest", "snapshots/" + id(5) + ".snap", func(p string) error { return unix.Mkfifo(p, 0o600) }},
+		{"garbage as a pack", "packs/ab/" + pack, func(p string) error {
+			if err := os.Mkdir(filepath.Dir(p), 0o700); err != nil {
+				return err
+			}
+			return os.WriteFile(p, []byte("HFPACK01 no end magic"), 0o600)
+		}},
+		{"garbage as a retention record", "retention/" + id(6) + ".1.ext", write([]byte("HFSNAP01"))},
+		{"garbage as the recovery blob", "recovery/wrapped-key", write([]byte("HFRETX01"))},
+		{"oversized receipt", "receipts/" + id(7) + ".receipt", write(make([]byte, 1<<20))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, tc.rel)
+			if err := tc.plant(p); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- client.SealFile(p) }()
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrRefused) {
+					t.Fatalf("sealer: %v, want a refusal", err)
+				}
+				t.Logf("refused: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("sealer hangs")
+			}
+			if ok, _ := fsflag.Has(p, fsflag.Immutable); ok {
+				t.Fatalf("%s was sealed", tc.rel)
+			}
+		})
+	}
+	if ok, _ := fsflag.Has(filepath.Join(dir, "lock"), fsflag.Immutable); ok {
+		t.Fatal("the lock file was sealed")
+	}
+	if _, err := store.Open(t.Context(), dir, store.StaticKey(bytes.Repeat([]byte{7}, 32)), store.Options{Sealer: client}); err != nil {
+		t.Fatalf("the store no longer opens as writer: %v", err)
+	}
+}

@@ -73,6 +73,15 @@ func seal(rootFD int, op byte, rel string) error {
 	default:
 		return fmt.Errorf("%q has the wrong type (mode %o) for op %q", rel, kind, op)
 	}
+	if kind == unix.S_IFREG && st.Nlink != 1 {
+		// A second name would let a seal freeze another file (the lock).
+		return fmt.Errorf("%q has %d names; only a file with one name is sealed", rel, st.Nlink)
+	}
+	if op == OpSealFile {
+		if err := checkContent(fd, rel, st.Size); err != nil {
+			return err
+		}
+	}
 	flags, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
 	if err != nil {
 		return fmt.Errorf("get flags of %q: %w", rel, err)
@@ -82,6 +91,35 @@ func seal(rootFD int, op byte, rel string) error {
 	}
 	if err := unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(flags|bit)); err != nil {
 		return fmt.Errorf("set flags of %q: %w", rel, err)
+	}
+	return nil
+}
+
+// checkContent reads the fixed-size magic of the kind rel's name claims
+// (and, for a manifest, the snapshot ID after it) and checks the size
+// bound of that kind. It reads at most 33 bytes: the sealer holds no key,
+// so this is all it can check, and all it needs to keep the worker from
+// sealing a file that is not what its name says.
+func checkContent(fd int, rel string, size int64) error {
+	k := kindOf(rel)
+	if size < int64(len(k.magic)+len(k.endMagic)) || k.max > 0 && size > k.max {
+		return fmt.Errorf("%q holds %d bytes; a %s holds %d to %d", rel, size, k.name, len(k.magic)+len(k.endMagic), k.max)
+	}
+	head := make([]byte, len(k.magic)+len(k.idAfter))
+	if _, err := unix.Pread(fd, head, 0); err != nil {
+		return fmt.Errorf("read %q: %w", rel, err)
+	}
+	if string(head[:len(k.magic)]) != k.magic || string(head[len(k.magic):]) != k.idAfter {
+		return fmt.Errorf("%q does not start as a %s", rel, k.name)
+	}
+	if k.endMagic != "" {
+		tail := make([]byte, len(k.endMagic))
+		if _, err := unix.Pread(fd, tail, size-int64(len(tail))); err != nil {
+			return fmt.Errorf("read %q: %w", rel, err)
+		}
+		if string(tail) != k.endMagic {
+			return fmt.Errorf("%q does not end as a %s", rel, k.name)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -53,16 +54,17 @@ func (s *Store) clockTag(ns []byte) []byte {
 
 // openClockLog makes sure the log exists, is append-only and aligned.
 func (s *Store) openClockLog() error {
-	f, err := os.OpenFile(s.clockLogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, size, err := openStoreFile(s.clockLogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, -1)
+	if errors.Is(err, ErrForeign) {
+		// Left for CleanForeign (nothing reads the log to decide anything).
+		s.log.Warn("clock log is not a regular file; the maintenance window removes it", "error", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("clock log: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("clock log: %w", err)
-	}
-	if rem := st.Size() % clockRecLen; rem != 0 {
+	if rem := size % clockRecLen; rem != 0 {
 		if _, err := f.Write(make([]byte, clockRecLen-rem)); err != nil {
 			return fmt.Errorf("clock log pad: %w", err)
 		}
@@ -74,19 +76,29 @@ func (s *Store) openClockLog() error {
 }
 
 // HighWater returns the largest authentic time recorded in the clock log.
+// Records are appended only past the mark, so the mark is in the log's last
+// records: only its last maxClockLogRead bytes are read, however long the
+// log has grown. A long log whose tail holds no authentic record is an
+// error wrapping ErrClockUntrusted, never an empty mark.
 func (s *Store) HighWater() (time.Time, error) {
-	f, err := os.Open(s.clockLogPath())
+	f, size, err := openStoreFile(s.clockLogPath(), os.O_RDONLY, -1)
 	if errors.Is(err, os.ErrNotExist) {
 		return time.Time{}, nil
+	}
+	if errors.Is(err, ErrForeign) {
+		return time.Time{}, fmt.Errorf("%w: clock log: %v", ErrClockUntrusted, err)
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("clock log: %w", err)
 	}
 	defer f.Close()
+	from := max(0, size-maxClockLogRead)
+	from -= from % clockRecLen
+	r := bufio.NewReader(io.NewSectionReader(f, from, size-from))
 	var hw int64
 	rec := make([]byte, clockRecLen)
 	for {
-		if _, err := io.ReadFull(f, rec); err != nil {
+		if _, err := io.ReadFull(r, rec); err != nil {
 			break
 		}
 		if hmac.Equal(rec[8:], s.clockTag(rec[:8])) {
@@ -94,6 +106,11 @@ func (s *Store) HighWater() (time.Time, error) {
 				hw = ns
 			}
 		}
+	}
+	if hw == 0 && from > 0 {
+		// Junk appended after the mark hides it: prune must not take that
+		// for an empty log, so it refuses (and keeps everything).
+		return time.Time{}, fmt.Errorf("%w: the last %d bytes of the clock log hold no authentic record", ErrClockUntrusted, size-from)
 	}
 	if hw == 0 {
 		return time.Time{}, nil
@@ -120,7 +137,7 @@ func (s *Store) recordClock(c Clock) error {
 	}
 	rec := binary.BigEndian.AppendUint64(nil, uint64(now.UnixNano()))
 	rec = append(rec, s.clockTag(rec)...)
-	f, err := os.OpenFile(s.clockLogPath(), os.O_WRONLY|os.O_APPEND, 0)
+	f, _, err := openStoreFile(s.clockLogPath(), os.O_WRONLY|os.O_APPEND, -1)
 	if err != nil {
 		return fmt.Errorf("clock log: %w", err)
 	}

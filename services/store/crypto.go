@@ -114,6 +114,20 @@ func sealInPlace(aead cipher.AEAD, nonce *[12]byte, ad, plain []byte) []byte {
 	return aead.Seal(plain[:0], nonce[:], plain, ad)
 }
 
+// openInPlace is openSealed decrypting into sealed's own storage: the
+// plaintext aliases sealed, which is overwritten.
+func openInPlace(aead cipher.AEAD, ad, sealed []byte) ([]byte, error) {
+	if len(sealed) < sealOverhead {
+		return nil, fmt.Errorf("sealed blob of %d bytes: %w", len(sealed), ErrCorrupt)
+	}
+	ct := sealed[12:]
+	plain, err := aead.Open(ct[:0], sealed[:12], ct, ad)
+	if err != nil {
+		return nil, ErrCorrupt
+	}
+	return plain, nil
+}
+
 func openSealed(aead cipher.AEAD, ad, sealed []byte) ([]byte, error) {
 	if len(sealed) < sealOverhead {
 		return nil, fmt.Errorf("sealed blob of %d bytes: %w", len(sealed), ErrCorrupt)

@@ -41,6 +41,41 @@
 //	| STORE/receipts/<id>.receipt  | IMMUTABLE    | TPM signature over the manifest's SHA-256    |
 //	| STORE/wip/<id>.journal       | -            | manifest of the snapshot in progress         |
 //	| STORE/tmp/                   | -            | packs being written; emptied at open         |
-//	| STORE/index/index            | -            | sealed chunk index cache, rebuildable        |
+//	| STORE/index/index            | -            | encrypted chunk index cache, rebuildable;    |
+//	|                              |              | never read by prune (see Trusted files)      |
 //	| STORE/state/clock.log        | APPEND (file)| clock high-water records, append-only        |
+//
+// Trusted files (see docs/store-format.md, "Trusted files"): the worker owns
+// every store file and holds the keys that authenticate them, so PID 1, the
+// sealer and prune decide only from sealed, self-proving data; a file that
+// is not sealed may only make prune keep more. Every store file is opened
+// with O_NOFOLLOW|O_NONBLOCK, must fstat as a regular file and is read no
+// further than its bound; a foreign entry is skipped and reported:
+//
+//	| file                    | sealed  | written by          | read by            | bound          | why trusting it cannot lose data                 |
+//	|-------------------------|---------|---------------------|--------------------|----------------|--------------------------------------------------|
+//	| holdfast-store          | yes     | init only           | PID 1, prune,      | 64 KiB         | authenticated with the meta key; a bad one fails |
+//	|                         |         |                     | sealer (magic)     |                | the open (safe mode), it decides nothing else    |
+//	| packs/ab/<sha256>       | yes     | worker: new packs   | prune (trailer),   | pack size +    | a pack is dead only when it is sealed, its own   |
+//	|                         |         |                     | readers, recovery, | 2 chunks +     | trailer lists no live chunk and its bytes hash   |
+//	|                         |         |                     | sealer (magics)    | 65 MiB         | to its name; a lying trailer only keeps it, and  |
+//	|                         |         |                     |                    |                | readers try every pack that claims a chunk       |
+//	| snapshots/<id>.snap     | yes     | worker: new ones    | prune, PID 1,      | 64 MiB a frame | what is live comes only from here and the rows   |
+//	|                         |         |                     | sealer (magic, ID) |                | below; a sealed one prune cannot read makes it   |
+//	|                         |         |                     |                    |                | remove no pack; an unsealed one only adds live   |
+//	|                         |         |                     |                    |                | chunks and never expires                         |
+//	| its xattrs              | with it | worker, before seal | prune              | 2 values       | the more protective of xattrs and head wins      |
+//	| retention/<id>.<ns>.ext | yes     | worker: new ones    | prune, sealer      | 64 KiB         | a record only lengthens retention or adds a hold |
+//	| receipts/<id>.receipt   | yes     | worker (signer)     | restore, sealer    | 64 KiB         | prune never reads it; restore checks its         |
+//	|                         |         |                     |                    |                | signature                                        |
+//	| recovery/wrapped-key    | yes     | init only           | restore --disk,    | 64 KiB         | opaque; opened only with the paper key           |
+//	|                         |         |                     | sealer (magic)     |                |                                                  |
+//	| wip/<id>.journal        | no      | worker              | PID 1 (recovery),  | 64 MiB a frame | only adds live chunks; one that does not read    |
+//	|                         |         |                     | prune              |                | from its head references nothing and is skipped  |
+//	| index/index             | no      | worker              | PID 1 (open),      | 256 MiB        | prune never reads it; readers check every chunk  |
+//	|                         |         |                     | readers            |                | against its tag and rebuild from trailers        |
+//	| state/clock.log         | appends | worker (appends)    | prune              | last 1 MiB     | a later mark, or a tail without one, only makes  |
+//	|                         | only    |                     |                    |                | prune refuse (keep everything)                   |
+//	| lock, tmp/*             | no      | worker              | nobody (flock;     | -              | never read                                       |
+//	|                         |         |                     | removed at open)   |                |                                                  |
 package store

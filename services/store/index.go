@@ -1,15 +1,20 @@
 package store
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
 // The index maps chunk IDs to their place in a pack. It lives in memory and
 // is cached in STORE/index/index, a file that is never trusted further than
-// its authentication tag and can always be rebuilt from pack trailers:
+// its authentication tag (which the worker can forge: prune never reads the
+// cache, and a read that fails where it points rebuilds the index from the
+// trailers) and can always be rebuilt from pack trailers:
 //
 //	| size | field                                                         |
 //	|------|---------------------------------------------------------------|
@@ -26,10 +31,16 @@ type location struct {
 	length uint32
 }
 
+// The index keeps every place a chunk is claimed: chunks holds the first,
+// more the others. A pack's trailer can lie (it is authenticated with the
+// meta key, which the worker can derive), so the reader tries each place
+// until one passes its AEAD tag and its ID check.
 type index struct {
 	packs   []string // by pack number
 	entries map[string][]packEntry
 	chunks  map[ChunkID]location
+	more    map[ChunkID][]location
+	cached  bool // some entries came from the cache, not from trailers
 	dirty   bool
 }
 
@@ -39,7 +50,7 @@ type indexCachePack struct {
 }
 
 func newIndex() *index {
-	return &index{entries: map[string][]packEntry{}, chunks: map[ChunkID]location{}}
+	return &index{entries: map[string][]packEntry{}, chunks: map[ChunkID]location{}, more: map[ChunkID][]location{}}
 }
 
 func (ix *index) addPack(name string, es []packEntry) {
@@ -50,11 +61,23 @@ func (ix *index) addPack(name string, es []packEntry) {
 	ix.packs = append(ix.packs, name)
 	ix.entries[name] = es
 	for _, e := range es {
-		if _, dup := ix.chunks[e.id]; !dup {
-			ix.chunks[e.id] = location{pack: n, offset: e.offset, length: e.length}
+		loc := location{pack: n, offset: e.offset, length: e.length}
+		if _, dup := ix.chunks[e.id]; dup {
+			ix.more[e.id] = append(ix.more[e.id], loc)
+			continue
 		}
+		ix.chunks[e.id] = loc
 	}
 	ix.dirty = true
+}
+
+// locations returns every place a pack's trailer claims id, in name order.
+func (ix *index) locations(id ChunkID) []location {
+	first, ok := ix.chunks[id]
+	if !ok {
+		return nil
+	}
+	return append([]location{first}, ix.more[id]...)
 }
 
 // withoutPacks returns a new index without the named packs. Chunks that
@@ -67,6 +90,7 @@ func (ix *index) withoutPacks(drop map[string]bool) *index {
 		}
 	}
 	out.dirty = true
+	out.cached = ix.cached
 	return out
 }
 
@@ -75,28 +99,36 @@ func (ix *index) has(id ChunkID) bool {
 	return ok
 }
 
-// listPacks returns the names of every pack file on disk.
+// listPacks returns the names of every regular file named like a pack, in
+// name order. Other entries are skipped (Verify reports them); only names
+// of the pack form are kept, so junk costs no memory.
 func (s *Store) listPacks() ([]string, error) {
-	shards, err := os.ReadDir(s.path(packsDir))
-	if err != nil {
-		return nil, fmt.Errorf("read packs: %w", err)
-	}
 	var names []string
-	for _, sh := range shards {
-		if !sh.IsDir() || !isShard(sh.Name()) {
+	for _, sh := range shardNames() {
+		err := scanDir(s.path(packsDir, sh), func(name string, typ fs.FileMode) error {
+			if typ.IsRegular() && isPackName(name) && strings.HasPrefix(name, sh) {
+				names = append(names, name)
+			}
+			return nil
+		})
+		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		es, err := os.ReadDir(s.path(packsDir, sh.Name()))
 		if err != nil {
-			return nil, fmt.Errorf("read shard: %w", err)
-		}
-		for _, e := range es {
-			if isPackName(e.Name()) && strings.HasPrefix(e.Name(), sh.Name()) {
-				names = append(names, e.Name())
-			}
+			s.log.Warn("pack shard unreadable; its packs are skipped", "shard", sh, "error", err)
 		}
 	}
+	sort.Strings(names)
 	return names, nil
+}
+
+// shardNames returns "00" to "ff".
+func shardNames() []string {
+	out := make([]string, 0, 256)
+	for i := range 256 {
+		out = append(out, fmt.Sprintf("%02x", i))
+	}
+	return out
 }
 
 func isPackName(n string) bool {
@@ -127,7 +159,7 @@ func (s *Store) loadIndex() (*index, error) {
 			fromCache++
 			continue
 		}
-		es, err := s.packEntries(name)
+		es, _, err := s.packEntries(name)
 		if err != nil {
 			// A damaged pack is reported by Verify; its chunks are absent.
 			s.log.Warn("pack trailer unreadable; its chunks are not indexed", "pack", name, "error", err)
@@ -136,44 +168,59 @@ func (s *Store) loadIndex() (*index, error) {
 		ix.addPack(name, es)
 	}
 	ix.dirty = fromCache != len(cached) || fromCache != len(ix.packs)
+	ix.cached = fromCache > 0
 	return ix, nil
 }
 
-// RebuildIndex rebuilds the index from pack trailers alone, ignoring the
-// cache, and writes a new cache.
-func (s *Store) RebuildIndex() error {
+// trailerIndex builds the index from pack trailers alone.
+func (s *Store) trailerIndex() (*index, error) {
 	names, err := s.listPacks()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ix := newIndex()
 	for _, name := range names {
-		es, err := s.packEntries(name)
+		es, _, err := s.packEntries(name)
 		if err != nil {
 			s.log.Warn("pack trailer unreadable; its chunks are not indexed", "pack", name, "error", err)
 			continue
 		}
 		ix.addPack(name, es)
 	}
+	return ix, nil
+}
+
+// RebuildIndex rebuilds the index from pack trailers alone, ignoring the
+// cache, and writes a new cache.
+func (s *Store) RebuildIndex() error {
+	ix, err := s.trailerIndex()
+	if err != nil {
+		return err
+	}
 	s.idx = ix
 	return s.saveIndex()
 }
 
-func (s *Store) packEntries(name string) ([]packEntry, error) {
-	f, err := os.Open(s.packPath(name))
+// packEntries reads the trailer of a pack from the pack file itself,
+// opened as hostile input, and says whether the file is sealed.
+func (s *Store) packEntries(name string) (es []packEntry, sealed bool, err error) {
+	f, size, err := openStoreFile(s.packPath(name), os.O_RDONLY, s.maxPackFile())
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
+	if sealed, err = isSealedFile(f); err != nil {
+		return nil, false, err
 	}
-	return s.readTrailer(f, st.Size())
+	es, err = s.readTrailer(f, size)
+	return es, sealed, err
 }
 
 func (s *Store) readIndexCache() map[string][]packEntry {
-	raw, err := os.ReadFile(s.path(indexDir, "index"))
+	raw, err := readStoreFile(s.path(indexDir, "index"), maxIndexCache)
+	if errors.Is(err, ErrForeign) {
+		s.log.Warn("index cache is not a regular file of bounded size; ignored", "error", err)
+	}
 	if err != nil || len(raw) < len(indexMagic) || string(raw[:len(indexMagic)]) != indexMagic {
 		return nil
 	}

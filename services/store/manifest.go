@@ -190,6 +190,10 @@ type frameReader struct {
 	seq  uint64
 	off  int64 // offset just past the last complete frame
 	skip bool  // skip decrypting object frames
+	// buf holds one frame at a time and is reused, so streaming a large
+	// manifest makes no garbage per frame; a frame's plaintext is valid
+	// until the next call of next.
+	buf bytes.Buffer
 }
 
 func (s *Store) newFrameReader(r io.Reader) (*frameReader, error) {
@@ -229,13 +233,13 @@ func (fr *frameReader) next() (kind byte, plain []byte, err error) {
 	}
 	// Grow the body as bytes arrive: a header claiming 64 MiB at the end
 	// of a short (torn or hostile) file must not allocate 64 MiB.
-	var buf bytes.Buffer
-	buf.Grow(int(min(n, 64<<10)))
-	if _, err := buf.ReadFrom(io.LimitReader(fr.r, int64(n))); err != nil || buf.Len() != int(n) {
+	fr.buf.Reset()
+	fr.buf.Grow(int(min(n, 64<<10)))
+	if _, err := fr.buf.ReadFrom(io.LimitReader(fr.r, int64(n))); err != nil || fr.buf.Len() != int(n) {
 		return 0, nil, fmt.Errorf("frame %d body: %w", fr.seq, io.ErrUnexpectedEOF)
 	}
-	body := buf.Bytes()
-	plain, err = openSealed(fr.s.keys.meta, frameAD(fr.id, fr.seq, kind), body)
+	body := fr.buf.Bytes()
+	plain, err = openInPlace(fr.s.keys.meta, frameAD(fr.id, fr.seq, kind), body)
 	if err != nil {
 		return 0, nil, fmt.Errorf("frame %d: %w", fr.seq, err)
 	}
@@ -256,6 +260,37 @@ type frameStats struct {
 // much is valid; otherwise any defect is an error. With skipObjects, object
 // frames are not decrypted (listing).
 func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *Manifest, st frameStats, err error) {
+	return s.walkManifestFrames(r, partial, skipObjects, nil, nil)
+}
+
+// wireChunks is the part of an object record prune needs: decoding into it
+// skips keys and metadata without keeping them.
+type wireChunks struct {
+	Size    int64  `cbor:"2,keyasint"`
+	Chunks  []byte `cbor:"9,keyasint"`
+	Deleted bool   `cbor:"10,keyasint,omitempty"`
+}
+
+// manifestChunks streams every chunk ID a manifest or journal references
+// to fn, one frame at a time, and returns its summary (Objects empty). It
+// keeps no object: memory is one frame, whatever the manifest's size.
+func (s *Store) manifestChunks(r io.Reader, partial bool, fn func(ChunkID)) (*Manifest, frameStats, error) {
+	return s.walkManifestFrames(r, partial, false, fn, nil)
+}
+
+// manifestObjects streams every object of a committed manifest to fn, one
+// frame at a time, and returns its summary (Objects empty). fn may see
+// objects of a manifest that turns out damaged further on: the error says so.
+func (s *Store) manifestObjects(r io.Reader, fn func(Object)) (*Manifest, error) {
+	m, _, err := s.walkManifestFrames(r, false, false, nil, fn)
+	return m, err
+}
+
+// walkManifestFrames decodes a manifest or journal; with onChunk set it
+// decodes only sizes and chunk lists and hands each chunk ID to onChunk,
+// with onObject set it hands each object to onObject, instead of
+// collecting objects.
+func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChunk func(ChunkID), onObject func(Object)) (m *Manifest, st frameStats, err error) {
 	fr, err := s.newFrameReader(r)
 	if err != nil {
 		return nil, st, err
@@ -291,6 +326,12 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 			if plain == nil {
 				continue
 			}
+			if onChunk != nil {
+				if err := s.frameChunks(plain, m, onChunk); err != nil {
+					return nil, st, err
+				}
+				break
+			}
 			var objs []wireObject
 			if err := s.codec.unmarshal(plain, &objs); err != nil {
 				return nil, st, fmt.Errorf("manifest objects: %w", err)
@@ -303,7 +344,11 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 				if o.Size > math.MaxInt64-m.Bytes {
 					return nil, st, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
 				}
-				m.Objects = append(m.Objects, o)
+				if onObject != nil {
+					onObject(o)
+				} else {
+					m.Objects = append(m.Objects, o)
+				}
 				m.Count++
 				m.Bytes += o.Size
 			}
@@ -331,6 +376,28 @@ func (s *Store) readManifestFrames(r io.Reader, partial, skipObjects bool) (m *M
 		return nil, st, fmt.Errorf("manifest has no tail: %w", ErrCorrupt)
 	}
 	return m, st, nil
+}
+
+// frameChunks decodes the sizes and chunk lists of one object frame.
+func (s *Store) frameChunks(plain []byte, m *Manifest, onChunk func(ChunkID)) error {
+	var objs []wireChunks
+	if err := s.codec.unmarshal(plain, &objs); err != nil {
+		return fmt.Errorf("manifest objects: %w", err)
+	}
+	for _, w := range objs {
+		if len(w.Chunks)%32 != 0 || w.Size < 0 || w.Deleted && (w.Size != 0 || len(w.Chunks) != 0) {
+			return fmt.Errorf("object record: %w", ErrCorrupt)
+		}
+		if w.Size > math.MaxInt64-m.Bytes {
+			return fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
+		}
+		for b := w.Chunks; len(b) > 0; b = b[32:] {
+			onChunk(ChunkID(b[:32]))
+		}
+		m.Count++
+		m.Bytes += w.Size
+	}
+	return nil
 }
 
 // journal appends frames to a manifest in progress.

@@ -138,41 +138,41 @@ func ListSealed(root string) ([]SealedFile, error) {
 		return nil, fmt.Errorf("list %s: %w", root, err)
 	}
 	var out []SealedFile
-	add := func(rel string) {
-		if k, ok := KindOf(rel); ok {
-			out = append(out, SealedFile{Rel: rel, Kind: k})
+	// Directories are read in batches and only regular files of the
+	// layout are kept: foreign entries (any type, any number) cost nothing.
+	addFrom := func(d string) error {
+		err := scanDir(filepath.Join(root, filepath.FromSlash(d)), func(name string, typ fs.FileMode) error {
+			if !typ.IsRegular() {
+				return nil
+			}
+			if k, ok := KindOf(d + "/" + name); ok {
+				out = append(out, SealedFile{Rel: d + "/" + name, Kind: k})
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("read %s: %w", d, err)
 		}
+		return nil
 	}
 	for _, d := range []string{recoveryDir, receiptsDir, retentionDir, snapshotsDir} {
-		es, err := os.ReadDir(filepath.Join(root, d))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", d, err)
-		}
-		for _, e := range es {
-			if e.Type().IsRegular() {
-				add(d + "/" + e.Name())
-			}
+		if err := addFrom(d); err != nil {
+			return nil, err
 		}
 	}
-	shards, err := os.ReadDir(filepath.Join(root, packsDir))
+	var shards []string
+	err := scanDir(filepath.Join(root, packsDir), func(name string, typ fs.FileMode) error {
+		if typ.IsDir() && isShard(name) {
+			shards = append(shards, name)
+		}
+		return nil
+	})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read packs: %w", err)
 	}
 	for _, sh := range shards {
-		if !sh.IsDir() || !isShard(sh.Name()) {
-			continue
-		}
-		es, err := os.ReadDir(filepath.Join(root, packsDir, sh.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("read shard: %w", err)
-		}
-		for _, e := range es {
-			if e.Type().IsRegular() {
-				add(packsDir + "/" + sh.Name() + "/" + e.Name())
-			}
+		if err := addFrom(packsDir + "/" + sh); err != nil {
+			return nil, err
 		}
 	}
 	order := map[FileKind]int{KindPack: 0, KindManifest: 1, KindRetention: 2, KindReceipt: 3, KindRecovery: 4}
@@ -240,7 +240,7 @@ func (s *Store) checkAt(kind FileKind, p, name string) (checked, error) {
 	case KindRetention:
 		return s.checkExtensionAt(p, name)
 	default:
-		raw, err := readFileNoFollow(p)
+		raw, err := readStoreFile(p, s.maxOfKind(kind))
 		if err != nil {
 			return checked{}, err
 		}
@@ -248,13 +248,19 @@ func (s *Store) checkAt(kind FileKind, p, name string) (checked, error) {
 	}
 }
 
-func (s *Store) checkPackAt(p, name string) (checked, error) {
-	f, err := openNoFollow(p)
-	if err != nil {
-		return checked{}, err
+// maxOfKind is the largest file of a kind a mirror reads.
+func (s *Store) maxOfKind(kind FileKind) int64 {
+	switch kind {
+	case KindPack:
+		return s.maxPackFile()
+	case KindManifest:
+		return maxManifestFile
 	}
-	defer f.Close()
-	raw, err := io.ReadAll(f)
+	return maxRecordFile
+}
+
+func (s *Store) checkPackAt(p, name string) (checked, error) {
+	raw, err := readStoreFile(p, s.maxPackFile())
 	if err != nil {
 		return checked{}, fmt.Errorf("read pack: %w", err)
 	}
@@ -265,7 +271,7 @@ func (s *Store) checkPackAt(p, name string) (checked, error) {
 	if !bytes.HasPrefix(raw, []byte(packMagic)) {
 		return c, fmt.Errorf("pack magic: %w", ErrCorrupt)
 	}
-	if c.entries, err = s.readTrailer(f, c.size); err != nil {
+	if c.entries, err = s.readTrailer(bytes.NewReader(raw), c.size); err != nil {
 		return c, fmt.Errorf("trailer: %w", err)
 	}
 	h := s.keys.idHasher()
@@ -279,7 +285,7 @@ func (s *Store) checkPackAt(p, name string) (checked, error) {
 }
 
 func (s *Store) checkManifestAt(p, id string) (checked, error) {
-	f, err := openNoFollow(p)
+	f, _, err := openStoreFile(p, os.O_RDONLY, maxManifestFile)
 	if err != nil {
 		return checked{}, err
 	}
@@ -306,7 +312,7 @@ func (s *Store) checkManifestAt(p, id string) (checked, error) {
 // checkExtensionAt is readExtension for a file at any path: magic, tag
 // (the AD binds the record to its name) and snapshot = name.
 func (s *Store) checkExtensionAt(p, name string) (checked, error) {
-	raw, err := readFileNoFollow(p)
+	raw, err := readStoreFile(p, maxRecordFile)
 	if err != nil {
 		return checked{}, err
 	}
@@ -339,19 +345,6 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func openNoFollow(p string) (*os.File, error) {
-	return os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-}
-
-func readFileNoFollow(p string) ([]byte, error) {
-	f, err := openNoFollow(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(f)
-}
-
 // staged is a verified copy waiting in tmp/.
 type staged struct {
 	tmp string
@@ -381,7 +374,7 @@ type retentionXattrs struct {
 // is touched; on error the copy is removed.
 func (s *Store) stageCopy(ctx context.Context, srcRoot, rel string, kind FileKind, old *retentionXattrs) (st staged, err error) {
 	src := filepath.Join(srcRoot, filepath.FromSlash(rel))
-	in, err := openNoFollow(src)
+	in, _, err := openStoreFile(src, os.O_RDONLY, s.maxOfKind(kind))
 	if err != nil {
 		return st, fmt.Errorf("open source: %w", err)
 	}
@@ -480,11 +473,11 @@ func (s *Store) copyRetentionXattrs(src, dst string, m *Manifest, old *retention
 		return s.setRetentionXattrs(dst, until, hold)
 	}
 	for _, name := range []string{xattrRetainUntil, xattrLegalHold} {
-		v, err := xattr.Get(src, name)
+		v, err := xattr.LGet(src, name)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", name, err)
 		}
-		if err := xattr.Set(dst, name, v); err != nil {
+		if err := xattr.LSet(dst, name, v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
@@ -646,7 +639,7 @@ func (c fixedClock) Now() (time.Time, error) { return time.Time(c), nil }
 // read-write (which runs recovery). The ID is not authenticated here; Open
 // checks the config with the key.
 func PeekID(dir string) (string, error) {
-	f, err := os.Open(filepath.Join(dir, configName))
+	f, _, err := openStoreFile(filepath.Join(dir, configName), os.O_RDONLY, maxConfigFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("open %s: %w", dir, ErrNotStore)
 	}
@@ -673,7 +666,7 @@ func (s *Store) SaveIndex() error { return s.saveIndex() }
 // appliance a blank disk is formatted only when the operator asks for it
 // at the console.
 func InitMirror(ctx context.Context, dir string, primary *Store, ks KeySource, o Options) (*Store, error) {
-	cfg, err := os.ReadFile(primary.path(configName))
+	cfg, err := readStoreFile(primary.path(configName), maxConfigFile)
 	if err != nil {
 		return nil, fmt.Errorf("read primary config: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // Pack file layout (STORE/packs/ab/<sha256 of the whole file>):
@@ -200,7 +201,7 @@ func (s *Store) packPath(name string) string {
 }
 
 // readTrailer reads the entries of a pack from its trailer.
-func (s *Store) readTrailer(f *os.File, size int64) ([]packEntry, error) {
+func (s *Store) readTrailer(f io.ReaderAt, size int64) ([]packEntry, error) {
 	if size < int64(len(packMagic)+packFooter) {
 		return nil, fmt.Errorf("pack of %d bytes: %w", size, ErrCorrupt)
 	}
@@ -248,11 +249,13 @@ func (s *Store) openBlob(id ChunkID, sealed []byte, h hash.Hash) ([]byte, error)
 	return plain, nil
 }
 
-// checkPackFile checks that a pack's name is the SHA-256 of its bytes and
-// that its trailer opens. Recovery calls it before sealing a pack that a
-// crash left unsealed.
+// checkPackFile checks that a pack's name is the SHA-256 of its bytes, that
+// its trailer opens and that every blob the trailer names is at its place:
+// it passes its tag and hashes to its ID. Recovery calls it before sealing
+// a pack that a crash left unsealed, so no pack with a lying trailer is
+// ever sealed by the store.
 func (s *Store) checkPackFile(path string) error {
-	f, err := os.Open(path)
+	f, size, err := openStoreFile(path, os.O_RDONLY, s.maxPackFile())
 	if err != nil {
 		return err
 	}
@@ -262,13 +265,27 @@ func (s *Store) checkPackFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("read pack: %w", err)
 	}
-	if hex.EncodeToString(h.Sum(nil)) != filepath.Base(path) {
+	if n != size || hex.EncodeToString(h.Sum(nil)) != filepath.Base(path) {
 		return fmt.Errorf("pack content does not match its name: %w", ErrCorrupt)
 	}
 	var magic [8]byte
 	if _, err := f.ReadAt(magic[:], 0); err != nil || !bytes.Equal(magic[:], []byte(packMagic)) {
 		return fmt.Errorf("pack magic: %w", ErrCorrupt)
 	}
-	_, err = s.readTrailer(f, n)
-	return err
+	es, err := s.readTrailer(f, n)
+	if err != nil {
+		return err
+	}
+	ih := s.keys.idHasher()
+	var buf []byte
+	for _, e := range es {
+		buf = slices.Grow(buf[:0], int(e.length))[:e.length]
+		if _, err := f.ReadAt(buf, int64(e.offset)); err != nil {
+			return fmt.Errorf("read chunk %s: %w", e.id, err)
+		}
+		if _, err := s.openBlob(e.id, buf, ih); err != nil {
+			return fmt.Errorf("pack trailer names a chunk its blobs do not hold: %w", err)
+		}
+	}
+	return nil
 }

@@ -2,10 +2,15 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -31,15 +36,29 @@ type PruneResult struct {
 	KeptPacks  int
 	FreedBytes int64
 	DryRun     bool
+	// Skipped names every entry prune could not use (a foreign file, an
+	// unreadable manifest or journal), so the appliance can alert. None
+	// stops a prune; each can only make it keep more.
+	Skipped []Problem
+	// KeptAllPacks is set when a sealed manifest could not be read whole:
+	// prune cannot know what it references, so it removes no pack.
+	KeptAllPacks bool
 }
 
 // Prune removes snapshots whose retention has ended and the packs whose every
 // chunk is referenced only by them (or by nothing). It is the only code that
 // clears an inode flag, needs CAP_LINUX_IMMUTABLE, and runs in the boot
-// maintenance window. It refuses when the clock looks wrong, when any
-// manifest or journal cannot be read (it cannot know what that references),
-// and it always keeps the newest snapshot of every source. Packs are removed
-// whole, never rewritten.
+// maintenance window. It refuses when the clock looks wrong, and it always
+// keeps the newest snapshot of every source. Packs are removed whole, never
+// rewritten.
+//
+// It decides only from sealed, self-proving data: a pack by its own sealed
+// trailer, a snapshot by its sealed manifest, its xattrs and its retention
+// records. Unsealed files (journals, a manifest not yet sealed) only add
+// live chunks. A foreign entry is skipped and reported in Skipped; a sealed
+// manifest that cannot be read makes prune remove no pack at all. Manifests
+// are streamed one frame at a time and only chunk IDs are kept, so memory
+// is bounded by the live chunk set, not by objects times snapshots.
 func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error) {
 	if s.ro {
 		return nil, errors.New("prune: store opened read-only")
@@ -52,64 +71,129 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		}
 	}
 	res := &PruneResult{Now: now, DryRun: o.DryRun}
-	ids, err := s.snapshotIDs()
-	if err != nil {
-		return nil, err
+	skipped := 0
+	skip := func(rel, detail string) {
+		// Every one is counted; the first maxForeignReported are kept and
+		// logged, so millions of planted files cost no memory.
+		if skipped++; skipped <= maxForeignReported {
+			s.log.Warn("prune skips an entry it cannot use", "path", rel, "detail", detail)
+			res.Skipped = append(res.Skipped, Problem{Kind: "foreign", Path: rel, Detail: detail})
+		}
 	}
+	defer func() {
+		if skipped > maxForeignReported {
+			res.Skipped = append(res.Skipped, Problem{Kind: "foreign", Detail: fmt.Sprintf("%d more entries skipped, not named", skipped-maxForeignReported)})
+		}
+	}()
 	exts, err := s.extensions()
 	if err != nil {
 		return nil, err
 	}
-	live := map[ChunkID]bool{}
+	type summary struct {
+		source  string
+		started time.Time
+		protect bool // retention protects it now, or it is not sealed
+	}
+	sums := map[string]summary{}
 	newest := map[string]string{} // source -> snapshot with the latest start
-	manifests := map[string]*Manifest{}
-	for _, id := range ids {
-		m, err := s.ReadManifest(id)
-		if err != nil {
-			return nil, fmt.Errorf("prune refused: cannot read snapshot %s, so cannot know what it references: %w", id, err)
+	// Manifests are read as the directory is: only readable ones are kept
+	// (their summary), foreign ones only counted.
+	var ids []string
+	err = scanDir(s.path(snapshotsDir), func(name string, typ fs.FileMode) error {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		manifests[id] = m
-		if cur, ok := newest[m.Source]; !ok || !m.Started.Before(manifests[cur].Started) {
-			newest[m.Source] = id
+		id, ok := strings.CutSuffix(name, ".snap")
+		if !ok || !ValidSnapshotID(id) {
+			return nil // not named like a manifest: nothing reads it
 		}
-	}
-	for _, id := range ids {
-		m := manifests[id]
-		if s.effectiveRetention(m, exts[id]).Protects(now) || newest[m.Source] == id {
-			res.Kept = append(res.Kept, id)
-			markLive(live, m.Objects)
-			continue
+		rel := snapshotsDir + "/" + name
+		if !typ.IsRegular() {
+			skip(rel, "named like a manifest but not a regular file ("+typ.String()+")")
+			return nil
 		}
-		res.Expired = append(res.Expired, id)
-	}
-	in, err := os.ReadDir(s.path(wipDir))
+		m, sealed, err := s.readManifestHead(id)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrForeign) || !sealed:
+			// Not a regular file, or never sealed and unreadable: it
+			// cannot be a committed manifest (the store renames a manifest
+			// into place only whole, and recovery seals it).
+			skip(rel, err.Error())
+			return nil
+		default:
+			res.KeptAllPacks = true
+			skip(rel, "sealed manifest unreadable, so what it references is unknown; no pack is removed: "+err.Error())
+			return nil
+		}
+		ids = append(ids, id)
+		sums[id] = summary{source: m.Source, started: m.Started, protect: !sealed || s.effectiveRetention(m, exts[id]).Protects(now)}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("read wip: %w", err)
+		return nil, fmt.Errorf("prune: read snapshots: %w", err)
 	}
-	for _, e := range in {
-		id, ok := journalID(e.Name())
+	sort.Strings(ids)
+	for _, id := range ids {
+		if cur, ok := newest[sums[id].source]; !ok || !sums[id].started.Before(sums[cur].started) {
+			newest[sums[id].source] = id
+		}
+	}
+	live := map[ChunkID]struct{}{}
+	mark := func(c ChunkID) { live[c] = struct{}{} }
+	for _, id := range ids {
+		sum, ok := sums[id]
 		if !ok {
 			continue
 		}
-		m, _, err := s.readJournal(id)
-		if err != nil {
-			return nil, fmt.Errorf("prune refused: cannot read journal %s: %w", id, err)
+		if !sum.protect && newest[sum.source] != id {
+			res.Expired = append(res.Expired, id)
+			continue
 		}
-		markLive(live, m.Objects)
+		res.Kept = append(res.Kept, id)
+		if err := s.streamManifestChunks(s.path(snapshotsDir, id+".snap"), false, mark); err != nil {
+			res.KeptAllPacks = true
+			skip(snapshotsDir+"/"+id+".snap", "kept manifest unreadable, so what it references is unknown; no pack is removed: "+err.Error())
+		}
 	}
+	err = scanDir(s.path(wipDir), func(name string, typ fs.FileMode) error {
+		id, ok := journalID(name)
+		if !ok {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.streamManifestChunks(s.path(wipDir, name), true, mark); err != nil {
+			// A journal unreadable from its head on references nothing a
+			// reader could find; a torn tail was cut at the last good frame.
+			skip(wipDir+"/"+name, fmt.Sprintf("journal %s unreadable: %v", id, err))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("prune: read wip: %w", err)
+	}
+	// Each pack is judged by its own trailer, read from the sealed pack
+	// file itself; the index cache is never consulted. A pack that is not
+	// sealed, whose trailer does not open, or whose bytes do not hash to
+	// its name is kept.
 	onDisk, err := s.listPacks()
 	if err != nil {
 		return nil, err
 	}
+	ix := newIndex()
 	for _, name := range onDisk {
-		es, ok := s.idx.entries[name]
-		if !ok {
-			res.KeptPacks++ // unreadable trailer: unsure, so kept
+		es, sealed, err := s.packEntries(name)
+		if err != nil {
+			s.log.Warn("prune keeps a pack whose trailer it cannot read", "pack", name, "error", err)
+			res.KeptPacks++
 			continue
 		}
-		dead := true
+		ix.addPack(name, es)
+		dead := sealed && !res.KeptAllPacks
 		for _, e := range es {
-			if live[e.id] {
+			if _, ok := live[e.id]; ok {
 				dead = false
 				break
 			}
@@ -118,11 +202,17 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 			res.KeptPacks++
 			continue
 		}
-		res.Packs = append(res.Packs, name)
-		if st, err := os.Stat(s.packPath(name)); err == nil {
-			res.FreedBytes += st.Size()
+		size, err := s.checkPackName(name)
+		if err != nil {
+			s.log.Warn("prune keeps a pack whose content does not match its name", "pack", name, "error", err)
+			res.KeptPacks++
+			continue
 		}
+		res.Packs = append(res.Packs, name)
+		res.FreedBytes += size
 	}
+	ix.dirty = true
+	s.idx = ix
 	if o.DryRun {
 		return res, nil
 	}
@@ -132,7 +222,7 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		if err := s.unsealRemove(s.path(snapshotsDir), id+".snap"); err != nil {
 			return res, err
 		}
-		s.log.Info("expired snapshot removed", "snapshot", id, "source", manifests[id].Source)
+		s.log.Info("expired snapshot removed", "snapshot", id, "source", sums[id].source)
 	}
 	// Receipts and retention records of removed snapshots go with them.
 	if err := s.removeRecordsOf(res.Expired); err != nil {
@@ -146,6 +236,7 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		drop[name] = true
 	}
 	s.idx = s.idx.withoutPacks(drop)
+	s.idx.cached = false
 	if err := s.saveIndex(); err != nil {
 		s.log.Warn("index cache not saved; it will be rebuilt", "error", err)
 	}
@@ -160,28 +251,27 @@ func (s *Store) removeRecordsOf(ids []string) error {
 	for _, id := range ids {
 		gone[id] = true
 	}
+	if len(gone) == 0 {
+		return nil
+	}
 	for _, dir := range []string{receiptsDir, retentionDir} {
-		es, err := os.ReadDir(s.path(dir))
+		var names []string
+		err := scanDir(s.path(dir), func(name string, typ fs.FileMode) error {
+			if id, _, ok := strings.Cut(name, "."); ok && gone[id] && typ.IsRegular() {
+				names = append(names, name)
+			}
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("prune: read %s: %w", dir, err)
 		}
-		for _, e := range es {
-			if id, _, ok := strings.Cut(e.Name(), "."); ok && gone[id] {
-				if err := s.unsealRemove(s.path(dir), e.Name()); err != nil {
-					return err
-				}
+		for _, name := range names {
+			if err := s.unsealRemove(s.path(dir), name); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
-}
-
-func markLive(live map[ChunkID]bool, objs []Object) {
-	for _, o := range objs {
-		for _, c := range o.Chunks {
-			live[c] = true
-		}
-	}
 }
 
 // unsealRemove clears FS_IMMUTABLE_FL on dir/name and FS_APPEND_FL on dir,
@@ -203,4 +293,57 @@ func (s *Store) unsealRemove(dir, name string) (err error) {
 		return fmt.Errorf("prune: remove %s: %w", path, err)
 	}
 	return syncDir(dir)
+}
+
+// checkPackName checks that a pack's bytes hash to its name and returns its
+// size.
+func (s *Store) checkPackName(name string) (int64, error) {
+	f, _, err := openStoreFile(s.packPath(name), os.O_RDONLY, s.maxPackFile())
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, fmt.Errorf("read pack %s: %w", name, err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != name {
+		return 0, fmt.Errorf("pack %s: content does not match its name: %w", name, ErrCorrupt)
+	}
+	return n, nil
+}
+
+// readManifestHead reads the summary of a committed manifest (object
+// frames are not decrypted) and says whether the file is sealed.
+func (s *Store) readManifestHead(id string) (*Manifest, bool, error) {
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	sealed, err := isSealedFile(f)
+	if err != nil {
+		return nil, false, err
+	}
+	m, _, err := s.readManifestFrames(f, false, true)
+	if err != nil {
+		return nil, sealed, err
+	}
+	if m.ID != id {
+		return nil, sealed, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
+	}
+	return m, sealed, nil
+}
+
+// streamManifestChunks hands every chunk a manifest (or, with partial, a
+// journal) references to fn, one frame at a time.
+func (s *Store) streamManifestChunks(path string, partial bool, fn func(ChunkID)) error {
+	f, _, err := openStoreFile(path, os.O_RDONLY, maxManifestFile)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, _, err = s.manifestChunks(f, partial, fn)
+	return err
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,16 +148,24 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("prune at an earlier time: %+v, %v", res, err)
 	}
 
-	// A manifest prune cannot read stops it: it cannot know what that
-	// snapshot references.
+	// A sealed manifest prune cannot read makes it remove no pack (it
+	// cannot know what that snapshot references); prune names it and
+	// does not stop.
 	clk.set(t0.Add(11 * day))
 	flipByte(t, s.path(snapshotsDir, ids["B"]+".snap"), 70)
 	n := storeBytes(t, s)
-	if _, err := s.Prune(t.Context(), PruneOptions{}); err == nil {
-		t.Fatal("prune went ahead with an unreadable manifest")
+	res, err = s.Prune(t.Context(), PruneOptions{})
+	if err != nil {
+		t.Fatalf("prune stopped on an unreadable manifest: %v", err)
+	}
+	if !res.KeptAllPacks || len(res.Packs) != 0 {
+		t.Fatalf("prune with an unreadable manifest: kept all packs %v, removed %v", res.KeptAllPacks, res.Packs)
+	}
+	if len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0].Path, ids["B"]) {
+		t.Fatalf("prune does not name the unreadable manifest: %v", res.Skipped)
 	}
 	if storeBytes(t, s) != n {
-		t.Fatal("refused prune changed the store")
+		t.Fatal("prune with an unreadable manifest changed the store")
 	}
 	if _, err := os.Stat(s.path(snapshotsDir, ids["B"]+".snap")); err != nil {
 		t.Fatal(err)

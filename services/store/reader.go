@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -21,16 +22,18 @@ type SnapshotInfo struct {
 // ErrNotFound means no such snapshot or object.
 var ErrNotFound = errors.New("not found")
 
+// snapshotIDs lists the IDs of regular files named like manifests, sorted.
+// Other entries are skipped (Verify names them) and cost no memory.
 func (s *Store) snapshotIDs() ([]string, error) {
-	es, err := os.ReadDir(s.path(snapshotsDir))
-	if err != nil {
-		return nil, fmt.Errorf("read snapshots: %w", err)
-	}
 	var ids []string
-	for _, e := range es {
-		if id, ok := strings.CutSuffix(e.Name(), ".snap"); ok && ValidSnapshotID(id) {
+	err := scanDir(s.path(snapshotsDir), func(name string, typ fs.FileMode) error {
+		if id, ok := strings.CutSuffix(name, ".snap"); ok && ValidSnapshotID(id) && typ.IsRegular() {
 			ids = append(ids, id)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read snapshots: %w", err)
 	}
 	sort.Strings(ids)
 	return ids, nil
@@ -62,7 +65,7 @@ func (s *Store) Snapshots() ([]SnapshotInfo, error) {
 }
 
 func (s *Store) readManifestSummary(id string) (*Manifest, error) {
-	f, err := os.Open(s.path(snapshotsDir, id+".snap"))
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +85,7 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 	if !ValidSnapshotID(id) {
 		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
 	}
-	f, err := os.Open(s.path(snapshotsDir, id+".snap"))
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
 	}
@@ -129,16 +132,55 @@ func (s *Store) NewChunkReader() *ChunkReader {
 	return &ChunkReader{s: s, files: map[int32]*os.File{}, h: s.keys.idHasher()}
 }
 
-// Read returns the plaintext of chunk id, checked against its ID.
+// Read returns the plaintext of chunk id, checked against its ID. It tries
+// every pack whose trailer claims the chunk until one passes the chunk's
+// tag: a lying trailer costs a failed try, never the chunk. When no place
+// works and the index came partly from the cache, it is rebuilt from the
+// pack trailers once and the read is tried again.
 func (cr *ChunkReader) Read(id ChunkID) ([]byte, error) {
-	loc, ok := cr.s.idx.chunks[id]
-	if !ok {
+	plain, err := cr.read(id)
+	if err == nil || !cr.s.idx.cached {
+		return plain, err
+	}
+	cr.s.log.Warn("chunk not readable where the index cache says; rebuilding the index from pack trailers", "chunk", id.String(), "error", err)
+	ix, rerr := cr.s.trailerIndex()
+	if rerr != nil {
+		return nil, fmt.Errorf("%w (and rebuilding the index: %v)", err, rerr)
+	}
+	cr.Close() // pack numbers change with the index
+	cr.s.idx = ix
+	if serr := cr.s.saveIndex(); serr != nil {
+		cr.s.log.Warn("index cache not saved; it will be rebuilt", "error", serr)
+	}
+	return cr.read(id)
+}
+
+func (cr *ChunkReader) read(id ChunkID) ([]byte, error) {
+	locs := cr.s.idx.locations(id)
+	if len(locs) == 0 {
 		return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
 	}
+	var first error
+	for _, loc := range locs {
+		plain, err := cr.readAt(id, loc)
+		if err == nil {
+			return plain, nil
+		}
+		if len(locs) > 1 {
+			cr.s.log.Warn("chunk fails its check in one pack; trying the next", "chunk", id.String(), "pack", cr.s.idx.packs[loc.pack], "error", err)
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, first
+}
+
+func (cr *ChunkReader) readAt(id ChunkID, loc location) ([]byte, error) {
 	f, ok := cr.files[loc.pack]
 	if !ok {
 		var err error
-		if f, err = os.Open(cr.s.packPath(cr.s.idx.packs[loc.pack])); err != nil {
+		if f, _, err = openStoreFile(cr.s.packPath(cr.s.idx.packs[loc.pack]), os.O_RDONLY, cr.s.maxPackFile()); err != nil {
 			return nil, fmt.Errorf("open pack: %w", err)
 		}
 		if len(cr.files) > 64 {

@@ -31,7 +31,7 @@ func (s *Store) ManifestDigest(id string) ([32]byte, error) {
 	if !ValidSnapshotID(id) {
 		return [32]byte{}, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
 	}
-	f, err := os.Open(s.path(snapshotsDir, id+".snap"))
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return [32]byte{}, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
 	}
@@ -68,7 +68,7 @@ func (s *Store) Receipt(id string) ([]byte, error) {
 	if !ValidSnapshotID(id) {
 		return nil, fmt.Errorf("receipt %q: %w", id, ErrNotFound)
 	}
-	b, err := os.ReadFile(s.path(receiptsDir, id+".receipt"))
+	b, err := readStoreFile(s.path(receiptsDir, id+".receipt"), maxRecordFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("receipt for %s: %w", id, ErrNotFound)
 	}

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -59,14 +59,14 @@ func (s *Store) setRetentionXattrs(path string, until time.Time, hold bool) erro
 	if !until.IsZero() {
 		v = until.UTC().Format(time.RFC3339Nano)
 	}
-	if err := xattr.Set(path, xattrRetainUntil, []byte(v)); err != nil {
+	if err := xattr.LSet(path, xattrRetainUntil, []byte(v)); err != nil {
 		return fmt.Errorf("set retention xattr: %w", err)
 	}
 	h := "0"
 	if hold {
 		h = "1"
 	}
-	if err := xattr.Set(path, xattrLegalHold, []byte(h)); err != nil {
+	if err := xattr.LSet(path, xattrLegalHold, []byte(h)); err != nil {
 		return fmt.Errorf("set legal hold xattr: %w", err)
 	}
 	return nil
@@ -75,11 +75,11 @@ func (s *Store) setRetentionXattrs(path string, until time.Time, hold bool) erro
 // readRetentionXattrs returns the xattr values; ok is false when either is
 // missing or malformed.
 func readRetentionXattrs(path string) (until time.Time, hold bool, ok bool) {
-	u, err := xattr.Get(path, xattrRetainUntil)
+	u, err := xattr.LGet(path, xattrRetainUntil)
 	if err != nil {
 		return time.Time{}, false, false
 	}
-	h, err := xattr.Get(path, xattrLegalHold)
+	h, err := xattr.LGet(path, xattrLegalHold)
 	if err != nil {
 		return time.Time{}, false, false
 	}
@@ -99,25 +99,32 @@ func readRetentionXattrs(path string) (until time.Time, hold bool, ok bool) {
 }
 
 // extensions returns every authentic extension record by snapshot.
+// A record can only lengthen retention, so trusting one (sealed or not)
+// can only make prune keep more; entries that are not regular files of a
+// record's size are skipped without being read.
 func (s *Store) extensions() (map[string][]retentionExt, error) {
-	es, err := os.ReadDir(s.path(retentionDir))
-	if err != nil {
-		return nil, fmt.Errorf("read retention: %w", err)
-	}
 	out := map[string][]retentionExt{}
-	for _, e := range es {
-		x, err := s.readExtension(e.Name())
+	err := scanDir(s.path(retentionDir), func(name string, typ fs.FileMode) error {
+		if !typ.IsRegular() {
+			s.log.Warn("foreign entry in retention/ ignored", "name", name, "type", typ.String())
+			return nil
+		}
+		x, err := s.readExtension(name)
 		if err != nil {
-			s.log.Warn("retention record ignored", "name", e.Name(), "error", err)
-			continue
+			s.log.Warn("retention record ignored", "name", name, "error", err)
+			return nil
 		}
 		out[x.Snapshot] = append(out[x.Snapshot], x)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read retention: %w", err)
 	}
 	return out, nil
 }
 
 func (s *Store) readExtension(name string) (retentionExt, error) {
-	raw, err := os.ReadFile(s.path(retentionDir, name))
+	raw, err := readStoreFile(s.path(retentionDir, name), maxRecordFile)
 	if err != nil {
 		return retentionExt{}, err
 	}

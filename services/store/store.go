@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -251,7 +252,7 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 // lock and recovers from a crash: it empties tmp/, seals files that a crash
 // left renamed but unsealed, and restores directory flags.
 func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, configName))
+	raw, err := readStoreFile(filepath.Join(dir, configName), maxConfigFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("open %s: %w", dir, ErrNotStore)
 	}
@@ -331,7 +332,7 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 // ReadRecoveryBlob returns the recovery-wrapped master key kept in the store
 // at dir. It needs no key: the blob is what the paper recovery key opens.
 func ReadRecoveryBlob(dir string) ([]byte, error) {
-	b, err := os.ReadFile(filepath.Join(dir, recoveryDir, recoveryName))
+	b, err := readStoreFile(filepath.Join(dir, recoveryDir, recoveryName), maxRecordFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("store %s keeps no recovery blob: %w", dir, ErrNotFound)
 	}
@@ -358,7 +359,7 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) takeLock() error {
-	f, err := os.OpenFile(filepath.Join(s.dir, lockName), os.O_RDWR, 0)
+	f, _, err := openStoreFile(filepath.Join(s.dir, lockName), os.O_RDWR, -1)
 	if err != nil {
 		return fmt.Errorf("open lock: %w", err)
 	}
@@ -393,25 +394,25 @@ func (s *Store) recover() error {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	tmps, err := os.ReadDir(s.path(tmpDir))
-	if err != nil {
-		return fmt.Errorf("read tmp: %w", err)
-	}
-	for _, e := range tmps {
-		if err := os.Remove(s.path(tmpDir, e.Name())); err != nil {
-			return fmt.Errorf("clean tmp: %w", err)
+	// tmp/ is emptied and cut-short cache writes go; entries that will not
+	// go are left for CleanForeign and never stop the open.
+	if err := scanDir(s.path(tmpDir), func(name string, _ fs.FileMode) error {
+		if err := os.RemoveAll(s.path(tmpDir, name)); err != nil {
+			s.log.Warn("tmp entry not removed", "name", name, "error", err)
 		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("clean tmp: %w", err)
 	}
-	idx, err := os.ReadDir(s.path(indexDir))
-	if err != nil {
-		return fmt.Errorf("read index dir: %w", err)
-	}
-	for _, e := range idx {
-		if strings.HasPrefix(e.Name(), "index-") { // a cache write cut short
-			if err := os.Remove(s.path(indexDir, e.Name())); err != nil {
-				return fmt.Errorf("clean index dir: %w", err)
+	if err := scanDir(s.path(indexDir), func(name string, _ fs.FileMode) error {
+		if strings.HasPrefix(name, "index-") { // a cache write cut short
+			if err := os.RemoveAll(s.path(indexDir, name)); err != nil {
+				s.log.Warn("index dir entry not removed", "name", name, "error", err)
 			}
 		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("clean index dir: %w", err)
 	}
 	if err := s.sealer.SealFile(s.path(configName)); err != nil {
 		return fmt.Errorf("seal config: %w", err)
@@ -421,63 +422,51 @@ func (s *Store) recover() error {
 			return fmt.Errorf("seal dir: %w", err)
 		}
 	}
-	shards, err := os.ReadDir(s.path(packsDir))
-	if err != nil {
+	var shards []string
+	if err := scanDir(s.path(packsDir), func(name string, typ fs.FileMode) error {
+		if !typ.IsDir() || !isShard(name) {
+			s.log.Warn("foreign entry in packs/ skipped", "name", name, "type", typ.String())
+			return nil
+		}
+		shards = append(shards, name)
+		return nil
+	}); err != nil {
 		return fmt.Errorf("read packs: %w", err)
 	}
 	for _, sh := range shards {
-		if !sh.IsDir() || !isShard(sh.Name()) {
-			s.log.Warn("foreign entry in packs/", "name", sh.Name())
-			continue
-		}
-		if err := s.sealer.SealDir(s.path(packsDir, sh.Name())); err != nil {
+		if err := s.sealer.SealDir(s.path(packsDir, sh)); err != nil {
 			return fmt.Errorf("seal shard: %w", err)
 		}
-		packs, err := os.ReadDir(s.path(packsDir, sh.Name()))
-		if err != nil {
-			return fmt.Errorf("read shard: %w", err)
-		}
-		for _, p := range packs {
-			if err := s.sealIfComplete(s.path(packsDir, sh.Name(), p.Name()), s.checkPackFile); err != nil {
-				return err
-			}
-		}
-	}
-	snaps, err := os.ReadDir(s.path(snapshotsDir))
-	if err != nil {
-		return fmt.Errorf("read snapshots: %w", err)
-	}
-	for _, e := range snaps {
-		if err := s.sealIfComplete(s.path(snapshotsDir, e.Name()), s.finishManifestSeal); err != nil {
+		if err := s.sealEntries(path.Join(packsDir, sh), func(name string) bool { return isPackName(name) && strings.HasPrefix(name, sh) }, s.checkPackFile); err != nil {
 			return err
 		}
 	}
-	exts, err := os.ReadDir(s.path(retentionDir))
-	if err != nil {
-		return fmt.Errorf("read retention: %w", err)
+	if err := s.sealEntries(snapshotsDir, func(name string) bool {
+		id, ok := strings.CutSuffix(name, ".snap")
+		return ok && ValidSnapshotID(id)
+	}, s.finishManifestSeal); err != nil {
+		return err
 	}
-	for _, e := range exts {
-		if err := s.sealIfComplete(s.path(retentionDir, e.Name()), s.checkExtensionFile); err != nil {
-			return err
-		}
+	if err := s.sealEntries(retentionDir, func(string) bool { return true }, s.checkExtensionFile); err != nil {
+		return err
 	}
-	if _, err := os.Stat(s.path(recoveryDir)); err == nil {
+	if fi, err := os.Lstat(s.path(recoveryDir)); err == nil && !fi.IsDir() {
+		s.log.Warn("foreign entry named recovery/ skipped: not a directory", "mode", fi.Mode().String())
+	} else if err == nil {
 		if err := s.sealer.SealDir(s.path(recoveryDir)); err != nil {
 			return fmt.Errorf("seal recovery dir: %w", err)
 		}
-		if err := s.sealIfComplete(s.path(recoveryDir, recoveryName), func(string) error { return nil }); err != nil {
+		s.sealIfComplete(s.path(recoveryDir, recoveryName), func(p string) error {
+			_, err := readStoreFile(p, maxRecordFile)
 			return err
-		}
+		}, func(msg string, args ...any) { s.log.Warn(msg, args...) })
 	}
-	recs, err := os.ReadDir(s.path(receiptsDir))
-	if err != nil {
-		return fmt.Errorf("read receipts: %w", err)
-	}
-	for _, e := range recs {
-		// A receipt is renamed into place only once fsynced, so it is whole.
-		if err := s.sealIfComplete(s.path(receiptsDir, e.Name()), func(string) error { return nil }); err != nil {
-			return err
-		}
+	// A receipt is renamed into place only once fsynced, so it is whole.
+	if err := s.sealEntries(receiptsDir, isReceiptName, func(path string) error {
+		_, err := readStoreFile(path, maxRecordFile)
+		return err
+	}); err != nil {
+		return err
 	}
 	if err := s.recoverJournals(); err != nil {
 		return err
@@ -497,26 +486,26 @@ func (s *Store) issueMissingReceipts() {
 	if s.signer == nil {
 		return
 	}
-	recs, err := os.ReadDir(s.path(receiptsDir))
+	have := map[string]bool{}
+	if err := scanDir(s.path(receiptsDir), func(name string, typ fs.FileMode) error {
+		if isReceiptName(name) {
+			have[name] = true
+		}
+		return nil
+	}); err != nil {
+		s.log.Error("missing receipts not issued", "error", err)
+		return
+	}
+	ids, err := s.snapshotIDs()
 	if err != nil {
 		s.log.Error("missing receipts not issued", "error", err)
 		return
 	}
-	have := make(map[string]bool, len(recs))
-	for _, e := range recs {
-		have[e.Name()] = true
-	}
-	snaps, err := os.ReadDir(s.path(snapshotsDir))
-	if err != nil {
-		s.log.Error("missing receipts not issued", "error", err)
-		return
-	}
-	for _, e := range snaps {
-		id, ok := strings.CutSuffix(e.Name(), ".snap")
-		if !ok || !ValidSnapshotID(id) || have[id+".receipt"] {
+	for _, id := range ids {
+		if have[id+".receipt"] {
 			continue
 		}
-		if sealed, err := fsflag.Has(s.path(snapshotsDir, e.Name()), fsflag.Immutable); err != nil || !sealed {
+		if sealed, err := fsflag.Has(s.path(snapshotsDir, id+".snap"), fsflag.Immutable); err != nil || !sealed {
 			continue
 		}
 		if err := s.issueReceipt(context.Background(), id); err != nil {
@@ -532,62 +521,127 @@ func (s *Store) issueMissingReceipts() {
 // (they record no object and reference no chunk). Other journals stay for
 // Resume or Discard.
 func (s *Store) recoverJournals() error {
-	es, err := os.ReadDir(s.path(wipDir))
-	if err != nil {
-		return fmt.Errorf("read wip: %w", err)
-	}
-	for _, e := range es {
-		id, ok := journalID(e.Name())
-		if !ok {
-			continue
+	// Journals are handled as the directory is read, one at a time and
+	// streamed frame by frame: neither many journals nor a large one cost
+	// memory. A journal that cannot be finished stays for Resume, Discard
+	// or CleanForeign; none stops the open.
+	err := scanDir(s.path(wipDir), func(name string, typ fs.FileMode) error {
+		id, ok := journalID(name)
+		if !ok || !typ.IsRegular() {
+			return nil
 		}
-		m, st, err := s.readJournal(id)
+		m, st, err := s.journalSummary(id)
 		switch {
 		case err != nil && st.frames == 0 && errors.Is(err, io.ErrUnexpectedEOF):
 			// Cut inside its header or head frame: it records no object
 			// and references no chunk.
 			s.log.Info("removing journal torn before its first frame", "id", id)
-			if err := os.Remove(s.path(wipDir, e.Name())); err != nil {
-				return fmt.Errorf("remove torn journal: %w", err)
+			if err := os.Remove(s.path(wipDir, name)); err != nil {
+				s.log.Warn("torn journal not removed", "id", id, "error", err)
 			}
 		case err != nil:
 			s.log.Warn("unreadable journal left in place", "id", id, "error", err)
 		case st.tail:
 			s.log.Info("completing commit interrupted before its rename", "id", id)
 			if err := s.publishManifest(id); err != nil {
-				return err
+				// Something else holds its name in snapshots/: the journal
+				// stays, and its chunks stay live for prune.
+				s.log.Warn("complete journal not published; left in wip/", "id", id, "error", err)
+				return nil
 			}
 			if err := s.sealManifest(s.path(snapshotsDir, id+".snap"), m); err != nil {
-				return err
+				s.log.Warn("recovered manifest not sealed; the next open tries again", "id", id, "error", err)
+				return nil
 			}
 			if err := s.issueReceipt(context.Background(), id); err != nil {
 				s.log.Error("recovered snapshot has no receipt", "id", id, "error", err)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read wip: %w", err)
 	}
 	return nil
 }
 
+// journalSummary reads a journal frame by frame without keeping its
+// objects.
+func (s *Store) journalSummary(id string) (*Manifest, frameStats, error) {
+	f, _, err := openStoreFile(s.path(wipDir, id+".journal"), os.O_RDONLY, maxManifestFile)
+	if err != nil {
+		return nil, frameStats{}, err
+	}
+	defer f.Close()
+	return s.manifestChunks(f, true, func(ChunkID) {})
+}
+
+// sealEntries runs sealIfComplete on every regular file of dir (relative to
+// the store) whose name passes named. Other entries are foreign: they are
+// skipped (Verify names them) and never stop an open. Only the first
+// maxForeignLogged foreign or unsealable entries of a directory are logged
+// one by one.
+func (s *Store) sealEntries(dir string, named func(string) bool, check func(string) error) error {
+	foreign := 0
+	note := func(msg string, args ...any) {
+		if foreign++; foreign <= maxForeignLogged {
+			s.log.Warn(msg, append([]any{"dir", dir}, args...)...)
+		}
+	}
+	err := scanDir(s.path(dir), func(name string, typ fs.FileMode) error {
+		if !typ.IsRegular() || !named(name) {
+			note("foreign entry skipped", "name", name, "type", typ.String())
+			return nil
+		}
+		s.sealIfComplete(s.path(dir, name), check, note)
+		return nil
+	})
+	if foreign > maxForeignLogged {
+		s.log.Warn("more foreign or unsealable entries skipped, not logged one by one", "dir", dir, "count", foreign-maxForeignLogged)
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", dir, err)
+	}
+	return nil
+}
+
+// maxForeignLogged bounds the foreign entries an open logs one by one in
+// each directory; Verify and CleanForeign count and name them.
+const maxForeignLogged = 100
+
 // sealIfComplete seals a file that a crash left renamed into place but not
 // yet sealed. check validates it first (and may set xattrs); a file that
-// fails its check is left alone and reported by Verify.
-func (s *Store) sealIfComplete(path string, check func(string) error) error {
+// fails its check, is not a regular file, has another name (a hard link) or
+// that the sealer refuses is left alone, noted, and reported by Verify.
+// Nothing here stops an open.
+func (s *Store) sealIfComplete(path string, check func(string) error, note func(msg string, args ...any)) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		note("entry not sealed: cannot stat it", "path", path, "error", err)
+		return
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		note("foreign entry not sealed: not a regular file with one name", "path", path, "mode", st.Mode, "links", st.Nlink)
+		return
+	}
 	sealed, err := fsflag.Has(path, fsflag.Immutable)
 	if err != nil {
-		return fmt.Errorf("flags of %s: %w", path, err)
+		note("entry not sealed: cannot read its flags", "path", path, "error", err)
+		return
 	}
 	if sealed {
-		return nil
+		return
 	}
 	if err := check(path); err != nil {
-		s.log.Warn("unsealed file fails its check; leaving it for verify", "path", path, "error", err)
-		return nil
+		note("unsealed file fails its check; leaving it for verify", "path", path, "error", err)
+		return
 	}
 	s.log.Info("sealing file left unsealed by a crash", "path", path)
 	if err := s.sealer.SealFile(path); err != nil {
-		return fmt.Errorf("seal %s: %w", path, err)
+		// The sealer refuses what is not of the kind its name claims: the
+		// file stays unsealed, nothing trusts it, and Verify names it.
+		note("file left unsealed: the seal failed", "path", path, "error", err)
 	}
-	return nil
 }
 
 func isShard(name string) bool {

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -123,23 +125,30 @@ type Interrupted struct {
 
 // Interrupted lists snapshots left in progress by a crash.
 func (s *Store) Interrupted() ([]Interrupted, error) {
-	es, err := os.ReadDir(s.path(wipDir))
+	var out []Interrupted
+	err := scanDir(s.path(wipDir), func(name string, typ fs.FileMode) error {
+		id, ok := journalID(name)
+		if !ok || !typ.IsRegular() {
+			return nil
+		}
+		f, _, err := openStoreFile(s.path(wipDir, name), os.O_RDONLY, maxManifestFile)
+		if err != nil {
+			s.log.Warn("unreadable journal", "id", id, "error", err)
+			return nil
+		}
+		defer f.Close()
+		m, _, err := s.manifestChunks(f, true, func(ChunkID) {})
+		if err != nil {
+			s.log.Warn("unreadable journal", "id", id, "error", err)
+			return nil
+		}
+		out = append(out, Interrupted{ID: id, Source: m.Source, Started: m.Started, Objects: int(m.Count)})
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read wip: %w", err)
 	}
-	var out []Interrupted
-	for _, e := range es {
-		id, ok := journalID(e.Name())
-		if !ok {
-			continue
-		}
-		m, _, err := s.readJournal(id)
-		if err != nil {
-			s.log.Warn("unreadable journal", "id", id, "error", err)
-			continue
-		}
-		out = append(out, Interrupted{ID: id, Source: m.Source, Started: m.Started, Objects: len(m.Objects)})
-	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
 
@@ -152,7 +161,7 @@ func journalID(name string) (string, bool) {
 }
 
 func (s *Store) readJournal(id string) (*Manifest, frameStats, error) {
-	f, err := os.Open(s.path(wipDir, id+".journal"))
+	f, _, err := openStoreFile(s.path(wipDir, id+".journal"), os.O_RDONLY, maxManifestFile)
 	if err != nil {
 		return nil, frameStats{}, err
 	}
@@ -181,12 +190,13 @@ func (s *Store) Resume(ctx context.Context, id string) (*Snapshot, error) {
 		}
 	}
 	path := s.path(wipDir, id+".journal")
-	if err := os.Truncate(path, st.validLen); err != nil {
-		return nil, fmt.Errorf("resume: cut torn frame: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	f, _, err := openStoreFile(path, os.O_WRONLY|os.O_APPEND, maxManifestFile)
 	if err != nil {
 		return nil, fmt.Errorf("resume: %w", err)
+	}
+	if err := f.Truncate(st.validLen); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("resume: cut torn frame: %w", err)
 	}
 	sn := s.newSnapshot(id)
 	sn.done, sn.objects, sn.bytes = m.Objects, int64(len(m.Objects)), m.Bytes
@@ -540,7 +550,7 @@ func (sn *Snapshot) journalObjects(objs []Object) error {
 		n := 0
 		for _, o := range objs {
 			w := toWire(o)
-			sz := len(w.Key) + len(w.Chunks) + 256
+			sz := len(w.Key) + len(w.Chunks) + len(w.ETag) + len(w.VersionID) + len(w.ContentType) + mapBytes(w.UserMeta) + mapBytes(w.Checksums) + 64
 			if n > 0 && size+sz > 4<<20 {
 				break
 			}
@@ -559,6 +569,14 @@ func (sn *Snapshot) journalObjects(objs []Object) error {
 		objs = objs[n:]
 	}
 	return nil
+}
+
+func mapBytes(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v) + 4
+	}
+	return n
 }
 
 // CommitOptions finish a snapshot.
@@ -665,19 +683,19 @@ func (s *Store) publishManifest(id string) error {
 // finishManifestSeal is recovery's check for a manifest that a crash left
 // renamed but unsealed: it must decode whole; then its xattrs are set.
 func (s *Store) finishManifestSeal(path string) error {
-	f, err := os.Open(path)
+	f, _, err := openStoreFile(path, os.O_RDONLY, maxManifestFile)
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	m, _, err := s.readManifestFrames(f, false, true)
-	f.Close()
 	if err != nil {
 		return err
 	}
 	if filepath.Base(path) != m.ID+".snap" {
 		return fmt.Errorf("manifest %s holds snapshot %s: %w", path, m.ID, ErrCorrupt)
 	}
-	return s.setRetentionXattrs(path, m.RetainUntil, m.LegalHold)
+	return s.setRetentionXattrs(f.Name(), m.RetainUntil, m.LegalHold)
 }
 
 // sealManifest sets retention xattrs, then FS_IMMUTABLE_FL.

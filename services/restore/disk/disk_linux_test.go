@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -520,4 +521,67 @@ func TestNeedsRoot(t *testing.T) {
 		t.Errorf("as nobody: %s; want ErrNeedRoot", out)
 	}
 	disktest.CheckReleased(t, img)
+}
+
+// TestRestoreWithHostileEntries restores from a disk on which the worker
+// planted entries named like store files: a FIFO as the index cache and as
+// a journal, a symlink to /dev/zero as a manifest, a sparse 1 TiB
+// retention record. None hangs or exhausts the paper-key restore.
+func TestRestoreWithHostileEntries(t *testing.T) {
+	objs := s3Objects()[:4]
+	im := disktest.MakeImage(t, objs)
+	mnt := disktest.Mount(t, im.Path, false)
+	sd := filepath.Join(mnt, disk.StoreDir)
+	const id = "20250101T000000Z-0badf00d"
+	os.Remove(filepath.Join(sd, "index", "index"))
+	for _, plant := range []func() error{
+		func() error { return unix.Mkfifo(filepath.Join(sd, "index", "index"), 0o600) },
+		func() error { return unix.Mkfifo(filepath.Join(sd, "wip", id+".journal"), 0o600) },
+		func() error { return os.Symlink("/dev/zero", filepath.Join(sd, "snapshots", id+".snap")) },
+		func() error {
+			f, err := os.Create(filepath.Join(sd, "retention", id+".1.ext"))
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return f.Truncate(1 << 40)
+		},
+	} {
+		if err := plant(); err != nil {
+			t.Fatalf("plant: %v", err)
+		}
+	}
+	disktest.Unmount(t, mnt)
+
+	done := make(chan error, 1)
+	out := filepath.Join(t.TempDir(), "out")
+	go func() {
+		d, err := disk.Open(context.Background(), im.Path, disk.Options{Logger: testLogger(t)})
+		if err != nil {
+			done <- err
+			return
+		}
+		defer d.Close()
+		s, err := openStore(t, d, im.Recovery)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer s.Close()
+		if _, err := s.Snapshots(); err != nil {
+			done <- err
+			return
+		}
+		_, err = restore.ToDir(context.Background(), s, im.Snapshots[0], "", out, restore.Options{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("restore --disk: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("restore --disk hangs")
+	}
+	compare(t, "dir", dirSums(t, out), wantMap(objs))
 }

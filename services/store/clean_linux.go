@@ -1,0 +1,225 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
+)
+
+// ForeignEntry is one entry CleanForeign found that the layout does not
+// allow where it stands.
+type ForeignEntry struct {
+	Path    string // relative to the store
+	Detail  string
+	Removed bool // false in an append-only directory: it is skipped, never read
+}
+
+// ForeignReport is what CleanForeign found and did.
+type ForeignReport struct {
+	Entries []ForeignEntry // the first maxForeignReported, in scan order
+	Count   int            // every foreign entry found
+	Removed int
+}
+
+func (r *ForeignReport) add(rel, detail string, removed bool) {
+	r.Count++
+	if removed {
+		r.Removed++
+	}
+	if len(r.Entries) < maxForeignReported {
+		r.Entries = append(r.Entries, ForeignEntry{Path: rel, Detail: detail, Removed: removed})
+	}
+}
+
+// CleanForeign is for the boot maintenance window (PID 1, store opened as
+// writer, before prune). In the directories the worker writes freely it
+// removes every entry the layout does not allow there:
+//
+//	| dir     | allowed                                             | removed                       |
+//	|---------|-----------------------------------------------------|-------------------------------|
+//	| wip/    | regular <id>.journal whose head frame reads         | everything else               |
+//	| index/  | regular "index" within its size bound               | everything else               |
+//	| tmp/    | nothing (the store holds the lock)                  | everything                    |
+//	| state/  | regular "clock.log"                                 | everything else               |
+//
+// In the append-only directories (the root, packs/ and its shards,
+// snapshots/, retention/, receipts/, recovery/) nothing is removed: a
+// foreign entry there is reported, and every reader skips it by type and
+// name. Nothing it removes can hold data: a journal whose head frame does
+// not read records no object. Every entry found is reported (the first
+// maxForeignReported by name), so the appliance can alert.
+func (s *Store) CleanForeign(ctx context.Context) (*ForeignReport, error) {
+	if s.ro {
+		return nil, errors.New("clean: store opened read-only")
+	}
+	rep := &ForeignReport{}
+	remove := func(dir, name, detail string) {
+		rel := dir + "/" + name
+		if err := os.RemoveAll(s.path(dir, name)); err != nil {
+			s.log.Warn("foreign entry not removed", "path", rel, "error", err)
+			rep.add(rel, detail+"; not removed: "+err.Error(), false)
+			return
+		}
+		s.log.Warn("foreign entry removed", "path", rel, "detail", detail)
+		rep.add(rel, detail, true)
+	}
+	work := []struct {
+		dir  string
+		keep func(name string, typ fs.FileMode) string // "" keeps the entry; else why it goes
+	}{
+		{wipDir, func(name string, typ fs.FileMode) string {
+			id, ok := journalID(name)
+			if !ok {
+				return "not a journal"
+			}
+			if !typ.IsRegular() {
+				return "named like a journal but not a regular file (" + typ.String() + ")"
+			}
+			if _, st, err := s.readJournal(id); err != nil && st.frames == 0 {
+				return "journal whose head frame does not read: " + err.Error()
+			}
+			return ""
+		}},
+		{indexDir, func(name string, typ fs.FileMode) string {
+			if name != "index" {
+				return "not the index cache"
+			}
+			if !typ.IsRegular() {
+				return "index cache is not a regular file (" + typ.String() + ")"
+			}
+			f, _, err := openStoreFile(s.path(indexDir, name), os.O_RDONLY, maxIndexCache)
+			if err != nil {
+				return err.Error()
+			}
+			f.Close()
+			return ""
+		}},
+		{tmpDir, func(string, fs.FileMode) string { return "left in tmp/" }},
+		{stateDir, func(name string, typ fs.FileMode) string {
+			if name != clockLogName {
+				return "not the clock log"
+			}
+			if !typ.IsRegular() {
+				return "clock log is not a regular file (" + typ.String() + ")"
+			}
+			return ""
+		}},
+	}
+	for _, w := range work {
+		// Names are collected in batches and removed after each scan, so
+		// millions of entries cost one batch of memory per pass.
+		for {
+			var gone []string
+			var why []string
+			err := scanDir(s.path(w.dir), func(name string, typ fs.FileMode) error {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if d := w.keep(name, typ); d != "" && len(gone) < 4096 {
+					gone, why = append(gone, name), append(why, d)
+				}
+				return nil
+			})
+			if err != nil {
+				return rep, fmt.Errorf("clean %s: %w", w.dir, err)
+			}
+			removed := 0
+			for i, name := range gone {
+				before := rep.Removed
+				remove(w.dir, name, why[i])
+				removed += rep.Removed - before
+			}
+			if len(gone) < 4096 || removed == 0 {
+				break
+			}
+		}
+	}
+	if err := s.reportAppendOnly(ctx, rep); err != nil {
+		return rep, err
+	}
+	if rep.Count > 0 {
+		s.log.Warn("foreign entries found in the store", "count", rep.Count, "removed", rep.Removed)
+	}
+	return rep, nil
+}
+
+// reportAppendOnly reports foreign entries of the append-only directories,
+// which cannot lose an entry once sealed: every reader skips them.
+func (s *Store) reportAppendOnly(ctx context.Context, rep *ForeignReport) error {
+	snapName := func(n string) bool { id, ok := strings.CutSuffix(n, ".snap"); return ok && ValidSnapshotID(id) }
+	dirs := []struct {
+		dir string
+		ok  func(string) bool
+	}{
+		{snapshotsDir, snapName},
+		{retentionDir, func(n string) bool {
+			id, _, ok := strings.Cut(n, ".")
+			return ok && ValidSnapshotID(id) && strings.HasSuffix(n, ".ext")
+		}},
+		{receiptsDir, isReceiptName},
+		{recoveryDir, func(n string) bool { return n == recoveryName }},
+	}
+	var shards []string
+	err := scanDir(s.path(packsDir), func(name string, typ fs.FileMode) error {
+		if typ.IsDir() && isShard(name) {
+			shards = append(shards, name)
+		} else {
+			rep.add(packsDir+"/"+name, "not a pack shard; skipped", false)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("clean: read packs: %w", err)
+	}
+	for _, sh := range shards {
+		dirs = append(dirs, struct {
+			dir string
+			ok  func(string) bool
+		}{packsDir + "/" + sh, func(n string) bool { return isPackName(n) && strings.HasPrefix(n, sh) }})
+	}
+	for _, d := range dirs {
+		err := scanDir(s.path(d.dir), func(name string, typ fs.FileMode) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			switch {
+			case !d.ok(name):
+				rep.add(d.dir+"/"+name, "not part of the store layout; append-only, so skipped, not removed", false)
+			case !typ.IsRegular():
+				rep.add(d.dir+"/"+name, "not a regular file ("+typ.String()+"); append-only, so skipped, not removed", false)
+			default:
+				var st unix.Stat_t
+				if err := unix.Lstat(s.path(d.dir, name), &st); err == nil && st.Nlink != 1 {
+					rep.add(d.dir+"/"+name, fmt.Sprintf("has %d names (a hard link); never sealed, skipped, not removed", st.Nlink), false)
+					return nil
+				}
+				// Recovery seals every file here that passes its check, so
+				// one left unsealed failed it: nothing trusts it.
+				if sealed, err := fsflag.Has(s.path(d.dir, name), fsflag.Immutable); err == nil && !sealed {
+					rep.add(d.dir+"/"+name, "not sealed: it failed its check at open; skipped, not removed", false)
+				}
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rep.add(d.dir, "cannot be read as a directory: "+err.Error()+"; skipped, not removed", false)
+		}
+	}
+	return scanDir(s.dir, func(name string, typ fs.FileMode) error {
+		want, known := rootLayout(name)
+		if !known || want != typ.Type() {
+			rep.add(name, "not part of the store layout; append-only, so skipped, not removed", false)
+		}
+		return nil
+	})
+}
