@@ -32,18 +32,14 @@ func TestKVMFallback(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b := *v.b
-			q := *v.b.QEMU
-			wrapper, err := qemu.WriteWrapper(t.TempDir(), v.b, tc.script)
+			b, err := qemu.WrapBoard(t.TempDir(), v.b, tc.script)
 			if err != nil {
 				t.Fatal(err)
 			}
-			q.Binary = wrapper
-			b.QEMU = &q
 			state := t.TempDir()
 			var logs syncBuffer
 			log := hclog.New(&hclog.LoggerOptions{Name: "fallback", Level: hclog.Info, Output: &logs})
-			g := bootGuestWith(v.ctx, t, &b, v.r.Image, state, qemu.Config{
+			g := bootGuestWith(v.ctx, t, b, v.r.Image, state, qemu.Config{
 				Accel:      qemu.AccelAuto,
 				KVMProbe:   func(context.Context, qemu.Config) error { return nil },
 				KVMSilence: 15 * time.Second,

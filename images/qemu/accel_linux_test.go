@@ -48,15 +48,12 @@ func TestProbeKVM(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			wb := *b
-			q := *b.QEMU
-			q.Binary, err = WriteWrapper(t.TempDir(), b, tc.script)
+			wb, err := WrapBoard(t.TempDir(), b, tc.script)
 			if err != nil {
 				t.Fatal(err)
 			}
-			wb.QEMU = &q
 			start := time.Now()
-			err := ProbeKVM(t.Context(), &wb, kf.Image, tc.timeout)
+			err = ProbeKVM(t.Context(), wb, kf.Image, tc.timeout)
 			took := time.Since(start)
 			t.Logf("probe: %v after %s", err, took.Round(time.Millisecond))
 			if took > tc.timeout+5*time.Second {
@@ -147,13 +144,10 @@ func TestStartFallback(t *testing.T) {
 		{"silent", WrapperSilent, "no serial output under KVM for 3s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wb := *b
-			q := *b.QEMU
-			q.Binary, err = WriteWrapper(t.TempDir(), b, tc.script)
+			wb, err := WrapBoard(t.TempDir(), b, tc.script)
 			if err != nil {
 				t.Fatal(err)
 			}
-			wb.QEMU = &q
 			img := filepath.Join(t.TempDir(), "empty.img")
 			if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
 				t.Fatal(err)
@@ -163,7 +157,7 @@ func TestStartFallback(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 			defer cancel()
 			v, err := Start(ctx, Config{
-				Board: &wb, Image: img, StateDir: state, Accel: AccelAuto, DataDiskSize: 16 << 20,
+				Board: wb, Image: img, StateDir: state, Accel: AccelAuto, DataDiskSize: 16 << 20,
 				KVMProbe:   func(context.Context, Config) error { return nil },
 				KVMSilence: 3 * time.Second,
 				Log:        hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info}),

@@ -52,18 +52,21 @@ exec "$REAL_QEMU" "$@"
 `
 )
 
-// WriteWrapper writes script into dir as an executable with REAL_QEMU set
-// to the board's real QEMU binary, and returns its path: set it as the
-// board's QEMU binary to run a VM or a probe through it.
-func WriteWrapper(dir string, b *boards.Board, script string) (string, error) {
+// WrapBoard writes script into dir as an executable with REAL_QEMU set to
+// the board's real QEMU binary, and returns a copy of the board whose QEMU
+// binary is that wrapper: a VM or a probe of the copy runs through it.
+func WrapBoard(dir string, b *boards.Board, script string) (*boards.Board, error) {
 	real, err := exec.LookPath(b.QEMU.Binary)
 	if err != nil {
-		return "", fmt.Errorf("qemu wrapper: %w (run make setup)", err)
+		return nil, fmt.Errorf("qemu wrapper: %w (run make setup)", err)
 	}
 	p := filepath.Join(dir, "qemu-wrapper")
 	script = strings.Replace(script, "#!/bin/sh\n", "#!/bin/sh\nREAL_QEMU="+real+"\n", 1)
 	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
-		return "", fmt.Errorf("qemu wrapper: %w", err)
+		return nil, fmt.Errorf("qemu wrapper: %w", err)
 	}
-	return p, nil
+	wb, q := *b, *b.QEMU
+	q.Binary = p
+	wb.QEMU = &q
+	return &wb, nil
 }
