@@ -74,6 +74,9 @@ type appliance struct {
 	mu       sync.Mutex // guards the fields below
 	phase    string
 	safe     string // why the box is in safe mode; "" when it is not
+	// stuckStep is set when a maintenance step outlived its deadline
+	// (deadline_linux.go): safe mode then lasts until a reboot.
+	stuckStep string
 	tpm      *tpm.TPM
 	part     *configpart.Partition
 	cfgBlob  []byte
@@ -225,7 +228,9 @@ func Run(ctx context.Context, o Options) error {
 	if err := a.disksPhase(ctx); err != nil {
 		return err
 	}
-	a.maintenance(ctx)
+	if err := a.maintenance(ctx); err != nil {
+		return a.stuck(ctx, err)
+	}
 	if err := a.lockdown(ctx); err != nil {
 		// Without the worker nothing is pulled; the console still
 		// answers. A retry could start a second worker, so none.
@@ -394,6 +399,12 @@ func (a *appliance) safeMode(ctx context.Context) error {
 	h := func(ctx context.Context, cmd console.Command, out io.Writer) error {
 		switch cmd.Name {
 		case "unlock":
+			a.mu.Lock()
+			stuck := a.stuckStep
+			a.mu.Unlock()
+			if stuck != "" {
+				return fmt.Errorf("unlock does not apply: the keys are open, but %s; type reboot to try again", stuck)
+			}
 			if err := a.unlock(ctx, strings.Join(cmd.Args, "")); err != nil {
 				return err
 			}

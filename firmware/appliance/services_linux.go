@@ -25,20 +25,34 @@ import (
 // (mirror_linux.go), advancing the trusted time T and pruning with it, and
 // the disk requests made at the console. Only here, before lockdown, does anything
 // clear an inode flag.
-func (a *appliance) maintenance(ctx context.Context) {
+//
+// The steps that read what the worker could have written run under the
+// deadlines of deadline_linux.go; one that outlives its deadline returns
+// a *StuckError, and Run then waits in safe mode instead of going on.
+func (a *appliance) maintenance(ctx context.Context) error {
 	a.setPhase("maintenance")
 	if a.newStore {
 		a.log.Info("phase 6/8 maintenance: new store, nothing to do")
-		return
+		return nil
 	}
 	a.log.Info("phase 6/8 maintenance: journal recovery, mirror, advance the trusted time, prune with it")
-	st, unwritable := a.openWriter(ctx)
+	var st *store.Store
+	var unwritable []dataStore
+	if err := bounded(ctx, "journal recovery (opening the store as its writer)", recoveryDeadline, deadlineGrace, func(ctx context.Context) {
+		st, unwritable = a.openWriter(ctx)
+	}); err != nil {
+		return err
+	}
 	if st == nil {
-		return
+		return nil
 	}
 	mirrors := a.mirrorMaintenance(ctx, st, unwritable)
 	a.checkMembers(false)
-	a.prune(ctx, append([]*store.Store{st}, mirrors...))
+	if err := bounded(ctx, "prune (and cleaning foreign entries)", pruneDeadline, deadlineGrace, func(ctx context.Context) {
+		a.prune(ctx, append([]*store.Store{st}, mirrors...))
+	}); err != nil {
+		return err
+	}
 	// What the operator asked for runs whatever prune decided.
 	a.makeMirror(ctx, st)
 	a.offlineCopy(ctx, st)
@@ -57,6 +71,7 @@ func (a *appliance) maintenance(ctx context.Context) {
 			a.log.Info("files made at boot given to the worker", "disk", d.Name, "files", n)
 		}
 	}
+	return nil
 }
 
 // openWriter opens the store as its writer on the first data disk where
