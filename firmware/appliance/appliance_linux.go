@@ -71,22 +71,19 @@ type appliance struct {
 	// (withConfigWritable).
 	cfgMu sync.Mutex
 
-	mu    sync.Mutex // guards the fields below
-	phase string
-	safe  string // why the box is in safe mode; "" when it is not
-	// stuckStep is set when a maintenance step outlived its deadline
-	// (deadline_linux.go): safe mode then lasts until a reboot.
-	stuckStep string
-	tpm       *tpm.TPM
-	part      *configpart.Partition
-	cfgBlob   []byte
-	cfgRaw    []byte
-	cfg       *config.File
-	master    []byte
-	disks     []disks.Disk
-	mounted   map[string]string // disk name -> mount point
-	storeDir  string            // the store on the primary data disk
-	storeID   string
+	mu       sync.Mutex // guards the fields below
+	phase    string
+	safe     string // why the box is in safe mode; "" when it is not
+	tpm      *tpm.TPM
+	part     *configpart.Partition
+	cfgBlob  []byte
+	cfgRaw   []byte
+	cfg      *config.File
+	master   []byte
+	disks    []disks.Disk
+	mounted  map[string]string // disk name -> mount point
+	storeDir string            // the store on the primary data disk
+	storeID  string
 	// stores are the data disks holding the store, the primary (the
 	// worker's writer) first; spare are holdfast-data disks with no store
 	// yet (mirror_linux.go).
@@ -103,6 +100,9 @@ type appliance struct {
 	unsent   []message // alerts raised before the worker ran (sendBootAlerts)
 	measured bool      // PCR 15 holds this boot's config digest
 	locked   bool      // lockdown has begun: no more formatting
+	// stuckStep is set when a maintenance step outlived its deadline
+	// (deadline_linux.go): safe mode then lasts until a reboot.
+	stuckStep string
 
 }
 
