@@ -103,7 +103,6 @@ type appliance struct {
 	// stuckStep is set when a maintenance step outlived its deadline
 	// (deadline_linux.go): safe mode then lasts until a reboot.
 	stuckStep string
-
 }
 
 type pullStatus struct {
