@@ -106,7 +106,8 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	case "regain":
-		runtime.LockOSThread() // the raw set*id calls below change one thread
+		// unix.Setresuid and its kin apply to every thread; here they
+		// must all fail.
 		s, err := Read(0)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
