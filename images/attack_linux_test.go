@@ -118,8 +118,26 @@ func TestAttackSuite(t *testing.T) {
 		t.Errorf("listening sockets in the guest without an export:\n%s", socks)
 	}
 	procs := g.run(ctx, "processes")
-	if !strings.Contains(procs, "pid=1 ") || !strings.Contains(procs, "cap_bnd=00000000000001c0") {
-		t.Errorf("PID 1 did not cut its bounding set to setgid, setuid, setpcap (0x1c0):\n%s", procs)
+	// No process (kernel threads aside) keeps a bounding set after
+	// lockdown but the sealer (CAP_LINUX_IMMUTABLE alone): PID 1's is
+	// empty, so nothing started later can setuid, setgid or setpcap.
+	pid1Seen := false
+	for _, l := range strings.Split(strings.ReplaceAll(procs, "\r", ""), "\n") {
+		if !strings.HasPrefix(l, "pid=") {
+			continue
+		}
+		pid1Seen = pid1Seen || strings.HasPrefix(l, "pid=1 ")
+		if !strings.Contains(l, "cap_bnd=0000000000000000") && !(strings.Contains(l, `name="holdfast-sealer"`) && strings.Contains(l, "cap_bnd=0000000000000200")) {
+			t.Errorf("a process keeps a bounding set after lockdown: %s", l)
+		}
+	}
+	if !pid1Seen {
+		t.Errorf("processes does not list PID 1:\n%s", procs)
+	}
+	for _, bad := range []string{"lockdown: /dev not fully replaced", "lockdown: role"} {
+		if strings.Contains(g.text.String(), bad) {
+			t.Errorf("the console shows %q", bad)
+		}
 	}
 
 	// The suite.
