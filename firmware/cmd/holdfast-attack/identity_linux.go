@@ -156,25 +156,32 @@ func tryBecome(id ident) result {
 		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
 		var parts []string
 		var ok []string
-		note := func(what string, err error) {
-			if err == nil {
+		// Setting an id to the value it has needs no capability: only a
+		// change is a success.
+		uid0, gid0 := unix.Getuid(), unix.Getgid()
+		note := func(what string, err error, change bool) {
+			switch {
+			case err == nil && change:
 				ok = append(ok, what)
+			case err == nil:
+				parts = append(parts, what+": ok, but it is already this id")
+				return
 			}
 			parts = append(parts, what+": "+errOr(err, "ok"))
 		}
 		// Raw system calls: unix.Setresuid and its kin change every
 		// thread of the process (syscall.AllThreadsSyscall).
 		g := uint32(id.gid)
-		note("setgroups", errnoErr(rawErrno(unix.SYS_SETGROUPS, 1, uintptr(unsafe.Pointer(&g)), 0)))
-		note("setresgid", errnoErr(rawErrno(unix.SYS_SETRESGID, uintptr(id.gid), uintptr(id.gid), uintptr(id.gid))))
-		note("setresuid", errnoErr(rawErrno(unix.SYS_SETRESUID, uintptr(id.uid), uintptr(id.uid), uintptr(id.uid))))
+		note("setgroups", errnoErr(rawErrno(unix.SYS_SETGROUPS, 1, uintptr(unsafe.Pointer(&g)), 0)), true)
+		note("setresgid", errnoErr(rawErrno(unix.SYS_SETRESGID, uintptr(id.gid), uintptr(id.gid), uintptr(id.gid))), id.gid != gid0)
+		note("setresuid", errnoErr(rawErrno(unix.SYS_SETRESUID, uintptr(id.uid), uintptr(id.uid), uintptr(id.uid))), id.uid != uid0)
 		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 		var data [2]unix.CapUserData
 		m := uint32(1)<<unix.CAP_SETUID | uint32(1)<<unix.CAP_SETGID | uint32(1)<<unix.CAP_SETPCAP
 		data[0].Permitted, data[0].Effective, data[0].Inheritable = m, m, m
-		note("capset", unix.Capset(&hdr, &data[0]))
-		note("ambient-raise", unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, unix.CAP_SETUID, 0, 0))
-		if uid, gid := unix.Getuid(), unix.Getgid(); (uid == id.uid && id.uid != 0) || (gid == id.gid && id.gid != 0) {
+		note("capset", unix.Capset(&hdr, &data[0]), true)
+		note("ambient-raise", unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, unix.CAP_SETUID, 0, 0), true)
+		if uid, gid := unix.Getuid(), unix.Getgid(); uid != uid0 || gid != gid0 {
 			ok = append(ok, fmt.Sprintf("now uid %d gid %d", uid, gid))
 		}
 		if len(ok) > 0 {

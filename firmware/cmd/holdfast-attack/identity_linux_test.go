@@ -75,6 +75,10 @@ func TestTryBecome(t *testing.T) {
 	if r.outcome != outSucceeded || !strings.Contains(r.detail, "setresuid: ok") {
 		t.Errorf("tryBecome as root with CAP_SETUID: %v %q, want SUCCEEDED with setresuid: ok", r.outcome, r.detail)
 	}
+	// Its own ids need no capability: not a success.
+	if r := tryBecome(ident{0, 0}); !strings.Contains(r.detail, "setresuid: ok, but it is already this id") || strings.Contains(r.detail, "setresgid: ok;") {
+		t.Errorf("tryBecome(0:0) as root: %v %q, want its own ids noted as no change", r.outcome, r.detail)
+	}
 	for i := 0; i < 20; i++ {
 		done := make(chan int)
 		go func() { done <- unix.Getuid() }()
