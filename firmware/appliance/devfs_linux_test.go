@@ -135,6 +135,15 @@ func TestReplaceDev(t *testing.T) {
 	if n, err := held.ReadAt(b, 0); err != nil || string(b[:n]) != "pts" {
 		t.Errorf("descriptor held before the switch: %q %v", b[:n], err)
 	}
+	// The nodes kept work: the new /dev is not nodev.
+	if f, err := os.OpenFile(filepath.Join(dev, "null"), os.O_WRONLY, 0); err != nil {
+		t.Errorf("open the new null for write: %v", err)
+	} else {
+		if _, err := f.WriteString("x"); err != nil {
+			t.Errorf("write to the new null: %v", err)
+		}
+		f.Close()
+	}
 	left, err := devNodes(dev)
 	if err != nil {
 		t.Fatal(err)
