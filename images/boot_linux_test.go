@@ -155,17 +155,6 @@ func moduleRoot(t *testing.T) string {
 	return ""
 }
 
-func waitText(ctx context.Context, t *testing.T, text *syncBuffer, want string) {
-	t.Helper()
-	for !strings.Contains(text.String(), want) {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("serial console never showed %q (%v); it shows:\n%s", want, ctx.Err(), text.String())
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
 // guest is a booted appliance VM and the test's end of its serial console.
 type guest struct {
 	t        *testing.T
@@ -192,7 +181,14 @@ func bootGuest(ctx context.Context, t *testing.T, b *boards.Board, image, state 
 func bootGuestWith(ctx context.Context, t *testing.T, b *boards.Board, image, state string, c qemu.Config, log hclog.Logger) *guest {
 	t.Helper()
 	g := &guest{t: t, text: &syncBuffer{}, linkDone: make(chan error, 1), started: time.Now()}
-	c.Board, c.Image, c.StateDir, c.Accel, c.Console, c.Log = b, image, state, "auto", io.Discard, log
+	accel, err := qemu.AccelFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Accel == "" {
+		c.Accel = accel
+	}
+	c.Board, c.Image, c.StateDir, c.Console, c.Log = b, image, state, io.Discard, log
 	vm, err := qemu.Start(ctx, c)
 	if err != nil {
 		t.Fatalf("start VM: %v", err)
@@ -215,9 +211,74 @@ func bootGuestWith(ctx context.Context, t *testing.T, b *boards.Board, image, st
 	return g
 }
 
+// consoleSilence is the most a VM test waits for its guest's next console
+// byte: a guest that prints nothing for this long is stuck, and the test
+// fails there rather than at its budget or go test's deadline. (The
+// slowest silent stretch, a TCG boot from OVMF to the kernel, takes
+// about a minute.)
+const consoleSilence = 10 * time.Minute
+
+// wait waits until the console has shown want. It fails the test at once
+// when QEMU exits, and when no console byte arrives for consoleSilence,
+// with QEMU's exit status and stderr and the last console lines.
 func (g *guest) wait(ctx context.Context, want string) {
 	g.t.Helper()
-	waitText(ctx, g.t, g.text, want)
+	seen, quiet := 0, time.Now()
+	for {
+		text := g.text.String()
+		if strings.Contains(text, want) {
+			return
+		}
+		if len(text) != seen {
+			seen, quiet = len(text), time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			g.t.Fatalf("serial console never showed %q (%v); it shows:\n%s", want, ctx.Err(), text)
+		case <-g.vm.Done():
+			// The last bytes QEMU wrote may still be on their way.
+			time.Sleep(200 * time.Millisecond)
+			if strings.Contains(g.text.String(), want) {
+				return
+			}
+			g.t.Fatalf("QEMU exited while the test waited for %q: %s\nlast console lines:\n%s", want, g.exitStatus(), lastLines(g.text.String(), 40))
+		case <-time.After(250 * time.Millisecond):
+			if time.Since(quiet) > consoleSilence {
+				g.t.Fatalf("no console output for %s while the test waited for %q (QEMU is still running, accel %s)\nlast console lines:\n%s", consoleSilence, want, g.vm.Accel, lastLines(text, 40))
+			}
+		}
+	}
+}
+
+// exitStatus says how QEMU exited: its status and stderr.
+func (g *guest) exitStatus() string {
+	if err := g.vm.Err(); err != nil {
+		return err.Error()
+	}
+	return "exit status 0 (the guest powered off or QEMU was told to quit)"
+}
+
+// live is ctx, canceled with QEMU's exit status as its cause when the VM
+// exits: a console exchange on a dead VM fails at once.
+func (g *guest) live(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-g.vm.Done():
+			cancel(fmt.Errorf("QEMU exited: %s", g.exitStatus()))
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // typeLine types a line on the console as a person would (Enter is CR).
@@ -232,8 +293,10 @@ func (g *guest) typeLine(s string) {
 func (g *guest) run(ctx context.Context, name string, args ...string) string {
 	g.t.Helper()
 	var out bytes.Buffer
+	ctx, cancel := g.live(ctx)
+	defer cancel()
 	if _, err := console.RunCommand(ctx, g.c, console.Command{Name: name, Args: args}, &out); err != nil {
-		g.t.Fatalf("console %s %v: %v\n%s", name, args, err, out.String())
+		g.t.Fatalf("console %s %v: %v (%v)\n%s\nlast console lines:\n%s", name, args, err, context.Cause(ctx), out.String(), lastLines(g.text.String(), 40))
 	}
 	return out.String()
 }
@@ -312,7 +375,9 @@ func provision(ctx context.Context, t *testing.T, g *guest, r *Result, name, cfg
 	g.wait(ctx, console.WaitingLine)
 	t.Logf("boot 1: QEMU start to %q: %s (accel %s)", console.WaitingLine, time.Since(g.started).Round(time.Millisecond), g.vm.Accel)
 	var hello console.Hello
-	if _, err := console.Push(ctx, g.c, []byte(cfg), console.HostOptions{
+	pctx, cancel := g.live(ctx)
+	defer cancel()
+	if _, err := console.Push(pctx, g.c, []byte(cfg), console.HostOptions{
 		OnHello: func(h console.Hello) { hello = h },
 		Confirm: func(summary, prompt string) (string, error) {
 			if !strings.Contains(summary, fmt.Sprintf("appliance %q", name)) || !strings.Contains(prompt, "type yes") {
@@ -321,7 +386,7 @@ func provision(ctx context.Context, t *testing.T, g *guest, r *Result, name, cfg
 			return "yes", nil
 		},
 	}); err != nil {
-		t.Fatalf("push config: %v", err)
+		t.Fatalf("push config: %v (%v)", err, context.Cause(pctx))
 	}
 	if hello.Board != r.Board || hello.PCR11 != r.PCR11 {
 		t.Errorf("HELLO %+v: want board %s and the predicted PCR 11 %s", hello, r.Board, r.PCR11)

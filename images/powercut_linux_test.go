@@ -247,7 +247,12 @@ func (p *pcRun) note(text string, gen int, cut bool) {
 // try runs a console command, returning its error instead of failing.
 func (p *pcRun) try(g *guest, name string, args ...string) (string, error) {
 	var out strings.Builder
-	_, err := console.RunCommand(p.ctx, g.c, console.Command{Name: name, Args: args}, &out)
+	ctx, cancel := g.live(p.ctx)
+	defer cancel()
+	_, err := console.RunCommand(ctx, g.c, console.Command{Name: name, Args: args}, &out)
+	if err != nil && context.Cause(ctx) != nil {
+		err = fmt.Errorf("%w (%v)", err, context.Cause(ctx))
+	}
 	return out.String(), err
 }
 
@@ -269,6 +274,8 @@ func (p *pcRun) waitAny(g *guest, off int, timeout time.Duration, res ...*regexp
 		select {
 		case <-ctx.Done():
 			return -1, nil, fmt.Errorf("waiting %s for %v: %w", timeout, res, ctx.Err())
+		case <-g.vm.Done():
+			return -1, nil, fmt.Errorf("QEMU exited while waiting for %v: %s; last console lines:\n%s", res, g.exitStatus(), lastLines(g.text.String(), 40))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

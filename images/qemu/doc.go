@@ -10,10 +10,17 @@
 // which the runner follows and copies to a writer (stdout for a person),
 // with protocol frames shown as short markers.
 //
-// KVM is used when /dev/kvm opens and the board's architecture is the
-// host's; otherwise, or when a KVM guest shows no serial output within
-// KVMProgressTimeout, the VM runs under TCG (an arm64 "max" CPU then with
-// the faster implementation-defined pointer authentication).
+// The accelerator is decided once per host, not once per VM: under
+// AccelAuto a probe boots the board's own kernel under KVM for a few
+// seconds (ProbeKVM) and its answer is cached per host boot, QEMU binary
+// and kernel. KVM is used when the probe saw the kernel's banner and the
+// board's architecture is the host's; otherwise the VM runs under TCG (an
+// arm64 "max" CPU then with the faster implementation-defined pointer
+// authentication). If a guest the probe let through still exits under KVM
+// or prints nothing within Config.KVMSilence, the whole VM (QEMU, swtpm,
+// sockets) is torn down and started afresh under TCG; the log says which
+// of the two happened. HOLDFAST_ACCEL (AccelFromEnv) lets a person force
+// auto, kvm or tcg for the demo, the tests and `make qemu`.
 //
 // Limits: Linux only; one VM per state directory; QEMU, OVMF, AAVMF and
 // swtpm come from Debian packages (`make setup`).

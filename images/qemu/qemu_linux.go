@@ -61,8 +61,16 @@ type Config struct {
 	// disks, sockets and the serial log. Data disks and TPM state persist
 	// across runs on the same StateDir.
 	StateDir string
-	// Accel is "auto" (KVM if usable, else TCG), "kvm" or "tcg".
-	Accel        string
+	// Accel is AccelAuto (the default), AccelKVM or AccelTCG.
+	Accel string
+	// KVMProbe says, for AccelAuto, whether to try KVM first: nil means
+	// yes. Left nil, Start probes this host (hostKVMProbe). Tests set it
+	// to try KVM whatever the host, to prove the fallback.
+	KVMProbe func(ctx context.Context, c Config) error
+	// KVMSilence is how long a guest tried under KVM by AccelAuto may stay
+	// silent on the serial line before it is restarted under TCG
+	// (default KVMProgressTimeout).
+	KVMSilence   time.Duration
 	DataDiskSize int64
 	// RTCBase, when set, is QEMU's -rtc base= (a UTC time such as
 	// "2036-11-22T10:00:00"): the guest's hardware clock starts there.
@@ -210,16 +218,20 @@ const TapMAC = "52:54:00:48:46:01"
 
 // VM is a running virtual machine.
 type VM struct {
-	cfg          Config
-	SerialSocket string
-	SerialLog    string
-	Monitor      string
-	Accel        string
+	cfg Config
+	// SerialSocket is the console's unix socket; it exists once Start has
+	// returned. serialStarting is where QEMU binds it until then.
+	SerialSocket   string
+	serialStarting string
+	SerialLog      string
+	Monitor        string
+	Accel          string
 
 	swtpm, qemu *exec.Cmd
 	swtpmDone   chan struct{}
 	qemuDone    chan struct{}
 	qemuErr     error
+	exited      *AccelError // how QEMU exited; set before qemuDone closes
 	tailStop    chan struct{}
 	tailDone    chan struct{}
 	stopOnce    sync.Once
@@ -262,7 +274,14 @@ func KVMUsable() bool {
 	return true
 }
 
-// Start prepares the state directory and boots the VM.
+// Start prepares the state directory and boots the VM. Under AccelAuto it
+// first asks Config.KVMProbe (by default a probe of this host, cached per
+// boot) whether KVM can run the board's guest; if it says yes and QEMU
+// still exits, or the guest prints nothing within KVMSilence, the KVM VM
+// is torn down completely (QEMU, swtpm, sockets, log follower) and the VM
+// is started afresh under TCG with a fresh swtpm on the same TPM state.
+// The serial socket appears at VM.SerialSocket only once the accelerator
+// is settled, so a client never connects to a VM that is about to go.
 func Start(ctx context.Context, c Config) (*VM, error) {
 	if err := CheckTools(c.Board); err != nil {
 		return nil, err
@@ -276,39 +295,38 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	if c.DataDiskSize <= 0 {
 		c.DataDiskSize = DefaultDataDiskSize
 	}
+	if c.KVMSilence <= 0 {
+		c.KVMSilence = KVMProgressTimeout
+	}
 	if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("vm state: %w", err)
 	}
 	if err := prepare(ctx, c); err != nil {
 		return nil, err
 	}
-	accel := c.Accel
-	switch accel {
-	case "", "auto":
-		accel = "tcg"
-		if KVMUsable() && KVMArch(c.Board.Arch) {
-			accel = "kvm"
-		}
-	case "kvm":
-		if !KVMArch(c.Board.Arch) {
-			return nil, fmt.Errorf("accel kvm: board %s is %s and this host is %s; only TCG emulates another architecture", c.Board.Name, c.Board.Arch, runtime.GOARCH)
-		}
-	case "tcg":
-	default:
-		return nil, fmt.Errorf("accel %q: want auto, kvm or tcg", c.Accel)
-	}
-	v, err := boot(ctx, c, accel)
+	accel, fallback, err := resolveAccel(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	if accel == "kvm" && (c.Accel == "" || c.Accel == "auto") {
-		// Some hosts offer /dev/kvm yet the guest hangs in early boot:
-		// no serial output at all means no progress.
-		if err := v.waitOutput(ctx, KVMProgressTimeout); err != nil {
-			c.Log.Warn("no serial output under KVM; restarting under TCG", "after", KVMProgressTimeout)
-			_ = v.Stop(ctx)
-			return boot(ctx, c, "tcg")
+	v, err := boot(ctx, c, accel)
+	if err == nil && fallback {
+		// Some hosts offer /dev/kvm yet QEMU aborts, or the guest hangs
+		// in early boot: no serial output at all means no progress.
+		if err = v.waitOutput(ctx, c.KVMSilence); err != nil {
+			_ = v.Stop(context.WithoutCancel(ctx))
 		}
+	}
+	if err != nil && fallback && ctx.Err() == nil {
+		c.Log.Warn("KVM cannot run this guest; restarting it under TCG", "reason", err)
+		accel = AccelTCG
+		v, err = boot(ctx, c, accel)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(v.serialStarting, v.SerialSocket); err != nil {
+		_ = v.Stop(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("vm serial socket: %w", err)
 	}
 	return v, nil
 }
@@ -414,16 +432,17 @@ func cpuModel(b *boards.Board, accel string) string {
 func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 	q := c.Board.QEMU
 	v := &VM{
-		cfg:          c,
-		SerialSocket: filepath.Join(c.StateDir, "serial.sock"),
-		SerialLog:    filepath.Join(c.StateDir, "serial.log"),
-		Monitor:      filepath.Join(c.StateDir, "monitor.sock"),
-		Accel:        accel,
-		qemuDone:     make(chan struct{}),
-		tailStop:     make(chan struct{}),
-		tailDone:     make(chan struct{}),
+		cfg:            c,
+		SerialSocket:   filepath.Join(c.StateDir, "serial.sock"),
+		serialStarting: filepath.Join(c.StateDir, "serial.starting.sock"),
+		SerialLog:      filepath.Join(c.StateDir, "serial.log"),
+		Monitor:        filepath.Join(c.StateDir, "monitor.sock"),
+		Accel:          accel,
+		qemuDone:       make(chan struct{}),
+		tailStop:       make(chan struct{}),
+		tailDone:       make(chan struct{}),
 	}
-	for _, p := range []string{v.SerialSocket, v.Monitor, v.SerialLog} {
+	for _, p := range []string{v.SerialSocket, v.serialStarting, v.Monitor, v.SerialLog} {
 		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
 			return nil, fmt.Errorf("vm: %w", err)
 		}
@@ -449,7 +468,7 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 		"-netdev", userNetdev(c.HostForward),
 		"-device", q.NetDevice + ",netdev=net0,romfile=",
 		"-device", "virtio-rng-pci",
-		"-chardev", "socket,id=ser0,path=" + v.SerialSocket + ",server=on,wait=off,logfile=" + v.SerialLog,
+		"-chardev", "socket,id=ser0,path=" + v.serialStarting + ",server=on,wait=off,logfile=" + v.SerialLog,
 		"-serial", "chardev:ser0",
 		"-monitor", "unix:" + v.Monitor + ",server=on,wait=off",
 	}
@@ -484,19 +503,28 @@ func boot(ctx context.Context, c Config, accel string) (*VM, error) {
 		return nil, fmt.Errorf("start %s: %w", q.Binary, err)
 	}
 	v.qemu = cmd
+	started := time.Now()
 	go func() {
 		err := cmd.Wait()
+		v.exited = &AccelError{Accel: accel, Exited: true, After: time.Since(started), Detail: exitDetail(err, stderr.String())}
 		if err != nil {
 			err = fmt.Errorf("%s: %w: %s", q.Binary, err, strings.TrimSpace(stderr.String()))
 		}
 		v.qemuErr = err
 		close(v.qemuDone)
 	}()
-	if err := waitPath(ctx, v.SerialSocket, v.qemuDone, 30*time.Second); err != nil {
-		_ = v.Stop(ctx)
-		return nil, fmt.Errorf("qemu serial socket: %w (%v)", err, v.qemuErr)
-	}
 	go v.tail()
+	if err := waitPath(ctx, v.serialStarting, v.qemuDone, 30*time.Second); err != nil {
+		_ = v.Stop(context.WithoutCancel(ctx))
+		select {
+		case <-v.qemuDone:
+			if ctx.Err() == nil {
+				return nil, v.exited
+			}
+		default:
+		}
+		return nil, fmt.Errorf("qemu serial socket: %w", err)
+	}
 	return v, nil
 }
 
@@ -594,7 +622,8 @@ func (v *VM) tail() {
 	}
 }
 
-// waitOutput waits until the serial log is not empty.
+// waitOutput waits until the serial log is not empty; an *AccelError
+// says QEMU exited or the guest stayed silent for timeout.
 func (v *VM) waitOutput(ctx context.Context, timeout time.Duration) error {
 	deadline := time.After(timeout)
 	for {
@@ -605,9 +634,9 @@ func (v *VM) waitOutput(ctx context.Context, timeout time.Duration) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-v.qemuDone:
-			return fmt.Errorf("qemu exited: %w", v.qemuErr)
+			return v.exited
 		case <-deadline:
-			return errors.New("no serial output")
+			return &AccelError{Accel: v.Accel, After: timeout, Detail: "serial output"}
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -47,7 +47,11 @@ func run(ctx context.Context, log hclog.Logger, args []string) error {
 	release := fs.Bool("release", false, "refuse boards that allow the TPM-less test mode")
 	attack := fs.Bool("attack-suite", false, "build a TEST image with the attack suite (init's `attack` command); refused with -release")
 	noCache := fs.Bool("no-cache", false, "rebuild the initramfs even if a cached one matches")
-	accel := fs.String("accel", "auto", "qemu: auto (KVM if usable, else TCG), kvm or tcg")
+	defAccel, err := qemu.AccelFromEnv()
+	if err != nil {
+		return err
+	}
+	accel := fs.String("accel", defAccel, "qemu: auto (KVM if a probe of this host shows it runs the guest, else TCG), kvm or tcg; the default comes from "+qemu.AccelEnv)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
