@@ -10,6 +10,12 @@ export CGO_ENABLED := 0
 
 .PHONY: all setup build test faults fuzz demo bench bench-store bench-pull bench-restore clean image qemu
 
+# HOLDFAST_ACCEL=auto|kvm|tcg picks the VMs' accelerator for make demo, make
+# test, make qemu and make faults (default auto: a probe of this host's KVM,
+# cached per boot, then TCG where KVM cannot run the guest). It reaches the
+# tests and holdfast-image through the environment.
+export HOLDFAST_ACCEL
+
 # BOARD is the board `make image` and `make qemu` build for (boards/*.hcl).
 BOARD ?= qemu-x86_64
 

@@ -515,12 +515,18 @@ show holdfast-image qemu -board qemu-x86_64 -out "$WORK/appliance" "&"
 ( cd "$REPO" && exec "$WORK/holdfast-image" qemu -board qemu-x86_64 -out "$WORK/appliance" ) >appliance-console.log 2>&1 &
 QEMU_PID=$!
 SOCK="$WORK/appliance/qemu-x86_64/vm/serial.sock"
-for i in $(seq 1 600); do
-	[ -S "$SOCK" ] && break
+# holdfast-image logs "VM running" once the accelerator is settled (a probe
+# of this host's KVM, cached per boot; TCG where KVM cannot run the guest;
+# HOLDFAST_ACCEL=auto|kvm|tcg overrides) and the serial socket is there.
+for i in $(seq 1 900); do
+	grep -q "VM running" appliance-console.log 2>/dev/null && break
 	kill -0 "$QEMU_PID" 2>/dev/null || fail "QEMU did not start (log: $WORK/appliance-console.log)"
 	sleep 0.2
 done
-[ -S "$SOCK" ] || fail "no serial socket $SOCK"
+[ -S "$SOCK" ] || fail "no serial socket $SOCK (log: $WORK/appliance-console.log)"
+ACCEL=$(grep -o 'accel=[a-z]*' appliance-console.log | tail -n 1)
+say "the VM runs (${ACCEL:-accel unknown}); its console is on $SOCK"
+grep -E "kvm probe|KVM cannot run" appliance-console.log | indent || true
 cat >appliance.hcl <<CFG
 appliance { name = "holdfast-demo" }
 source "mail" {
