@@ -2,6 +2,7 @@ package images
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +72,7 @@ func TestKVMFallback(t *testing.T) {
 			}
 			g.wait(v.ctx, console.WaitingLine)
 			t.Logf("QEMU start to %q: %s under %s", console.WaitingLine, time.Since(g.started).Round(time.Second), g.vm.Accel)
+			g0 := g.vm
 			g.stop(v.ctx)
 			deadline := time.Now().Add(10 * time.Second)
 			for len(qemu.Running(state)) > 0 && time.Now().Before(deadline) {
@@ -78,6 +80,9 @@ func TestKVMFallback(t *testing.T) {
 			}
 			if left := qemu.Running(state); len(left) > 0 {
 				t.Errorf("left running after the VM stopped:\n%s", strings.Join(left, "\n"))
+			}
+			if _, err := os.Lstat(g0.SerialSocket); err == nil {
+				t.Errorf("the serial socket %s is left after the VM stopped", g0.SerialSocket)
 			}
 		})
 	}

@@ -680,10 +680,21 @@ func (v *VM) Stop(ctx context.Context) error {
 			err = ctx.Err()
 		}
 		v.stopSWTPM()
+		v.removeSockets()
 		close(v.tailStop)
 		<-v.tailDone
 	})
 	return err
+}
+
+// removeSockets removes the serial socket once QEMU is gone: QEMU
+// unlinks only the path it bound, and Start renamed that.
+func (v *VM) removeSockets() {
+	for _, p := range []string{v.SerialSocket, v.serialStarting} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			v.cfg.Log.Warn("vm: remove serial socket", "error", err)
+		}
+	}
 }
 
 // ErrStopped is returned by Kill when the VM was already stopped or killed.
@@ -705,6 +716,7 @@ func (v *VM) Kill() error {
 		}
 		<-v.qemuDone
 		v.stopSWTPM()
+		v.removeSockets()
 		close(v.tailStop)
 		<-v.tailDone
 	})
