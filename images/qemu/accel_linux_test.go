@@ -1,7 +1,9 @@
 package qemu
 
 import (
+	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -123,5 +125,65 @@ func TestProbeCache(t *testing.T) {
 	}
 	if _, ok := readProbeCache(f, "other host boot"); ok {
 		t.Error("a verdict for another key answered")
+	}
+}
+
+// TestStartFallback starts a VM through wrappers that fail under KVM,
+// with the probe saying KVM works, and an empty boot disk (no guest is
+// needed to see the runner's decisions): Start must come back with a TCG
+// VM, within the silence limit, and Stop must leave nothing running. Before
+// the log follower started with QEMU, a QEMU that exited before binding
+// its serial socket made Stop wait for ever (the TestAttackSuite hang).
+func TestStartFallback(t *testing.T) {
+	b, err := boards.Load("qemu-x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckTools(b); err != nil {
+		t.Fatalf("%v", err)
+	}
+	for _, tc := range []struct{ name, script, want string }{
+		{"exits at once", WrapperExits, "QEMU exited under KVM after"},
+		{"silent", WrapperSilent, "no serial output under KVM for 3s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wb := *b
+			q := *b.QEMU
+			q.Binary, err = WriteWrapper(t.TempDir(), b, tc.script)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wb.QEMU = &q
+			img := filepath.Join(t.TempDir(), "empty.img")
+			if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			state := t.TempDir()
+			var logs strings.Builder
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			v, err := Start(ctx, Config{
+				Board: &wb, Image: img, StateDir: state, Accel: AccelAuto, DataDiskSize: 16 << 20,
+				KVMProbe:   func(context.Context, Config) error { return nil },
+				KVMSilence: 3 * time.Second,
+				Log:        hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info}),
+			})
+			t.Logf("runner log:\n%s", logs.String())
+			if err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			if v.Accel != AccelTCG || !strings.Contains(logs.String(), tc.want) {
+				t.Errorf("accel %s; want tcg and a log that says %q", v.Accel, tc.want)
+			}
+			if _, err := os.Stat(v.SerialSocket); err != nil {
+				t.Errorf("serial socket after Start: %v", err)
+			}
+			if err := v.Stop(ctx); err != nil {
+				t.Errorf("Stop: %v", err)
+			}
+			if left := Running(state); len(left) > 0 {
+				t.Errorf("left running after Stop: %q", left)
+			}
+		})
 	}
 }
