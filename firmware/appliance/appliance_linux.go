@@ -100,6 +100,12 @@ type appliance struct {
 	unsent   []message // alerts raised before the worker ran (sendBootAlerts)
 	measured bool      // PCR 15 holds this boot's config digest
 	locked   bool      // lockdown has begun: no more formatting
+	// held are PID 1's read-only descriptors on the data disks, from
+	// lockdown on, when /dev has no disk node (devfs_linux.go).
+	held heldDisks
+	// limited: PID 1 has given up what a role needs to start (its
+	// bounding set is empty): no role starts any more.
+	limited bool
 	// stuckStep is set when a maintenance step outlived its deadline
 	// (deadline_linux.go): safe mode then lasts until a reboot.
 	stuckStep string

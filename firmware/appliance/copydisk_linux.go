@@ -95,7 +95,7 @@ func (a *appliance) recordDiskRequest(typed, file string, check func(disks.Disk)
 
 // findDisk is the data disk whose serial matches what the operator typed.
 func (a *appliance) findDisk(typed string) (disks.Disk, error) {
-	ds, err := disks.Scan(a.o.Board.DataDisks)
+	ds, err := a.scanAll()
 	if err != nil {
 		return disks.Disk{}, err
 	}

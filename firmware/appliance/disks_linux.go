@@ -17,7 +17,7 @@ import (
 
 // scanDisks lists the board's data disks, without the boot medium.
 func (a *appliance) scanDisks() ([]disks.Disk, error) {
-	all, err := disks.Scan(a.o.Board.DataDisks)
+	all, err := a.scanAll()
 	if err != nil {
 		return nil, err
 	}
@@ -31,6 +31,18 @@ func (a *appliance) scanDisks() ([]disks.Disk, error) {
 	a.disks = out
 	a.mu.Unlock()
 	return out, nil
+}
+
+// scanAll lists every disk of the board, the boot medium included; after
+// lockdown through the descriptors PID 1 holds (/dev has no disk node).
+func (a *appliance) scanAll() ([]disks.Disk, error) {
+	a.mu.Lock()
+	locked, held := a.locked, a.held
+	a.mu.Unlock()
+	if locked && held != nil {
+		return disks.ScanWith(a.o.Board.DataDisks, held.open)
+	}
+	return disks.Scan(a.o.Board.DataDisks)
 }
 
 // disksPhase is phase 5: mount the Holdfast disks and open the store; with

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -23,15 +25,25 @@ import (
 //	| sysctls         | lockdownSysctls below                       | kexec, modules, ptrace, user namespaces|
 //	| helpers         | kernel.usermodehelper bset and inheritable  | core_pattern, modprobe, uevent helpers |
 //	|                 | emptied                                     | running as full root                   |
-//	| devices         | lockedDevices: owner 65534, mode 0000       | raw writes, discard, secure erase      |
+//	| devices         | PID 1 holds the disks, TPM and console open;| raw writes, discard, secure erase, TPM |
+//	|                 | /dev becomes a read-only tmpfs with null,   | commands, serial lines, the RTC, for   |
+//	|                 | zero, full, random, urandom only            | every uid (a removed node has no owner |
+//	|                 | (devfs_linux.go); fallback: lockedDevices   | to become)                             |
+//	|                 | owner 65534, mode 0000, with an alert       |                                        |
 //	| data disk roots | FS_IMMUTABLE_FL on each data disk's root    | new files, renames in the disk root    |
+//	| roles           | each started as root, dropping to its uid   | (roles_linux.go)                       |
+//	|                 | and caps itself (caps.BecomeAndExec)        |                                        |
 //	| mounts          | hardenMounts: /, /sys, /proc/sys,           | sysctl and sysfs writes, EFI variables |
 //	|                 | /proc/sysrq-trigger and the config          | (BootNext), rewriting the firmware's   |
 //	|                 | partition read-only; efivarfs, debugfs,     | own files, deleting the sealed key     |
 //	|                 | securityfs, tracefs unmounted               |                                        |
-//	| PID 1           | limitPID1: bounding set to pid1Bounding,    | a uid-0 program started later holding  |
-//	|                 | permitted to pid1Permitted, not dumpable    | anything but setuid/setgid/setpcap;    |
-//	|                 |                                             | /proc/1/fd, /proc/1/mem                |
+//	| PID 1           | limitPID1, once the last role runs: empty   | a uid-0 program started later holding  |
+//	|                 | bounding set (pid1Bounding), permitted to   | any capability at all: no setuid,      |
+//	|                 | pid1Permitted, not dumpable; no role starts | setgid or setpcap, so no uid but its   |
+//	|                 | after it (spawnWith refuses, with an alert) | own; /proc/1/fd, /proc/1/mem           |
+//	| check           | setidBounding: no process but kernel        | a forgotten child that could still     |
+//	|                 | threads has SETUID/SETGID/SETPCAP in its    | change its uid                         |
+//	|                 | bounding set, else an alert                 |                                        |
 //
 // The kernel command line adds lockdown=integrity and module.sig_enforce=1
 // (boards.KernelCmdline), which close /dev/mem, iopl and unsigned kexec
@@ -58,11 +70,12 @@ var lockdownSysctls = []struct{ path, value string }{
 	{"/proc/sys/net/core/bpf_jit_harden", "2"},
 }
 
-// lockedDevices are the /dev globs made owned by nobody with mode 0000:
-// disks and their generic SCSI/NVMe doors, the TPM, raw memory and ports,
-// the console and other serial lines (PID 1 keeps its open descriptor),
-// the RTC, watchdogs and the hibernation image. The board's data_disks
-// globs are added.
+// lockedDevices are the /dev globs of the dangerous nodes: disks and their
+// generic SCSI/NVMe doors, the TPM, raw memory and ports, the console and
+// other serial lines (PID 1 keeps its open descriptor), the RTC, watchdogs
+// and the hibernation image; the board's data_disks globs are added. They
+// are what lockdown reports as removed from /dev, and what closeDevices
+// makes unopenable if /dev cannot be replaced.
 var lockedDevices = []string{
 	"sd*", "vd*", "hd*", "xvd*", "nvme*", "ng*", "mmcblk*", "sr*", "loop*", "loop-control",
 	"sg*", "bsg", "bsg/*", "dm-*", "md*", "mapper/*", "nbd*", "zram*", "ublk*", "mtd*",
@@ -72,16 +85,70 @@ var lockedDevices = []string{
 }
 
 // pid1Bounding is all a program PID 1 starts after lockdown can ever hold:
-// enough for a role child to turn itself into uid 1000 (caps.BecomeAndExec),
-// nothing that reaches the disks, the store's flags, the kernel or the clock.
-var pid1Bounding = []int{unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_SETPCAP}
+// nothing. Every role runs before PID 1 limits itself, so none needs a
+// capability to drop to its uid afterwards, and a uid-0 program started
+// later (the intruder's) cannot setuid, setgid or setpcap: no uid on the
+// box but its own can be assumed.
+var pid1Bounding = []int{}
 
 // pid1Permitted is what PID 1 itself keeps: reading the store for the
 // console (DAC), the console commands' config-partition writes (remount)
-// and ordered power-off (umount, reboot), killing and starting children.
-var pid1Permitted = []int{
-	unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_SETPCAP, unix.CAP_KILL,
-	unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_SYS_ADMIN, unix.CAP_SYS_BOOT,
+// and ordered power-off (umount, reboot), killing children. A test image
+// adds testOnlyPermitted (attack_suite_linux.go).
+func pid1Permitted() []int {
+	return append([]int{
+		unix.CAP_KILL, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_SYS_ADMIN, unix.CAP_SYS_BOOT,
+	}, testOnlyPermitted()...)
+}
+
+// setidCaps are the capabilities that change a process's identity.
+var setidCaps = []int{unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_SETPCAP}
+
+// setidBounding lists the processes under procDir (/proc) whose bounding
+// set still holds a setidCaps capability ("PID name"), kernel threads
+// (kthreadd and its children) aside.
+func setidBounding(procDir string) ([]string, error) {
+	ents, err := os.ReadDir(procDir)
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	var bad []string
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == 2 {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(procDir, e.Name(), "status"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		var name string
+		var ppid int
+		var bnd caps.Set
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			v = strings.TrimSpace(v)
+			switch k {
+			case "Name":
+				name = v
+			case "PPid":
+				ppid, _ = strconv.Atoi(v)
+			case "CapBnd":
+				n, _ := strconv.ParseUint(v, 16, 64)
+				bnd = caps.Set(n)
+			}
+		}
+		if ppid == 2 {
+			continue
+		}
+		for _, c := range setidCaps {
+			if bnd.Has(c) {
+				bad = append(bad, fmt.Sprintf("%d:%s", pid, name))
+				break
+			}
+		}
+	}
+	return bad, nil
 }
 
 // closeKernelDoors writes lockdownSysctls. A sysctl the kernel lacks is
@@ -94,10 +161,34 @@ func closeKernelDoors(log hclog.Logger) {
 	}
 }
 
+// removeDevices replaces /dev (replaceDev) and returns the removed nodes
+// that match lockedDevices or the board's disk globs. If /dev cannot be
+// replaced, the nodes are made unopenable where they are instead
+// (closeDevices), and the error says so.
+func (a *appliance) removeDevices() ([]string, error) {
+	// A mount cannot be moved from under a shared one; PID 1's namespace
+	// is the only one yet (the export's is made later, from this one).
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return closeDevices(a.o.Board.DataDisks), fmt.Errorf("private mounts: %w; device nodes made unopenable instead", err)
+	}
+	gone, err := replaceDev("/dev", filepath.Join(a.o.RunDir, ".dev"))
+	if gone == nil && err != nil {
+		return closeDevices(a.o.Board.DataDisks), fmt.Errorf("%w; device nodes made unopenable instead", err)
+	}
+	var locked []string
+	for _, n := range gone {
+		if matchGlobs(lockedDevices, n) || matchGlobs(a.o.Board.DataDisks, n) {
+			locked = append(locked, n)
+		}
+	}
+	return locked, err
+}
+
 // closeDevices makes the nodes matching lockedDevices and globs owned by
 // nobody with mode 0000: root without CAP_DAC_OVERRIDE and CAP_FOWNER can
-// neither open nor chmod them. Descriptors already open (PID 1's TPM and
-// console) keep working.
+// neither open nor chmod them. It is the fallback when /dev cannot be
+// replaced: it holds only while nothing can setuid(65534), which the empty
+// bounding set of every process after lockdown ensures.
 func closeDevices(globs []string) []string {
 	var closed []string
 	seen := map[string]bool{}
@@ -221,14 +312,14 @@ func (a *appliance) withConfigWritable(fn func() error) error {
 }
 
 // limitPID1 is lockdown's last step: PID 1 keeps pid1Permitted, anything
-// started from now on at most pid1Bounding, and PID 1 becomes
+// started from now on at most pid1Bounding (nothing), and PID 1 becomes
 // non-dumpable, so /proc/1/fd, /proc/1/mem and ptrace need CAP_SYS_PTRACE,
 // which no process has any more.
 func limitPID1() error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("not dumpable: %w", err)
 	}
-	if err := caps.LimitProcess(pid1Bounding, pid1Permitted); err != nil {
+	if err := caps.LimitProcess(pid1Bounding, pid1Permitted()); err != nil {
 		return fmt.Errorf("limit PID 1 capabilities: %w", err)
 	}
 	return nil

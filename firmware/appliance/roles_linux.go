@@ -40,7 +40,12 @@ import (
 //
 // Each child is PID 1's own binary re-executed with RoleEnv set: first as
 // root ("become-*"), which calls caps.BecomeAndExec to drop the bounding
-// set, change uid and set no_new_privs, then as the role itself.
+// set, change uid and set no_new_privs, then as the role itself. Every
+// role is started during lockdown, before PID 1 empties its bounding set
+// (limitPID1): after that no process on the box, a role or a uid-0
+// program, holds CAP_SETUID, CAP_SETGID or CAP_SETPCAP, and spawnWith
+// refuses (with an alert) to start a role, since its become- stage could
+// not change its uid. A role that dies stays dead until the next boot.
 
 // RoleEnv selects a child role of the init binary.
 const RoleEnv = "HOLDFAST_ROLE"
@@ -145,6 +150,17 @@ func (a *appliance) spawn(role string, files ...*os.File) (*exec.Cmd, error) {
 // spawnWith is spawn with clone flags (a new mount namespace for the
 // export) and more environment for the become- stage.
 func (a *appliance) spawnWith(role string, cloneflags uintptr, env []string, files ...*os.File) (*exec.Cmd, error) {
+	a.mu.Lock()
+	limited := a.limited
+	a.mu.Unlock()
+	if limited {
+		// The become- stage needs CAP_SETUID, CAP_SETGID and CAP_SETPCAP,
+		// which PID 1's bounding set no longer passes on: a role that
+		// died is not restarted until the next boot.
+		err := fmt.Errorf("role %s not started: after lockdown PID 1 passes no capability on, so no process can change its uid; it runs again at the next boot", role)
+		a.alert("lockdown: "+err.Error(), "role", role)
+		return nil, err
+	}
 	exe := a.o.Exe
 	if exe == "" {
 		exe = "/proc/self/exe"

@@ -180,16 +180,29 @@ func (a *appliance) lockdown(ctx context.Context) error {
 			a.log.Warn("chmod", "path", d.path, "error", err)
 		}
 	}
-	closed := closeDevices(a.o.Board.DataDisks)
+	// PID 1 keeps a read-only descriptor on each data disk (the console
+	// and TPM descriptors it already holds), then /dev is replaced by a
+	// read-only one without a single disk, TPM, serial or RTC node
+	// (devfs_linux.go). Before any role starts: the export's mount
+	// namespace is a copy of this one.
+	held, herr := holdDisks(a.o.Board.DataDisks)
+	if herr != nil {
+		a.log.Warn("not every data disk is held open; copy-disk and mirror-disk cannot read it until the next boot", "error", herr)
+	}
+	locked, derr := a.removeDevices()
 	a.mu.Lock()
 	a.locked = true
+	a.held = held
 	mounts := make([]string, 0, len(a.mounted))
 	for _, m := range a.mounted {
 		mounts = append(mounts, m)
 	}
 	a.mu.Unlock()
+	if derr != nil {
+		a.alert("lockdown: /dev not fully replaced", "error", derr)
+	}
 	sealDiskRoots(mounts, a.log)
-	a.log.Info("phase 7/8 lockdown: kexec, modules, ptrace, usermode helpers, user namespaces closed; device nodes made unopenable", "devices", strings.Join(closed, " "))
+	a.log.Info("phase 7/8 lockdown: kexec, modules, ptrace, usermode helpers, user namespaces closed; device nodes removed from a read-only /dev", "devices", strings.Join(locked, " "))
 	// However the rest goes, PID 1 leaves lockdown with read-only mounts
 	// and its own powers cut down.
 	defer func() {
@@ -201,10 +214,26 @@ func (a *appliance) lockdown(ctx context.Context) error {
 		if err := a.startExport(); err != nil {
 			a.alert("export not started", "error", err)
 		}
+		a.mu.Lock()
+		a.limited = true // no role starts from now on (spawnWith)
+		a.mu.Unlock()
 		if err := limitPID1(); err != nil {
 			a.alert("lockdown: PID 1 keeps capabilities it should have dropped", "error", err)
 		}
-		a.log.Info("lockdown done: mounts read-only, PID 1 limited", "bounding", capMask(pid1Bounding), "permitted", capMask(pid1Permitted))
+		// A role just started may still be in its become- stage (as
+		// root, dropping its bounding set): give it a few seconds.
+		var bad []string
+		var berr error
+		for i := 0; i < 20; i++ {
+			if bad, berr = setidBounding("/proc"); berr == nil && len(bad) == 0 {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if berr != nil || len(bad) > 0 {
+			a.alert("lockdown: PID 1 keeps capabilities it should have dropped: a process can still change its uid", "processes", strings.Join(bad, " "), "error", berr)
+		}
+		a.log.Info("lockdown done: mounts read-only, PID 1 limited", "bounding", capMask(pid1Bounding), "permitted", capMask(pid1Permitted()))
 	}()
 	// One sealer per data disk: a sealer serves one store root, which is
 	// its first line, written into the worker's end so that it arrives at

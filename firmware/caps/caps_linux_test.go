@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,6 +82,56 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Print(string(out))
 		close(stop)
+		os.Exit(0)
+	case "limit-empty":
+		// PID 1 after lockdown: an empty bounding set, SETUID and SETGID
+		// kept in the permitted set only. It starts one child as
+		// 65534:65534 and one as 0:0 with exec.Cmd's Credential (the
+		// forked child changes ids with the parent's permitted set);
+		// each reports what it holds and what it can regain.
+		if err := LimitProcess(nil, []int{unix.CAP_SETUID, unix.CAP_SETGID}); err != nil {
+			fmt.Fprintln(os.Stderr, "LimitProcess:", err)
+			os.Exit(3)
+		}
+		for _, id := range []uint32{65534, 0} {
+			cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+			cmd.Env = append(os.Environ(), childEnv+"=regain")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "child as %d: %v: %s\n", id, err, out)
+				os.Exit(5)
+			}
+			fmt.Print(string(out))
+		}
+		os.Exit(0)
+	case "regain":
+		// unix.Setresuid and its kin apply to every thread; here they
+		// must all fail.
+		s, err := Read(0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(4)
+		}
+		name := func(err error) string {
+			if err == nil {
+				return "ok"
+			}
+			return unix.ErrnoName(err.(unix.Errno))
+		}
+		setuid := unix.Setresuid(1000, 1000, 1000)
+		setgid := unix.Setresgid(1000, 1000, 1000)
+		groups := unix.Setgroups([]int{0})
+		ambient := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, unix.CAP_SETUID, 0, 0)
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		m := uint32(1)<<unix.CAP_SETUID | uint32(1)<<unix.CAP_SETGID | uint32(1)<<unix.CAP_SETPCAP
+		data[0].Permitted, data[0].Effective = m, m
+		capset := unix.Capset(&hdr, &data[0])
+		drop := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_CHOWN, 0, 0, 0)
+		fmt.Printf("uid=%d gid=%d bnd=%x prm=%x eff=%x amb=%x setresuid=%s setresgid=%s setgroups=%s ambient=%s capset=%s bset_drop=%s\n",
+			os.Getuid(), os.Getgid(), s.Bounding, s.Permitted, s.Effective, s.Ambient,
+			name(setuid), name(setgid), name(groups), name(ambient), name(capset), name(drop))
 		os.Exit(0)
 	case "report":
 		s, err := Read(0)
@@ -200,5 +251,28 @@ func TestLimitProcess(t *testing.T) {
 		0, prm, prm, bnd, 0, bnd, bnd)
 	if string(out) != want {
 		t.Fatalf("child reports\n%s\nwant\n%s", out, want)
+	}
+}
+
+// TestCredentialUnderEmptyBounding is the lockdown design: PID 1 empties
+// its bounding set and keeps CAP_SETUID and CAP_SETGID only in its
+// permitted set. A child it starts with exec.Cmd's Credential runs as the
+// uid asked for, but holds no capability, as uid 65534 or as uid 0, and
+// cannot change its uid, its gid, its groups, or raise or regain any
+// capability.
+func TestCredentialUnderEmptyBounding(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test must run as root")
+	}
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=limit-empty")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	refused := "bnd=0 prm=0 eff=0 amb=0 setresuid=EPERM setresgid=EPERM setgroups=EPERM ambient=EPERM capset=EPERM bset_drop=EPERM"
+	want := "uid=65534 gid=65534 " + refused + "\nuid=0 gid=0 " + refused + "\n"
+	if string(out) != want {
+		t.Fatalf("children report\n%s\nwant\n%s", out, want)
 	}
 }

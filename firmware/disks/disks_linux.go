@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,9 +20,27 @@ import (
 // Sysfs is where Scan reads block devices (a test may point it elsewhere).
 const Sysfs = "/sys/class/block"
 
+// Opener gives a reader on a disk's device node (its first and last MiB
+// are read to classify it) and a function that releases it.
+type Opener func(dev string) (io.ReaderAt, func() error, error)
+
+// OpenNode is the Opener that opens the node read-only.
+func OpenNode(dev string) (io.ReaderAt, func() error, error) {
+	f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, f.Close, nil
+}
+
 // Scan lists the whole-disk block devices whose kernel names match one of
 // globs (e.g. "vd*", "sd*", "nvme*n*") and classifies each.
-func Scan(globs []string) ([]Disk, error) {
+func Scan(globs []string) ([]Disk, error) { return ScanWith(globs, OpenNode) }
+
+// ScanWith is Scan reading the disks through open: after lockdown the
+// nodes are gone from /dev and PID 1 reads through the descriptors it
+// kept.
+func ScanWith(globs []string, open Opener) ([]Disk, error) {
 	entries, err := os.ReadDir(Sysfs)
 	if err != nil {
 		return nil, fmt.Errorf("scan disks: %w", err)
@@ -35,7 +54,7 @@ func Scan(globs []string) ([]Disk, error) {
 		if _, err := os.Stat(filepath.Join(Sysfs, name, "partition")); err == nil {
 			continue // a partition, not a whole disk
 		}
-		d, err := Inspect(name)
+		d, err := InspectWith(name, open)
 		if err != nil {
 			return nil, err
 		}
@@ -55,7 +74,10 @@ func matchAny(globs []string, name string) bool {
 }
 
 // Inspect reads one disk's identity and classifies it.
-func Inspect(name string) (Disk, error) {
+func Inspect(name string) (Disk, error) { return InspectWith(name, OpenNode) }
+
+// InspectWith is Inspect reading the disk through open.
+func InspectWith(name string, open Opener) (Disk, error) {
 	sys := filepath.Join(Sysfs, name)
 	d := Disk{Name: name, Dev: "/dev/" + name}
 	d.Serial = firstAttr(sys, "serial", "device/serial", "device/wwid")
@@ -73,12 +95,12 @@ func Inspect(name string) (Disk, error) {
 		d.State, d.Detail = Foreign, fmt.Sprintf("%d partition(s)", len(parts))
 		return d, nil
 	}
-	f, err := os.OpenFile(d.Dev, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	r, release, err := open(d.Dev)
 	if err != nil {
 		return d, fmt.Errorf("disk %s: %w", name, err)
 	}
-	defer f.Close()
-	d.State, d.Detail, d.UUID, err = Classify(f, d.Size)
+	defer release()
+	d.State, d.Detail, d.UUID, err = Classify(r, d.Size)
 	if err != nil {
 		return d, fmt.Errorf("disk %s: %w", name, err)
 	}

@@ -311,7 +311,12 @@ func (e *env) mknodResult() result {
 	var st unix.Stat_t
 	dev := e.cfg.dataDisks[0]
 	if err := unix.Stat(dev, &st); err != nil {
-		return refusedf("stat %s: %v", dev, err)
+		// Lockdown removed the node: the numbers are in sysfs.
+		maj, min, serr := sysDev("block", filepath.Base(dev))
+		if serr != nil {
+			return refusedf("stat %s: %v; its numbers not in sysfs either: %v", dev, err, serr)
+		}
+		st.Rdev = unix.Mkdev(maj, min)
 	}
 	node := "/tmp/hf-attack-node"
 	_ = unix.Unlink(node)
@@ -355,7 +360,7 @@ func rawMemoryResult() result {
 	var rs []result
 	for _, dev := range []string{"/dev/mem", "/dev/kmem", "/dev/port"} {
 		if _, err := os.Lstat(dev); errors.Is(err, os.ErrNotExist) {
-			rs = append(rs, naf("%s absent", dev))
+			rs = append(rs, absentNode(dev, "mem"))
 			continue
 		}
 		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
@@ -367,4 +372,14 @@ func rawMemoryResult() result {
 		rs = append(rs, refusedf("open %s for write: %v", dev, err))
 	}
 	return combine(rs...)
+}
+
+// absentNode judges a device node that is not in /dev: refused when the
+// kernel has the device (lockdown removed its node), n/a when it has not.
+func absentNode(dev, class string) result {
+	sys := filepath.Join("/sys/class", class, filepath.Base(dev))
+	if _, err := os.Stat(sys); err == nil {
+		return refusedf("%s: no such node (removed from /dev; the device is there: %s)", dev, sys)
+	}
+	return naf("%s absent", dev)
 }

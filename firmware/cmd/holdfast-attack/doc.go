@@ -26,7 +26,14 @@
 // refuses to run.
 //
 // The techniques that model the network intruder who took over the worker
-// run in a child re-executed as the owner uid (-as-owner NAME); the
+// run in a child re-executed as the owner uid (-as-owner NAME), and the
+// identity techniques run a child as every uid and gid that owns anything
+// on the box (-identity-battery NAME). Since nothing after lockdown can
+// change its uid, not even this uid-0 program, a test image's PID 1
+// starts those children for it (the attack broker, HOLDFAST_ATTACK_BROKER_FD;
+// broker_linux.go); without a broker they are started with
+// SysProcAttr.Credential. The identity technique setresuid-every-identity
+// is what this program can do by itself: try to become each. The
 // usermode-helper techniques make the kernel run this same binary through
 // /tmp/hf-helper-* symlinks, and when started under such a name it runs in
 // helper mode (it reads /tmp/hf-helper.conf, records its capabilities and
@@ -38,8 +45,8 @@
 // child mode check the same. -list only prints the table and is safe
 // anywhere.
 //
-// Limits: Linux only; numbers are two digits, so the table holds at most 99
-// techniques; techniques run one after the other and some are slow (the
+// Limits: Linux only; numbers have two digits or three (at most 999
+// techniques); techniques run one after the other and some are slow (the
 // disk fill writes the free space of the data disk, the port scan connects
 // to every TCP port of every local address); a technique that works may
 // leave the appliance damaged, rebooted or read-only, which is the point.

@@ -339,7 +339,7 @@ func adjtimexResult() result {
 func rtcResult() result {
 	const dev = "/dev/rtc0"
 	if _, err := os.Lstat(dev); errors.Is(err, fs.ErrNotExist) {
-		return naf("%s absent", dev)
+		return absentNode(dev, "rtc")
 	}
 	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -37,7 +37,7 @@ type config struct {
 	store, bootDisk, configDir, modulesDir, mke2fs string
 	dataDisks                                      []string
 	sealerPID, workerPID, ownerUID                 int
-	asOwner                                        string
+	asOwner, identityBattery                       string
 	crash, usernsMount                             bool
 	rest                                           []string
 }
@@ -76,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return usernsChild(cfg, stdout)
 	case cfg.asOwner != "":
 		return ownerChild(cfg, stdout)
+	case cfg.identityBattery != "":
+		return identityChild(cfg, stdout)
 	}
 	return attack(cfg, stdout, stderr)
 }
@@ -97,6 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.modulesDir, "modules-dir", "", "directory of the kernel's modules (/lib/modules/RELEASE)")
 	fs.StringVar(&c.mke2fs, "mke2fs", "", "path of mke2fs in the image")
 	fs.StringVar(&c.asOwner, "as-owner", "", "internal: run one owner technique, or _walk, _fingerprint, _handle, _kill-sealer, as the owner uid")
+	fs.StringVar(&c.identityBattery, "identity-battery", "", "internal: run one battery of the identity techniques as this process's uid")
 	fs.BoolVar(&c.crash, "crash", false, "internal: crash with a core dump (core_pattern helper technique)")
 	fs.BoolVar(&c.usernsMount, "userns-mount", false, "internal: mount tmpfs over the store (run inside a new user namespace)")
 	if err := fs.Parse(args); err != nil {
@@ -193,6 +196,7 @@ type env struct {
 	t              targets
 	mnt            disks.MountEntry
 	becomeErr      error // why the owner uid cannot be assumed
+	broker         *broker
 	stolen         []stolenFD
 	initial        map[string]entry
 	initialErr     error
@@ -202,7 +206,7 @@ type env struct {
 }
 
 func newEnv(cfg *config, stdout, stderr io.Writer) *env {
-	e := &env{cfg: cfg, stdout: stdout, stderr: stderr, self: "/proc/self/exe"}
+	e := &env{cfg: cfg, stdout: stdout, stderr: stderr, self: "/proc/self/exe", broker: openBroker()}
 	if p, err := os.Executable(); err == nil {
 		e.self = p
 	}
@@ -301,27 +305,50 @@ func (e *env) callOwner(timeout time.Duration, mode string, extra ...string) (re
 	if e.becomeErr != nil {
 		return reply{}, e.becomeErr
 	}
+	args := append([]string{"-as-owner", mode}, e.cfg.childArgs()...)
+	out, errText, werr, serr := e.spawnAs(e.cfg.ownerUID, e.cfg.ownerUID, timeout, append(args, extra...))
+	if serr != nil {
+		e.becomeErr = &becomeError{e.cfg.ownerUID, serr}
+		return reply{}, e.becomeErr
+	}
+	var r reply
+	if err := json.Unmarshal(out, &r); err != nil {
+		return reply{}, fmt.Errorf("owner child %s: no reply (%v; exit: %v; stderr: %s)", mode, err, werr, lastLine(errText))
+	}
+	return r, nil
+}
+
+// spawnAs runs this program with args as uid:gid (no supplementary
+// groups) and returns its stdout and stderr, the error of its run, and
+// startErr when it could not be started as that uid at all. In the
+// appliance this program holds no capability (nothing after lockdown can
+// change its uid), so a test image's PID 1 starts it (the attack broker,
+// e.broker); elsewhere (host tests) it is started here with Credential.
+func (e *env) spawnAs(uid, gid int, timeout time.Duration, args []string) (stdout []byte, stderr string, runErr, startErr error) {
+	if e.broker != nil {
+		rep, err := e.broker.run(uid, gid, timeout, args)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		if rep.Err != "" {
+			runErr = errors.New(rep.Err)
+		}
+		return rep.Stdout, rep.Stderr, runErr, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	args := append([]string{"-as-owner", mode}, e.cfg.childArgs()...)
-	cmd := exec.CommandContext(ctx, e.self, append(args, extra...)...)
+	cmd := exec.CommandContext(ctx, e.self, args...)
 	cmd.Args[0] = "holdfast-attack"
-	uid := uint32(e.cfg.ownerUID)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
 	cmd.Env = []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin"}
 	cmd.Dir = "/"
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
-		e.becomeErr = &becomeError{e.cfg.ownerUID, err}
-		return reply{}, e.becomeErr
+		return nil, "", nil, err
 	}
-	werr := cmd.Wait()
-	var r reply
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
-		return reply{}, fmt.Errorf("owner child %s: no reply (%v; exit: %v; stderr: %s)", mode, err, werr, lastLine(errb.String()))
-	}
-	return r, nil
+	runErr = cmd.Wait()
+	return out.Bytes(), errb.String(), runErr, nil
 }
 
 func lastLine(s string) string {

@@ -20,6 +20,7 @@ type technique struct {
 var categories = map[string]bool{
 	"store": true, "owner": true, "mount": true, "disk": true, "device": true, "kernel": true, "process": true,
 	"clock": true, "helper": true, "signal": true, "config": true, "efi": true, "network": true, "fill": true,
+	"identity": true,
 }
 
 // techniques is the table, in the order the techniques run: file attacks
@@ -80,6 +81,14 @@ func techniques() []technique {
 		{cat: "device", name: "chmod-chown-disk-node", what: "chmod 0666 and chown 0:0 the data and boot disk nodes", run: (*env).chmodChownNodes},
 		{cat: "device", name: "raw-memory-nodes", what: "open /dev/mem, /dev/kmem, /dev/port for write", mayNA: true, run: simple(rawMemoryResult)},
 		{cat: "device", name: "iopl-ioperm", what: "iopl(3) and ioperm on the CMOS ports (x86 only)", mayNA: true, run: simple(ioPortResult)},
+
+		// Root becoming every uid and gid that owns anything (identity_linux.go).
+		{cat: "identity", name: "setresuid-every-identity", what: "as uid 0: setgroups, setresgid, setresuid to every uid and gid owning anything, 65534 and the owner; capset and ambient raise of SETUID", run: (*env).setresuidEveryIdentity},
+		{cat: "identity", name: "chmod-chown-nodes-every-identity", what: "as every identity: chmod 0666 and chown to itself every node in /dev and every disk, TPM, serial, RTC, memory node path", run: func(e *env) result { return e.asEveryIdentity("chmod-chown-nodes") }},
+		{cat: "identity", name: "write-block-devices-every-identity", what: "as every identity: open O_WRONLY and O_RDWR every block device the kernel lists", run: func(e *env) result { return e.asEveryIdentity("write-block-devices") }},
+		{cat: "identity", name: "open-tpm-serial-every-identity", what: "as every identity: open the TPM, serial lines, console, RTC, watchdog, /dev/mem, /dev/port", run: func(e *env) result { return e.asEveryIdentity("open-tpm-serial") }},
+		{cat: "identity", name: "mknod-every-identity", what: "as every identity: mknod a data disk, the boot disk, tpmrm0 and ttyS0 in /dev and /tmp, open read-write", run: func(e *env) result { return e.asEveryIdentity("mknod") }},
+		{cat: "identity", name: "mount-every-identity", what: "as every identity: devtmpfs on /tmp, tmpfs and bind over /dev, remount /dev read-write", run: func(e *env) result { return e.asEveryIdentity("mount") }},
 
 		// Raw disks and the boot medium.
 		{cat: "disk", name: "mke2fs-data-disks", what: "run mke2fs -F -F on each data disk and partition", run: (*env).mke2fsResult},
@@ -197,8 +206,11 @@ func findTechnique(name string) *technique {
 func printList(w io.Writer, ts []technique) {
 	for i, t := range ts {
 		who := "uid 0"
-		if t.owner {
+		switch {
+		case t.owner:
 			who = "owner"
+		case t.cat == "identity" && t.name != "setresuid-every-identity":
+			who = "each id"
 		}
 		fmt.Fprintf(w, "%02d %-8s %-34s [%s] %s\n", i+1, t.cat, t.name, who, t.what)
 	}
