@@ -95,6 +95,7 @@ type appliance struct {
 	worker   *peer
 	procs    []*exec.Cmd         // worker and sealer
 	tt       *trustedtime.Keeper // trusted time T (time_linux.go)
+	maint    *maintenancePlan    // the maintenance reboots (maintreboot_linux.go)
 	pulls    map[string]*pullStatus
 	alerts   []string
 	unsent   []message // alerts raised before the worker ran (sendBootAlerts)

@@ -43,6 +43,9 @@ import (
 //	| processes             | every process with its uid and capabilities               |
 //	| confirm-time [yes]    | shows the wall clock, the trusted time T and the lag; with|
 //	|                       | yes moves T to the wall clock (time_linux.go)             |
+//	| maintenance [now]     | shows the maintenance schedule and the next window; with  |
+//	|                       | now, unless a pull or restore runs, reboots into it       |
+//	|                       | (maintreboot_linux.go)                                    |
 //	| poweroff, reboot      | stops the worker, advances T, unmounts, TPM2_Shutdown     |
 //	|                       | (STATE) last, then powers off or restarts                 |
 //	| unlock KEY            | safe mode only: the paper recovery key reseals and goes on|
@@ -69,6 +72,8 @@ const helpText = `commands:
   processes              processes with their uid and capabilities
   confirm-time [yes]     show the wall clock and the trusted time; with yes,
                          move the trusted time to the wall clock
+  maintenance [now]      show the next maintenance window; with now, reboot
+                         into it (prune) unless a pull or restore runs
   poweroff               stop everything and power off
   reboot                 stop everything and restart
   unlock KEY             (safe mode) unlock with the paper recovery key
@@ -132,6 +137,8 @@ func (a *appliance) command(ctx context.Context, cmd console.Command, out io.Wri
 		return nil
 	case "confirm-time":
 		return a.confirmTime(ctx, cmd, out)
+	case "maintenance":
+		return a.maintenanceCommand(ctx, cmd, out)
 	case "sockets":
 		socks, err := listeningSockets()
 		if err != nil {
@@ -160,6 +167,9 @@ func (a *appliance) status() string {
 		fmt.Fprintf(&b, "appliance %q, %d source(s)\n", a.cfg.Appliance.Name, len(a.cfg.Sources))
 	}
 	b.WriteString(timeStatus(a.tt, time.Now()))
+	if a.maint != nil {
+		b.WriteString(a.maint.line())
+	}
 	fmt.Fprintf(&b, "disks:\n")
 	for _, d := range a.disks {
 		m := ""

@@ -21,6 +21,8 @@
 //	|               | the worker                                            |                       |
 //	| 8 services    | DHCP, then pulls on each source's schedule; console   | logged, retried       |
 //	|               | commands keep working                                 |                       |
+//	|               | and the maintenance reboot back into phase 6 on the   | busy: waits, retries  |
+//	|               | config's schedule (maintreboot_linux.go)              | every 10 minutes      |
 //
 // Safe mode: nothing is mounted, formatted, written or deleted on any data
 // disk; the console answers status and unlock (the paper recovery key,

@@ -57,6 +57,9 @@ type message struct {
 	Receipt   []byte      `json:"receipt,omitempty"`
 	Status    *pullStatus `json:"status,omitempty"`
 	Text      string      `json:"text,omitempty"`
+	// Busy is the worker's answer to quiesce: what still runs; "" when
+	// it was idle and now starts nothing new (maintreboot_linux.go).
+	Busy string `json:"busy,omitempty"`
 
 	// TrustedTime is T at lockdown (init): new snapshots' retention
 	// counts from the later of the wall clock and it, so a wall clock set

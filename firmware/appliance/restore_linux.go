@@ -324,7 +324,7 @@ func (w *worker) restoreOp(m message) *message {
 		return &message{Restore: &r}
 	}
 	req := restoreRequest{Snapshot: m.Snapshot, Target: m.Target, Prefix: string(m.Prefix), Exact: m.Exact, ReceiptKey: m.ReceiptKey}
-	if err := w.restores.begin(restoreReport{Snapshot: req.Snapshot, Target: req.Target}); err != nil {
+	if err := w.act.startRestore(&w.restores, restoreReport{Snapshot: req.Snapshot, Target: req.Target}); err != nil {
 		return &message{Err: err.Error()}
 	}
 	defer w.restores.end()

@@ -456,6 +456,15 @@ func TestRestoreOverControlChannel(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), `a restore is already running (snapshot `+f.good+` to target "stall"`) {
 			t.Errorf("second restore: %v", err)
 		}
+		// The maintenance reboot waits for the running restore, and the
+		// restore goes on.
+		a := &appliance{log: f.w.log, worker: p1}
+		if why := a.quiesce(ctx); why != "restore of "+f.good+" to stall running" {
+			t.Errorf("quiesce during a restore: %q", why)
+		}
+		if r, err := p1.call(ctx, message{Op: "restore-progress"}); err != nil || r.Restore == nil || r.Restore.Target != "stall" {
+			t.Errorf("the restore stopped when the maintenance reboot asked: %+v, %v", r.Restore, err)
+		}
 		// Closing the control channel stops the worker's restore (a
 		// shutdown: a blocked read on a blocking socket outlives Close).
 		if err := unix.Shutdown(int(workerEnd.Fd()), unix.SHUT_RDWR); err != nil {

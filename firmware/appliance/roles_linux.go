@@ -225,6 +225,8 @@ type worker struct {
 	out *alert.Dispatcher
 	// restores is the running console restore (restore_linux.go).
 	restores restoreState
+	// act is what a maintenance reboot waits for (maintreboot_linux.go).
+	act activity
 }
 
 func runWorker(log hclog.Logger) error {
@@ -264,6 +266,9 @@ func runWorker(log hclog.Logger) error {
 	go w.scrubLoop(ctx, w.lastScrub)
 	sched := &ingest.Scheduler{Log: log.Named("schedule"), Pull: func(ctx context.Context, name string) error {
 		st, err := w.pull(ctx, name)
+		if errors.Is(err, errQuiesced) {
+			return nil // PID 1 is rebooting into the maintenance window
+		}
 		_ = w.peer.notify(message{Op: "status", Source: name, Status: st})
 		return err
 	}}
@@ -329,6 +334,8 @@ func (w *worker) handle(m message) *message {
 		return &message{Text: text, Err: errString(err)}
 	case "restore", "restore-progress":
 		return w.restoreOp(m) // restore_linux.go
+	case "quiesce":
+		return &message{Busy: w.act.quiesce(&w.restores)} // maintreboot_linux.go
 	}
 	return &message{Err: fmt.Sprintf("unknown op %q", m.Op)}
 }
@@ -341,6 +348,10 @@ func (w *worker) pull(ctx context.Context, name string) (*pullStatus, error) {
 	if !ok {
 		return nil, fmt.Errorf("no source %q", name)
 	}
+	if err := w.act.startPull(name); err != nil {
+		return nil, err
+	}
+	defer w.act.endPull(name)
 	start := time.Now()
 	ps := &pullStatus{Last: start, Next: start.Add(src.Schedule.Every)}
 	defer w.kickSync()

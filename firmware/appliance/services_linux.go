@@ -125,7 +125,7 @@ func (a *appliance) prune(ctx context.Context, stores []*store.Store) {
 // reboot(2): the Clock is saved either way, and the trusted time credits a
 // TPM Reset whose Clock did not go back.
 func (a *appliance) halt(how int) error {
-	a.log.Warn("halting at the operator's request", "restart", how == unix.LINUX_REBOOT_CMD_RESTART)
+	a.log.Warn("halting", "restart", how == unix.LINUX_REBOOT_CMD_RESTART)
 	for _, c := range a.children() {
 		_ = c.Process.Kill()
 		_, _ = c.Process.Wait()
@@ -319,6 +319,12 @@ func (a *appliance) lockdown(ctx context.Context) error {
 func (a *appliance) services(ctx context.Context) error {
 	a.setPhase("running")
 	go a.timeLoop(ctx)
+	p := newMaintenancePlan(a.cfg.Appliance.Maintenance, time.Now())
+	a.mu.Lock()
+	a.maint = p
+	a.mu.Unlock()
+	a.log.Info("maintenance reboots scheduled", "schedule", p.sched.String(), "next", strings.TrimSpace(p.line()))
+	go a.maintenanceLoop(ctx, p)
 	a.log.Info(ReadyLine, "since_init", time.Since(a.o.Start).Round(time.Millisecond), "sources", len(a.cfg.Sources))
 	err := console.Serve(ctx, a.o.Conn, console.ServeOptions{Handler: a.command, Typed: a.o.Typed, Human: a.o.Human, Prompt: Prompt, Log: a.log.Named("console")})
 	if ctx.Err() != nil {

@@ -29,7 +29,8 @@ import (
 //	| phase 6 (maintenance)     | advance T, then prune with T (skipped without T)     |
 //	| every hour (services)     | advance T                                            |
 //	| confirm-time yes          | T := max(T, wall clock), a person at the console     |
-//	| poweroff / reboot         | advance T, then TPM2_Shutdown(STATE) last            |
+//	| poweroff / reboot /       | advance T, then TPM2_Shutdown(STATE) last            |
+//	| maintenance reboot        | (maintreboot_linux.go)                               |
 const timeAdvanceEvery = time.Hour
 
 // openTrustedTime makes PID 1's Keeper and loads its records.

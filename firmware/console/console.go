@@ -90,6 +90,7 @@ func Validate(src []byte) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "appliance %q, %d source(s)\n", f.Appliance.Name, len(f.Sources))
+	fmt.Fprintf(&b, "  maintenance reboot (prune): %s (UTC)\n", f.Appliance.Maintenance)
 	for _, s := range f.Sources {
 		fmt.Fprintf(&b, "  source %q: s3 %s bucket %q prefix %q tls=%v, %s", s.Name, s.S3.Endpoint, s.S3.Bucket, s.S3.Prefix, s.S3.TLS, s.Schedule)
 		r := s.Retention

@@ -169,6 +169,9 @@ func TestPush(t *testing.T) {
 				if !strings.Contains(gotSummary, `appliance "holdfast-test"`) {
 					t.Errorf("summary %q lacks the appliance name", gotSummary)
 				}
+				if !strings.Contains(gotSummary, "maintenance reboot (prune): weekly sun 03:00 (UTC)") {
+					t.Errorf("summary %q lacks the maintenance schedule (the default)", gotSummary)
+				}
 				return
 			}
 			// A rejected push leaves the appliance waiting: it announces again

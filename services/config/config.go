@@ -90,6 +90,10 @@ type Appliance struct {
 	// Scrub is how often every sealed file on every data disk is read and
 	// checked (services/mirror.Scrub); DefaultScrubEvery unless set.
 	Scrub Schedule
+	// Maintenance is when the appliance reboots itself into its
+	// maintenance window to prune (maintenance.go); DefaultMaintenance
+	// unless set.
+	Maintenance Maintenance
 }
 
 // DefaultScrubEvery is how often the data disks are scrubbed when the
@@ -224,9 +228,10 @@ type fileHCL struct {
 }
 
 type applianceHCL struct {
-	Name  string   `hcl:"name"`
-	Scrub *string  `hcl:"scrub,optional"`
-	Body  hcl.Body `hcl:",body"`
+	Name        string   `hcl:"name"`
+	Scrub       *string  `hcl:"scrub,optional"`
+	Maintenance *string  `hcl:"maintenance,optional"`
+	Body        hcl.Body `hcl:",body"`
 }
 
 type sourceHCL struct {
@@ -406,6 +411,14 @@ func (v *validator) convert(raw *fileHCL) *File {
 				v.errf(raw.Appliance.Body, "scrub", `Invalid value for "scrub"`, "appliance: %v", err)
 			}
 			out.Appliance.Scrub = Schedule{Every: every}
+		}
+		out.Appliance.Maintenance = DefaultMaintenance
+		if raw.Appliance.Maintenance != nil {
+			m, err := ParseMaintenance(*raw.Appliance.Maintenance)
+			if err != nil {
+				v.errf(raw.Appliance.Body, "maintenance", `Invalid value for "maintenance"`, "appliance: %v", err)
+			}
+			out.Appliance.Maintenance = m
 		}
 	}
 	if len(raw.Sources) == 0 {

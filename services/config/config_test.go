@@ -54,6 +54,13 @@ func TestParseIssueExample(t *testing.T) {
 	if err != nil || g.Appliance.Scrub.Every != 24*time.Hour {
 		t.Fatalf("scrub = \"every 1d\": %v, %+v", err, g)
 	}
+	if f.Appliance.Maintenance != DefaultMaintenance || f.Appliance.Maintenance.String() != "weekly sun 03:00" {
+		t.Errorf("maintenance %q, want the default weekly sun 03:00", f.Appliance.Maintenance)
+	}
+	g, err = Parse("cfg.hcl", []byte(strings.Replace(issueExample, `appliance { name = "holdfast-01" }`, "appliance {\n  name = \"holdfast-01\"\n  maintenance = \"daily 04:30\"\n}", 1)))
+	if err != nil || g.Appliance.Maintenance != (Maintenance{Daily: true, Hour: 4, Minute: 30}) {
+		t.Fatalf("maintenance = \"daily 04:30\": %v, %+v", err, g)
+	}
 	s := f.Sources[0]
 	want := Source{
 		Name: "mail-archive",
@@ -167,6 +174,8 @@ func TestParseErrors(t *testing.T) {
 			"source \"a\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:11", "Duplicate source"}},
 		{"scrub word", "appliance {\n  name = \"hf\"\n  scrub = \"weekly\"\n}\nsource \"s\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:3", "scrub"}},
 		{"scrub too often", "appliance {\n  name = \"hf\"\n  scrub = \"every 1m\"\n}\nsource \"s\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:3", "scrub", "minimum"}},
+		{"maintenance word", "appliance {\n  name = \"hf\"\n  maintenance = \"sundays\"\n}\nsource \"s\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:3", "maintenance", "weekly DAY HH:MM"}},
+		{"maintenance hour", "appliance {\n  name = \"hf\"\n  maintenance = \"daily 24:00\"\n}\nsource \"s\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:3", "maintenance", "00:00 to 23:59"}},
 		{"bad source name", "appliance { name = \"hf\" }\nsource \"../x\" {\n  s3 {\n" + good3 + "  }\n" + sched + "}\n", []string{"cfg.hcl:2", "source name"}},
 	}
 	for _, tt := range tests {
