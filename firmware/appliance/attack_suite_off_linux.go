@@ -14,3 +14,6 @@ import (
 func (a *appliance) testOnlyCommand(string) func(context.Context, console.Command, io.Writer) error {
 	return nil
 }
+
+// testOnlySealers: a release init starts no sealer but the worker's.
+func (a *appliance) testOnlySealers([]dataStore) {}
