@@ -167,8 +167,12 @@ func workerMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "holdfast-attack: not the worker's credentials: uid %d gid %d capabilities %+v (%v)\n", os.Getuid(), os.Getgid(), s, err)
 		return 2
 	}
+	var pairs []string
+	for i, d := range w.disks {
+		pairs = append(pairs, d+"="+w.stores[i])
+	}
 	fmt.Fprintf(stdout, "worker adversary: uid=%d gid=%d capabilities effective=%x permitted=%x bounding=%x; stores %s\n",
-		os.Getuid(), os.Getgid(), s.Effective, s.Permitted, s.Bounding, strings.Join(w.stores, " "))
+		os.Getuid(), os.Getgid(), s.Effective, s.Permitted, s.Bounding, strings.Join(pairs, " "))
 	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 	if err != nil {
 		fmt.Fprintf(stderr, "holdfast-attack: read the master key: %v\n", err)
