@@ -1,0 +1,30 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+)
+
+// checkCachedEntries is Verify's check of the index cache against a pack's
+// sealed trailer: when this store's index came from the cache and the
+// cache's entries for the pack differ from its trailer, the cache is forged
+// (the worker can derive the meta key that authenticates it) or damaged.
+// Readers then rebuild from the trailers and prune never reads the cache,
+// so nothing is lost; the problem is named once, for the operator. A pack
+// the cache lacks is no problem (it was read from its trailer).
+func (s *Store) checkCachedEntries(r *Report, name string, trailer []packEntry) {
+	if !s.idx.cached {
+		return
+	}
+	cached, ok := s.idx.entries[name]
+	if !ok || slices.Equal(cached, trailer) {
+		return
+	}
+	for _, p := range r.Problems {
+		if p.Kind == "index" {
+			return
+		}
+	}
+	s.problem(r, Problem{Kind: "index", Path: indexDir + "/index", Detail: fmt.Sprintf(
+		"the index cache disagrees with the sealed trailer of pack %s (%d entries cached, %d in the trailer): forged or damaged; readers rebuild from the trailers, prune never reads it", name, len(cached), len(trailer))})
+}
