@@ -1,7 +1,9 @@
 package images
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/holdfast-appliance/holdfast/firmware/appliance"
+	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/images/qemu"
 	"github.com/holdfast-appliance/holdfast/tools/testminio"
 )
@@ -116,8 +119,8 @@ func TestWorkerAdversary(t *testing.T) {
 		equalSums(t, "before the attack: "+id, objectSums(t, g.run(ctx, "ls", id)), want)
 	}
 	start := time.Now()
-	res := g.run(ctx, "attack-worker")
-	t.Logf("the worker adversary ran in %s:\n%s", time.Since(start).Round(time.Second), res)
+	res, err := g.runMayFail(ctx, "attack-worker")
+	t.Logf("the worker adversary ran in %s (%v):\n%s", time.Since(start).Round(time.Second), err, res)
 	m := workerIdentRE.FindStringSubmatch(res)
 	if m == nil || m[1] != strconv.Itoa(appliance.WorkerUID) || m[2] != strconv.Itoa(appliance.WorkerUID) || strings.Trim(m[3], "0") != "" || strings.Trim(m[4], "0") != "" || strings.Trim(m[5], "0") != "" {
 		t.Fatalf("the adversary did not run with the worker's credentials (uid and gid 1000, no capabilities, empty bounding set): %q", m)
@@ -190,6 +193,18 @@ func TestWorkerAdversary(t *testing.T) {
 		for _, a := range foreignRE.FindAllString(text, -1) {
 			t.Logf("boot %d: %s", boot, strings.TrimSpace(a))
 		}
+		// What the console said of each lying pack.
+		for _, d := range disks {
+			name := filepath.Base(paths[d+"/lying-pack"])
+			shown := 0
+			for _, l := range strings.Split(text, "\n") {
+				if name != "." && strings.Contains(l, name) && shown < 4 {
+					t.Logf("boot %d: %s's lying pack: %s", boot, d, strings.TrimSpace(l))
+					shown++
+				}
+			}
+		}
+		t.Logf("boot %d: %d console bytes", boot, len(text))
 		got := snapshotIDs(g.run(ctx, "snapshots"))
 		listed := map[string]bool{}
 		for _, id := range got {
@@ -203,8 +218,10 @@ func TestWorkerAdversary(t *testing.T) {
 		for _, id := range got {
 			equalSums(t, fmt.Sprintf("boot %d: snapshot %s", boot, id), objectSums(t, g.run(ctx, "ls", id)), want)
 		}
-		ver := g.run(ctx, "verify")
-		t.Logf("boot %d: verify:\n%s", boot, lastLines(ver, 30))
+		// verify fails (the planted entries are problems); it must name
+		// no damaged object or manifest.
+		ver, verr := g.runMayFail(ctx, "verify")
+		t.Logf("boot %d: verify (%v):\n%s", boot, verr, lastLines(ver, 40))
 		for _, l := range strings.Split(ver, "\n") {
 			l = strings.TrimSpace(l)
 			if strings.HasPrefix(l, "problem: object") || strings.HasPrefix(l, "problem: manifest snapshot=") {
@@ -231,6 +248,10 @@ func TestWorkerAdversary(t *testing.T) {
 				}
 				key := d + "/" + c.name
 				switch {
+				case c.name == "index-cache-forged":
+					if strings.Contains(ver, "problem: index path=index/index") {
+						reported[key] = true
+					}
 				case strings.HasPrefix(c.name, "junk-"):
 					if n := maxCount(dirAlerts); n >= 3000 {
 						reported[key] = true
@@ -264,6 +285,20 @@ func TestWorkerAdversary(t *testing.T) {
 		writeWorkerTable(t, p, table, !t.Failed())
 	}
 	t.Logf("worker adversary test in %s", time.Since(v.start).Round(time.Second))
+}
+
+// runMayFail runs a console command that may fail on the appliance (verify
+// with problems) and returns its output and that failure.
+func (g *guest) runMayFail(ctx context.Context, name string, args ...string) (string, error) {
+	g.t.Helper()
+	var out bytes.Buffer
+	ctx, cancel := g.live(ctx)
+	defer cancel()
+	_, err := console.RunCommand(ctx, g.c, console.Command{Name: name, Args: args}, &out)
+	if err != nil && !errors.Is(err, console.ErrCommandFailed) {
+		g.t.Fatalf("console %s %v: %v (%v)\n%s\nlast console lines:\n%s", name, args, err, context.Cause(ctx), out.String(), lastLines(g.text.String(), 40))
+	}
+	return out.String(), err
 }
 
 // maxCount is the largest count= in alerts.
