@@ -28,3 +28,21 @@ func (s *Store) checkCachedEntries(r *Report, name string, trailer []packEntry) 
 	s.problem(r, Problem{Kind: "index", Path: indexDir + "/index", Detail: fmt.Sprintf(
 		"the index cache disagrees with the sealed trailer of pack %s (%d entries cached, %d in the trailer): forged or damaged; readers rebuild from the trailers, prune never reads it", name, len(cached), len(trailer))})
 }
+
+// cacheDisagreement is prune's check of the index it loaded against the
+// one it built from the sealed trailers: when the loaded one came from the
+// cache and some pack's entries differ, it returns the problem to report
+// (prune then writes the cache anew from the trailers).
+func cacheDisagreement(loaded, fromTrailers *index) (Problem, bool) {
+	if loaded == nil || !loaded.cached {
+		return Problem{}, false
+	}
+	for _, name := range fromTrailers.packs {
+		cached, ok := loaded.entries[name]
+		if ok && !slices.Equal(cached, fromTrailers.entries[name]) {
+			return Problem{Kind: "index", Path: indexDir + "/index", Detail: fmt.Sprintf(
+				"the index cache disagrees with the sealed trailer of pack %s (%d entries cached, %d in the trailer): forged or damaged; prune never reads it and replaced it with one built from the trailers", name, len(cached), len(fromTrailers.entries[name]))}, true
+		}
+	}
+	return Problem{}, false
+}

@@ -64,3 +64,64 @@ func TestVerifyNamesForgedIndexCache(t *testing.T) {
 		})
 	}
 }
+
+// Prune, which reads every pack's sealed trailer anyway, names an index
+// cache that disagrees with them among the entries it did not use (the
+// appliance alerts on those), and replaces it; an honest cache is not
+// named.
+func TestPruneNamesForgedIndexCache(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		forged bool
+	}{
+		{"honest cache", false},
+		{"forged cache", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t, InitOptions{PackSize: 1 << 20}, Options{})
+			objs := map[string][]byte{"a": randBytes(1, 3<<20), "b": randBytes(2, 10<<10)}
+			m := putObjects(t, s, "src", time.Now().AddDate(1, 0, 0), objs)
+			packs, err := s.listPacks()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.forged {
+				forged := newIndex()
+				for _, name := range packs {
+					var id ChunkID
+					rand.Read(id[:])
+					forged.addPack(name, []packEntry{{id: id, offset: 8, length: sealOverhead + 1, plainLen: 1}})
+				}
+				s.idx = forged
+				if err := s.saveIndex(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s = reopen(t, s, Options{})
+			res, err := s.Prune(t.Context(), PruneOptions{Now: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			named := false
+			for _, p := range res.Skipped {
+				if p.Kind == "index" && p.Path == indexDir+"/index" {
+					named = true
+				}
+			}
+			if named != tc.forged {
+				t.Fatalf("index cache named by prune: %v, want %v (%v)", named, tc.forged, res.Skipped)
+			}
+			if len(res.Packs) != 0 || len(res.Expired) != 0 {
+				t.Fatalf("prune removed packs %v, snapshots %v", res.Packs, res.Expired)
+			}
+			// The cache prune wrote is honest: a new open reads it, and
+			// verify finds nothing wrong with it.
+			s = reopen(t, s, Options{ReadOnly: true})
+			r, err := s.Verify(t.Context())
+			if err != nil || !r.OK() {
+				t.Fatalf("verify after prune: %v, %v", err, r.Problems)
+			}
+			checkSnapshot(t, s, m.ID, objs)
+		})
+	}
+}
