@@ -283,6 +283,15 @@ func TestWorkerAdversary(t *testing.T) {
 				t.Errorf("%s: %s (%s) was never reported in two boots", d, c.name, paths[key])
 			}
 			if i == 0 || c.first != c.other {
+				// The docs' table names the disks a class was planted on.
+				switch {
+				case c.first && c.other:
+					row.category = "A, B"
+				case c.first:
+					row.category = "A"
+				default:
+					row.category = "B"
+				}
 				table = append(table, row)
 			}
 		}
@@ -362,13 +371,13 @@ func waitReadyOrSafe(ctx context.Context, t *testing.T, g *guest) string {
 // the verdict is the two boots' (refused: nothing lost, reported).
 func writeWorkerTable(t *testing.T, p string, rows []attackRow, ok bool) {
 	var b strings.Builder
-	b.WriteString("| # | adversary | technique | result | what was planted, and what the sealer said |\n|---|---|---|---|---|\n")
+	b.WriteString("| # | adversary | technique | disks | result | what was planted, and what the sealer said |\n|---|---|---|---|---|---|\n")
 	for i, r := range rows {
 		res := "refused"
 		if !ok {
 			res = "SUCCEEDED (see the test log)"
 		}
-		fmt.Fprintf(&b, "| %d | worker (uid 1000, its keys) | %s | %s | %s |\n", i+1, r.name, res, strings.ReplaceAll(r.detail, "|", `\|`))
+		fmt.Fprintf(&b, "| W%d | worker (uid 1000, its keys) | %s | %s | %s | %s |\n", i+1, r.name, r.category, res, strings.ReplaceAll(r.detail, "|", `\|`))
 	}
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
 		t.Errorf("attack table: %v", err)
