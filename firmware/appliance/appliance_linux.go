@@ -110,6 +110,9 @@ type appliance struct {
 	// stuckStep is set when a maintenance step outlived its deadline
 	// (deadline_linux.go): safe mode then lasts until a reboot.
 	stuckStep string
+	// advSealers are a TEST image's extra sealer sockets by store
+	// directory, for the worker adversary (attack_worker_linux.go).
+	advSealers map[string]*os.File
 }
 
 type pullStatus struct {

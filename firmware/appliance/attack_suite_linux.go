@@ -27,17 +27,21 @@ import (
 const AttackBinary = "/bin/holdfast-attack"
 
 // testOnlyCommand gives a TEST image (built with the holdfast_attack_suite
-// tag, images.Options.AttackSuite) its `attack` command: PID 1 starts the
+// tag, images.Options.AttackSuite) its `attack` command (and
+// `attack-worker`, attack_worker_linux.go): PID 1 starts the
 // attack program as uid 0 after lockdown, with what any program started
 // then gets (pid1Bounding: nothing), serves its requests to run parts of
 // it as other uids (serveAttackBroker) and streams its lines to the
 // console. A release
 // init has no such command (attack_suite_off_linux.go).
 func (a *appliance) testOnlyCommand(name string) func(context.Context, console.Command, io.Writer) error {
-	if name != "attack" {
-		return nil
+	switch name {
+	case "attack":
+		return a.attack
+	case "attack-worker":
+		return a.attackWorker // attack_worker_linux.go
 	}
-	return a.attack
+	return nil
 }
 
 func (a *appliance) attack(ctx context.Context, _ console.Command, out io.Writer) error {
@@ -55,7 +59,9 @@ func (a *appliance) attack(ctx context.Context, _ console.Command, out io.Writer
 		}
 		switch c.Args[0] {
 		case "holdfast-sealer":
-			sealer = c.Process.Pid
+			if sealer == 0 { // the worker's, not the worker adversary's
+				sealer = c.Process.Pid
+			}
 		case "holdfast-worker":
 			worker = c.Process.Pid
 		}

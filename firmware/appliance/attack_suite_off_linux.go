@@ -18,3 +18,6 @@ func (a *appliance) testOnlyCommand(string) func(context.Context, console.Comman
 // testOnlyPermitted is nothing in a release init: PID 1 keeps no
 // capability to change uids after lockdown.
 func testOnlyPermitted() []int { return nil }
+
+// testOnlySealers: a release init starts no sealer but the worker's.
+func (a *appliance) testOnlySealers([]dataStore) {}

@@ -264,6 +264,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 		}
 		refs = append(refs, diskRef{Name: d.Name, Serial: d.Serial, Dir: d.Dir})
 	}
+	a.testOnlySealers(stores) // a TEST image's worker adversary (attack_suite_linux.go)
 	dhcp, err := a.spawn("dhcp")
 	if err != nil {
 		return err

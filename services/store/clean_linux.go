@@ -52,7 +52,8 @@ func (r *ForeignReport) add(rel, detail string, removed bool) {
 // In the append-only directories (the root, packs/ and its shards,
 // snapshots/, retention/, receipts/, recovery/) nothing is removed: a
 // foreign entry there is reported, and every reader skips it by type and
-// name. Nothing it removes can hold data: a journal whose head frame does
+// name. Junk appended to the clock log is reported too (clockjunk_linux.go).
+// Nothing it removes can hold data: a journal whose head frame does
 // not read records no object. Every entry found is reported (the first
 // maxForeignReported by name), so the appliance can alert.
 func (s *Store) CleanForeign(ctx context.Context) (*ForeignReport, error) {
@@ -141,6 +142,7 @@ func (s *Store) CleanForeign(ctx context.Context) (*ForeignReport, error) {
 			}
 		}
 	}
+	s.reportClockJunk(rep) // clockjunk_linux.go
 	if err := s.reportAppendOnly(ctx, rep); err != nil {
 		return rep, err
 	}

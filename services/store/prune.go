@@ -212,6 +212,10 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		res.FreedBytes += size
 	}
 	ix.dirty = true
+	if p, bad := cacheDisagreement(s.idx, ix); bad { // cachecheck.go
+		s.log.Warn("index cache disagrees with the sealed pack trailers; replaced", "detail", p.Detail)
+		res.Skipped = append([]Problem{p}, res.Skipped...) // first: alerts name the first few
+	}
 	s.idx = ix
 	if o.DryRun {
 		return res, nil

@@ -18,7 +18,7 @@ import (
 
 // Problem is one defect Verify found.
 type Problem struct {
-	Kind     string // pack, chunk, manifest, object, flags, retention, foreign
+	Kind     string // pack, chunk, manifest, object, flags, retention, foreign, index
 	Path     string // file concerned, relative to the store
 	Snapshot string // snapshot concerned, if any
 	Key      []byte // object key, if any
@@ -237,6 +237,8 @@ func (s *Store) verifyPack(r *Report, rel, name string, good map[ChunkID]bool, h
 		// Chunks whose place the cached index still knows can be checked.
 		s.problem(r, Problem{Kind: "pack", Path: rel, Detail: "trailer: " + err.Error()})
 		es = s.idx.entries[name]
+	} else {
+		s.checkCachedEntries(r, name, es) // cachecheck.go
 	}
 	bad := 0
 	for _, e := range es {

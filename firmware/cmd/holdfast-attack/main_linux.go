@@ -49,6 +49,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && strings.HasPrefix(filepath.Base(args[0]), helperPrefix) {
 		return helperMain(filepath.Base(args[0]), stderr)
 	}
+	if len(args) > 1 && args[1] == workerCommand {
+		return workerMain(args[2:], stdout, stderr) // worker_linux.go
+	}
 	cfg, err := parseFlags(args[1:], stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
