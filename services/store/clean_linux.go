@@ -23,9 +23,24 @@ type ForeignEntry struct {
 
 // ForeignReport is what CleanForeign found and did.
 type ForeignReport struct {
-	Entries []ForeignEntry // the first maxForeignReported, in scan order
-	Count   int            // every foreign entry found
+	// Entries names at most maxForeignReported entries: first those named
+	// like a store file or of another type than a regular file (a FIFO
+	// journal, a symlinked cache, a hard link under a manifest's name),
+	// then plain junk (a regular file with a name the layout never uses),
+	// each group in scan order, so that thousands of junk files never hide
+	// the dangerous few from an alert.
+	Entries []ForeignEntry
+	Count   int // every foreign entry found
 	Removed int
+	junk    []ForeignEntry // plain junk, added to Entries at the end
+	logged  int            // entries logged one by one (maxForeignLogged)
+}
+
+// plainJunk reports whether a reason CleanForeign gives is only "a name the
+// layout never uses": the entry claims to be nothing.
+func plainJunk(detail string) bool {
+	return strings.HasPrefix(detail, "not a journal") || strings.HasPrefix(detail, "not the index cache") ||
+		strings.HasPrefix(detail, "not the clock log") || strings.HasPrefix(detail, "left in tmp/")
 }
 
 func (r *ForeignReport) add(rel, detail string, removed bool) {
@@ -33,8 +48,36 @@ func (r *ForeignReport) add(rel, detail string, removed bool) {
 	if removed {
 		r.Removed++
 	}
-	if len(r.Entries) < maxForeignReported {
-		r.Entries = append(r.Entries, ForeignEntry{Path: rel, Detail: detail, Removed: removed})
+	e := ForeignEntry{Path: rel, Detail: detail, Removed: removed}
+	switch {
+	case plainJunk(detail):
+		if len(r.junk) < maxForeignReported {
+			r.junk = append(r.junk, e)
+		}
+	case len(r.Entries) < maxForeignReported:
+		r.Entries = append(r.Entries, e)
+	}
+}
+
+// finish puts the junk after the others, up to maxForeignReported.
+func (r *ForeignReport) finish() {
+	for _, e := range r.junk {
+		if len(r.Entries) == maxForeignReported {
+			break
+		}
+		r.Entries = append(r.Entries, e)
+	}
+	r.junk = nil
+}
+
+// logOne logs one entry while fewer than maxForeignLogged were: PID 1's
+// log goes to a 115200-baud console, where a line per entry of 18,000
+// planted junk files took minutes of every boot. The rest are counted in
+// CleanForeign's last line.
+func (r *ForeignReport) logOne(log func(msg string, args ...any), msg string, args ...any) {
+	if r.logged < maxForeignLogged {
+		r.logged++
+		log(msg, args...)
 	}
 }
 
@@ -64,11 +107,11 @@ func (s *Store) CleanForeign(ctx context.Context) (*ForeignReport, error) {
 	remove := func(dir, name, detail string) {
 		rel := dir + "/" + name
 		if err := os.RemoveAll(s.path(dir, name)); err != nil {
-			s.log.Warn("foreign entry not removed", "path", rel, "error", err)
+			rep.logOne(s.log.Warn, "foreign entry not removed", "path", rel, "error", err)
 			rep.add(rel, detail+"; not removed: "+err.Error(), false)
 			return
 		}
-		s.log.Warn("foreign entry removed", "path", rel, "detail", detail)
+		rep.logOne(s.log.Warn, "foreign entry removed", "path", rel, "detail", detail)
 		rep.add(rel, detail, true)
 	}
 	work := []struct {
@@ -146,8 +189,9 @@ func (s *Store) CleanForeign(ctx context.Context) (*ForeignReport, error) {
 	if err := s.reportAppendOnly(ctx, rep); err != nil {
 		return rep, err
 	}
+	rep.finish()
 	if rep.Count > 0 {
-		s.log.Warn("foreign entries found in the store", "count", rep.Count, "removed", rep.Removed)
+		s.log.Warn("foreign entries found in the store", "count", rep.Count, "removed", rep.Removed, "logged_one_by_one", rep.logged)
 	}
 	return rep, nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
 
@@ -320,5 +321,47 @@ func TestManyJunkEntriesBoundedMemory(t *testing.T) {
 	rep, err := s.CleanForeign(t.Context())
 	if err != nil || rep.Removed != 3*n {
 		t.Fatalf("clean: removed %v, %v", rep, err)
+	}
+}
+
+// Thousands of junk files (what the worker adversary planted in the VM,
+// 3,000 per directory) neither flood the log nor hide the dangerous
+// entries from the report an alert is made of: a FIFO named like a
+// journal and a symlink in place of the index cache are named first, and
+// the log holds at most maxForeignLogged lines of entries.
+func TestCleanForeignNamesDangerFirst(t *testing.T) {
+	var logBuf strings.Builder
+	s := newStore(t, InitOptions{}, Options{Logger: hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Warn})})
+	for i := range 3000 {
+		if err := os.WriteFile(s.path(wipDir, fmt.Sprintf("junk-%05d", i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fifo := wipDir + "/20260101T000000Z-0badf00d.journal"
+	if err := unix.Mkfifo(s.path(fifo), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cache := indexDir + "/index"
+	_ = os.Remove(s.path(cache))
+	if err := os.Symlink("/dev/zero", s.path(cache)); err != nil {
+		t.Fatal(err)
+	}
+	logBuf.Reset()
+	rep, err := s.CleanForeign(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Count != 3002 || len(rep.Entries) != maxForeignReported {
+		t.Fatalf("count %d, named %d; want 3002 and %d", rep.Count, len(rep.Entries), maxForeignReported)
+	}
+	first := map[string]bool{rep.Entries[0].Path: true, rep.Entries[1].Path: true}
+	if !first[fifo] || !first[cache] {
+		t.Errorf("the first entries named are %q and %q, want the FIFO journal and the symlinked cache", rep.Entries[0].Path, rep.Entries[1].Path)
+	}
+	if n := strings.Count(logBuf.String(), "foreign entry removed"); n > maxForeignLogged {
+		t.Errorf("%d log lines, one per entry; want at most %d", n, maxForeignLogged)
+	}
+	if !strings.Contains(logBuf.String(), "logged_one_by_one=") {
+		t.Errorf("no summary line:\n%s", logBuf.String())
 	}
 }

@@ -606,7 +606,8 @@ func (s *Store) sealEntries(dir string, named func(string) bool, check func(stri
 }
 
 // maxForeignLogged bounds the foreign entries an open logs one by one in
-// each directory; Verify and CleanForeign count and name them.
+// each directory, and CleanForeign in the whole store; Verify and
+// CleanForeign count and name them.
 const maxForeignLogged = 100
 
 // sealIfComplete seals a file that a crash left renamed into place but not

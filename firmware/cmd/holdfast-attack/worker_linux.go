@@ -34,9 +34,10 @@ import (
 //
 //	holdfast-attack worker-adversary -in-vm -uid 1000 -stores DIR,... -disks NAME,...
 //
-// as uid 0; the program makes itself the worker with caps.BecomeAndExec
-// (what the worker's own become- stage calls: uid and gid 1000, no groups,
-// no capabilities, an empty bounding set, no_new_privs), then reads the
+// with the worker's uid and gid (Credential; started as uid 0 instead, it
+// makes itself the worker with caps.BecomeAndExec, what the worker's own
+// become- stage calls: uid and gid 1000, no groups, no capabilities, an
+// empty bounding set, no_new_privs); it checks those credentials, reads the
 // master key the worker gets in its "init" message (stdin, hex) and uses
 // one sealer socket per store (fd 3 on), as the worker does. On every
 // store it plants each class of issue 15 and prints one row per planted
