@@ -90,15 +90,7 @@ func TestAttackSuite(t *testing.T) {
 	mc := testminio.Start(t)
 	mc.MakeBucket(t, "mail", false)
 	_, port, _ := strings.Cut(mc.Endpoint, ":")
-	objs := map[string][]byte{}
-	rnd := rand.New(rand.NewPCG(3, 4))
-	for i := range 30 {
-		data := make([]byte, 500+rnd.IntN(200000))
-		for j := range data {
-			data[j] = byte(rnd.Uint32())
-		}
-		objs[fmt.Sprintf("inbox/%03d.eml", i)] = data
-	}
+	objs := randomMails(rand.New(rand.NewPCG(3, 4)), 30, 500, 200000)
 	objs["weird/spa ce & ?query=1%20"] = []byte("hostile key")
 	objs["weird/\x1b[2J clear \n newline"] = []byte("hostile key 2")
 	for k, v := range objs {

@@ -79,15 +79,7 @@ func TestWorkerAdversary(t *testing.T) {
 	mc := testminio.Start(t)
 	mc.MakeBucket(t, "mail", false)
 	_, port, _ := strings.Cut(mc.Endpoint, ":")
-	objs := map[string][]byte{}
-	rnd := rand.New(rand.NewPCG(15, 1000))
-	for i := range 20 {
-		data := make([]byte, 500+rnd.IntN(300000))
-		for j := range data {
-			data[j] = byte(rnd.Uint32())
-		}
-		objs[fmt.Sprintf("inbox/%03d.eml", i)] = data
-	}
+	objs := randomMails(rand.New(rand.NewPCG(15, 1000)), 20, 500, 300000)
 	for k, v := range objs {
 		mc.Put(t, "mail", k, v, minio.PutObjectOptions{ContentType: "message/rfc822"})
 	}

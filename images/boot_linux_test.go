@@ -327,6 +327,25 @@ func (g *guest) stop(ctx context.Context) {
 	g.vm = nil
 }
 
+// randomMails returns n objects inbox/000.eml, inbox/001.eml, ... of least
+// to least+spread-1 pseudo-random bytes drawn from rnd.
+func randomMails(rnd *rand.Rand, n, least, spread int) map[string][]byte {
+	objs := make(map[string][]byte, n)
+	for i := range n {
+		objs[fmt.Sprintf("inbox/%03d.eml", i)] = randomBytes(rnd, least+rnd.IntN(spread))
+	}
+	return objs
+}
+
+// randomBytes returns n pseudo-random bytes drawn from rnd.
+func randomBytes(rnd *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for j := range b {
+		b[j] = byte(rnd.Uint32())
+	}
+	return b
+}
+
 // mailConfig is the config of a test appliance called name that pulls
 // bucket "mail" of the host's MinIO (the guest reaches the host's loopback
 // at 10.0.2.2) every 6 hours and keeps each snapshot 14 days; extra (more
@@ -541,20 +560,9 @@ func TestApplianceEndToEnd(t *testing.T) {
 	mc.MakeBucket(t, "mail", false)
 	mc.MakeBucket(t, "restored", false) // the console restore's target
 	_, port, _ := strings.Cut(mc.Endpoint, ":")
-	objs := map[string][]byte{}
 	rnd := rand.New(rand.NewPCG(1, 2))
-	for i := range 20 {
-		data := make([]byte, 1000+rnd.IntN(20000))
-		for j := range data {
-			data[j] = byte(rnd.Uint32())
-		}
-		objs[fmt.Sprintf("inbox/%03d.eml", i)] = data
-	}
-	big := make([]byte, 3<<20)
-	for j := range big {
-		big[j] = byte(rnd.Uint32())
-	}
-	objs["archive/big.mbox"] = big
+	objs := randomMails(rnd, 20, 1000, 20000)
+	objs["archive/big.mbox"] = randomBytes(rnd, 3<<20)
 	objs["weird/ünïcode \t tab"] = []byte("hostile key 1")
 	objs["weird/spa ce & ?query=1%20"] = []byte("hostile key 2")
 	objs["weird/\x1b[2Jescape"] = []byte("hostile key 3")

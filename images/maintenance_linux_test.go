@@ -60,10 +60,7 @@ func TestMaintenanceReboot(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(17, 3))
 	objs := map[string][]byte{}
 	put := func(k string, n int) {
-		data := make([]byte, n)
-		for j := range data {
-			data[j] = byte(rnd.Uint32())
-		}
+		data := randomBytes(rnd, n)
 		objs[k] = data
 		mc.Put(t, "mail", k, data, minio.PutObjectOptions{ContentType: "message/rfc822"})
 	}
