@@ -74,8 +74,8 @@
 //	|                         |         |                     | prune              |                | from its head references nothing and is skipped  |
 //	| index/index             | no      | worker              | PID 1 (open),      | 256 MiB        | prune never reads it; readers check every chunk  |
 //	|                         |         |                     | readers            |                | against its tag and rebuild from trailers        |
-//	| state/clock.log         | appends | worker (appends)    | prune              | last 1 MiB     | a later mark, or a tail without one, only makes  |
-//	|                         | only    |                     |                    |                | prune refuse (keep everything)                   |
+//	| state/clock.log         | appends | worker (appends)    | PID 1 (clean),     | last 1 MiB     | prune never reads it; junk in its tail is only   |
+//	|                         | only    |                     | mirror sync        |                | reported, and a sync carries a later mark only   |
 //	| lock, tmp/*             | no      | worker              | nobody (flock;     | -              | never read                                       |
 //	|                         |         |                     | removed at open)   |                |                                                  |
 package store
