@@ -727,6 +727,12 @@ func TestApplianceEndToEnd(t *testing.T) {
 	g.typeLine("unlock 000000-000000")
 	g.wait(ctx, "error: recovery key")
 	g.typeLine("unlock " + rk)
+	// unlock shows the config it would reseal to and waits for yes.
+	g.wait(ctx, "Type 'unlock yes'")
+	if !strings.Contains(g.text.String(), `appliance "`) {
+		t.Error("unlock did not show the config summary before resealing")
+	}
+	g.typeLine("unlock yes")
 	g.wait(ctx, appliance.ReadyLine)
 	if v := g.run(ctx, "verify"); !strings.Contains(v, "verify OK") {
 		t.Errorf("verify after unlock: %s", v)

@@ -404,36 +404,16 @@ func (a *appliance) showRecoveryKey(ctx context.Context, rk recoverykey.Key) {
 func (a *appliance) safeMode(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var unlocked error = errors.New("not unlocked")
+	st := &safeState{}
 	h := func(ctx context.Context, cmd console.Command, out io.Writer) error {
-		switch cmd.Name {
-		case "unlock":
-			a.mu.Lock()
-			stuck := a.stuckStep
-			a.mu.Unlock()
-			if stuck != "" {
-				return fmt.Errorf("unlock does not apply: the keys are open, but %s; type reboot to try again", stuck)
-			}
-			if err := a.unlock(ctx, strings.Join(cmd.Args, "")); err != nil {
-				return err
-			}
-			fmt.Fprint(out, "unlocked: the key is sealed to this firmware again; continuing the boot\r\n")
-			unlocked = nil
+		done, err := a.safeCommand(ctx, st, cmd, out)
+		if done {
 			cancel()
-			return nil
-		case "format", "extend", "hold":
-			return fmt.Errorf("%s is not available in safe mode", cmd.Name)
-		case "status":
-			// Safe mode comes before phase 5 lists the disks; listing
-			// them only reads each disk's first and last MiB.
-			if _, err := a.scanDisks(); err != nil {
-				a.log.Warn("cannot list disks", "error", err)
-			}
 		}
-		return a.command(ctx, cmd, out)
+		return err
 	}
 	err := console.Serve(sctx, a.o.Conn, console.ServeOptions{Handler: h, Typed: a.o.Typed, Human: a.o.Human, Prompt: Prompt, Log: a.log.Named("console")})
-	if unlocked == nil {
+	if st.unlocked {
 		a.mu.Lock()
 		a.safe = ""
 		a.mu.Unlock()
@@ -446,45 +426,132 @@ func (a *appliance) safeMode(ctx context.Context) error {
 	return errors.New("still in safe mode")
 }
 
-// unlock opens the master key with the paper recovery key, reseals it to
-// this boot and continues.
-func (a *appliance) unlock(ctx context.Context, typed string) error {
+// unlockConfirmWithin is how long a checked recovery key waits for the
+// operator's "unlock yes".
+const unlockConfirmWithin = 10 * time.Minute
+
+// safeState is what the safe-mode console remembers between commands.
+type safeState struct {
+	// pending is a recovery key that opened the master key, with the
+	// config it would reseal to, waiting for "unlock yes".
+	pending  *unlockPlan
+	unlocked bool
+}
+
+// unlockPlan is what "unlock yes" reseals: the master key the paper key
+// opened and the config on the stick it was checked against.
+type unlockPlan struct {
+	rk      recoverykey.Key
+	master  []byte
+	blob    []byte
+	expires time.Time
+}
+
+// safeCommand runs one console command in safe mode; done means the box is
+// unlocked and the boot goes on. Unlocking takes two steps: "unlock KEY"
+// checks the paper key and shows the summary of the config the key would be
+// resealed to (a config.sealed planted on the stick must be seen before a
+// person vouches for it), and "unlock yes" reseals.
+func (a *appliance) safeCommand(ctx context.Context, st *safeState, cmd console.Command, out io.Writer) (done bool, err error) {
+	switch cmd.Name {
+	case "unlock":
+		a.mu.Lock()
+		stuck := a.stuckStep
+		a.mu.Unlock()
+		if stuck != "" {
+			return false, fmt.Errorf("unlock does not apply: the keys are open, but %s; type reboot to try again", stuck)
+		}
+		switch {
+		case len(cmd.Args) == 1 && strings.EqualFold(cmd.Args[0], "no"):
+			st.pending = nil
+			fmt.Fprint(out, "unlock cancelled: nothing was resealed\r\n")
+			return false, nil
+		case len(cmd.Args) == 1 && strings.EqualFold(cmd.Args[0], "yes"):
+			p := st.pending
+			st.pending = nil
+			if p == nil || time.Now().After(p.expires) {
+				return false, errors.New("no recovery key is waiting for confirmation: type unlock followed by the paper recovery key first")
+			}
+			if err := a.unlock(ctx, p); err != nil {
+				return false, err
+			}
+			fmt.Fprint(out, "unlocked: the key is sealed to this firmware and this config again; continuing the boot\r\n")
+			st.unlocked = true
+			return true, nil
+		}
+		st.pending = nil
+		p, summary, err := a.prepareUnlock(strings.Join(cmd.Args, ""))
+		if err != nil {
+			return false, err
+		}
+		p.expires = time.Now().Add(unlockConfirmWithin)
+		st.pending = p
+		fmt.Fprintf(out, "The recovery key is right. Unlocking reseals the key to this firmware and to this config:\r\n%s"+
+			"Type 'unlock yes' within %s to reseal and continue, or 'unlock no'.\r\n",
+			strings.ReplaceAll(string(console.Quote([]byte(summary))), "\n", "\r\n"), unlockConfirmWithin)
+		return false, nil
+	case "format", "extend", "hold":
+		return false, fmt.Errorf("%s is not available in safe mode", cmd.Name)
+	case "status":
+		// Safe mode comes before phase 5 lists the disks; listing
+		// them only reads each disk's first and last MiB.
+		if _, err := a.scanDisks(); err != nil {
+			a.log.Warn("cannot list disks", "error", err)
+		}
+	}
+	return false, a.command(ctx, cmd, out)
+}
+
+// prepareUnlock opens the master key with the paper recovery key typed and
+// checks that the config on the stick was sealed with it; it returns what
+// unlock would reseal and the config's summary, and changes nothing.
+func (a *appliance) prepareUnlock(typed string) (*unlockPlan, string, error) {
 	if a.tpm == nil || a.part == nil {
-		return errors.New("unlock needs the TPM and the config partition, and this box has not got both")
+		return nil, "", errors.New("unlock needs the TPM and the config partition, and this box has not got both")
 	}
 	rk, err := recoverykey.Parse(typed)
 	if err != nil {
-		return fmt.Errorf("recovery key: %w", err)
+		return nil, "", fmt.Errorf("recovery key: %w", err)
 	}
 	wrapped, err := os.ReadFile(filepath.Join(a.part.Dir, tpm.RecoveryFile))
 	if err != nil {
-		return fmt.Errorf("recovery file: %w", err)
+		return nil, "", fmt.Errorf("recovery file: %w", err)
 	}
 	master, err := recoverykey.Unwrap(wrapped, rk)
 	if err != nil {
-		return fmt.Errorf("recovery key: %w", err)
+		return nil, "", fmt.Errorf("recovery key: %w", err)
 	}
 	blob, err := a.part.ReadConfig()
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	if _, err := configpart.OpenConfig(master, blob); err != nil {
-		return fmt.Errorf("the config on the stick was not sealed with this box's key: %w", err)
+	raw, err := configpart.OpenConfig(master, blob)
+	if err != nil {
+		return nil, "", fmt.Errorf("the config on the stick was not sealed with this box's key: %w", err)
 	}
+	summary, err := console.Validate(raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("the config on the stick opens with this box's key but does not parse, refusing to reseal to it: %w", err)
+	}
+	return &unlockPlan{rk: rk, master: master, blob: blob}, summary, nil
+}
+
+// unlock reseals the master key of p to this boot and continues.
+func (a *appliance) unlock(ctx context.Context, p *unlockPlan) error {
 	// PCR 15 must hold this boot's config digest (keys extended it and,
 	// having failed, did not cap it), so that sealing to the current
 	// values binds the key to this firmware and this config.
 	if !a.measured {
-		if err := a.tpm.ExtendConfigPCR(ctx, configpart.Digest(blob)); err != nil {
+		if err := a.tpm.ExtendConfigPCR(ctx, configpart.Digest(p.blob)); err != nil {
 			return fmt.Errorf("measure config: %w", err)
 		}
 		a.measured = true
 	}
-	if err := a.tpm.Reseal(ctx, a.part.Dir, master, rk, tpm.DefaultPolicy(), nil); err != nil {
+	if err := a.tpm.Reseal(ctx, a.part.Dir, p.master, p.rk, tpm.DefaultPolicy(), nil); err != nil {
 		return err
 	}
 	a.log.Warn("master key resealed to this boot with the recovery key")
-	return a.haveKey(ctx, master, blob)
+	return a.haveKey(ctx, p.master, p.blob)
 }
 
 // start starts a child PID 1 keeps or waits for itself.

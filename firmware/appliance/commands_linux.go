@@ -48,7 +48,8 @@ import (
 //	|                       | (maintreboot_linux.go)                                    |
 //	| poweroff, reboot      | stops the worker, advances T, unmounts, TPM2_Shutdown     |
 //	|                       | (STATE) last, then powers off or restarts                 |
-//	| unlock KEY            | safe mode only: the paper recovery key reseals and goes on|
+//	| unlock KEY, unlock yes| safe mode only: the paper recovery key is checked and the |
+//	|                       | config it would reseal to is shown; yes reseals, goes on  |
 const helpText = `commands:
   status                 phase, disks, store, last and next pulls, alerts
   snapshots              list snapshots
@@ -76,7 +77,9 @@ const helpText = `commands:
                          into it (prune) unless a pull or restore runs
   poweroff               stop everything and power off
   reboot                 stop everything and restart
-  unlock KEY             (safe mode) unlock with the paper recovery key
+  unlock KEY             (safe mode) check the paper recovery key and show the
+                         config the key would be resealed to
+  unlock yes             (safe mode) then reseal and continue the boot
 `
 
 func nl(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }

@@ -33,7 +33,7 @@ func (a *app) consoleRunCmds(cf *consoleFlags) []*cobra.Command {
 		Long: `run sends one command to the appliance over the serial line and prints its
 output: help, status, snapshots, ls SNAPSHOT [PREFIX], verify, pull [SOURCE],
 format SERIAL, extend SNAPSHOT PERIOD, hold SNAPSHOT, restore (see
-"holdfast console restore"), and in safe mode unlock RECOVERY-KEY. The same
+"holdfast console restore"), and in safe mode unlock RECOVERY-KEY then unlock yes. The same
 commands can be typed at the console itself. Exit status 1 when the
 appliance reports that the command failed.`,
 		Example: `  holdfast console run --port out/qemu-x86_64/vm/serial.sock snapshots
