@@ -1,8 +1,10 @@
 // Command benchpull fills a MinIO bucket with the bench-pull data set:
 // 8 x 64 MiB, 512 x 1 MiB and 5,000 x 4 KiB objects (1,056 MiB in all) of
 // deterministic, incompressible bytes (ChaCha8 seeded by the object's
-// index), uploaded with minio-go over 127.0.0.1. tools/scripts/bench-pull.sh
-// runs it; it is not part of the appliance.
+// index), uploaded with minio-go over 127.0.0.1. With -get-all or -list-all
+// it measures this machine's ceilings instead: a bare parallel GET of every
+// object to nowhere, and a bare listing. tools/scripts/bench-pull.sh runs
+// it; it is not part of the appliance.
 //
 // Limits: it creates the bucket and only adds objects; it talks plain HTTP
 // and is meant for a local test server only.
@@ -83,8 +85,16 @@ func main() {
 	printSpec := flag.Bool("print-spec", false, "print the data set description and exit")
 	freePort := flag.Bool("free-port", false, "print a free TCP port on 127.0.0.1 and exit")
 	wait := flag.Duration("wait", 0, "wait up to this long for the server at -endpoint to be ready, then exit")
+	getAll := flag.Bool("get-all", false, "GET every object of -bucket with -workers in parallel, discarding the bytes (the ceiling of a pull), and exit")
+	listAll := flag.Bool("list-all", false, "list every object of -bucket (the ceiling of a no-change pull), and exit")
 	flag.Parse()
 	switch {
+	case *getAll || *listAll:
+		if err := ceiling(context.Background(), *endpoint, *bucket, *access, *secret, *workers, *getAll); err != nil {
+			fmt.Fprintf(os.Stderr, "benchpull: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	case *freePort:
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -132,14 +142,74 @@ func waitReady(endpoint string, d time.Duration) error {
 	}
 }
 
-func run(ctx context.Context, endpoint, bucket, access, secret string, workers int) error {
+func client(endpoint, access, secret string, workers int) (*minio.Client, error) {
 	if endpoint == "" {
-		return errors.New("-endpoint is required")
+		return nil, errors.New("-endpoint is required")
 	}
-	cl, err := minio.New(endpoint, &minio.Options{
+	return minio.New(endpoint, &minio.Options{
 		Creds: credentials.NewStaticV4(access, secret, ""), Region: "us-east-1",
 		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: workers},
 	})
+}
+
+// ceiling lists the bucket and, with get, GETs every object with workers
+// in parallel into io.Discard: the least work any pull of the bucket can
+// do on this machine. It prints what it read.
+func ceiling(ctx context.Context, endpoint, bucket, access, secret string, workers int, get bool) error {
+	cl, err := client(endpoint, access, secret, workers)
+	if err != nil {
+		return err
+	}
+	keys := make(chan string, 1024)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var total int64
+	var firstErr error
+	if get {
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range keys {
+					o, err := cl.GetObject(ctx, bucket, k, minio.GetObjectOptions{})
+					var n int64
+					if err == nil {
+						n, err = io.Copy(io.Discard, o)
+						o.Close()
+					}
+					mu.Lock()
+					total += n
+					if err != nil && firstErr == nil {
+						firstErr = fmt.Errorf("get %s: %w", k, err)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	count := 0
+	for o := range cl.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
+		if o.Err != nil {
+			close(keys)
+			wg.Wait()
+			return fmt.Errorf("list %s: %w", bucket, o.Err)
+		}
+		count++
+		if get {
+			keys <- o.Key
+		}
+	}
+	close(keys)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	fmt.Printf("listed %d objects, read %d bytes\n", count, total)
+	return nil
+}
+
+func run(ctx context.Context, endpoint, bucket, access, secret string, workers int) error {
+	cl, err := client(endpoint, access, secret, workers)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,10 @@
 #   holdfast pull (no change) the same bucket again: nothing to fetch
 #   rclone copy (no change)   into the same directory again
 #   both no-change runs again, without dropping caches ("warm")
+#   bare GET                  every object, 4 in parallel, to nowhere (the
+#                             ceiling of a full pull on this machine)
+#   bare listing              the bucket listed, nothing read (the ceiling
+#                             of a no-change pull)
 #
 # Each run starts after dropping the page cache (when allowed; not for the
 # warm runs) and ends with `sync`; wall time covers both, peak RSS comes from GNU time. rclone is
@@ -136,6 +140,10 @@ measure HF_AGAIN "${PULL[@]}"
 measure RC_AGAIN "${RCLONE[@]}"
 WARM=1 measure HF_WARM "${PULL[@]}"
 WARM=1 measure RC_WARM "${RCLONE[@]}"
+CEIL=(env BENCH_ACCESS_KEY=$ACCESS BENCH_SECRET_KEY=$SECRET "$BENCHPULL" -endpoint "$ENDPOINT" -bucket bench -workers 4)
+measure BARE_GET "${CEIL[@]}" -get-all
+measure BARE_LIST "${CEIL[@]}" -list-all
+grep -q "listed $OBJECTS objects, read $CONTENT_BYTES bytes" "$WORK/BARE_GET.log" || die "bare GET: $(cat "$WORK/BARE_GET.log")"
 grep -q "$OBJECTS objects" "$WORK/HF_FULL.log" || die "full pull did not store $OBJECTS objects: $(cat "$WORK/HF_FULL.log")"
 grep -q "0 fetched" "$WORK/HF_AGAIN.log" || die "the no-change pull fetched something: $(grep snapshot "$WORK/HF_AGAIN.log")"
 RC_FILES=$(find "$WORK/rclone" -type f | wc -l)
@@ -171,12 +179,21 @@ PEAK_MIB=$(awk -v k="$PEAK_KIB" 'BEGIN { printf "%.1f", k / 1024 }')
 	row "rclone copy (no change)" "$RC_AGAIN_SECS" "$RC_AGAIN_RSS"
 	row "holdfast pull (no change, warm)" "$HF_WARM_SECS" "$HF_WARM_RSS"
 	row "rclone copy (no change, warm)" "$RC_WARM_SECS" "$RC_WARM_RSS"
+	row "bare parallel GET (ceiling)" "$BARE_GET_SECS" "$BARE_GET_RSS"
+	row "bare listing (ceiling)" "$BARE_LIST_SECS" "$BARE_LIST_RSS"
 	printf '\n(MB/s of the no-change runs is the data set size over the time taken, for comparison only.)\n'
 	printf 'goals:\n'
 	verdict "full pull >= 1.3x rclone's throughput: ${FULL_RATIO}x" "$(awk -v x="$FULL_RATIO" 'BEGIN { print (x >= 1.3) ? 1 : 0 }')"
 	verdict "no-change re-pull <= 0.2x rclone's time (caches dropped): ${AGAIN_RATIO}x" "$(awk -v x="$AGAIN_RATIO" 'BEGIN { print (x <= 0.2) ? 1 : 0 }')"
 	verdict "no-change re-pull <= 0.2x rclone's time (warm): ${WARM_RATIO}x" "$(awk -v x="$WARM_RATIO" 'BEGIN { print (x <= 0.2) ? 1 : 0 }')"
 	verdict "pull peak RSS <= 96 MiB: ${PEAK_MIB} MiB" "$(awk -v x="$PEAK_MIB" 'BEGIN { print (x <= 96) ? 1 : 0 }')"
+	printf 'against the ceilings on this machine:\n'
+	printf '  full pull takes %sx the bare parallel GET; rclone %sx\n' \
+		"$(awk -v h="$HF_FULL_SECS" -v c="$BARE_GET_SECS" 'BEGIN { printf "%.2f", h / c }')" \
+		"$(awk -v h="$RC_FULL_SECS" -v c="$BARE_GET_SECS" 'BEGIN { printf "%.2f", h / c }')"
+	printf '  no-change pull takes %sx the bare listing (warm: %sx)\n' \
+		"$(awk -v h="$HF_AGAIN_SECS" -v c="$BARE_LIST_SECS" 'BEGIN { printf "%.2f", h / c }')" \
+		"$(awk -v h="$HF_WARM_SECS" -v c="$BARE_LIST_SECS" 'BEGIN { printf "%.2f", h / c }')"
 	printf '\nholdfast full:      %s\n' "$(grep 'snapshot' "$WORK/HF_FULL.log" | grep -v '^{' | head -n 1)"
 	printf 'holdfast no change: %s\n' "$(grep 'snapshot' "$WORK/HF_AGAIN.log" | grep -v '^{' | head -n 1)"
 } | tee "$RESULTS"
