@@ -8,7 +8,7 @@ HOLDFAST := $(OUT)/bin/holdfast
 
 export CGO_ENABLED := 0
 
-.PHONY: all setup build test faults fuzz demo bench bench-store bench-pull bench-restore clean image qemu
+.PHONY: all setup build test faults fuzz demo bench bench-store bench-pull bench-restore bench-scale clean image qemu
 
 # HOLDFAST_ACCEL=auto|kvm|tcg picks the VMs' accelerator for make demo, make
 # test, make qemu and make faults (default auto: a probe of this host's KVM,
@@ -77,8 +77,12 @@ bench-pull: setup build
 bench-restore: setup build
 	HOLDFAST=$(CURDIR)/$(HOLDFAST) GO=$(GO) bash tools/scripts/bench-restore.sh
 
+## bench-scale: a mail archive: pulls, ls, cat, prune and verify of a MinIO bucket of BENCH_SCALE_OBJECTS (default 1,000,000) maildir objects, built once and cached, beside a bare listing (needs root; the first run uploads the bucket)
+bench-scale: setup build
+	HOLDFAST=$(CURDIR)/$(HOLDFAST) GO=$(GO) bash tools/scripts/bench-scale.sh
+
 ## bench: every benchmark
-bench: bench-store bench-pull bench-restore
+bench: bench-store bench-pull bench-restore bench-scale
 
 ## image: build out/$(BOARD)/holdfast.img (GPT, ESP with UKIs in slots A/B, config partition) and print PCR 11
 image: setup

@@ -87,8 +87,18 @@ func main() {
 	wait := flag.Duration("wait", 0, "wait up to this long for the server at -endpoint to be ready, then exit")
 	getAll := flag.Bool("get-all", false, "GET every object of -bucket with -workers in parallel, discarding the bytes (the ceiling of a pull), and exit")
 	listAll := flag.Bool("list-all", false, "list every object of -bucket (the ceiling of a no-change pull), and exit")
+	maildir := flag.Int("maildir", 0, "instead of the bench-pull data set, fill -bucket with this many maildir-shaped objects of 1 to 16 KiB (bench-scale)")
+	change := flag.Int("change-every", 0, "with -maildir: rewrite only every Nth object with new bytes (generation -gen)")
+	gen := flag.Int("gen", 0, "with -maildir: the bytes' generation (0 is the original data set)")
 	flag.Parse()
 	switch {
+	case *maildir > 0:
+		objs := maildirObjects(*maildir, *change, uint64(*gen))
+		if err := upload(context.Background(), *endpoint, *bucket, *access, *secret, *workers, objs, *change == 0 && *gen == 0); err != nil {
+			fmt.Fprintf(os.Stderr, "benchpull: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	case *getAll || *listAll:
 		if err := ceiling(context.Background(), *endpoint, *bucket, *access, *secret, *workers, *getAll); err != nil {
 			fmt.Fprintf(os.Stderr, "benchpull: %v\n", err)
@@ -208,15 +218,40 @@ func ceiling(ctx context.Context, endpoint, bucket, access, secret string, worke
 	return nil
 }
 
+// maildirObjects is bench-scale's data set: n objects of 1 to 16 KiB
+// under keys shaped like a mail server's maildirs (1,000 mails a user),
+// every one its own bytes; with every > 0 only each every-th of them. gen
+// changes the bytes and keeps the keys and sizes.
+func maildirObjects(n, every int, gen uint64) []object {
+	var out []object
+	for i := 0; i < n; i++ {
+		if every > 0 && i%every != every/2 {
+			continue
+		}
+		r := rand.New(rand.NewPCG(uint64(i), 0x6d61696c))
+		size := 1024 + r.Int64N(15*1024+1)
+		key := fmt.Sprintf("user%06d/Maildir/cur/%d.M%dP%d.mx1.example.net,S=%d:2,S", i/1000, 1700000000+i*37, r.IntN(1_000_000), 1000+r.IntN(60000), size)
+		out = append(out, object{key: key, size: size, seed: uint64(i)<<8 | gen&0xff})
+	}
+	return out
+}
+
 func run(ctx context.Context, endpoint, bucket, access, secret string, workers int) error {
+	return upload(ctx, endpoint, bucket, access, secret, workers, objects(), true)
+}
+
+// upload puts objs into bucket with workers in parallel; create makes the
+// bucket first.
+func upload(ctx context.Context, endpoint, bucket, access, secret string, workers int, objs []object, create bool) error {
 	cl, err := client(endpoint, access, secret, workers)
 	if err != nil {
 		return err
 	}
-	if err := cl.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
-		return fmt.Errorf("make bucket %s: %w", bucket, err)
+	if create {
+		if err := cl.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
+			return fmt.Errorf("make bucket %s: %w", bucket, err)
+		}
 	}
-	objs := objects()
 	work := make(chan object)
 	errc := make(chan error, workers)
 	var wg sync.WaitGroup
@@ -226,7 +261,10 @@ func run(ctx context.Context, endpoint, bucket, access, secret string, workers i
 			defer wg.Done()
 			for o := range work {
 				var seed [32]byte
-				seed[0], seed[1], seed[2] = byte(o.seed), byte(o.seed>>8), 0xbe
+				for i := range 8 {
+					seed[i] = byte(o.seed >> (8 * i))
+				}
+				seed[8] = 0xbe
 				r := &chachaReader{r: rand.NewChaCha8(seed), n: o.size}
 				// One part per object: its ETag is the MD5 the pull checks.
 				if _, err := cl.PutObject(ctx, bucket, o.key, r, o.size, minio.PutObjectOptions{PartSize: 128 << 20}); err != nil {
