@@ -9,10 +9,32 @@ import (
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
+// TestDedup runs for both chunkers of the table in chunking.go: keyed
+// FastCDC (new stores) and Rabin (stores created before it, still written
+// with it).
 func TestDedup(t *testing.T) {
-	// A fixed polynomial makes the chunk boundaries, and so the figures,
-	// the same on every run; stores get a random one.
-	s := newStore(t, InitOptions{polynomial: 0x3DA3358B4DC173}, Options{})
+	for _, tc := range []struct {
+		name string
+		io   InitOptions
+	}{
+		// A fixed polynomial makes the chunk boundaries, and so the
+		// figures, the same on every run; stores get a random one.
+		{"rabin", InitOptions{polynomial: 0x3DA3358B4DC173}},
+		{"keyed fastcdc", InitOptions{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testDedup(t, tc.io) })
+	}
+}
+
+func testDedup(t *testing.T, io InitOptions) {
+	s := newStore(t, io, Options{})
+	wantChunker := uint8(chunkerFastCDC)
+	if io.polynomial != 0 {
+		wantChunker = chunkerRabin
+	}
+	if s.cfg.Chunker != wantChunker {
+		t.Fatalf("store chunks with %d, want %d", s.cfg.Chunker, wantChunker)
+	}
 	data := randBytes(80, 100<<20)
 	until := time.Now().Add(time.Hour)
 	putObjects(t, s, "src", until, map[string][]byte{"big": data})

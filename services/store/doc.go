@@ -5,8 +5,9 @@
 // only a process holding CAP_LINUX_IMMUTABLE (the prune path in the boot
 // maintenance window) can clear a flag.
 //
-// Data is split by content-defined chunking (restic's Rabin chunker with a
-// per-store random polynomial), each chunk is named by a keyed hash
+// Data is split by content-defined chunking (keyed FastCDC with a random
+// per-store key; older stores keep restic's Rabin chunker and their random
+// polynomial: chunking.go), each chunk is named by a keyed hash
 // (HMAC-SHA256) so nobody can probe the store for known content, encrypted
 // with AES-256-GCM, and appended to a pack file that is fsynced, renamed into
 // packs/ and sealed. Each snapshot has one manifest that is also its journal

@@ -104,7 +104,7 @@ type InitOptions struct {
 	// the store on any Linux PC.
 	RecoveryBlob []byte
 
-	polynomial chunker.Pol // tests only: a fixed chunker polynomial; 0 means random
+	polynomial chunker.Pol // tests only: Rabin with a fixed polynomial; 0 means keyed FastCDC
 }
 
 // Config file layout (STORE/holdfast-store), sealed immutable at init:
@@ -125,6 +125,11 @@ type storeConfig struct {
 	MinChunk   uint32 `cbor:"3,keyasint"`
 	MaxChunk   uint32 `cbor:"4,keyasint"`
 	PackSize   uint32 `cbor:"5,keyasint"`
+	// Chunker, ChunkerKey and NormalChunk: the chunking table in
+	// chunking.go. Absent in stores created before FastCDC (Rabin).
+	Chunker     uint8  `cbor:"6,keyasint,omitempty"`
+	ChunkerKey  []byte `cbor:"7,keyasint,omitempty"`
+	NormalChunk uint32 `cbor:"8,keyasint,omitempty"`
 }
 
 // Store is an open store. Its methods are not safe for concurrent use
@@ -173,19 +178,13 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 			return nil, err
 		}
 	}
-	pol := io.polynomial
-	if pol == 0 {
-		if pol, err = chunker.RandomPolynomial(); err != nil {
-			return nil, fmt.Errorf("chunker polynomial: %w", err)
-		}
-	}
 	packSize := io.PackSize
 	if packSize <= 0 {
 		packSize = DefaultPackSize
 	}
-	cfg := storeConfig{
-		Created: time.Now().UnixNano(), ChunkerPol: uint64(pol),
-		MinChunk: minChunk, MaxChunk: maxChunk, PackSize: uint32(packSize),
+	cfg := storeConfig{Created: time.Now().UnixNano(), PackSize: uint32(packSize)}
+	if err := newChunkerConfig(&cfg, io.polynomial); err != nil {
+		return nil, err
 	}
 	var id [16]byte
 	if _, err := rand.Read(id[:]); err != nil {
@@ -291,8 +290,11 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 	if err := c.unmarshal(body, &s.cfg); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if s.cfg.MinChunk == 0 || s.cfg.MaxChunk < s.cfg.MinChunk || s.cfg.PackSize == 0 {
-		return nil, fmt.Errorf("config: bad chunk or pack size: %w", ErrCorrupt)
+	if s.cfg.PackSize == 0 {
+		return nil, fmt.Errorf("config: bad pack size: %w", ErrCorrupt)
+	}
+	if err := checkChunkerConfig(s.cfg); err != nil {
+		return nil, fmt.Errorf("config: %v: %w", err, ErrCorrupt)
 	}
 	s.log = o.Logger
 	if s.log == nil {

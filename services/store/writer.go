@@ -13,8 +13,6 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/restic/chunker"
 )
 
 // BeginOptions describe a new snapshot.
@@ -48,7 +46,7 @@ type Snapshot struct {
 	bytes     int64
 	closed    bool
 
-	chunkers sync.Pool      // *chunker.Chunker, reused across Puts
+	chunkers sync.Pool      // splitter (chunking.go), reused across Puts
 	bufs     chan *chunkBuf // free chunk buffers; bounds memory across all Puts
 }
 
@@ -351,12 +349,14 @@ func (sn *Snapshot) record(obj Object) error {
 // all cores; chunk order is kept by a queue of jobs in order.
 func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, error) {
 	s := sn.s
-	pol := chunker.Pol(s.cfg.ChunkerPol)
-	ch, _ := sn.chunkers.Get().(*chunker.Chunker)
+	ch, _ := sn.chunkers.Get().(splitter)
 	if ch == nil {
-		ch = chunker.NewWithBoundaries(r, pol, uint(s.cfg.MinChunk), uint(s.cfg.MaxChunk))
+		var err error
+		if ch, err = s.newSplitter(r); err != nil {
+			return nil, 0, err
+		}
 	} else {
-		ch.ResetWithBoundaries(r, pol, uint(s.cfg.MinChunk), uint(s.cfg.MaxChunk))
+		ch.reset(r)
 	}
 	defer sn.chunkers.Put(ch)
 	workers := runtime.GOMAXPROCS(0)
@@ -418,7 +418,7 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 			// needs room after the largest chunk.
 			cb.buf = make([]byte, 0, int(s.cfg.MaxChunk)+sealOverhead)
 		}
-		c, err := ch.Next(cb.buf[:0])
+		data, err := ch.next(cb.buf[:0])
 		if err != nil {
 			sn.bufs <- cb
 			if !errors.Is(err, io.EOF) {
@@ -426,8 +426,8 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 			}
 			break
 		}
-		size += int64(c.Length)
-		j := &chunkJob{cb: cb, data: c.Data, done: make(chan struct{})}
+		size += int64(len(data))
+		j := &chunkJob{cb: cb, data: data, done: make(chan struct{})}
 		order <- j
 		jobs <- j
 	}
