@@ -15,23 +15,25 @@ import (
 // file in the same directory, fsync, rename, fsync of the directory), and
 // read back as hostile input: opened with O_NOFOLLOW|O_NONBLOCK, a regular
 // file, at most maxScrubState bytes, a JSON object with exactly these
-// fields (docs/mirror.md, "The scrub state file"):
+// fields (docs/mirror.md, "The scrub state file", holds the same table;
+// TestDocScrubStateTable checks both against ScrubState):
 //
-//	| field         | type            | meaning                                         |
-//	|---------------|-----------------|-------------------------------------------------|
-//	| version       | int             | 1                                               |
-//	| period_start  | RFC 3339 time   | when this period began; after a complete pass,  |
-//	|               |                 | when the next begins (at most one period ahead) |
-//	| cursor        | string          | the last file checked this period, a store path |
-//	|               |                 | of the sealed layout (store.KindOf); "" none    |
-//	| files, bytes  | int >= 0        | files and bytes checked this period             |
-//	| total_files,  | int >= 0        | files and bytes in the store at the last slice  |
-//	| total_bytes   |                 | (progress only)                                 |
-//	| slice_left    | int >= 0        | bytes the current slice has still to read; > 0  |
-//	|               |                 | only while a slice runs or was cut short        |
-//	| last_run      | RFC 3339 time   | when the last slice began (zero: never)         |
-//	| passes        | int >= 0        | complete passes so far                          |
-//	| last_pass_end | RFC 3339 time   | when the last complete pass ended (zero: none)  |
+//	| field         | type          | meaning                                                 |
+//	|---------------|---------------|---------------------------------------------------------|
+//	| version       | int           | 1                                                       |
+//	| period_start  | RFC 3339 time | when this period began; after a complete pass, when the |
+//	|               |               | next begins (at most one period ahead)                  |
+//	| cursor        | string        | the last file checked this period, a store path of the  |
+//	|               |               | sealed layout; "" none yet                              |
+//	| files         | int >= 0      | files checked this period                               |
+//	| bytes         | int >= 0      | bytes checked this period                               |
+//	| total_files   | int >= 0      | files in the store at the last slice (progress only)    |
+//	| total_bytes   | int >= 0      | their bytes (progress only)                             |
+//	| slice_left    | int >= 0      | bytes the current slice has still to read; > 0 only     |
+//	|               |               | while a slice runs or was cut short                     |
+//	| last_run      | RFC 3339 time | when the last slice began (zero: never)                 |
+//	| passes        | int >= 0      | complete passes so far                                  |
+//	| last_pass_end | RFC 3339 time | when the last complete pass ended (zero: none)          |
 //
 // What a forged or damaged file can do: a file that does not decode, has
 // another version, a negative count or a cursor that is not a sealed

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -574,5 +575,51 @@ func TestScrubProgressString(t *testing.T) {
 				t.Errorf("%s: %q lacks %q", tt.name, s, w)
 			}
 		}
+	}
+}
+
+// TestDocScrubStateTable: the state file tables of docs/mirror.md and
+// scrubstate.go are the same and name ScrubState's JSON fields, in order.
+func TestDocScrubStateTable(t *testing.T) {
+	var want []string
+	rt := reflect.TypeFor[ScrubState]()
+	for i := range rt.NumField() {
+		want = append(want, rt.Field(i).Tag.Get("json"))
+	}
+	fields := func(text, header string) ([]string, string) {
+		i := strings.Index(text, header)
+		if i < 0 {
+			t.Fatalf("no table with header %q", header)
+		}
+		var names []string
+		var rows []string
+		for _, line := range strings.Split(text[i:], "\n")[2:] {
+			line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "//"))
+			if !strings.HasPrefix(line, "|") {
+				break
+			}
+			rows = append(rows, line)
+			if name := strings.TrimSpace(strings.Split(line, "|")[1]); name != "" {
+				names = append(names, name)
+			}
+		}
+		return names, strings.Join(rows, "\n")
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "mirror.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := os.ReadFile("scrubstate.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const header = "| field         | type          | meaning"
+	docNames, docRows := fields(string(doc), header)
+	_, codeRows := fields(string(code), header)
+	if !slices.Equal(docNames, want) {
+		t.Errorf("docs/mirror.md's state table names %q; ScrubState has %q", docNames, want)
+	}
+	if docRows != codeRows {
+		t.Errorf("the state tables of docs/mirror.md and scrubstate.go differ:\n%s\n---\n%s", docRows, codeRows)
 	}
 }
