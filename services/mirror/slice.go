@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -46,7 +47,8 @@ import (
 // budget left, makes Next return now, so the slice is finished right after
 // the next start.
 type Scrubber struct {
-	c ScrubberConfig
+	c  ScrubberConfig
+	mu sync.Mutex // one Run at a time
 }
 
 // ScrubberConfig configures a Scrubber.
@@ -184,14 +186,41 @@ func (s *Scrubber) load(now time.Time) ScrubState {
 func (s *Scrubber) Next() time.Time {
 	now := s.c.Clock.Now()
 	st := s.load(now)
-	if st.LastRun.IsZero() || st.SliceLeft > 0 {
+	switch {
+	case st.PeriodStart.After(now) && st.Cursor == "":
+		return st.PeriodStart // this period's pass is done
+	case st.LastRun.IsZero() || st.SliceLeft > 0:
 		return now
 	}
-	next := st.LastRun.Add(s.c.Every)
-	if st.PeriodStart.After(next) {
-		next = st.PeriodStart
+	return st.LastRun.Add(s.c.Every)
+}
+
+// RetryAfter is how long Loop waits after a slice failed (no disk could
+// be read, the state file could not be written, Handle refused).
+const RetryAfter = time.Hour
+
+// Loop runs a slice whenever one is due (Next) until ctx is done, and
+// returns ctx's error. done, if set, gets each slice's report and error
+// (the report of a slice that failed covers the batches it finished). A
+// failed slice is tried again after RetryAfter.
+func (s *Scrubber) Loop(ctx context.Context, done func(*ScrubReport, error)) error {
+	for {
+		if err := s.c.Clock.SleepUntil(ctx, s.Next()); err != nil {
+			return err
+		}
+		rep, err := s.Run(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if done != nil {
+			done(rep, err)
+		}
+		if err != nil {
+			if err := s.c.Clock.SleepUntil(ctx, s.c.Clock.Now().Add(RetryAfter)); err != nil {
+				return err
+			}
+		}
 	}
-	return next
 }
 
 // Progress returns where the scrub stands, from the state file alone (no
@@ -261,10 +290,12 @@ type sized struct {
 // Run scrubs one slice: the files after the cursor, up to the slice's
 // budget, on every disk, and returns what it found (a ScrubReport as Scrub
 // returns, covering the files of this slice; Files counts them). Findings
-// are alerted as Scrub alerts them, batch by batch. Run returns an empty
+// are alerted as Scrub alerts them, once per slice. Run returns an empty
 // report when this period's pass is already done. A cancelled ctx ends
 // Run with the report of the batches done and ctx's error.
-func (s *Scrubber) Run(ctx context.Context) (*ScrubReport, error) {
+func (s *Scrubber) Run(ctx context.Context) (rep *ScrubReport, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	log := s.c.Options.logger()
 	clock := s.c.Clock
 	now := clock.Now()
@@ -276,7 +307,14 @@ func (s *Scrubber) Run(ctx context.Context) (*ScrubReport, error) {
 	sr := openScrub(ctx, s.c.Disks, s.c.Options)
 	defer sr.close()
 	listed := sr.list(ctx)
-	rep := &ScrubReport{Disks: slices.Clone(sr.base)}
+	rep = &ScrubReport{Disks: slices.Clone(sr.base)}
+	// One alert for the slice's findings, however it ends (they were
+	// handed to Handle batch by batch already).
+	defer func() {
+		if rep.found() {
+			sr.announce(context.WithoutCancel(ctx), rep)
+		}
+	}()
 	if !sr.available() {
 		return rep, errors.New("scrub: no disk could be read")
 	}
@@ -337,13 +375,10 @@ func (s *Scrubber) Run(ctx context.Context) (*ScrubReport, error) {
 			s.save(st)
 			return rep, fmt.Errorf("scrub slice: %w", err)
 		}
-		if br.found() {
-			sr.announce(ctx, br)
-			if s.c.Handle != nil {
-				if err := s.c.Handle(ctx, br); err != nil {
-					s.save(st)
-					return rep, fmt.Errorf("scrub slice: findings not handed over: %w", err)
-				}
+		if br.found() && s.c.Handle != nil {
+			if err := s.c.Handle(ctx, br); err != nil {
+				s.save(st)
+				return rep, fmt.Errorf("scrub slice: findings not handed over: %w", err)
 			}
 		}
 		rep.merge(br)

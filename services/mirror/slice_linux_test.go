@@ -623,3 +623,45 @@ func TestDocScrubStateTable(t *testing.T) {
 		t.Errorf("the state tables of docs/mirror.md and scrubstate.go differ:\n%s\n---\n%s", docRows, codeRows)
 	}
 }
+
+// TestScrubberLoop: the loop the worker runs checks every file once per
+// period, period after period, on the fake clock, and never spins (each
+// slice is a day apart, or waits for the next period).
+func TestScrubberLoop(t *testing.T) {
+	e, files := unsyncedPair(t)
+	clock := newFakeClock()
+	start := clock.Now()
+	s, err := NewScrubber(ScrubberConfig{Disks: e.disks(), Options: e.opts, StatePath: filepath.Join(t.TempDir(), "st"),
+		Period: 7 * day, Rate: 8 << 20, Clock: clock, Share: func(total int64) int64 { return (total + 1) / 2 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	count := map[string]int{}
+	runs := 0
+	err = s.Loop(ctx, func(rep *ScrubReport, err error) {
+		if err != nil {
+			t.Errorf("slice: %v", err)
+		}
+		runs++
+		for _, rel := range checkedFiles(rep) {
+			count[rel]++
+		}
+		if s.Progress().Passes == 3 || runs > 20 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("loop: %v", err)
+	}
+	for _, f := range files {
+		if count[f.Rel] != 3 {
+			t.Errorf("%s checked %d times in three periods", f.Rel, count[f.Rel])
+		}
+	}
+	// Two slices a period (half the store each), three periods: the third
+	// pass ends in the third period's second day.
+	if el := clock.Now().Sub(start); runs != 6 || el < 15*day || el > 16*day {
+		t.Errorf("%d slices over %s; want 6 over 15 days", runs, el)
+	}
+}
