@@ -22,7 +22,9 @@ func TestSealedDirsMatchListSealed(t *testing.T) {
 	}
 	root := s.Dir()
 	for _, foreign := range []func() error{
-		func() error { return os.Symlink("/etc/passwd", filepath.Join(root, "snapshots", "20260101T000000Z-00000000.snap")) },
+		func() error {
+			return os.Symlink("/etc/passwd", filepath.Join(root, "snapshots", "20260101T000000Z-00000000.snap"))
+		},
 		func() error { return os.Mkdir(filepath.Join(root, "packs", "zz"), 0o700) },
 		func() error { return os.WriteFile(filepath.Join(root, "receipts", "junk"), nil, 0o600) },
 	} {
