@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -306,11 +307,14 @@ func (s *Scrubber) Run(ctx context.Context) (rep *ScrubReport, err error) {
 	}
 	sr := openScrub(ctx, s.c.Disks, s.c.Options)
 	defer sr.close()
-	listed := sr.list(ctx)
+	dirs := sr.dirs(ctx)
 	rep = &ScrubReport{Disks: slices.Clone(sr.base)}
 	// One alert for the slice's findings, however it ends (they were
 	// handed to Handle batch by batch already).
 	defer func() {
+		for i, b := range sr.base { // a disk may have failed mid-slice
+			rep.Disks[i].Available, rep.Disks[i].Error = b.Available, b.Error
+		}
 		if rep.found() {
 			sr.announce(context.WithoutCancel(ctx), rep)
 		}
@@ -318,33 +322,46 @@ func (s *Scrubber) Run(ctx context.Context) (rep *ScrubReport, err error) {
 	if !sr.available() {
 		return rep, errors.New("scrub: no disk could be read")
 	}
-	files := make([]sized, len(listed))
-	var total int64
-	for j, f := range listed {
-		files[j] = sized{f, sr.size(f.Rel)}
-		total += files[j].size
+	// The slice begins past the cursor it loaded (st.Cursor moves on).
+	from := st.Cursor
+	cur := store.SealedFile{Rel: from}
+	cur.Kind, _ = store.KindOf(from) // load checked it
+	curDir := path.Dir(from)
+	// after returns the files of dir past the cursor, with their sizes;
+	// nil for a directory wholly before it. One directory at a time: a
+	// slice holds one shard's names, not the store's.
+	after := func(dir string) []sized {
+		if from != "" && compareDirs(dir, curDir) < 0 {
+			return nil
+		}
+		var out []sized
+		for _, f := range sr.listDir(ctx, dir) {
+			if from == "" || compareFiles(f, cur) > 0 {
+				out = append(out, sized{f, sr.size(f.Rel)})
+			}
+		}
+		return out
 	}
-	start := 0
-	if st.Cursor != "" {
-		k, _ := store.KindOf(st.Cursor) // load checked it
-		cur := store.SealedFile{Rel: st.Cursor, Kind: k}
-		start, _ = slices.BinarySearchFunc(files, cur, func(a sized, b store.SealedFile) int { return compareFiles(a.SealedFile, b) })
-		if start < len(files) && files[start].Rel == st.Cursor {
-			start++
+	// The sizes: the whole store, and what is left past the cursor.
+	var total, left, leftFiles int64
+	for _, d := range dirs {
+		for _, f := range sr.listDir(ctx, d) {
+			n := sr.size(f.Rel)
+			total += n
+			if from == "" || compareFiles(f, cur) > 0 {
+				left += n
+				leftFiles++
+			}
 		}
 	}
-	var left int64
-	for _, f := range files[start:] {
-		left += f.size
-	}
-	st.TotalFiles, st.TotalBytes = st.Files+int64(len(files)-start), st.Bytes+left
+	st.TotalFiles, st.TotalBytes = st.Files+leftFiles, st.Bytes+left
 	budget := st.SliceLeft
 	if budget <= 0 {
 		budget = s.budget(st, total, left, now)
 		st.LastRun = now
 	}
 	st.SliceLeft = budget
-	log.Info("scrub slice", "cursor", st.Cursor, "files_left", len(files)-start, "bytes_left", left, "budget", budget, "rate", s.c.Rate)
+	log.Info("scrub slice", "cursor", st.Cursor, "files_left", leftFiles, "bytes_left", left, "budget", budget, "rate", s.c.Rate)
 
 	var limits []*byteLimiter
 	pace := func(context.Context, int, string) error { return nil }
@@ -358,40 +375,48 @@ func (s *Scrubber) Run(ctx context.Context) (rep *ScrubReport, err error) {
 		}
 	}
 
-	j := start
-	for j < len(files) && st.SliceLeft > 0 {
-		// A batch: at least one file, up to the bounds and the budget.
-		end, n := j, int64(0)
-		for end < len(files) && (end == j || (end-j < s.c.BatchFiles && n+files[end].size <= min(s.c.BatchBytes, st.SliceLeft))) {
-			n += files[end].size
-			end++
-		}
-		batch := make([]store.SealedFile, end-j)
-		for k := range batch {
-			batch[k] = files[j+k].SealedFile
-		}
-		br, err := sr.check(ctx, batch, pace)
-		if err != nil {
-			s.save(st)
-			return rep, fmt.Errorf("scrub slice: %w", err)
-		}
-		if br.found() && s.c.Handle != nil {
-			if err := s.c.Handle(ctx, br); err != nil {
+	finished := true
+walk:
+	for _, d := range dirs {
+		files := after(d)
+		for j := 0; j < len(files); {
+			if st.SliceLeft <= 0 {
+				finished = false
+				break walk
+			}
+			// A batch: at least one file, up to the bounds and the budget.
+			end, n := j, int64(0)
+			for end < len(files) && (end == j || (end-j < s.c.BatchFiles && n+files[end].size <= min(s.c.BatchBytes, st.SliceLeft))) {
+				n += files[end].size
+				end++
+			}
+			batch := make([]store.SealedFile, end-j)
+			for k := range batch {
+				batch[k] = files[j+k].SealedFile
+			}
+			br, err := sr.check(ctx, batch, pace)
+			if err != nil {
 				s.save(st)
-				return rep, fmt.Errorf("scrub slice: findings not handed over: %w", err)
+				return rep, fmt.Errorf("scrub slice: %w", err)
+			}
+			if br.found() && s.c.Handle != nil {
+				if err := s.c.Handle(ctx, br); err != nil {
+					s.save(st)
+					return rep, fmt.Errorf("scrub slice: findings not handed over: %w", err)
+				}
+			}
+			rep.merge(br)
+			st.Cursor = files[end-1].Rel
+			st.Files += int64(end - j)
+			st.Bytes += n
+			st.SliceLeft = max(st.SliceLeft-n, 0)
+			j = end
+			if err := s.save(st); err != nil {
+				return rep, err
 			}
 		}
-		rep.merge(br)
-		st.Cursor = files[end-1].Rel
-		st.Files += int64(end - j)
-		st.Bytes += n
-		st.SliceLeft = max(st.SliceLeft-n, 0)
-		j = end
-		if err := s.save(st); err != nil {
-			return rep, err
-		}
 	}
-	if j >= len(files) {
+	if finished {
 		// The pass is complete: the next period begins Period after this
 		// one began, or now if that has passed.
 		end := clock.Now()
@@ -402,8 +427,8 @@ func (s *Scrubber) Run(ctx context.Context) (rep *ScrubReport, err error) {
 			next = end
 		}
 		log.Info("scrub: pass complete", "files", st.Files, "bytes", st.Bytes, "period_start", st.PeriodStart, "next_period", next)
+		st.TotalFiles, st.TotalBytes = st.Files, st.Bytes
 		st.PeriodStart, st.Cursor, st.Files, st.Bytes, st.SliceLeft = next, "", 0, 0, 0
-		st.TotalFiles, st.TotalBytes = int64(len(files)), total
 	}
 	st.SliceLeft = 0
 	if err := s.save(st); err != nil {
@@ -421,6 +446,83 @@ func (s *Scrubber) save(st ScrubState) error {
 		return fmt.Errorf("scrub: %w", err)
 	}
 	return nil
+}
+
+// dirs returns the union of the available disks' directories of sealed
+// files (store.SealedDirs), in compareDirs order. A disk whose listing
+// fails is marked unavailable, with an alert.
+func (sr *scrubRun) dirs(ctx context.Context) []string {
+	var out []string
+	for i, s := range sr.stores {
+		if s == nil {
+			continue
+		}
+		ds, err := store.SealedDirs(sr.disks[i].Dir)
+		if err != nil {
+			sr.fail(ctx, i, err)
+			continue
+		}
+		for _, d := range ds {
+			if !slices.Contains(out, d) {
+				out = append(out, d)
+			}
+		}
+	}
+	slices.SortFunc(out, compareDirs)
+	return out
+}
+
+// listDir returns the union of the sealed files of dir on the available
+// disks, in compareFiles order. A disk whose listing fails is marked
+// unavailable, with an alert.
+func (sr *scrubRun) listDir(ctx context.Context, dir string) []store.SealedFile {
+	var out []store.SealedFile
+	for i, s := range sr.stores {
+		if s == nil {
+			continue
+		}
+		fs, err := store.ListSealedDir(sr.disks[i].Dir, dir)
+		if err != nil {
+			sr.fail(ctx, i, err)
+			continue
+		}
+		out = append(out, fs...)
+	}
+	slices.SortFunc(out, compareFiles)
+	return slices.CompactFunc(out, func(a, b store.SealedFile) bool { return a.Rel == b.Rel })
+}
+
+// fail marks disk i unavailable for the rest of the run.
+func (sr *scrubRun) fail(ctx context.Context, i int, err error) {
+	sr.base[i].Available = false
+	sr.base[i].Error = err.Error()
+	sr.stores[i] = nil
+	sr.o.logger().Error("scrub: disk not available", "disk", sr.disks[i].Name, "error", err)
+	sr.o.alert(ctx, AlertDiskError, sr.disks[i].Name, "scrub: "+err.Error())
+}
+
+// compareDirs orders directories of sealed files as compareFiles orders
+// their files.
+func compareDirs(a, b string) int {
+	if d := dirRank(a) - dirRank(b); d != 0 {
+		return d
+	}
+	return strings.Compare(a, b)
+}
+
+// dirRank is kindRank of the files a directory of store.SealedDirs holds.
+func dirRank(d string) int {
+	switch top, _, _ := strings.Cut(d, "/"); top {
+	case "packs":
+		return kindRank(store.KindPack)
+	case "snapshots":
+		return kindRank(store.KindManifest)
+	case "retention":
+		return kindRank(store.KindRetention)
+	case "receipts":
+		return kindRank(store.KindReceipt)
+	}
+	return kindRank(store.KindRecovery)
 }
 
 // size is rel's size on the first available disk that holds it.
