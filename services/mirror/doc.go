@@ -58,8 +58,10 @@
 //     (slice.go) scrubs in daily slices under a per-disk byte rate,
 //     resumable from a cursor in a state file (scrubstate.go), and is
 //     what the worker's schedule runs;
-//   - every Scrub and every slice lists all sealed files of each disk
-//     (store.ListSealed), so memory grows with the number of packs;
+//   - Scrub lists all sealed files of each disk at once (store.ListSealed),
+//     so its memory grows with the number of packs; a slice walks a
+//     directory at a time (store.SealedDirs), but stats every file to size
+//     its share, so its start-up grows with the number of files;
 //   - after lockdown each disk needs its own sealer process (a sealer
 //     serves one store root).
 package mirror
