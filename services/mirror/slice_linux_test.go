@@ -665,3 +665,75 @@ func TestScrubberLoop(t *testing.T) {
 		t.Errorf("%d slices over %s; want 6 over 15 days", runs, el)
 	}
 }
+
+// TestScrubberFilesSealedMidPeriod: files sealed while a pass is under
+// way are checked this period when they sort after the cursor, and in the
+// next period otherwise; none is checked twice in a period or lost.
+func TestScrubberFilesSealedMidPeriod(t *testing.T) {
+	e, files := unsyncedPair(t)
+	clock := newFakeClock()
+	s, err := NewScrubber(ScrubberConfig{Disks: e.disks(), Options: e.opts, StatePath: filepath.Join(t.TempDir(), "st"),
+		Period: 7 * day, Clock: clock, BatchFiles: 1, Share: func(total int64) int64 { return (total + 3) / 4 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	run := func() {
+		t.Helper()
+		clock.advance(max(s.Next().Sub(clock.Now()), 0))
+		rep, err := s.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rel := range checkedFiles(rep) {
+			count[rel]++
+		}
+	}
+	run()
+	cursor := s.Progress().Cursor
+	e.put(t, 3) // new packs, a manifest, a receipt
+	all, err := store.ListSealed(e.a.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var added []store.SealedFile
+	for _, f := range all {
+		if !slices.ContainsFunc(files, func(g store.SealedFile) bool { return g.Rel == f.Rel }) && sizeOn(e.bDir, f.Rel) == 0 {
+			added = append(added, f)
+		}
+	}
+	if len(added) < 3 {
+		t.Fatalf("the new snapshot added %d files", len(added))
+	}
+	for !s.Progress().Waiting {
+		run()
+	}
+	k, _ := store.KindOf(cursor)
+	behind := 0
+	for _, f := range added {
+		want := 1
+		if compareFiles(f, store.SealedFile{Rel: cursor, Kind: k}) <= 0 {
+			want = 0 // behind the cursor: next period
+			behind++
+		}
+		if count[f.Rel] != want {
+			t.Errorf("%s (cursor was %s) checked %d times in the first period, want %d", f.Rel, cursor, count[f.Rel], want)
+		}
+	}
+	for _, f := range files {
+		if count[f.Rel] != 1 {
+			t.Errorf("%s checked %d times in the first period", f.Rel, count[f.Rel])
+		}
+	}
+	clear(count)
+	run()
+	for !s.Progress().Waiting {
+		run()
+	}
+	for _, f := range append(files, added...) {
+		if count[f.Rel] != 1 {
+			t.Errorf("%s checked %d times in the second period", f.Rel, count[f.Rel])
+		}
+	}
+	t.Logf("%d files added mid-period, %d of them behind the cursor", len(added), behind)
+}
