@@ -23,6 +23,7 @@ require (
 	github.com/vishvananda/netlink v1.3.0
 	golang.org/x/sys v0.49.0
 	golang.org/x/term v0.46.0
+	golang.org/x/time v0.16.0
 )
 
 require (

@@ -90,15 +90,21 @@ type Appliance struct {
 	// Scrub is how often every sealed file on every data disk is read and
 	// checked (services/mirror.Scrub); DefaultScrubEvery unless set.
 	Scrub Schedule
+	// ScrubRate bounds the scrub's reads of each data disk, in bytes per
+	// second; DefaultScrubRate unless set, 0 for "unlimited" (scrub.go).
+	ScrubRate int64
+	// ScrubShare is the least a day's scrub slice reads; zero means the
+	// store's size / the scrub period in days (scrub.go).
+	ScrubShare ScrubShare
 	// Maintenance is when the appliance reboots itself into its
 	// maintenance window to prune (maintenance.go); DefaultMaintenance
 	// unless set.
 	Maintenance Maintenance
 }
 
-// DefaultScrubEvery is how often the data disks are scrubbed when the
-// appliance block sets no scrub schedule: a weekly scrub reads each disk
-// whole once a week, which finds a damaged pack while the other disk
+// DefaultScrubEvery is the scrub period when the appliance block sets no
+// scrub schedule: a weekly period reads each disk whole once a week, in
+// daily slices, which finds a damaged pack while the other disk
 // still holds a good copy, at a cost of a few hours of disk reads.
 const DefaultScrubEvery = 7 * 24 * time.Hour
 
@@ -230,6 +236,8 @@ type fileHCL struct {
 type applianceHCL struct {
 	Name        string   `hcl:"name"`
 	Scrub       *string  `hcl:"scrub,optional"`
+	ScrubRate   *string  `hcl:"scrub_rate,optional"`
+	ScrubShare  *string  `hcl:"scrub_share,optional"`
 	Maintenance *string  `hcl:"maintenance,optional"`
 	Body        hcl.Body `hcl:",body"`
 }
@@ -411,6 +419,21 @@ func (v *validator) convert(raw *fileHCL) *File {
 				v.errf(raw.Appliance.Body, "scrub", `Invalid value for "scrub"`, "appliance: %v", err)
 			}
 			out.Appliance.Scrub = Schedule{Every: every}
+		}
+		out.Appliance.ScrubRate = DefaultScrubRate
+		if raw.Appliance.ScrubRate != nil {
+			r, err := ParseScrubRate(*raw.Appliance.ScrubRate)
+			if err != nil {
+				v.errf(raw.Appliance.Body, "scrub_rate", `Invalid value for "scrub_rate"`, "appliance: %v", err)
+			}
+			out.Appliance.ScrubRate = r
+		}
+		if raw.Appliance.ScrubShare != nil {
+			sh, err := ParseScrubShare(*raw.Appliance.ScrubShare)
+			if err != nil {
+				v.errf(raw.Appliance.Body, "scrub_share", `Invalid value for "scrub_share"`, "appliance: %v", err)
+			}
+			out.Appliance.ScrubShare = sh
 		}
 		out.Appliance.Maintenance = DefaultMaintenance
 		if raw.Appliance.Maintenance != nil {

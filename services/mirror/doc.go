@@ -23,8 +23,9 @@
 //	|        | (the worker's own loop; Runner does | sealer (set flags)   | only; never removes/replaces|
 //	|        | the same for a fixed primary); at   |                      |                             |
 //	|        | boot both ways, to catch up         |                      |                             |
-//	| Scrub  | on the appliance's scrub schedule   | none (read-only      | nothing                     |
-//	|        | or at the console; at boot before   | opens, no lock)      |                             |
+//	| Scrub  | Scrubber.Run, a slice a day, on the | none (read-only      | nothing (a Scrubber writes  |
+//	|        | scrub schedule; Scrub whole at the  | opens, no lock)      | only its state file)        |
+//	|        | console; at boot before             |                      |                             |
 //	|        | Repair when a scrub asked for one   |                      |                             |
 //	| Repair | missing files: right after a scrub; | CAP_LINUX_IMMUTABLE  | adds missing files; replaces|
 //	|        | damaged ones: boot maintenance      | for damaged files    | exactly the damaged ones    |
@@ -53,7 +54,14 @@
 //     differ are reported as conflicts, never repaired either way;
 //   - a file is read whole into memory for its check (packs, 16 MiB by
 //     default; a manifest's object list), like store.Verify;
-//   - Scrub has no rate limit: it competes with pulls for the disks;
+//   - Scrub reads everything in one go and has no rate limit; a Scrubber
+//     (slice.go) scrubs in daily slices under a per-disk byte rate,
+//     resumable from a cursor in a state file (scrubstate.go), and is
+//     what the worker's schedule runs;
+//   - Scrub lists all sealed files of each disk at once (store.ListSealed),
+//     so its memory grows with the number of packs; a slice walks a
+//     directory at a time (store.SealedDirs), but stats every file to size
+//     its share, so its start-up grows with the number of files;
 //   - after lockdown each disk needs its own sealer process (a sealer
 //     serves one store root).
 package mirror

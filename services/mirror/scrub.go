@@ -124,44 +124,103 @@ type state struct {
 // primary after the secondary's last Sync shows as missing there until
 // the next Sync, so the scheduler runs Scrub right after a Sync.
 func Scrub(ctx context.Context, disks []Disk, o Options) (*ScrubReport, error) {
-	log := o.logger()
 	if err := checkNames(disks); err != nil {
 		return nil, err
 	}
-	rep := &ScrubReport{Disks: make([]DiskReport, len(disks))}
-	stores := make([]*store.Store, len(disks))
+	sr := openScrub(ctx, disks, o)
+	defer sr.close()
+	files := sr.list(ctx)
+	rep, err := sr.check(ctx, files, nil)
+	if err != nil {
+		return nil, err
+	}
+	sr.announce(ctx, rep)
+	return rep, nil
+}
+
+// scrubRun is the disks of one Scrub or one slice of a Scrubber, opened
+// read-only.
+type scrubRun struct {
+	disks   []Disk
+	o       Options
+	stores  []*store.Store // nil: the disk is not available
+	base    []DiskReport   // each disk's name, availability and error
+	closers []func()
+}
+
+// openScrub opens every disk read-only, without a lock; a disk that
+// cannot be opened, or holds another store than the first that could, is
+// reported and raises a disk-error alert.
+func openScrub(ctx context.Context, disks []Disk, o Options) *scrubRun {
+	log := o.logger()
+	sr := &scrubRun{disks: disks, o: o, stores: make([]*store.Store, len(disks)), base: make([]DiskReport, len(disks))}
 	id := ""
 	for i, d := range disks {
-		rep.Disks[i] = DiskReport{Name: d.Name, Dir: d.Dir}
+		sr.base[i] = DiskReport{Name: d.Name, Dir: d.Dir}
 		s, closeFn, err := o.open(ctx, d, true)
 		if err == nil && id != "" && s.ID() != id {
 			closeFn()
 			err = fmt.Errorf("disk %s holds store %s, not %s", d.Name, s.ID(), id)
 		}
 		if err != nil {
-			rep.Disks[i].Error = err.Error()
+			sr.base[i].Error = err.Error()
 			log.Error("scrub: disk not available", "disk", d.Name, "error", err)
 			o.alert(ctx, AlertDiskError, d.Name, "scrub: "+err.Error())
 			continue
 		}
-		defer closeFn()
+		sr.closers = append(sr.closers, closeFn)
 		id = s.ID()
-		stores[i] = s
-		rep.Disks[i].Available = true
+		sr.stores[i] = s
+		sr.base[i].Available = true
 	}
-	// The union of every disk's files, in copy order (packs first).
+	return sr
+}
+
+func (sr *scrubRun) close() {
+	for _, c := range sr.closers {
+		c()
+	}
+}
+
+// kindRank is the place of a kind in a scrub: store.ListSealed's copy
+// order, packs first.
+func kindRank(k store.FileKind) int {
+	switch k {
+	case store.KindPack:
+		return 0
+	case store.KindManifest:
+		return 1
+	case store.KindRetention:
+		return 2
+	case store.KindReceipt:
+		return 3
+	}
+	return 4
+}
+
+// compareFiles orders sealed files by kind (kindRank), then by path.
+func compareFiles(a, b store.SealedFile) int {
+	if d := kindRank(a.Kind) - kindRank(b.Kind); d != 0 {
+		return d
+	}
+	return strings.Compare(a.Rel, b.Rel)
+}
+
+// list returns the union of every available disk's sealed files, in
+// compareFiles order. A disk whose listing fails is marked unavailable.
+func (sr *scrubRun) list(ctx context.Context) []store.SealedFile {
 	var files []store.SealedFile
 	seen := map[string]bool{}
-	for i, s := range stores {
+	for i, s := range sr.stores {
 		if s == nil {
 			continue
 		}
-		listed, err := store.ListSealed(disks[i].Dir)
+		listed, err := store.ListSealed(sr.disks[i].Dir)
 		if err != nil {
-			rep.Disks[i].Available = false
-			rep.Disks[i].Error = err.Error()
-			stores[i] = nil
-			o.alert(ctx, AlertDiskError, disks[i].Name, "scrub: "+err.Error())
+			sr.base[i].Available = false
+			sr.base[i].Error = err.Error()
+			sr.stores[i] = nil
+			sr.o.alert(ctx, AlertDiskError, sr.disks[i].Name, "scrub: "+err.Error())
 			continue
 		}
 		for _, f := range listed {
@@ -171,14 +230,22 @@ func Scrub(ctx context.Context, disks []Disk, o Options) (*ScrubReport, error) {
 			}
 		}
 	}
-	order := map[store.FileKind]int{store.KindPack: 0, store.KindManifest: 1, store.KindRetention: 2, store.KindReceipt: 3, store.KindRecovery: 4}
-	slices.SortFunc(files, func(a, b store.SealedFile) int {
-		if d := order[a.Kind] - order[b.Kind]; d != 0 {
-			return d
-		}
-		return strings.Compare(a.Rel, b.Rel)
-	})
-	rep.Files = len(files)
+	slices.SortFunc(files, compareFiles)
+	return files
+}
+
+// available reports whether any disk could be opened and listed.
+func (sr *scrubRun) available() bool {
+	return slices.ContainsFunc(sr.stores, func(s *store.Store) bool { return s != nil })
+}
+
+// check reads files on every available disk, the disks in parallel, and
+// judges each file across the disks. pace, if set, is called by disk i's
+// reader before it reads rel (the rate limit); an error from it ends the
+// check. check raises no alert (announce does).
+func (sr *scrubRun) check(ctx context.Context, files []store.SealedFile, pace func(ctx context.Context, disk int, rel string) error) (*ScrubReport, error) {
+	disks, stores := sr.disks, sr.stores
+	rep := &ScrubReport{Disks: slices.Clone(sr.base), Files: len(files)}
 
 	// Each disk is read by its own goroutine: the disks work in parallel.
 	states := make([][]state, len(disks))
@@ -191,6 +258,12 @@ func Scrub(ctx context.Context, disks []Disk, o Options) (*ScrubReport, error) {
 		states[i] = make([]state, len(files))
 		wg.Go(func() {
 			for j, f := range files {
+				if pace != nil {
+					if err := pace(ctx, i, f.Rel); err != nil {
+						errs[i] = err
+						return
+					}
+				}
 				c, err := s.CheckFile(ctx, disks[i].Dir, f.Rel)
 				if ctx.Err() != nil {
 					errs[i] = ctx.Err()
@@ -286,6 +359,17 @@ func Scrub(ctx context.Context, disks []Disk, o Options) (*ScrubReport, error) {
 			rep.Fixes = append(rep.Fixes, Fix{Rel: f.Rel, Kind: f.Kind, From: disks[from].Name, To: disks[i].Name, Missing: true, Detail: "missing"})
 		}
 	}
+	return rep, nil
+}
+
+// found reports whether rep holds anything to act on or alert about.
+func (r *ScrubReport) found() bool {
+	return len(r.Fixes) > 0 || len(r.Unrepairable) > 0 || len(r.Conflicts) > 0
+}
+
+// announce logs what rep found and raises a scrub-damage alert for it.
+func (sr *scrubRun) announce(ctx context.Context, rep *ScrubReport) {
+	log := sr.o.logger()
 	for _, p := range rep.Unrepairable {
 		log.Error("scrub: no good copy on any disk", "path", p.Rel, "detail", p.Detail)
 	}
@@ -295,7 +379,7 @@ func Scrub(ctx context.Context, disks []Disk, o Options) (*ScrubReport, error) {
 	for _, f := range rep.Fixes {
 		log.Warn("scrub: repairable", "path", f.Rel, "disk", f.To, "from", f.From, "missing", f.Missing, "detail", f.Detail)
 	}
-	if len(rep.Fixes) > 0 || len(rep.Unrepairable) > 0 || len(rep.Conflicts) > 0 {
+	if rep.found() {
 		var paths []string
 		for _, p := range rep.Unrepairable {
 			paths = append(paths, p.Rel+" (no good copy)")
@@ -310,10 +394,9 @@ func Scrub(ctx context.Context, disks []Disk, o Options) (*ScrubReport, error) {
 		if len(rep.Fixes) > 0 {
 			msg += "; repairable files are repaired from the good copy in the maintenance window of the next boot"
 		}
-		o.alert(ctx, AlertScrubDamage, "", msg)
+		sr.o.alert(ctx, AlertScrubDamage, "", msg)
 	}
 	log.Info("scrub done", "summary", rep.Summary())
-	return rep, nil
 }
 
 func checkNames(disks []Disk) error {
