@@ -44,7 +44,9 @@ func TestScrubState(t *testing.T) {
 		{"symlink", func() error { return os.Symlink(target, p) }},
 		{"fifo", func() error { return syscall.Mkfifo(p, 0o600) }},
 		{"directory", func() error { return os.Mkdir(p, 0o700) }},
-		{"too big", func() error { return os.WriteFile(p, []byte(scrubMagic+"\n"+strings.Repeat("x", maxScrubState)), 0o600) }},
+		{"too big", func() error {
+			return os.WriteFile(p, []byte(scrubMagic+"\n"+strings.Repeat("x", maxScrubState)), 0o600)
+		}},
 		{"no magic", func() error { return os.WriteFile(p, []byte("damaged 1\n"), 0o600) }},
 		{"negative count", func() error { return os.WriteFile(p, []byte(scrubMagic+"\ndamaged -1\n"), 0o600) }},
 		{"unknown line", func() error { return os.WriteFile(p, []byte(scrubMagic+"\nrm -rf 1\n"), 0o600) }},
