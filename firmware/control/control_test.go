@@ -32,7 +32,7 @@ func raw(t *testing.T, h Handler, o Options) (net.Conn, *bufio.Reader) {
 	return b, bufio.NewReader(b)
 }
 
-const snap = "20260101T000000Z-0123456789abcdef"
+const snap = "20260101T000000Z-01234567"
 
 func TestCallAndTypedErrors(t *testing.T) {
 	h1 := func(ctx context.Context, req Request) (Reply, error) {
@@ -69,7 +69,7 @@ func TestCallAndTypedErrors(t *testing.T) {
 		{"pull unknown source", p1, &PullRequest{Source: "nope"}, NotFound},
 		{"extend untyped error is internal", p1, &ExtendRequest{Snapshot: snap, Hold: true, Reason: "r"}, Internal},
 		{"sign ok", w, &SignRequest{Snapshot: snap}, ""},
-		{"sign other snapshot", w, &SignRequest{Snapshot: "20260101T000000Z-ffffffffffffffff"}, NotFound},
+		{"sign other snapshot", w, &SignRequest{Snapshot: "20260101T000000Z-ffffffff"}, NotFound},
 		{"worker may not send pull", w, &PullRequest{Source: "mail"}, Refused},
 		{"pid1 may not send sign", p1, &SignRequest{Snapshot: snap}, Refused},
 		{"invalid request not sent", p1, &PullRequest{Source: "a\x1b[2Jb"}, Invalid},

@@ -476,3 +476,17 @@ func checkBytes(what string, b []byte, lo, hi int) error {
 	}
 	return nil
 }
+
+// Clip makes s fit a text field: valid UTF-8, at most MaxText bytes, cut
+// at a rune boundary.
+func Clip(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= MaxText {
+		return s
+	}
+	cut := MaxText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
