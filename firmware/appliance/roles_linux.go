@@ -416,7 +416,8 @@ func (w *worker) pull(ctx context.Context, name string) (*pullStatus, error) {
 		w.log.Warn("pull starts again on the next disk", "source", name, "failed_disk", d.ref.Name)
 	}
 	ps.Took = time.Since(start)
-	ps.Err = errString(err)
+	// What crosses to PID 1 fits the protocol's bounds.
+	ps.Err, ps.Summary = control.Clip(errString(err)), control.Clip(ps.Summary)
 	return ps, err
 }
 
