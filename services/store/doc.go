@@ -44,7 +44,7 @@
 //	| STORE/index/index            | -            | encrypted chunk index cache, rebuildable;    |
 //	|                              |              | never read by prune (see Trusted files)      |
 //	| STORE/state/clock.log        | APPEND (file)| clock high-water records, append-only        |
-//	| STORE/state/scrub            | -            | the last scrub's end and damage count       |
+//	| STORE/state/scrub            | -            | the last scrub's end and damage count        |
 //
 // Trusted files (see docs/store-format.md, "Trusted files"): the worker owns
 // every store file and holds the keys that authenticate them, so PID 1, the
