@@ -244,7 +244,7 @@ func (c *Conn) serve(e envelope) {
 		rep, err := c.o.Handler(c.ctx, req)
 		if sp.Notice {
 			if err != nil {
-				c.o.Log.Warn("control: notice not taken", "op", e.Op, "error", err)
+				c.refuse(e, asError(err)) // logged once in 1000: a flood must not flood the log
 			}
 			return
 		}

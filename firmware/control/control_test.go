@@ -9,8 +9,11 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // pair connects a PID 1 end (handler h1) and a worker end (handler hw).
@@ -285,4 +288,54 @@ func fields(t reflect.Type) string {
 		return "-"
 	}
 	return strings.Join(names, " ")
+}
+
+// TestNoticeFloodLogsLittle: notices the handler refuses are dropped and
+// logged once in a thousand, so a flood cannot flood PID 1's log.
+func TestNoticeFloodLogsLittle(t *testing.T) {
+	var buf lockedBuf
+	log := hclog.New(&hclog.LoggerOptions{Output: &buf})
+	done := make(chan struct{})
+	var n int
+	h := func(ctx context.Context, req Request) (Reply, error) {
+		if _, ok := req.(*SignRequest); ok {
+			close(done) // the request after the notices: they were all read
+			return &SignReply{Receipt: []byte("x")}, nil
+		}
+		n++
+		return nil, Errorf(NotFound, "no source")
+	}
+	_, w := pair(t, h, nil, Options{MaxInFlight: 1, Log: log})
+	for i := 0; i < 3000; i++ {
+		if err := w.Notify(&StatusNotice{Source: "invented", Status: &PullStatus{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		if _, err := w.Call(context.Background(), &SignRequest{Snapshot: snap}); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	<-done
+	if lines := strings.Count(buf.String(), "\n"); lines > 6 {
+		t.Errorf("%d log lines for 3000 refused notices:\n%s", lines, buf.String())
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
