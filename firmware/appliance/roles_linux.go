@@ -449,11 +449,24 @@ func (w *worker) pullOn(ctx context.Context, d *wdisk, src config.Source, ps *pu
 type peerSigner struct{ p *control.Conn }
 
 func (s peerSigner) SignManifest(ctx context.Context, id string, _ [32]byte) ([]byte, error) {
-	r, err := control.Do[*control.SignReply](ctx, s.p, &control.SignRequest{Snapshot: id})
-	if err != nil {
-		return nil, fmt.Errorf("sign receipt: %w", err)
+	// PID 1 answers busy while its limit of requests in flight is
+	// reached (notices count too): try again a few times.
+	wait := 100 * time.Millisecond
+	for try := 0; ; try++ {
+		r, err := control.Do[*control.SignReply](ctx, s.p, &control.SignRequest{Snapshot: id})
+		if err == nil {
+			return r.Receipt, nil
+		}
+		if control.KindOf(err) != control.Busy || try == 8 {
+			return nil, fmt.Errorf("sign receipt: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("sign receipt: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait *= 2
 	}
-	return r.Receipt, nil
 }
 
 // peerAlerter sends ingest alerts out (mail, webhook) and hands them to
