@@ -18,11 +18,13 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/configpart"
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
+	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
 	"github.com/holdfast-appliance/holdfast/firmware/reaper"
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/firmware/trustedtime"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/config"
 )
 
@@ -92,15 +94,15 @@ type appliance struct {
 	// mirror is the worker's latest word on the mirror, for status.
 	mirror   string
 	newStore bool // the disk was just formatted: the worker creates the store
-	worker   *peer
+	worker   *control.Conn
 	procs    []*exec.Cmd         // worker and sealer
 	tt       *trustedtime.Keeper // trusted time T (time_linux.go)
 	maint    *maintenancePlan    // the maintenance reboots (maintreboot_linux.go)
 	pulls    map[string]*pullStatus
 	alerts   []string
-	unsent   []message // alerts raised before the worker ran (sendBootAlerts)
-	measured bool      // PCR 15 holds this boot's config digest
-	locked   bool      // lockdown has begun: no more formatting
+	unsent   []*control.SendAlert // alerts raised before the worker ran (sendBootAlerts)
+	measured bool                 // PCR 15 holds this boot's config digest
+	locked   bool                 // lockdown has begun: no more formatting
 	// held are PID 1's read-only descriptors on the data disks, from
 	// lockdown on, when /dev has no disk node (devfs_linux.go).
 	held heldDisks
@@ -115,27 +117,19 @@ type appliance struct {
 	advSealers map[string]*os.File
 }
 
-type pullStatus struct {
-	Last     time.Time
-	Took     time.Duration
-	Snapshot string
-	Summary  string
-	Err      string
-	Next     time.Time
-}
-
 func (a *appliance) setPhase(p string) {
 	a.mu.Lock()
 	a.phase = p
 	a.mu.Unlock()
 }
 
-// alert logs an alert, keeps it for status and has it sent by mail and
-// webhook by the worker (PID 1 itself uses no network): at once when the
-// worker runs, otherwise when it starts (sendBootAlerts), so that what the
-// boot found (a missing disk, a frozen prune) leaves the box too.
-func (a *appliance) alert(msg string, args ...any) {
-	a.log.Error(msg, append([]any{"alert", true}, args...)...)
+// alert logs an alert of kind (services/alertkind), keeps it for status
+// and has it sent by mail and webhook by the worker (PID 1 itself uses no
+// network): at once when the worker runs, otherwise when it starts
+// (sendBootAlerts), so that what the boot found (a missing disk, a frozen
+// prune) leaves the box too.
+func (a *appliance) alert(kind, msg string, args ...any) {
+	a.log.Error(msg, append([]any{"alert", true, "kind", kind}, args...)...)
 	a.mu.Lock()
 	line := msg
 	for i := 0; i+1 < len(args); i += 2 {
@@ -143,13 +137,13 @@ func (a *appliance) alert(msg string, args ...any) {
 	}
 	a.keepAlertLocked(line)
 	w := a.worker
-	m := message{Op: "alert", Source: alertKind(msg), Text: line}
+	m := &control.SendAlert{Kind: kind, Text: control.Clip(line)}
 	if w == nil && len(a.unsent) < maxAlerts {
 		a.unsent = append(a.unsent, m)
 	}
 	a.mu.Unlock()
 	if w != nil {
-		_ = w.notify(m)
+		_ = w.Notify(m)
 	}
 }
 
@@ -160,33 +154,10 @@ func (a *appliance) sendBootAlerts() {
 	a.unsent = nil
 	a.mu.Unlock()
 	for _, m := range unsent {
-		if w == nil || w.notify(m) != nil {
+		if w == nil || w.Notify(m) != nil {
 			a.log.Warn("boot alert not handed to the worker", "alert", m.Text)
 		}
 	}
-}
-
-// alertKinds are the alert kinds (services/alert) PID 1's messages name
-// first ("disk-error: ..."); others are told by what they say.
-var alertKinds = []string{"disk-error", "scrub-damage", "clock-anomaly", "safe-mode", "disk-full", "attack"}
-
-// alertKind is the kind of one of PID 1's alerts for mail and webhook:
-// the kind its message starts with, clock-anomaly for a frozen prune or
-// an untrusted clock, safe-mode, and appliance for anything else the
-// firmware reports (lockdown, export, offline copy).
-func alertKind(msg string) string {
-	for _, k := range alertKinds {
-		if strings.HasPrefix(msg, k+":") {
-			return k
-		}
-	}
-	switch {
-	case strings.HasPrefix(msg, "prune frozen"), strings.Contains(msg, "clock"):
-		return "clock-anomaly"
-	case strings.HasPrefix(msg, "safe mode"):
-		return "safe-mode"
-	}
-	return "appliance"
 }
 
 // maxAlerts is how many recent alerts status shows.
@@ -243,7 +214,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := a.lockdown(ctx); err != nil {
 		// Without the worker nothing is pulled; the console still
 		// answers. A retry could start a second worker, so none.
-		a.alert("lockdown or worker start failed; no pulls until the next boot", "error", err)
+		a.alert(alertkind.Appliance, "lockdown or worker start failed; no pulls until the next boot", "error", err)
 	}
 	return a.services(ctx)
 }
@@ -253,7 +224,7 @@ func (a *appliance) enterSafeMode(err error) {
 	a.safe = err.Error()
 	a.phase = "safe mode"
 	a.mu.Unlock()
-	a.alert("safe mode: nothing on the data disks is mounted, formatted, written or deleted", "reason", err)
+	a.alert(alertkind.SafeMode, "safe mode: nothing on the data disks is mounted, formatted, written or deleted", "reason", err)
 	a.say("\n==== %s ====\n%v\nNothing on the data disks is mounted, formatted, written or deleted.\n"+
 		"Type 'status' to see the disks, or 'unlock' followed by the 48-digit paper recovery key\n"+
 		"to reseal the key to this firmware and continue.\n", SafeModeLine, err)
@@ -371,7 +342,7 @@ func (a *appliance) firstBoot(ctx context.Context) error {
 		return err
 	}
 	if _, err := a.tt.Start(ctx, time.Now()); err != nil {
-		a.alert("could not start the trusted time: prune waits for confirm-time at the console", "error", err)
+		a.alert(alertkind.Appliance, "could not start the trusted time: prune waits for confirm-time at the console", "error", err)
 	}
 	a.showRecoveryKey(ctx, prov.RecoveryKey)
 	return nil

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/control"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
@@ -303,7 +305,7 @@ func (a *appliance) extend(ctx context.Context, cmd console.Command, out io.Writ
 	if w == nil {
 		return errors.New("the store's writer (the worker) is not running")
 	}
-	m := message{Op: "extend", Hold: cmd.Name == "hold", Reason: "console: " + cmd.String()}
+	m := &control.ExtendRequest{Hold: cmd.Name == "hold", Reason: "console: " + cmd.String()}
 	switch {
 	case m.Hold && len(cmd.Args) == 1:
 	case !m.Hold && len(cmd.Args) == 2:
@@ -327,14 +329,14 @@ func (a *appliance) extend(ctx context.Context, cmd console.Command, out io.Writ
 		return errors.New("usage: extend SNAPSHOT PERIOD | hold SNAPSHOT")
 	}
 	m.Snapshot = cmd.Args[0]
-	if _, err := w.call(ctx, m); err != nil {
+	if _, err := w.Call(ctx, m); err != nil {
 		return err
 	}
 	// The worker's "done" is not proof (I10): PID 1 reads the sealed
 	// manifest and retention records itself before it says done.
 	err := a.withReader(ctx, func(s *store.Store) error { return s.ConfirmRetention(m.Snapshot, m.Until, m.Hold) })
 	if err != nil {
-		a.alert("the worker reported a retention change that the store's sealed data does not show", "command", cmd.String(), "error", err)
+		a.alert(alertkind.Appliance, "the worker reported a retention change that the store's sealed data does not show", "command", cmd.String(), "error", err)
 		return fmt.Errorf("%s failed: the worker said done, but %w", cmd.String(), err)
 	}
 	a.log.Info("retention changed at the console", "command", cmd.String())
@@ -357,8 +359,8 @@ func (a *appliance) pullNow(ctx context.Context, names []string, out io.Writer) 
 	}
 	var failed []string
 	for _, n := range names {
-		r, err := w.call(ctx, message{Op: "pull", Source: n})
-		if r.Status != nil {
+		r, err := control.Do[*control.PullReply](ctx, w, &control.PullRequest{Source: n})
+		if r != nil && r.Status != nil {
 			a.recordPull(n, r.Status)
 			fmt.Fprintf(out, "%s: snapshot %s: %s\r\n", n, r.Status.Snapshot, r.Status.Summary)
 		}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/mirror"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
@@ -122,11 +123,11 @@ func (a *appliance) takeDiskRequest(file, what string) (serial string, ok bool) 
 		return "", false
 	}
 	if rerr := os.Remove(req); rerr != nil {
-		a.alert(what+" request cannot be removed; not carried out", "error", rerr)
+		a.alert(alertkind.Appliance, what+" request cannot be removed; not carried out", "error", rerr)
 		return "", false
 	}
 	if err != nil {
-		a.alert(what+" request unreadable; not carried out", "error", err)
+		a.alert(alertkind.Appliance, what+" request unreadable; not carried out", "error", err)
 		return "", false
 	}
 	return strings.TrimSpace(string(b)), true
@@ -142,7 +143,7 @@ func (a *appliance) offlineCopy(ctx context.Context, primary *store.Store) {
 	start := time.Now()
 	res, err := a.copyTo(ctx, primary, serial)
 	if err != nil {
-		a.alert("offline copy failed; the store is untouched", "serial", serial, "error", err)
+		a.alert(alertkind.Appliance, "offline copy failed; the store is untouched", "serial", serial, "error", err)
 		a.say("\nOffline copy to the disk with serial %s FAILED: %v\nAsk again with copy-disk once the cause is fixed.\n", serial, err)
 		return
 	}
@@ -159,7 +160,7 @@ func (a *appliance) copyTo(ctx context.Context, primary *store.Store, serial str
 		mnt := filepath.Dir(d.Dir)
 		unix.Sync()
 		if uerr := unix.Unmount(mnt, 0); uerr != nil {
-			a.alert("offline copy disk not unmounted; power off before unplugging it", "disk", d.Name, "error", uerr)
+			a.alert(alertkind.Appliance, "offline copy disk not unmounted; power off before unplugging it", "disk", d.Name, "error", uerr)
 		}
 	}
 	if err != nil {

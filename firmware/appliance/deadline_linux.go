@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 )
 
 // Deadlines of the maintenance window (phase 6). The steps that read what
@@ -70,7 +72,7 @@ func bounded(ctx context.Context, step string, d, grace time.Duration, fn func(c
 // reboots. unlock does not leave this safe mode (the keys are fine; a
 // store step is stuck).
 func (a *appliance) stuck(ctx context.Context, err error) error {
-	a.alert("safe-mode: "+err.Error()+"; nothing more is deleted and the worker does not start; reboot at the console to try again", "error", err)
+	a.alert(alertkind.SafeMode, "safe-mode: "+err.Error()+"; nothing more is deleted and the worker does not start; reboot at the console to try again", "error", err)
 	a.mu.Lock()
 	a.stuckStep = err.Error()
 	a.mu.Unlock()

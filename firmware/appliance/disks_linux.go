@@ -11,6 +11,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 )
@@ -52,7 +53,7 @@ func (a *appliance) disksPhase(ctx context.Context) error {
 	for {
 		ds, err := a.scanDisks()
 		if err != nil {
-			a.alert("cannot list disks", "error", err)
+			a.alert(alertkind.Appliance, "cannot list disks", "error", err)
 		}
 		var blank []disks.Disk
 		for _, d := range ds {
@@ -164,10 +165,10 @@ func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 				opts, rerr := disks.MountReadOnly(d, mnt)
 				if rerr != nil {
 					errs = append(errs, err)
-					a.alert("disk-error: data disk cannot be mounted; it is left as it is", "disk", d.Name, "serial", d.Serial, "error", err, "read_only", rerr)
+					a.alert(alertkind.DiskError, "disk-error: data disk cannot be mounted; it is left as it is", "disk", d.Name, "serial", d.Serial, "error", err, "read_only", rerr)
 					continue
 				}
-				a.alert("disk-error: data disk cannot be mounted for writing; mounted read-only, so that what only it holds is copied to the other disk", "disk", d.Name, "serial", d.Serial, "error", err, "options", opts)
+				a.alert(alertkind.DiskError, "disk-error: data disk cannot be mounted for writing; mounted read-only, so that what only it holds is copied to the other disk", "disk", d.Name, "serial", d.Serial, "error", err, "options", opts)
 			}
 			a.mu.Lock()
 			a.mounted[d.Name] = mnt
@@ -182,13 +183,13 @@ func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 		st, err := store.Open(ctx, ds.Dir, store.StaticKey(a.master), store.Options{ReadOnly: true, Logger: a.log.Named("store")})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", d.Name, err))
-			a.alert("data disk holds no store this box can open; it is left as it is", "disk", d.Name, "error", err)
+			a.alert(alertkind.Appliance, "data disk holds no store this box can open; it is left as it is", "disk", d.Name, "error", err)
 			continue
 		}
 		sid := st.ID()
 		st.Close()
 		if id != "" && sid != id {
-			a.alert("data disk holds another store than the first disk; it is left as it is", "disk", d.Name, "store", sid, "first", id)
+			a.alert(alertkind.Appliance, "data disk holds another store than the first disk; it is left as it is", "disk", d.Name, "store", sid, "first", id)
 			continue
 		}
 		id = sid

@@ -28,6 +28,12 @@
 // disk; the console answers status and unlock (the paper recovery key,
 // which reseals the key to this boot and continues).
 //
+// PID 1 and the worker talk only through firmware/control (docs/control.md):
+// typed, bounded requests, errors as kinds; PID 1 acts only on what it
+// expects and checks what the worker reports against what it knows (the
+// configured sources, the sealed manifests it digests itself for receipts).
+// Nothing the worker says makes PID 1 write the config partition.
+//
 // The store may be on two data disks (mirror_linux.go, with the worker's
 // part in worker_disks_linux.go; docs/mirror.md).
 //

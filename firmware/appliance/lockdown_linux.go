@@ -13,6 +13,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/caps"
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 )
 
@@ -306,7 +307,7 @@ func (a *appliance) withConfigWritable(fn func() error) error {
 	}
 	ferr := fn()
 	if err := remountConfig(mnt, true); err != nil {
-		a.alert("config partition left writable", "error", err)
+		a.alert(alertkind.Appliance, "config partition left writable", "error", err)
 	}
 	return ferr
 }

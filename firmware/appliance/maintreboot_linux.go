@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/control"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/config"
 )
 
@@ -146,17 +148,17 @@ func (a *appliance) quiesce(ctx context.Context) string {
 		return ""
 	}
 	select {
-	case <-w.closed:
+	case <-w.Done():
 		return ""
 	default:
 	}
 	ctx, cancel := context.WithTimeout(ctx, quiesceTimeout)
 	defer cancel()
-	r, err := w.call(ctx, message{Op: "quiesce"})
+	r, err := control.Do[*control.QuiesceReply](ctx, w, &control.QuiesceRequest{})
 	switch {
 	case err != nil:
 		select {
-		case <-w.closed:
+		case <-w.Done():
 			return "" // the worker is gone
 		default:
 		}
@@ -214,15 +216,15 @@ func (a *appliance) maintenanceStep(ctx context.Context, p *maintenancePlan, now
 		a.log.Info("maintenance window waits: not rebooting while a pull or restore runs", "busy", why, "retry_in", maintenanceRetry)
 		return false
 	case maintWarn:
-		a.alert("maintenance window waits for more than a day: prune is late by as much", "busy", why)
+		a.alert(alertkind.Appliance, "maintenance window waits for more than a day: prune is late by as much", "busy", why)
 		return false
 	case maintForce:
-		a.alert("maintenance window waited too long: rebooting anyway so that prune is not frozen (a cut pull is finished or discarded at boot; a cut restore must be typed again)",
+		a.alert(alertkind.Appliance, "maintenance window waited too long: rebooting anyway so that prune is not frozen (a cut pull is finished or discarded at boot; a cut restore must be typed again)",
 			"busy", why, "waited", maxMaintenanceDeferral)
 	}
 	a.log.Warn(MaintenanceRebootLine, "schedule", p.sched.String(), "wall", now.UTC().Format(time.RFC3339))
 	if err := a.halt(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
-		a.alert("maintenance reboot failed", "error", err)
+		a.alert(alertkind.Appliance, "maintenance reboot failed", "error", err)
 	}
 	return true
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/boards"
 	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/services/config"
 )
 
@@ -123,14 +124,14 @@ type fakeWorker struct {
 
 func (f *fakeWorker) set(b string) { f.mu.Lock(); f.busy = b; f.mu.Unlock() }
 
-func (f *fakeWorker) handle(m message) *message {
+func (f *fakeWorker) handle(_ context.Context, req control.Request) (control.Reply, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if m.Op != "quiesce" {
-		return &message{Err: "unexpected " + m.Op}
+	if req.Op() != control.OpQuiesce {
+		return nil, control.Errorf(control.Refused, "unexpected %s", req.Op())
 	}
 	f.asked++
-	return &message{Busy: f.busy}
+	return &control.QuiesceReply{Busy: f.busy}, nil
 }
 
 // TestMaintenanceRebootDecision: PID 1's scheduled reboot and the console's
@@ -147,11 +148,11 @@ func TestMaintenanceRebootDecision(t *testing.T) {
 		}
 		t.Cleanup(func() { pid1End.Close(); workerEnd.Close() })
 		fw := &fakeWorker{}
-		newPeer(workerEnd, fw.handle)
+		control.New(workerEnd, control.Options{Side: control.Worker, Handler: fw.handle})
 		rebooted := make(chan int, 1)
 		a := &appliance{log: hclog.NewNullLogger(), mounted: map[string]string{}, pulls: map[string]*pullStatus{},
 			o: Options{Board: &boards.Board{Name: "test"}, RunDir: t.TempDir(), Reboot: func(how int) error { rebooted <- how; return nil }}}
-		a.worker = newPeer(pid1End, func(message) *message { return nil })
+		a.worker = control.New(pid1End, control.Options{Side: control.PID1, Handler: func(context.Context, control.Request) (control.Reply, error) { return nil, nil }})
 		return a, fw, rebooted
 	}
 	noReboot := func(t *testing.T, rebooted chan int, when string) {
@@ -240,9 +241,9 @@ func TestMaintenanceRebootDecision(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.worker = newPeer(pid1End, func(message) *message { return nil })
+		a.worker = control.New(pid1End, control.Options{Side: control.PID1, Handler: func(context.Context, control.Request) (control.Reply, error) { return nil, nil }})
 		workerEnd.Close()
-		<-a.worker.closed
+		<-a.worker.Done()
 		if why := a.quiesce(ctx); why != "" {
 			t.Errorf("quiesce with the worker gone: %q", why)
 		}
@@ -250,32 +251,42 @@ func TestMaintenanceRebootDecision(t *testing.T) {
 	})
 }
 
+// quiesceNow asks w's handler to quiesce.
+func quiesceNow(t *testing.T, w *worker) *control.QuiesceReply {
+	t.Helper()
+	r, err := w.handle(context.Background(), &control.QuiesceRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.(*control.QuiesceReply)
+}
+
 // TestWorkerQuiesce: the worker answers quiesce with what runs; once idle
 // and quiesced it starts no pull and no restore.
 func TestWorkerQuiesce(t *testing.T) {
-	w := &worker{log: hclog.NewNullLogger()}
+	w := &worker{log: hclog.NewNullLogger(), cfg: &config.File{}}
 	if err := w.act.startPull("mail"); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.act.startPull("mail"); err != nil { // scheduled and console pull at once
 		t.Fatal(err)
 	}
-	if r := w.handle(message{Op: "quiesce"}); r.Busy != "pull of mail running" {
+	if r := quiesceNow(t, w); r.Busy != "pull of mail running" {
 		t.Fatalf("quiesce during a pull: %+v", r)
 	}
 	w.act.endPull("mail")
-	if r := w.handle(message{Op: "quiesce"}); r.Busy != "pull of mail running" {
+	if r := quiesceNow(t, w); r.Busy != "pull of mail running" {
 		t.Fatalf("quiesce during the second pull: %+v", r)
 	}
 	w.act.endPull("mail")
 	if err := w.act.startRestore(&w.restores, restoreReport{Snapshot: "s1", Target: "t0"}); err != nil {
 		t.Fatal(err)
 	}
-	if r := w.handle(message{Op: "quiesce"}); r.Busy != "restore of s1 to t0 running" {
+	if r := quiesceNow(t, w); r.Busy != "restore of s1 to t0 running" {
 		t.Fatalf("quiesce during a restore: %+v", r)
 	}
 	w.restores.end()
-	if r := w.handle(message{Op: "quiesce"}); r.Busy != "" || r.Err != "" {
+	if r := quiesceNow(t, w); r.Busy != "" {
 		t.Fatalf("quiesce when idle: %+v", r)
 	}
 	if err := w.act.startPull("mail"); !errors.Is(err, errQuiesced) {

@@ -16,7 +16,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/ingest"
 	"github.com/holdfast-appliance/holdfast/services/mirror"
 	"github.com/holdfast-appliance/holdfast/services/store"
@@ -37,7 +40,8 @@ import (
 //	| phase 6 maintenance  | PID 1  | opens every disk as its writer (a disk that fails |
 //	|                      |        | is dropped, with an alert, and the next one leads);|
 //	|                      |        | Sync both ways (each disk gets what the other     |
-//	|                      |        | has); with repair.request: Scrub + Repair, which  |
+//	|                      |        | has); when a disk's state/scrub names damaged     |
+//	|                      |        | files: Scrub + Repair, which                      |
 //	|                      |        | replaces damaged files; prune on each disk;       |
 //	|                      |        | mirror-disk.request: format, InitMirror, Sync;    |
 //	|                      |        | files it made are given to the worker's uid       |
@@ -57,17 +61,18 @@ import (
 //	|                     | holding the store       | (new store, new mirror)             |
 //	| mirror-disk.request | SERIAL                  | console mirror-disk; removed at the |
 //	|                     |                         | next boot before it is carried out  |
-//	| repair.request      | what scrub found        | PID 1 when the worker's scrub finds |
-//	|                     |                         | damage; removed once Repair worked  |
-//	| scrub.last          | RFC 3339 time           | PID 1 when the worker's scrub ends  |
+//
+// Scrub results are not kept here: nothing the worker says makes PID 1
+// write this partition. The worker records each scrub in every disk's
+// store (STORE/state/scrub: when it ended, how many damaged files wait for
+// the maintenance window), and PID 1 reads that there as hostile input
+// (repairRequested).
 //
 // The data-disks list is not authenticated: whoever can write the USB
 // stick offline can hide a missing disk from the alert, not touch a store.
 const (
 	membersFile       = "data-disks"
 	mirrorRequestFile = "mirror-disk.request"
-	repairRequestFile = "repair.request"
-	scrubLastFile     = "scrub.last"
 )
 
 // dataStore is one data disk holding the store.
@@ -160,7 +165,7 @@ func (a *appliance) checkMembers(replace bool) {
 	}
 	members, err := a.readMembers()
 	if err != nil {
-		a.alert("disk-error: the list of data disks is unreadable; a missing disk cannot be told", "error", err)
+		a.alert(alertkind.DiskError, "disk-error: the list of data disks is unreadable; a missing disk cannot be told", "error", err)
 		return
 	}
 	present := map[string]bool{}
@@ -182,13 +187,13 @@ func (a *appliance) checkMembers(replace bool) {
 			changed = true
 			continue
 		}
-		a.alert("disk-error: mirror degraded: data disk missing or unreadable; backups go on on the other disk",
+		a.alert(alertkind.DiskError, "disk-error: mirror degraded: data disk missing or unreadable; backups go on on the other disk",
 			"serial", serial, "uuid", uuid, "fix", "attach it again, or give a blank disk with mirror-disk SERIAL")
 		keep = append(keep, dataStore{UUID: uuid, Serial: serial})
 	}
 	if changed {
 		if err := a.writeMembers(keep); err != nil {
-			a.alert("disk-error: the list of data disks not updated", "error", err)
+			a.alert(alertkind.DiskError, "disk-error: the list of data disks not updated", "error", err)
 		}
 	}
 }
@@ -210,7 +215,7 @@ func (a *appliance) mirrorMaintenance(ctx context.Context, primary *store.Store,
 	for _, d := range stores[1:] {
 		st, err := store.Open(ctx, d.Dir, keys, store.Options{Logger: a.log.Named("store-" + d.Name), PruneClock: trustedClock{a}})
 		if err != nil {
-			a.alert("disk-error: mirror disk cannot be opened as a writer; it is left out this boot", "disk", d.Name, "serial", d.Serial, "error", err)
+			a.alert(alertkind.DiskError, "disk-error: mirror disk cannot be opened as a writer; it is left out this boot", "disk", d.Name, "serial", d.Serial, "error", err)
 			unwritable = append(unwritable, d)
 			continue
 		}
@@ -264,17 +269,15 @@ func (a *appliance) mirrorMaintenance(ctx context.Context, primary *store.Store,
 		}
 		src.Close()
 	}
-	if a.part != nil {
-		if b, err := os.ReadFile(filepath.Join(a.part.Dir, repairRequestFile)); err == nil {
-			a.log.Warn("scrub found damage last boot; scrubbing every disk and repairing", "found", strings.TrimSpace(string(b)))
-			a.scrubAndRepair(ctx, mdisks, opts)
-		}
+	if damaged := a.repairRequested(keep); damaged > 0 {
+		a.log.Warn("scrub found damage last boot; scrubbing every disk and repairing", "damaged", damaged)
+		a.scrubAndRepair(ctx, mdisks, opts)
 	}
 	var mirrors []*store.Store
 	var final []dataStore
 	for i, st := range open {
 		if failed[i] {
-			a.alert("disk-error: disk failed while being brought up to date; it is left out this boot", "disk", keep[i].Name, "serial", keep[i].Serial)
+			a.alert(alertkind.DiskError, "disk-error: disk failed while being brought up to date; it is left out this boot", "disk", keep[i].Name, "serial", keep[i].Serial)
 			if i > 0 {
 				st.Close()
 			}
@@ -300,13 +303,13 @@ func (a *appliance) mirrorMaintenance(ctx context.Context, primary *store.Store,
 }
 
 // scrubAndRepair reads every file on every disk and replaces what is
-// damaged or missing from a good copy; it removes the repair request
+// damaged or missing from a good copy; it clears the repair request
 // only when nothing is left to repair.
 func (a *appliance) scrubAndRepair(ctx context.Context, ds []mirror.Disk, opts mirror.Options) {
 	start := time.Now()
 	rep, err := mirror.Scrub(ctx, ds, opts)
 	if err != nil {
-		a.alert("scrub-damage: maintenance scrub failed; repair left for the next boot", "error", err)
+		a.alert(alertkind.ScrubDamage, "scrub-damage: maintenance scrub failed; repair left for the next boot", "error", err)
 		return
 	}
 	a.log.Info("maintenance scrub", "summary", rep.Summary(), "took", time.Since(start).Round(time.Millisecond))
@@ -314,7 +317,7 @@ func (a *appliance) scrubAndRepair(ctx context.Context, ds []mirror.Disk, opts m
 	if len(rep.Fixes) > 0 {
 		res, err := mirror.Repair(ctx, rep.Fixes, ds, opts)
 		if err != nil {
-			a.alert("scrub-damage: repair failed; left for the next boot", "error", err)
+			a.alert(alertkind.ScrubDamage, "scrub-damage: repair failed; left for the next boot", "error", err)
 			return
 		}
 		done = len(res.Repaired)
@@ -323,15 +326,37 @@ func (a *appliance) scrubAndRepair(ctx context.Context, ds []mirror.Disk, opts m
 	}
 	if len(rep.Unrepairable) > 0 {
 		// No boot can do better; the scheduled scrubs keep reporting them.
-		a.alert("scrub-damage: files with no good copy on any disk", "unrepairable", len(rep.Unrepairable))
+		a.alert(alertkind.ScrubDamage, "scrub-damage: files with no good copy on any disk", "unrepairable", len(rep.Unrepairable))
 	}
 	if done < len(rep.Fixes) {
-		a.alert("scrub-damage: not every fix could be made; tried again at the next boot", "fixes", len(rep.Fixes), "repaired", done)
+		a.alert(alertkind.ScrubDamage, "scrub-damage: not every fix could be made; tried again at the next boot", "fixes", len(rep.Fixes), "repaired", done)
 		return
 	}
-	if err := os.Remove(filepath.Join(a.part.Dir, repairRequestFile)); err != nil {
-		a.log.Warn("repair request not removed", "error", err)
+	for _, d := range ds {
+		if err := store.WriteScrubState(d.Dir, store.ScrubState{Last: time.Now(), Damaged: 0}); err != nil {
+			a.log.Warn("repair request not cleared; the next boot scrubs again", "disk", d.Name, "error", err)
+		}
 	}
+}
+
+// repairRequested reads what the worker's last scrub left for the
+// maintenance window in each disk's store (state/scrub): the most damaged
+// files any disk's record names. The worker wrote these files, so they are
+// read as hostile input (services/store.ReadScrubState: no symlink,
+// regular file, 4 KiB); what they say can only make PID 1 scrub and
+// repair, which never deletes. One that does not read is reported and
+// asks for nothing.
+func (a *appliance) repairRequested(ds []dataStore) int {
+	most := 0
+	for _, d := range ds {
+		st, err := store.ReadScrubState(d.Dir)
+		if err != nil {
+			a.alert(alertkind.Attack, "attack: a scrub state in the store does not read; ignored", "disk", d.Name, "error", err)
+			continue
+		}
+		most = max(most, st.Damaged)
+	}
+	return most
 }
 
 // makeMirror runs in the maintenance window: it carries out a mirror
@@ -344,7 +369,7 @@ func (a *appliance) makeMirror(ctx context.Context, primary *store.Store) {
 	start := time.Now()
 	d, res, err := a.newCopy(ctx, primary, serial, disks.Label, "disk-")
 	if err != nil {
-		a.alert("disk-error: mirror disk not made; the store is untouched", "serial", serial, "error", err)
+		a.alert(alertkind.DiskError, "disk-error: mirror disk not made; the store is untouched", "serial", serial, "error", err)
 		a.say("\nMirror disk with serial %s NOT made: %v\nAsk again with mirror-disk once the cause is fixed.\n", serial, err)
 		return
 	}
@@ -466,7 +491,7 @@ func giveToWorker(dir string) (int, error) {
 type pid1Alerter struct{ a *appliance }
 
 func (p pid1Alerter) Alert(_ context.Context, al ingest.Alert) error {
-	p.a.alert(al.Kind+": "+al.Message, "disk", al.Source)
+	p.a.alert(al.Kind, al.Kind+": "+al.Message, "disk", al.Source)
 	return nil
 }
 
@@ -494,12 +519,12 @@ func (a *appliance) scrubNow(ctx context.Context, out io.Writer) error {
 	fmt.Fprint(out, "scrubbing every data disk (reads every file) ...\r\n")
 	flush(out)
 	type result struct {
-		r   message
+		r   *control.ScrubReply
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := w.call(ctx, message{Op: "scrub"})
+		r, err := control.Do[*control.ScrubReply](ctx, w, &control.ScrubRequest{})
 		done <- result{r, err}
 	}()
 	// A scrub of a large store takes hours: say it is still at work.
@@ -512,7 +537,7 @@ func (a *appliance) scrubNow(ctx context.Context, out io.Writer) error {
 			if res.err != nil {
 				return res.err
 			}
-			fmt.Fprintf(out, "scrub: %s\r\n", res.r.Text)
+			fmt.Fprintf(out, "scrub: %s\r\n", console.Quote([]byte(res.r.Summary)))
 			return nil
 		case <-tick.C:
 			fmt.Fprintf(out, "still scrubbing, %s so far\r\n", time.Since(start).Round(time.Second))
@@ -523,43 +548,3 @@ func (a *appliance) scrubNow(ctx context.Context, out io.Writer) error {
 
 // scrubHeartbeat is how often the console's scrub says it is still at work.
 const scrubHeartbeat = 30 * time.Second
-
-// scrubDone records that a scrub of the worker ended and, when it found
-// damage only the maintenance window can repair, asks for that repair at
-// the next boot.
-func (a *appliance) scrubDone(m message) {
-	if m.Repair {
-		a.alert("scrub-damage: damaged files are repaired at the next boot", "scrub", m.Text)
-	}
-	a.mu.Lock()
-	part := a.part
-	a.mu.Unlock()
-	if part == nil {
-		return
-	}
-	err := a.withConfigWritable(func() error {
-		if m.Repair {
-			if err := os.WriteFile(filepath.Join(part.Dir, repairRequestFile), []byte(m.Text+"\n"), 0o600); err != nil {
-				return err
-			}
-		}
-		return os.WriteFile(filepath.Join(part.Dir, scrubLastFile), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600)
-	})
-	if err != nil {
-		a.alert("scrub result not recorded on the config partition", "error", err)
-	}
-}
-
-// lastScrub is when the last scrub ended, as scrubDone recorded it (zero
-// if never or unreadable).
-func (a *appliance) lastScrub() time.Time {
-	if a.part == nil {
-		return time.Time{}
-	}
-	b, err := os.ReadFile(filepath.Join(a.part.Dir, scrubLastFile))
-	if err != nil {
-		return time.Time{}
-	}
-	t, _ := time.Parse(time.RFC3339, strings.TrimSpace(string(b)))
-	return t
-}

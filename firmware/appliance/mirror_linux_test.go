@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-appliance/holdfast/firmware/control"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 )
 
@@ -146,9 +148,9 @@ func TestFirstScrub(t *testing.T) {
 // does, with their kind, and later ones at once.
 func TestBootAlertsReachTheWorker(t *testing.T) {
 	a := &appliance{log: hclog.NewNullLogger()}
-	a.alert("disk-error: mirror degraded: data disk missing or unreadable", "serial", "HOLDFAST-DATA1")
-	a.alert("prune frozen: nothing was deleted", "error", "clock")
-	a.alert("export not started", "error", "x")
+	a.alert(alertkind.DiskError, "disk-error: mirror degraded: data disk missing or unreadable", "serial", "HOLDFAST-DATA1")
+	a.alert(alertkind.ClockAnomaly, "prune frozen: nothing was deleted", "error", "clock")
+	a.alert(alertkind.Appliance, "export not started", "error", "x")
 
 	pid1End, workerEnd, err := socketpair("control")
 	if err != nil {
@@ -156,11 +158,14 @@ func TestBootAlertsReachTheWorker(t *testing.T) {
 	}
 	defer pid1End.Close()
 	defer workerEnd.Close()
-	got := make(chan message, 8)
-	newPeer(workerEnd, func(m message) *message { got <- m; return nil })
-	a.worker = newPeer(pid1End, func(message) *message { return nil })
+	got := make(chan *control.SendAlert, 8)
+	control.New(workerEnd, control.Options{Side: control.Worker, Handler: func(_ context.Context, req control.Request) (control.Reply, error) {
+		got <- req.(*control.SendAlert)
+		return nil, nil
+	}})
+	a.worker = control.New(pid1End, control.Options{Side: control.PID1, Handler: func(context.Context, control.Request) (control.Reply, error) { return nil, nil }})
 	a.sendBootAlerts()
-	a.alert("scrub-damage: damaged files are repaired at the next boot")
+	a.alert(alertkind.ScrubDamage, "scrub-damage: damaged files are repaired at the next boot")
 
 	want := []struct{ kind, text string }{
 		{"disk-error", "disk-error: mirror degraded: data disk missing or unreadable serial=HOLDFAST-DATA1"},
@@ -173,10 +178,7 @@ func TestBootAlertsReachTheWorker(t *testing.T) {
 	for range want {
 		select {
 		case m := <-got:
-			if m.Op != "alert" {
-				t.Errorf("worker got op %q", m.Op)
-			}
-			kinds[m.Text] = m.Source
+			kinds[m.Text] = m.Kind
 		case <-time.After(5 * time.Second):
 			t.Fatalf("worker got only %v", kinds)
 		}

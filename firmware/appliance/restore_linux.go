@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/receipt"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/services/config"
@@ -108,26 +109,10 @@ func keyArg(words []string) (string, error) {
 	return k, nil
 }
 
-// restoreReport is how far a restore got: the reply to "restore" and to
-// "restore-progress" on the control channel.
-type restoreReport struct {
-	Snapshot string `json:"snapshot"`
-	Target   string `json:"target"`
-	Source   string `json:"source,omitempty"` // the snapshot's source
-	// Receipt is the hex SHA-256 of the manifest the verified receipt
-	// signs; "" until the receipt is verified.
-	Receipt       string `json:"receipt,omitempty"`
-	Objects       int    `json:"objects"`
-	TotalObjects  int    `json:"total_objects"`
-	Bytes         int64  `json:"bytes"`
-	TotalBytes    int64  `json:"total_bytes"`
-	DeleteMarkers int    `json:"delete_markers,omitempty"` // keys skipped: deleted at the source
-}
-
 func mib(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<20)) }
 
 // progressLine is the console line for a running restore.
-func (r restoreReport) progressLine() string {
+func progressLine(r restoreReport) string {
 	return fmt.Sprintf("restore: %d/%d objects, %s/%s MiB", r.Objects, r.TotalObjects, mib(r.Bytes), mib(r.TotalBytes))
 }
 
@@ -166,7 +151,7 @@ func (a *appliance) restore(ctx context.Context, args []string, out io.Writer) e
 	fmt.Fprintf(out, "restore: snapshot %s, %s, to target %q (%s bucket %q prefix %q)\r\n",
 		ra.snapshot, what, tg.Name, tg.S3.Endpoint, tg.S3.Bucket, tg.S3.Prefix)
 	a.log.Info("restore started at the console", "snapshot", ra.snapshot, "target", tg.Name, "what", what)
-	err = followRestore(ctx, w, message{Op: "restore", Snapshot: ra.snapshot, Target: ra.target,
+	err = followRestore(ctx, w, &control.RestoreRequest{Snapshot: ra.snapshot, Target: ra.target,
 		Prefix: []byte(ra.prefix), Exact: ra.exact, ReceiptKey: pub}, out, time.Second)
 	if err != nil {
 		a.log.Error("restore failed", "snapshot", ra.snapshot, "target", tg.Name, "error", err)
@@ -188,16 +173,20 @@ func unknownTarget(cfg *config.File, name string) error {
 // followRestore sends the restore request req to the worker and, until it
 // answers, asks every `every` how far it got, writing a line to out when
 // that changed; then it writes the summary.
-func followRestore(ctx context.Context, w *peer, req message, out io.Writer, every time.Duration) error {
+func followRestore(ctx context.Context, w *control.Conn, req *control.RestoreRequest, out io.Writer, every time.Duration) error {
 	start := time.Now()
 	type answer struct {
-		m   message
+		r   *restoreReport
 		err error
 	}
 	done := make(chan answer, 1)
 	go func() {
-		m, err := w.call(ctx, req)
-		done <- answer{m, err}
+		m, err := control.Do[*control.RestoreReply](ctx, w, req)
+		var r *restoreReport
+		if m != nil {
+			r = m.Restore
+		}
+		done <- answer{r, err}
 	}()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -205,10 +194,10 @@ func followRestore(ctx context.Context, w *peer, req message, out io.Writer, eve
 	for {
 		select {
 		case a := <-done:
-			return restoreSummary(req, a.m.Restore, a.err, last, time.Since(start), out)
+			return restoreSummary(req, a.r, a.err, last, time.Since(start), out)
 		case <-tick.C:
-			r, err := w.call(ctx, message{Op: "restore-progress"})
-			if err != nil || r.Restore == nil || r.Restore.Snapshot != req.Snapshot || r.Restore.Target != req.Target {
+			r, err := control.Do[*control.RestoreReply](ctx, w, &control.RestoreProgressRequest{})
+			if err != nil || r == nil || r.Restore == nil || r.Restore.Snapshot != req.Snapshot || r.Restore.Target != req.Target {
 				continue // not started yet, or just ended
 			}
 			p := *r.Restore
@@ -216,7 +205,7 @@ func followRestore(ctx context.Context, w *peer, req message, out io.Writer, eve
 				fmt.Fprintf(out, "restore: receipt OK (manifest sha256 %s); %d objects, %s MiB to write\r\n", hexOrQuoted(p.Receipt), p.TotalObjects, mib(p.TotalBytes))
 			}
 			if p.Receipt != "" && (p.Objects != last.Objects || p.Bytes != last.Bytes || last.Receipt == "") {
-				fmt.Fprintf(out, "%s\r\n", p.progressLine())
+				fmt.Fprintf(out, "%s\r\n", progressLine(p))
 				flush(out)
 			}
 			last = p
@@ -236,7 +225,7 @@ func hexOrQuoted(s string) string {
 
 // restoreSummary writes the last line of the restore req and returns its
 // error.
-func restoreSummary(req message, r *restoreReport, err error, last restoreReport, took time.Duration, out io.Writer) error {
+func restoreSummary(req *control.RestoreRequest, r *restoreReport, err error, last restoreReport, took time.Duration, out io.Writer) error {
 	if err != nil {
 		if r != nil && r.Objects > 0 {
 			fmt.Fprintf(out, "restore: stopped after %d/%d objects, %s/%s MiB; the objects written stay in the bucket\r\n",
@@ -248,7 +237,7 @@ func restoreSummary(req message, r *restoreReport, err error, last restoreReport
 		return errors.New("restore: the worker sent no result")
 	}
 	if last.Receipt == "" || last.Objects != r.Objects {
-		fmt.Fprintf(out, "%s\r\n", r.progressLine())
+		fmt.Fprintf(out, "%s\r\n", progressLine(*r))
 	}
 	fmt.Fprintf(out, "restore: done: %d objects, %s MiB of snapshot %s (source %q) to target %q in %s; skipped %d key(s) deleted at the source; receipt verified (manifest sha256 %s)\r\n",
 		r.Objects, mib(r.Bytes), req.Snapshot, r.Source, req.Target, took.Round(time.Second), r.DeleteMarkers, hexOrQuoted(r.Receipt))
@@ -309,38 +298,29 @@ type restoreRequest struct {
 	Options restore.Options
 }
 
-// restoreOp answers the control channel's "restore" and
-// "restore-progress" requests. The peer runs each request in its own
-// goroutine, so a restore runs beside scheduled pulls.
-func (w *worker) restoreOp(m message) *message {
+// restoreOp answers the control channel's "restore" request. The
+// channel runs each request in its own goroutine, so a restore runs beside
+// scheduled pulls; it ends when the channel does (ctx).
+func (w *worker) restoreOp(ctx context.Context, m *control.RestoreRequest) (*control.RestoreReply, error) {
 	if w.cfg == nil {
-		return &message{Err: "the worker is not initialised"}
-	}
-	if m.Op == "restore-progress" {
-		r, ok := w.restores.get()
-		if !ok {
-			return &message{Err: "no restore is running"}
-		}
-		return &message{Restore: &r}
+		return nil, control.Errorf(control.Refused, "the worker is not initialised")
 	}
 	req := restoreRequest{Snapshot: m.Snapshot, Target: m.Target, Prefix: string(m.Prefix), Exact: m.Exact, ReceiptKey: m.ReceiptKey}
 	if err := w.act.startRestore(&w.restores, restoreReport{Snapshot: req.Snapshot, Target: req.Target}); err != nil {
-		return &message{Err: err.Error()}
+		return nil, control.Errorf(control.Busy, "%v", err)
 	}
 	defer w.restores.end()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if w.peer != nil {
-		go func() {
-			select {
-			case <-w.peer.closed:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-	}
 	r, err := w.restoreSnapshot(ctx, req, w.restores.set)
-	return &message{Restore: r, Err: errString(err)}
+	return &control.RestoreReply{Restore: r}, err
+}
+
+// restoreProgress answers "restore-progress".
+func (w *worker) restoreProgress() (*control.RestoreReply, error) {
+	r, ok := w.restores.get()
+	if !ok {
+		return nil, control.Errorf(control.NotFound, "no restore is running")
+	}
+	return &control.RestoreReply{Restore: &r}, nil
 }
 
 // restoreSnapshot checks the snapshot's receipt and restores it (or its

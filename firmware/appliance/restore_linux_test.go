@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/receipt"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm/tpmtest"
@@ -378,14 +379,14 @@ func TestRestoreOverControlChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pid1End.Close(); workerEnd.Close() })
-	f.w.peer = newPeer(workerEnd, f.w.handle)
-	p1 := newPeer(pid1End, func(message) *message { return nil })
+	f.w.peer = control.New(workerEnd, control.Options{Side: control.Worker, Handler: f.w.handle})
+	p1 := control.New(pid1End, control.Options{Side: control.PID1, Handler: func(context.Context, control.Request) (control.Reply, error) { return nil, nil }})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
 	t.Run("progress lines", func(t *testing.T) {
 		var out bytes.Buffer
-		err := followRestore(ctx, p1, message{Op: "restore", Snapshot: f.good, Target: "t0", ReceiptKey: f.pub}, &out, 5*time.Millisecond)
+		err := followRestore(ctx, p1, &control.RestoreRequest{Snapshot: f.good, Target: "t0", ReceiptKey: f.pub}, &out, 5*time.Millisecond)
 		if err != nil {
 			t.Fatalf("restore: %v\n%s", err, out.String())
 		}
@@ -422,7 +423,7 @@ func TestRestoreOverControlChannel(t *testing.T) {
 		}
 		// With the signing TPM's key (as PID 1 would read it) the
 		// non-UTF-8 key crosses the channel intact and MinIO refuses it.
-		err = followRestore(ctx, p1, message{Op: "restore", Snapshot: f.refused, Target: "t1", Prefix: []byte("\xff\xfe bad utf8"), Exact: true, ReceiptKey: f.pub}, io.Discard, time.Second)
+		err = followRestore(ctx, p1, &control.RestoreRequest{Snapshot: f.refused, Target: "t1", Prefix: []byte("\xff\xfe bad utf8"), Exact: true, ReceiptKey: f.pub}, io.Discard, time.Second)
 		if err == nil || !strings.Contains(err.Error(), `"\xff\xfe bad utf8"`) {
 			t.Fatalf("restore of a key MinIO refuses: %v", err)
 		}
@@ -435,12 +436,12 @@ func TestRestoreOverControlChannel(t *testing.T) {
 		first := make(chan error, 1)
 		var out bytes.Buffer
 		go func() {
-			first <- followRestore(ctx, p1, message{Op: "restore", Snapshot: f.good, Target: "stall", ReceiptKey: f.pub}, &out, time.Hour)
+			first <- followRestore(ctx, p1, &control.RestoreRequest{Snapshot: f.good, Target: "stall", ReceiptKey: f.pub}, &out, time.Hour)
 		}()
 		// Wait until the first restore is past its receipt check.
 		for {
-			r, err := p1.call(ctx, message{Op: "restore-progress"})
-			if err == nil && r.Restore != nil && r.Restore.Receipt != "" {
+			r, err := control.Do[*control.RestoreReply](ctx, p1, &control.RestoreProgressRequest{})
+			if err == nil && r != nil && r.Restore != nil && r.Restore.Receipt != "" {
 				if r.Restore.Target != "stall" || r.Restore.TotalObjects != len(f.want) {
 					t.Errorf("progress %+v", r.Restore)
 				}
@@ -452,7 +453,7 @@ func TestRestoreOverControlChannel(t *testing.T) {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
-		err := followRestore(ctx, p1, message{Op: "restore", Snapshot: f.good, Target: "t0", ReceiptKey: f.pub}, io.Discard, time.Second)
+		err := followRestore(ctx, p1, &control.RestoreRequest{Snapshot: f.good, Target: "t0", ReceiptKey: f.pub}, io.Discard, time.Second)
 		if err == nil || !strings.Contains(err.Error(), `a restore is already running (snapshot `+f.good+` to target "stall"`) {
 			t.Errorf("second restore: %v", err)
 		}
@@ -462,7 +463,7 @@ func TestRestoreOverControlChannel(t *testing.T) {
 		if why := a.quiesce(ctx); why != "restore of "+f.good+" to stall running" {
 			t.Errorf("quiesce during a restore: %q", why)
 		}
-		if r, err := p1.call(ctx, message{Op: "restore-progress"}); err != nil || r.Restore == nil || r.Restore.Target != "stall" {
+		if r, err := control.Do[*control.RestoreReply](ctx, p1, &control.RestoreProgressRequest{}); err != nil || r.Restore == nil || r.Restore.Target != "stall" {
 			t.Errorf("the restore stopped when the maintenance reboot asked: %+v, %v", r.Restore, err)
 		}
 		// Closing the control channel stops the worker's restore (a
@@ -488,8 +489,8 @@ func TestRestoreOverControlChannel(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		if r := f.w.restoreOp(message{Op: "restore-progress"}); r.Err != "no restore is running" {
-			t.Errorf("progress after the end: %+v", r)
+		if _, err := f.w.restoreProgress(); control.KindOf(err) != control.NotFound {
+			t.Errorf("progress after the end: %v", err)
 		}
 	})
 }

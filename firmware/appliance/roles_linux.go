@@ -18,8 +18,10 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/caps"
 	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/trustedtime"
 	"github.com/holdfast-appliance/holdfast/services/alert"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/ingest"
 	"github.com/holdfast-appliance/holdfast/services/sealer"
@@ -158,7 +160,7 @@ func (a *appliance) spawnWith(role string, cloneflags uintptr, env []string, fil
 		// which PID 1's bounding set no longer passes on: a role that
 		// died is not restarted until the next boot.
 		err := fmt.Errorf("role %s not started: after lockdown PID 1 passes no capability on, so no process can change its uid; it runs again at the next boot", role)
-		a.alert("lockdown: "+err.Error(), "role", role)
+		a.alert(alertkind.Appliance, "lockdown: "+err.Error(), "role", role)
 		return nil, err
 	}
 	exe := a.o.Exe
@@ -204,7 +206,7 @@ func socketpair(name string) (*os.File, *os.File, error) {
 // worker is the unprivileged process that pulls and writes the store.
 type worker struct {
 	log         hclog.Logger
-	peer        *peer
+	peer        *control.Conn
 	sealerConns []*os.File
 	// dmu guards the disks' failed fields; disks are the data disks
 	// holding the store, the primary first (worker_disks_linux.go).
@@ -215,7 +217,8 @@ type worker struct {
 	master   []byte
 	cfg      *config.File
 	ready    chan struct{}
-	// lastScrub is when the last scrub ended, as PID 1 recorded it.
+	// lastScrub is when the last scrub ended, as the primary disk's
+	// scrub state says (worker_disks_linux.go).
 	lastScrub time.Time
 	// floor is the trusted time T PID 1 gave at init: retention counts
 	// from no earlier than it.
@@ -248,10 +251,10 @@ func runWorker(log hclog.Logger) error {
 		return err
 	}
 	w := &worker{log: log, ready: make(chan struct{}), sealerConns: sc, syncKick: make(chan struct{}, 1)}
-	w.peer = newPeer(ctl, w.handle)
+	w.peer = control.New(ctl, control.Options{Side: control.Worker, Handler: w.handle, Log: log.Named("control")})
 	select {
 	case <-w.ready:
-	case <-w.peer.closed:
+	case <-w.peer.Done():
 		return errors.New("control channel closed before init")
 	}
 	jobs := make([]ingest.Job, 0, len(w.cfg.Sources))
@@ -259,7 +262,7 @@ func runWorker(log hclog.Logger) error {
 		jobs = append(jobs, ingest.Job{Name: s.Name, Every: s.Schedule.Every})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-w.peer.closed; cancel() }()
+	go func() { <-w.peer.Done(); cancel() }()
 	log.Info("worker up", "uid", os.Getuid(), "sources", len(jobs), "disks", len(w.disks))
 	go w.syncLoop(ctx)
 	w.kickSync() // catch up with what the last boot left
@@ -269,75 +272,119 @@ func runWorker(log hclog.Logger) error {
 		if errors.Is(err, errQuiesced) {
 			return nil // PID 1 is rebooting into the maintenance window
 		}
-		_ = w.peer.notify(message{Op: "status", Source: name, Status: st})
+		if st != nil {
+			_ = w.peer.Notify(&control.StatusNotice{Source: name, Status: st})
+		}
 		return err
 	}}
 	return sched.Run(ctx, jobs)
 }
 
-func (w *worker) handle(m message) *message {
-	switch m.Op {
-	case "init":
-		if w.cfg != nil {
-			return &message{Err: "already initialised"}
-		}
-		cfg, err := config.Parse("config.sealed", m.Config)
-		if err != nil {
-			return &message{Err: err.Error()}
-		}
-		w.master, w.cfg, w.lastScrub, w.floor = m.Master, cfg, m.LastScrub, m.TrustedTime
-		if err := w.setDisks(m.Disks, m.StoreDir); err != nil {
-			return &message{Err: err.Error()}
-		}
-		if cfg.Alerts != nil {
-			d, err := alert.FromConfig(cfg, w.log.Named("alert"))
-			if err != nil {
-				return &message{Err: fmt.Sprintf("alerts: %v", err)}
-			}
-			w.out = d
-		}
-		if m.Create {
-			st, err := store.Init(context.Background(), w.disks[0].ref.Dir, store.StaticKey(m.Master), store.InitOptions{RecoveryBlob: m.Recovery}, w.storeOptions(w.disks[0]))
-			if err != nil {
-				return &message{Err: fmt.Sprintf("create store: %v", err)}
-			}
-			st.Close()
-			w.log.Info("store created", "dir", w.disks[0].ref.Dir)
-		}
-		close(w.ready)
-		return &message{}
-	case "alert":
+// handle answers PID 1 (see the table in firmware/control).
+func (w *worker) handle(ctx context.Context, req control.Request) (control.Reply, error) {
+	if _, ok := req.(*control.InitRequest); !ok && w.cfg == nil {
+		return nil, control.Errorf(control.Refused, "%s before init", req.Op())
+	}
+	switch m := req.(type) {
+	case *control.InitRequest:
+		return w.init(m)
+	case *control.SendAlert:
 		// PID 1's own alerts (clock, prune, disks): it has no network.
 		if w.out != nil {
-			_ = w.out.Alert(context.Background(), ingest.Alert{Kind: m.Source, Message: m.Text, Time: time.Now()})
+			_ = w.out.Alert(ctx, ingest.Alert{Kind: m.Kind, Message: m.Text, Time: time.Now()})
 		}
-		return nil
-	case "pull":
-		st, err := w.pull(context.Background(), m.Source)
-		return &message{Status: st, Err: errString(err)}
-	case "extend":
+		return nil, nil
+	case *control.PullRequest:
+		if _, ok := w.cfg.Source(m.Source); !ok {
+			return nil, control.Errorf(control.NotFound, "no source %q", m.Source)
+		}
+		st, err := w.pull(ctx, m.Source)
+		return &control.PullReply{Status: st}, typed(err)
+	case *control.ExtendRequest:
 		d := w.writer()
 		if d == nil {
-			return &message{Err: "no usable data disk"}
+			return nil, control.Errorf(control.DiskFailed, "no usable data disk")
 		}
 		d.mu.Lock()
 		defer w.kickSync()
 		defer d.mu.Unlock()
-		st, err := store.Open(context.Background(), d.ref.Dir, store.StaticKey(w.master), w.storeOptions(d))
+		st, err := store.Open(ctx, d.ref.Dir, store.StaticKey(w.master), w.storeOptions(d))
 		if err != nil {
-			return &message{Err: err.Error()}
+			return nil, typed(err)
 		}
 		defer st.Close()
-		return &message{Err: errString(st.Extend(m.Snapshot, m.Until, m.Hold, m.Reason))}
-	case "scrub":
-		text, err := w.scrub(context.Background())
-		return &message{Text: text, Err: errString(err)}
-	case "restore", "restore-progress":
-		return w.restoreOp(m) // restore_linux.go
-	case "quiesce":
-		return &message{Busy: w.act.quiesce(&w.restores)} // maintreboot_linux.go
+		if err := st.Extend(m.Snapshot, m.Until, m.Hold, m.Reason); err != nil {
+			return nil, typed(err)
+		}
+		return &control.Empty{}, nil
+	case *control.ScrubRequest:
+		text, err := w.scrub(ctx)
+		if err != nil {
+			return nil, typed(err)
+		}
+		return &control.ScrubReply{Summary: text}, nil
+	case *control.RestoreRequest:
+		return w.restoreOp(ctx, m) // restore_linux.go
+	case *control.RestoreProgressRequest:
+		return w.restoreProgress()
+	case *control.QuiesceRequest:
+		return &control.QuiesceReply{Busy: w.act.quiesce(&w.restores)}, nil // maintreboot_linux.go
 	}
-	return &message{Err: fmt.Sprintf("unknown op %q", m.Op)}
+	return nil, control.Errorf(control.Refused, "%s is not an op the worker answers", req.Op())
+}
+
+// init takes the worker's keys, config and disks, once.
+func (w *worker) init(m *control.InitRequest) (control.Reply, error) {
+	select {
+	case <-w.ready:
+		return nil, control.Errorf(control.Refused, "already initialised")
+	default:
+	}
+	cfg, err := config.Parse("config.sealed", m.Config)
+	if err != nil {
+		return nil, control.Errorf(control.Invalid, "config: %v", err)
+	}
+	w.master, w.floor = m.Master, m.TrustedTime
+	if err := w.setDisks(m.Disks, m.StoreDir); err != nil {
+		return nil, control.Errorf(control.Invalid, "%v", err)
+	}
+	if cfg.Alerts != nil {
+		d, err := alert.FromConfig(cfg, w.log.Named("alert"))
+		if err != nil {
+			return nil, control.Errorf(control.Invalid, "alerts: %v", err)
+		}
+		w.out = d
+	}
+	if m.Create {
+		st, err := store.Init(context.Background(), w.disks[0].ref.Dir, store.StaticKey(m.Master), store.InitOptions{RecoveryBlob: m.Recovery}, w.storeOptions(w.disks[0]))
+		if err != nil {
+			return nil, fmt.Errorf("create store: %w", typed(err))
+		}
+		st.Close()
+		w.log.Info("store created", "dir", w.disks[0].ref.Dir)
+	}
+	w.lastScrub = w.readLastScrub()
+	w.cfg = cfg
+	close(w.ready)
+	return &control.Empty{}, nil
+}
+
+// typed gives an error its kind for PID 1: a failing disk, a snapshot or
+// source that does not exist; anything else is internal.
+func typed(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case control.KindOf(err) != control.Internal:
+		return err
+	case diskFailed(err):
+		return &control.Error{Kind: control.DiskFailed, Text: err.Error()}
+	case errors.Is(err, store.ErrNotFound):
+		return &control.Error{Kind: control.NotFound, Text: err.Error()}
+	case errors.Is(err, errQuiesced):
+		return &control.Error{Kind: control.Busy, Text: err.Error()}
+	}
+	return err
 }
 
 // pull pulls one source into the primary disk's store, which is open (and
@@ -369,7 +416,8 @@ func (w *worker) pull(ctx context.Context, name string) (*pullStatus, error) {
 		w.log.Warn("pull starts again on the next disk", "source", name, "failed_disk", d.ref.Name)
 	}
 	ps.Took = time.Since(start)
-	ps.Err = errString(err)
+	// What crosses to PID 1 fits the protocol's bounds.
+	ps.Err, ps.Summary = control.Clip(errString(err)), control.Clip(ps.Summary)
 	return ps, err
 }
 
@@ -395,21 +443,36 @@ func (w *worker) pullOn(ctx context.Context, d *wdisk, src config.Source, ps *pu
 	return err
 }
 
-// peerSigner asks PID 1, which holds the TPM, to sign a receipt.
-type peerSigner struct{ p *peer }
+// peerSigner asks PID 1, which holds the TPM, to sign a receipt. It names
+// the snapshot only: PID 1 digests the sealed manifest itself (the digest
+// the store computed is not sent).
+type peerSigner struct{ p *control.Conn }
 
-func (s peerSigner) SignManifest(ctx context.Context, id string, digest [32]byte) ([]byte, error) {
-	r, err := s.p.call(ctx, message{Op: "sign", Snapshot: id, Digest: digest[:]})
-	if err != nil {
-		return nil, fmt.Errorf("sign receipt: %w", err)
+func (s peerSigner) SignManifest(ctx context.Context, id string, _ [32]byte) ([]byte, error) {
+	// PID 1 answers busy while its limit of requests in flight is
+	// reached (notices count too): try again a few times.
+	wait := 100 * time.Millisecond
+	for try := 0; ; try++ {
+		r, err := control.Do[*control.SignReply](ctx, s.p, &control.SignRequest{Snapshot: id})
+		if err == nil {
+			return r.Receipt, nil
+		}
+		if control.KindOf(err) != control.Busy || try == 8 {
+			return nil, fmt.Errorf("sign receipt: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("sign receipt: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait *= 2
 	}
-	return r.Receipt, nil
 }
 
 // peerAlerter sends ingest alerts out (mail, webhook) and hands them to
 // PID 1 for the console's status.
 type peerAlerter struct {
-	p   *peer
+	p   *control.Conn
 	log hclog.Logger
 	out *alert.Dispatcher
 }
@@ -420,7 +483,17 @@ func (a peerAlerter) Alert(ctx context.Context, al ingest.Alert) error {
 	} else {
 		a.log.Error(al.Message, "alert", true, "kind", al.Kind, "source", al.Source, "snapshot", al.Snapshot)
 	}
-	return a.p.notify(message{Op: "alert", Text: fmt.Sprintf("%s: %s (source %s, snapshot %s, held %v)", al.Kind, al.Message, al.Source, al.Snapshot, al.Held)})
+	text := al.Message
+	if len(al.Held) > 0 {
+		text += fmt.Sprintf(" (held %v)", al.Held)
+	}
+	n := &control.AlertNotice{Kind: al.Kind, Source: al.Source, Snapshot: al.Snapshot, Text: control.Clip(text)}
+	if n.Validate() != nil {
+		// A source or snapshot name over the protocol's bounds: keep
+		// the alert, quoted in its text.
+		n = &control.AlertNotice{Kind: al.Kind, Text: control.Clip(fmt.Sprintf("%s (source %q, snapshot %q)", text, al.Source, al.Snapshot))}
+	}
+	return a.p.Notify(n)
 }
 
 // FirstLine passes on the first line of each write: u-root's dhclient logs

@@ -16,7 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
@@ -66,7 +68,7 @@ func (a *appliance) maintenance(ctx context.Context) error {
 	for _, d := range stores {
 		n, err := giveToWorker(d.Dir)
 		if err != nil {
-			a.alert("disk-error: files made at boot not given to the worker; it may fail to read them", "disk", d.Name, "error", err)
+			a.alert(alertkind.DiskError, "disk-error: files made at boot not given to the worker; it may fail to read them", "disk", d.Name, "error", err)
 		} else if n > 0 {
 			a.log.Info("files made at boot given to the worker", "disk", d.Name, "files", n)
 		}
@@ -86,7 +88,7 @@ func (a *appliance) openWriter(ctx context.Context) (*store.Store, []dataStore) 
 	for i, d := range stores {
 		st, err := store.Open(ctx, d.Dir, store.StaticKey(a.master), store.Options{Logger: a.log.Named("store"), PruneClock: trustedClock{a}})
 		if err != nil {
-			a.alert("disk-error: cannot open the store as its writer; this disk is left out this boot", "disk", d.Name, "serial", d.Serial, "error", err)
+			a.alert(alertkind.DiskError, "disk-error: cannot open the store as its writer; this disk is left out this boot", "disk", d.Name, "serial", d.Serial, "error", err)
 			failed = append(failed, d)
 			continue
 		}
@@ -95,7 +97,7 @@ func (a *appliance) openWriter(ctx context.Context) (*store.Store, []dataStore) 
 		a.mu.Unlock()
 		return st, failed
 	}
-	a.alert("maintenance: cannot open the store as its writer on any disk; prune skipped")
+	a.alert(alertkind.Appliance, "maintenance: cannot open the store as its writer on any disk; prune skipped")
 	return nil, nil
 }
 
@@ -106,7 +108,7 @@ func (a *appliance) openWriter(ctx context.Context) (*store.Store, []dataStore) 
 func (a *appliance) prune(ctx context.Context, stores []*store.Store) {
 	now, ok := a.advanceTime(ctx)
 	if !ok {
-		a.alert("clock-anomaly: prune skipped: no trusted time; type confirm-time at the console")
+		a.alert(alertkind.ClockAnomaly, "clock-anomaly: prune skipped: no trusted time; type confirm-time at the console")
 		return
 	}
 	for _, st := range stores {
@@ -199,7 +201,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 	if derr != nil {
-		a.alert("lockdown: /dev not fully replaced", "error", derr)
+		a.alert(alertkind.Appliance, "lockdown: /dev not fully replaced", "error", derr)
 	}
 	sealDiskRoots(mounts, a.log)
 	a.log.Info("phase 7/8 lockdown: kexec, modules, ptrace, usermode helpers, user namespaces closed; device nodes removed from a read-only /dev", "devices", strings.Join(locked, " "))
@@ -207,18 +209,18 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	// and its own powers cut down.
 	defer func() {
 		if err := hardenMounts(filepath.Join(a.o.RunDir, "config"), a.log); err != nil {
-			a.alert("lockdown: not every mount is read-only", "error", err)
+			a.alert(alertkind.Appliance, "lockdown: not every mount is read-only", "error", err)
 		}
 		// The opt-in export needs root for an instant to set up its mount
 		// namespace (export_linux.go): before PID 1 limits itself.
 		if err := a.startExport(); err != nil {
-			a.alert("export not started", "error", err)
+			a.alert(alertkind.Appliance, "export not started", "error", err)
 		}
 		a.mu.Lock()
 		a.limited = true // no role starts from now on (spawnWith)
 		a.mu.Unlock()
 		if err := limitPID1(); err != nil {
-			a.alert("lockdown: PID 1 keeps capabilities it should have dropped", "error", err)
+			a.alert(alertkind.Appliance, "lockdown: PID 1 keeps capabilities it should have dropped", "error", err)
 		}
 		// A role just started may still be in its become- stage (as
 		// root, dropping its bounding set): give it a few seconds.
@@ -231,7 +233,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 			time.Sleep(500 * time.Millisecond)
 		}
 		if berr != nil || len(bad) > 0 {
-			a.alert("lockdown: PID 1 keeps capabilities it should have dropped: a process can still change its uid", "processes", strings.Join(bad, " "), "error", berr)
+			a.alert(alertkind.Appliance, "lockdown: PID 1 keeps capabilities it should have dropped: a process can still change its uid", "processes", strings.Join(bad, " "), "error", berr)
 		}
 		a.log.Info("lockdown done: mounts read-only, PID 1 limited", "bounding", capMask(pid1Bounding), "permitted", capMask(pid1Permitted()))
 	}()
@@ -274,7 +276,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 		a.o.Children.Forget(dhcp.Process.Pid)
 	}
 	if err != nil {
-		a.alert("network not configured; pulls will fail until it is", "error", err)
+		a.alert(alertkind.Appliance, "network not configured; pulls will fail until it is", "error", err)
 	}
 	ctlPID1, ctlWorker, err := socketpair("control")
 	if err != nil {
@@ -284,7 +286,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 		return err
 	}
 	ctlWorker.Close()
-	w := newPeer(ctlPID1, a.fromWorker)
+	w := control.New(ctlPID1, control.Options{Side: control.PID1, Handler: a.fromWorker, Log: a.log.Named("control")})
 	wrapped, err := os.ReadFile(filepath.Join(a.part.Dir, tpm.RecoveryFile))
 	if err != nil {
 		return fmt.Errorf("recovery file: %w", err)
@@ -293,7 +295,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	if a.tt != nil {
 		floor, _ = a.tt.T()
 	}
-	_, err = w.call(ctx, message{Op: "init", Master: a.master, Config: a.cfgRaw, StoreDir: a.storeDir, Disks: refs, LastScrub: a.lastScrub(), TrustedTime: floor, Create: a.newStore, Recovery: wrapped})
+	_, err = w.Call(ctx, &control.InitRequest{Master: a.master, Config: a.cfgRaw, StoreDir: a.storeDir, Disks: refs, TrustedTime: floor, Create: a.newStore, Recovery: wrapped})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -334,60 +336,105 @@ func (a *appliance) services(ctx context.Context) error {
 	return fmt.Errorf("console: %w", err)
 }
 
-// fromWorker answers the worker: receipts signed with the TPM, status
-// after scheduled pulls, alerts. What the worker says is data only.
-func (a *appliance) fromWorker(m message) *message {
-	switch m.Op {
-	case "sign":
-		if len(m.Digest) != 32 {
-			return &message{Err: "digest is not 32 bytes"}
+// fromWorker answers the worker (see the table in firmware/control): it
+// acts only on requests it expects, and what the worker says is data,
+// checked against what PID 1 knows (the config's sources, the disks it gave
+// the worker, the sealed manifests in the store).
+func (a *appliance) fromWorker(ctx context.Context, req control.Request) (control.Reply, error) {
+	switch m := req.(type) {
+	case *control.SignRequest:
+		return a.sign(ctx, m.Snapshot)
+	case *control.StatusNotice:
+		return nil, a.recordPull(m.Source, m.Status)
+	case *control.AlertNotice:
+		kind := m.Kind
+		if !alertkind.Known(kind) {
+			kind = alertkind.Appliance
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		r, err := (&tpm.Signer{TPM: a.tpm}).SignManifest(ctx, m.Snapshot, [32]byte(m.Digest))
-		return &message{Receipt: r, Err: errString(err)}
-	case "status":
-		if m.Status != nil {
-			a.recordPull(m.Source, m.Status)
+		line := fmt.Sprintf("%s: %s", kind, m.Text)
+		if m.Source != "" {
+			line += " source=" + m.Source
 		}
-		return nil
-	case "alert":
+		if m.Snapshot != "" {
+			line += " snapshot=" + m.Snapshot
+		}
 		a.mu.Lock()
-		a.keepAlertLocked(m.Text)
+		a.keepAlertLocked(line)
 		a.mu.Unlock()
-		return nil
-	case "primary":
-		// The worker left a failed disk out: console reads follow it.
-		if len(m.Disks) == 1 {
-			a.mu.Lock()
-			for _, d := range a.stores {
-				if d.Dir == m.Disks[0].Dir {
-					a.storeDir = d.Dir
-				}
+		return nil, nil
+	case *control.PrimaryNotice:
+		// The worker left a failed disk out: console reads follow it,
+		// when it names a disk PID 1 gave it.
+		a.mu.Lock()
+		found := false
+		for _, d := range a.stores {
+			if d.Dir == m.Disk.Dir && d.Name == m.Disk.Name {
+				a.storeDir, found = d.Dir, true
 			}
-			a.mu.Unlock()
-			a.log.Warn("the worker writes to another data disk now", "disk", m.Disks[0].Name)
 		}
-		return nil
-	case "mirror":
+		a.mu.Unlock()
+		if !found {
+			return nil, control.Errorf(control.NotFound, "no data disk %q", m.Disk.Name)
+		}
+		a.log.Warn("the worker writes to another data disk now", "disk", m.Disk.Name)
+		return nil, nil
+	case *control.MirrorNotice:
 		a.mu.Lock()
 		a.mirror = m.Text
 		a.mu.Unlock()
-		return nil
-	case "scrub-done":
-		a.scrubDone(m)
-		return nil
+		return nil, nil
 	}
-	return &message{Err: fmt.Sprintf("unknown op %q", m.Op)}
+	return nil, control.Errorf(control.Refused, "%s is not an op PID 1 answers", req.Op())
 }
 
-func (a *appliance) recordPull(source string, ps *pullStatus) {
+// sign answers the worker's sign: PID 1 digests the sealed manifest of the
+// named snapshot in the store itself and has the TPM sign that digest,
+// never one the worker names.
+func (a *appliance) sign(ctx context.Context, id string) (*control.SignReply, error) {
+	if !store.ValidSnapshotID(id) {
+		return nil, control.Errorf(control.Invalid, "%q is not a snapshot ID", id)
+	}
+	a.mu.Lock()
+	dir, t := a.storeDir, a.tpm
+	a.mu.Unlock()
+	if t == nil || dir == "" {
+		return nil, control.Errorf(control.Refused, "no TPM or no store to sign for")
+	}
+	d, err := store.SealedManifestDigest(ctx, dir, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, control.Errorf(control.NotFound, "no manifest %s", id)
+	}
+	if err != nil {
+		return nil, control.Errorf(control.Refused, "%v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r, err := (&tpm.Signer{TPM: t}).SignManifest(ctx, id, d)
+	if err != nil {
+		return nil, fmt.Errorf("sign %s: %w", id, err)
+	}
+	return &control.SignReply{Receipt: r}, nil
+}
+
+// recordPull keeps the status of a pull of a configured source; one of
+// any other name is refused and kept nowhere.
+func (a *appliance) recordPull(source string, ps *pullStatus) error {
+	a.mu.Lock()
+	cfg := a.cfg
+	a.mu.Unlock()
+	if cfg == nil || ps == nil {
+		return control.Errorf(control.Refused, "no config")
+	}
+	if _, ok := cfg.Source(source); !ok {
+		return control.Errorf(control.NotFound, "no source %q in the config", source)
+	}
 	if ps.Err != "" {
-		a.alert("pull failed", "source", source, "error", ps.Err)
+		a.alert(alertkind.PullFailed, "pull failed", "source", source, "error", ps.Err)
 	}
 	a.mu.Lock()
 	a.pulls[source] = ps
 	a.mu.Unlock()
+	return nil
 }
 
 // noPruneClock is the worker's prune clock: the worker never prunes (only
@@ -476,18 +523,18 @@ func (a *appliance) cleanAndPrune(ctx context.Context, st *store.Store, now time
 	// it writes freely; in the append-only directories they are reported
 	// and every reader skips them.
 	if rep, err := st.CleanForeign(ctx); err != nil {
-		a.alert("disk-error: foreign entries not cleaned; every reader still skips them", "disk", st.Dir(), "error", err)
+		a.alert(alertkind.DiskError, "disk-error: foreign entries not cleaned; every reader still skips them", "disk", st.Dir(), "error", err)
 	} else if rep.Count > 0 {
-		a.alert("attack: foreign entries in the store (removed from wip/, index/, tmp/, state/; skipped, never removed, in the append-only directories)",
+		a.alert(alertkind.Attack, "attack: foreign entries in the store (removed from wip/, index/, tmp/, state/; skipped, never removed, in the append-only directories)",
 			"disk", st.Dir(), "count", rep.Count, "removed", rep.Removed, "first", foreignNames(rep.Entries))
 	}
 	res, err := st.Prune(ctx, store.PruneOptions{Now: now})
 	if err != nil {
-		a.alert("prune frozen: nothing was deleted", "error", err)
+		a.alert(alertkind.ClockAnomaly, "prune frozen: nothing was deleted", "error", err)
 		return false
 	}
 	if len(res.Skipped) > 0 {
-		a.alert("attack: prune skipped store entries it cannot use", "disk", st.Dir(), "count", len(res.Skipped), "kept_all_packs", res.KeptAllPacks, "first", problemPaths(res.Skipped))
+		a.alert(alertkind.Attack, "attack: prune skipped store entries it cannot use", "disk", st.Dir(), "count", len(res.Skipped), "kept_all_packs", res.KeptAllPacks, "first", problemPaths(res.Skipped))
 	}
 	a.log.Info("prune done", "expired", len(res.Expired), "kept", len(res.Kept), "packs_removed", len(res.Packs), "freed", res.FreedBytes, "disk", st.Dir(), "trusted_time", now.UTC().Format(time.RFC3339))
 	return true

@@ -12,6 +12,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/firmware/trustedtime"
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 )
 
 // Trusted time in PID 1 (invariant I5, firmware/trustedtime): T is loaded
@@ -52,7 +53,7 @@ func (a *appliance) openTrustedTime(ctx context.Context, master []byte) (*truste
 	})
 	ignored, err := k.Load()
 	for _, e := range ignored {
-		a.alert("clock-anomaly: a trusted time record on the config partition was ignored (forged, torn or not a file)", "error", e)
+		a.alert(alertkind.ClockAnomaly, "clock-anomaly: a trusted time record on the config partition was ignored (forged, torn or not a file)", "error", e)
 	}
 	if err == nil {
 		return k, nil
@@ -67,7 +68,7 @@ func (a *appliance) openTrustedTime(ctx context.Context, master []byte) (*truste
 		if an, aerr := c.ReadAnchor(); aerr == nil {
 			s := trustedtime.State{T: an.Wall, Wall: an.Wall, Reading: trustedtime.Reading{TPM: id, Clock: an.Clock, ResetCount: an.ResetCount, RestartCount: an.RestartCount}}
 			if err := k.Adopt(s); err != nil {
-				a.alert("clock-anomaly: cannot adopt the old clock anchor", "error", err)
+				a.alert(alertkind.ClockAnomaly, "clock-anomaly: cannot adopt the old clock anchor", "error", err)
 			}
 		}
 	}
@@ -90,12 +91,12 @@ func (a *appliance) advanceTime(ctx context.Context) (time.Time, bool) {
 	if err != nil {
 		// T in memory still stands (a failed save loses only this
 		// credit at the next boot).
-		a.alert("clock-anomaly: trusted time advance failed", "error", err)
+		a.alert(alertkind.ClockAnomaly, "clock-anomaly: trusted time advance failed", "error", err)
 		t, ok := k.T()
 		return t, ok
 	}
 	if ev.Alert() {
-		a.alert("clock-anomaly: trusted time runs late: retention is enforced late by the lag (nothing is deleted early)",
+		a.alert(alertkind.ClockAnomaly, "clock-anomaly: trusted time runs late: retention is enforced late by the lag (nothing is deleted early)",
 			"T", s.T.UTC().Format(time.RFC3339), "lag", ev.Lag.Round(time.Second), "why", ev.Reason)
 	}
 	return s.T, true
@@ -192,6 +193,6 @@ func (a *appliance) takeOwnership(ctx context.Context, master []byte) {
 		}
 	}
 	if err != nil {
-		a.alert("clock-anomaly: TPM owner authorization not set: anything reaching the TPM could move its clock", "error", err)
+		a.alert(alertkind.ClockAnomaly, "clock-anomaly: TPM owner authorization not set: anything reaching the TPM could move its clock", "error", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/services/ingest"
 	"github.com/holdfast-appliance/holdfast/services/mirror"
 	"github.com/holdfast-appliance/holdfast/services/sealer"
@@ -157,7 +158,7 @@ func (w *worker) fail(ctx context.Context, d *wdisk, cause error) bool {
 	}
 	_ = w.alerter().Alert(ctx, ingest.Alert{Kind: mirror.AlertDiskError, Source: d.ref.Name, Message: msg})
 	if next != nil {
-		_ = w.peer.notify(message{Op: "primary", Disks: []diskRef{next.ref}})
+		_ = w.peer.Notify(&control.PrimaryNotice{Disk: next.ref})
 	}
 	return next != nil
 }
@@ -229,7 +230,7 @@ func (w *worker) syncAll(ctx context.Context) {
 		}
 	}
 	w.dmu.Unlock()
-	_ = w.peer.notify(message{Op: "mirror", Text: strings.Join(parts, "; ")})
+	_ = w.peer.Notify(&control.MirrorNotice{Text: control.Clip(strings.Join(parts, "; "))})
 }
 
 // scrubLoop scrubs every disk on the appliance's scrub schedule: the first
@@ -324,6 +325,30 @@ func (w *worker) scrub(ctx context.Context) (string, error) {
 	if len(rep.Unrepairable) > 0 {
 		summary += fmt.Sprintf("; %d files have no good copy on any disk", len(rep.Unrepairable))
 	}
-	_ = w.peer.notify(message{Op: "scrub-done", Text: summary, Repair: repair})
+	// The result stays in each disk's store (state/scrub): the next
+	// maintenance window repairs what it names, and the next boot's
+	// worker schedules its scrub from it. Nothing goes to PID 1.
+	for _, d := range ds {
+		if err := store.WriteScrubState(d.ref.Dir, store.ScrubState{Last: time.Now(), Damaged: boot}); err != nil {
+			w.log.Error("scrub result not recorded; the next boot may not repair", "disk", d.ref.Name, "error", err)
+		}
+	}
 	return summary, nil
+}
+
+// readLastScrub is when the last scrub ended, as the disks' scrub states
+// say (the latest; zero if never or unreadable).
+func (w *worker) readLastScrub() time.Time {
+	var last time.Time
+	for _, d := range w.disks {
+		st, err := store.ReadScrubState(d.ref.Dir)
+		if err != nil {
+			w.log.Warn("scrub state unreadable; scrubbing soon", "disk", d.ref.Name, "error", err)
+			continue
+		}
+		if st.Last.After(last) {
+			last = st.Last
+		}
+	}
+	return last
 }

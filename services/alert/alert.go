@@ -11,34 +11,22 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/ingest"
 )
 
-// Kinds of alert (ingest.Alert.Kind). An alert of another kind is still
-// delivered as it is.
+// Kinds of alert (ingest.Alert.Kind), from services/alertkind, the one
+// vocabulary. An alert of another kind is still delivered as it is.
 const (
-	// KindPullFailed: a pull could not run, or committed an incomplete
-	// snapshot.
-	KindPullFailed = "pull-failed"
-	// KindMassChange: a pull found its source emptied or largely rewritten
-	// (raised by services/ingest).
-	KindMassChange = "mass-change"
-	// KindDiskError: a data disk reported an I/O error or went missing.
-	KindDiskError = "disk-error"
-	// KindScrubDamage: a scrub found a chunk, pack or manifest that does
-	// not read back.
-	KindScrubDamage = "scrub-damage"
-	// KindClockAnomaly: the clock jumped or went back; prune is frozen.
-	KindClockAnomaly = "clock-anomaly"
-	// KindSafeMode: the appliance entered safe mode (I6).
-	KindSafeMode = "safe-mode"
-	// KindDiskFull: the store's filesystem is more than DiskFullShare used.
-	KindDiskFull = "disk-full"
-	// KindAttack: the kernel refused a write to the store (a sealed file or
-	// an append-only directory was attacked).
-	KindAttack = "attack"
-	// KindTest is sent by "holdfast alert test" to check the senders.
-	KindTest = "test"
+	KindPullFailed   = alertkind.PullFailed
+	KindMassChange   = alertkind.MassChange
+	KindDiskError    = alertkind.DiskError
+	KindScrubDamage  = alertkind.ScrubDamage
+	KindClockAnomaly = alertkind.ClockAnomaly
+	KindSafeMode     = alertkind.SafeMode
+	KindDiskFull     = alertkind.DiskFull
+	KindAttack       = alertkind.Attack
+	KindTest         = alertkind.Test
 )
 
 // Kinds lists the kinds above.

@@ -10,7 +10,7 @@ import (
 // Alert is an event an operator must see: mail and webhook senders wire in
 // through Alerter (services/alert, which also names the kinds).
 type Alert struct {
-	Kind    string // "mass-change"; see the Kind* constants of services/alert
+	Kind    string // one of services/alertkind ("mass-change", ...)
 	Source  string // the source (or disk, ...) it concerns; may be empty
 	Message string
 	// Snapshot is the new snapshot; Held lists the earlier snapshots put

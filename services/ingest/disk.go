@@ -6,17 +6,18 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/config"
 )
 
-// Alert kinds raised by pulls (services/alert names the same strings).
+// Alert kinds raised by pulls (services/alertkind).
 const (
 	// KindMassChange: a pull found the source emptied, or more than its
 	// threshold of objects gone or changed.
-	KindMassChange = "mass-change"
+	KindMassChange = alertkind.MassChange
 	// KindDiskFull: the store's disk ran out of space during a pull, or is
 	// fuller than the Puller's DiskFullThreshold after one.
-	KindDiskFull = "disk-full"
+	KindDiskFull = alertkind.DiskFull
 )
 
 // DefaultDiskFullThreshold is the share of the store's file system in use

@@ -10,19 +10,19 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/ingest"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
-// Alert kinds this package raises (the same strings as services/alert's
-// KindDiskError and KindScrubDamage).
+// Alert kinds this package raises (services/alertkind).
 const (
 	// AlertDiskError: a disk is missing, holds another store, or failed
 	// while being written; the mirror is degraded.
-	AlertDiskError = "disk-error"
+	AlertDiskError = alertkind.DiskError
 	// AlertScrubDamage: a sealed file is damaged or missing on a disk, or
 	// a repair could not be made.
-	AlertScrubDamage = "scrub-damage"
+	AlertScrubDamage = alertkind.ScrubDamage
 )
 
 // ErrDegraded marks a Sync that could not bring the secondary disk up to

@@ -147,11 +147,11 @@ func (s *Store) CleanForeign(ctx context.Context) (*ForeignReport, error) {
 		}},
 		{tmpDir, func(string, fs.FileMode) string { return "left in tmp/" }},
 		{stateDir, func(name string, typ fs.FileMode) string {
-			if name != clockLogName {
-				return "not the clock log"
+			if name != clockLogName && name != scrubStateName {
+				return "not the clock log or the scrub state"
 			}
 			if !typ.IsRegular() {
-				return "clock log is not a regular file (" + typ.String() + ")"
+				return name + " is not a regular file (" + typ.String() + ")"
 			}
 			return ""
 		}},

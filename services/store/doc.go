@@ -45,6 +45,7 @@
 //	| STORE/index/index            | -            | encrypted chunk index cache, rebuildable;    |
 //	|                              |              | never read by prune (see Trusted files)      |
 //	| STORE/state/clock.log        | APPEND (file)| clock high-water records, append-only        |
+//	| STORE/state/scrub            | -            | the last scrub's end and damage count        |
 //
 // Trusted files (see docs/store-format.md, "Trusted files"): the worker owns
 // every store file and holds the keys that authenticate them, so PID 1, the
@@ -77,6 +78,8 @@
 //	|                         |         |                     | readers            |                | against its tag and rebuild from trailers        |
 //	| state/clock.log         | appends | worker (appends)    | PID 1 (clean),     | last 1 MiB     | prune never reads it; junk in its tail is only   |
 //	|                         | only    |                     | mirror sync        |                | reported, and a sync carries a later mark only   |
+//	| state/scrub             | no      | worker (after a     | PID 1 (maintenance | 4 KiB          | prune never reads it; it can only make PID 1     |
+//	|                         |         | scrub), PID 1       | window)            |                | scrub and repair; junk is ignored with an alert  |
 //	| lock, tmp/*             | no      | worker              | nobody (flock;     | -              | never read                                       |
 //	|                         |         |                     | removed at open)   |                |                                                  |
 package store

@@ -84,6 +84,7 @@ func TestTrustedFilesTable(t *testing.T) {
 		"wip/<id>.journal":        human(maxFrame) + " a frame",
 		"index/index":             human(maxIndexCache),
 		"state/clock.log":         "last " + human(maxClockLogRead),
+		"state/scrub":             human(maxScrubState),
 		"lock, tmp/*":             "-",
 	}
 	for f, w := range want {
