@@ -92,7 +92,10 @@ type appliance struct {
 	stores []dataStore
 	spare  []dataStore
 	// mirror is the worker's latest word on the mirror, for status.
-	mirror   string
+	mirror string
+	// scrub is where the scheduled scrub stands, as the worker said
+	// (quoted when shown).
+	scrub    string
 	newStore bool // the disk was just formatted: the worker creates the store
 	worker   *control.Conn
 	procs    []*exec.Cmd         // worker and sealer

@@ -197,6 +197,9 @@ func (a *appliance) status() string {
 		}
 		b.WriteString("\n")
 	}
+	if a.scrub != "" {
+		fmt.Fprintf(&b, "%s\n", a.scrub)
+	}
 	if a.cfg != nil {
 		for _, s := range a.cfg.Sources {
 			p := a.pulls[s.Name]
@@ -215,7 +218,9 @@ func (a *appliance) status() string {
 	for _, al := range a.alerts {
 		fmt.Fprintf(&b, "  %s\n", al)
 	}
-	return b.String()
+	// Sources, summaries, errors, alerts and the mirror and scrub lines
+	// carry words the worker chose: nothing in them may act on a terminal.
+	return string(console.Quote([]byte(b.String())))
 }
 
 // withReader runs fn on a read-only handle of the store, which never

@@ -13,6 +13,8 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/services/alertkind"
+	"github.com/holdfast-appliance/holdfast/services/mirror"
+	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 )
 
@@ -119,27 +121,48 @@ func TestDiskFailed(t *testing.T) {
 	}
 }
 
-// TestFirstScrub checks when a boot's first scheduled scrub runs.
-func TestFirstScrub(t *testing.T) {
-	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	week := 7 * 24 * time.Hour
-	tests := []struct {
-		name string
-		last time.Time
-		want time.Time
-	}{
-		{"never scrubbed", time.Time{}, now.Add(scrubSettle)},
-		{"due long ago (box was off)", now.Add(-30 * 24 * time.Hour), now.Add(scrubSettle)},
-		{"due in five minutes", now.Add(-week + 5*time.Minute), now.Add(scrubSettle)},
-		{"due in two days", now.Add(-5 * 24 * time.Hour), now.Add(2 * 24 * time.Hour)},
-		{"just scrubbed", now.Add(-time.Hour), now.Add(week - time.Hour)},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := firstScrub(tt.last, now, week); !got.Equal(tt.want) {
-				t.Errorf("firstScrub = %s, want %s", got, tt.want)
+// TestScrubFindingsAccumulate: each batch of a scheduled slice that finds
+// damaged copies adds them to every disk's state/scrub, which the next
+// maintenance window repairs from; a batch with nothing damaged leaves the
+// state alone, and one that cannot record them fails (the batch is then
+// checked again, never dropped).
+func TestScrubFindingsAccumulate(t *testing.T) {
+	ctx := context.Background()
+	var ds []*wdisk
+	for _, name := range []string{"vdb", "vdc"} {
+		dir := t.TempDir()
+		for _, sub := range []string{"state", "tmp"} {
+			if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+				t.Fatal(err)
 			}
-		})
+		}
+		ds = append(ds, &wdisk{ref: diskRef{Name: name, Dir: dir}})
+	}
+	w := &worker{log: hclog.NewNullLogger()}
+	damaged := func(n int) *mirror.ScrubReport {
+		r := &mirror.ScrubReport{}
+		for i := range n {
+			r.Fixes = append(r.Fixes, mirror.Fix{Rel: fmt.Sprintf("packs/ab/%d", i), From: "vdb", To: "vdc", Detail: "tag"})
+		}
+		return r
+	}
+	for _, n := range []int{2, 0, 3} {
+		if err := w.scrubFindings(ctx, ds, damaged(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range ds {
+		st, err := store.ReadScrubState(d.ref.Dir)
+		if err != nil || st.Damaged != 5 {
+			t.Errorf("%s: scrub state %+v, %v; want 5 damaged", d.ref.Name, st, err)
+		}
+	}
+	// state/ not writable as a directory: the batch fails.
+	if err := os.RemoveAll(filepath.Join(ds[1].ref.Dir, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.scrubFindings(ctx, ds, damaged(1)); err == nil {
+		t.Error("a batch whose damage could not be recorded was accepted")
 	}
 }
 

@@ -217,9 +217,6 @@ type worker struct {
 	master   []byte
 	cfg      *config.File
 	ready    chan struct{}
-	// lastScrub is when the last scrub ended, as the primary disk's
-	// scrub state says (worker_disks_linux.go).
-	lastScrub time.Time
 	// floor is the trusted time T PID 1 gave at init: retention counts
 	// from no earlier than it.
 	floor time.Time
@@ -266,7 +263,7 @@ func runWorker(log hclog.Logger) error {
 	log.Info("worker up", "uid", os.Getuid(), "sources", len(jobs), "disks", len(w.disks))
 	go w.syncLoop(ctx)
 	w.kickSync() // catch up with what the last boot left
-	go w.scrubLoop(ctx, w.lastScrub)
+	go w.scrubLoop(ctx)
 	sched := &ingest.Scheduler{Log: log.Named("schedule"), Pull: func(ctx context.Context, name string) error {
 		st, err := w.pull(ctx, name)
 		if errors.Is(err, errQuiesced) {
@@ -363,7 +360,6 @@ func (w *worker) init(m *control.InitRequest) (control.Reply, error) {
 		st.Close()
 		w.log.Info("store created", "dir", w.disks[0].ref.Dir)
 	}
-	w.lastScrub = w.readLastScrub()
 	w.cfg = cfg
 	close(w.ready)
 	return &control.Empty{}, nil

@@ -383,6 +383,11 @@ func (a *appliance) fromWorker(ctx context.Context, req control.Request) (contro
 		a.mirror = m.Text
 		a.mu.Unlock()
 		return nil, nil
+	case *control.ScrubProgressNotice:
+		a.mu.Lock()
+		a.scrub = m.Text
+		a.mu.Unlock()
+		return nil, nil
 	}
 	return nil, control.Errorf(control.Refused, "%s is not an op PID 1 answers", req.Op())
 }

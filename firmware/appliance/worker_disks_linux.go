@@ -233,42 +233,131 @@ func (w *worker) syncAll(ctx context.Context) {
 	_ = w.peer.Notify(&control.MirrorNotice{Text: control.Clip(strings.Join(parts, "; "))})
 }
 
-// scrubLoop scrubs every disk on the appliance's scrub schedule: the first
-// time at last+every (PID 1 keeps when the last scrub ended on the config
-// partition), or ten minutes after start when that has passed.
-func (w *worker) scrubLoop(ctx context.Context, last time.Time) {
-	every := w.cfg.Appliance.Scrub.Every
-	next := firstScrub(last, time.Now(), every)
+// scrubLoop runs the scheduled scrub in slices (services/mirror.Scrubber):
+// each day it reads the config's share of every usable disk (by default
+// the store's size over the days of the scrub period) at no more than
+// scrub_rate, and resumes from the cursor in the primary disk's
+// state/scrub-pass after a reboot, so a store of any size is read once per
+// period. The first slice of a boot waits scrubSettle, so the boot's pulls
+// and the catch-up Sync go first. Its progress goes to PID 1 for status.
+func (w *worker) scrubLoop(ctx context.Context) {
+	if err := sleepUntil(ctx, time.Now().Add(scrubSettle)); err != nil {
+		return
+	}
+	ds := w.usable()
+	if len(ds) == 0 {
+		w.log.Error("scheduled scrub: no usable data disk")
+		return
+	}
+	sc, err := mirror.NewScrubber(mirror.ScrubberConfig{
+		Disks: w.mirrorDisks(ds), Options: w.mirrorOptions(),
+		StatePath: store.ScrubPassPath(ds[0].ref.Dir),
+		Period:    w.cfg.Appliance.Scrub.Every,
+		Rate:      w.cfg.Appliance.ScrubRate,
+		Share:     w.cfg.Appliance.ScrubShare.Of,
+		Handle:    func(ctx context.Context, rep *mirror.ScrubReport) error { return w.scrubFindings(ctx, ds, rep) },
+	})
+	if err != nil {
+		w.log.Error("scheduled scrub cannot start", "error", err)
+		return
+	}
+	progress := func() {
+		_ = w.peer.Notify(&control.ScrubProgressNotice{Text: control.Clip("scrub: " + sc.Progress().String())})
+	}
+	progress()
 	for {
-		t := time.NewTimer(time.Until(next))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if err := sleepUntil(ctx, sc.Next()); err != nil {
 			return
-		case <-t.C:
 		}
-		if _, err := w.scrub(ctx); err != nil {
-			w.log.Error("scheduled scrub failed", "error", err)
+		// One scrub at a time: the console's scrub waits for the slice.
+		w.scrubMu.Lock()
+		start := time.Now()
+		rep, err := sc.Run(ctx)
+		w.scrubMu.Unlock()
+		if ctx.Err() != nil {
+			return
 		}
-		next = time.Now().Add(every)
+		switch {
+		case err != nil:
+			w.log.Error("scheduled scrub slice failed; tried again later", "error", err, "retry_in", mirror.RetryAfter)
+		case rep != nil:
+			w.log.Info("scheduled scrub slice done", "summary", rep.Summary(), "took", time.Since(start).Round(time.Millisecond))
+		}
+		progress()
+		if err != nil {
+			if sleepUntil(ctx, time.Now().Add(mirror.RetryAfter)) != nil {
+				return
+			}
+		}
 	}
 }
 
-// scrubSettle is how long after the worker starts a scrub that is due
-// waits: the boot's pulls and the catch-up Sync go first.
+// scrubSettle is how long after the worker starts the first scheduled
+// slice waits: the boot's pulls and the catch-up Sync go first.
 const scrubSettle = 10 * time.Minute
 
-// firstScrub is when the first scheduled scrub of a boot runs: every after
-// the last one ended, but no sooner than scrubSettle after now; a box that
-// never scrubbed (or whose record is unreadable) scrubs scrubSettle after
-// start. Reboots more often than every do not put a scrub off for good.
-func firstScrub(last, now time.Time, every time.Duration) time.Time {
-	earliest := now.Add(scrubSettle)
-	next := last.Add(every)
-	if last.IsZero() || next.Before(earliest) {
-		return earliest
+// sleepUntil waits until t or until ctx is done (its error).
+func sleepUntil(ctx context.Context, t time.Time) error {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
 	}
-	return next
+}
+
+// mirrorDisks are ds as services/mirror takes them.
+func (w *worker) mirrorDisks(ds []*wdisk) []mirror.Disk {
+	md := make([]mirror.Disk, len(ds))
+	for i, d := range ds {
+		md[i] = mirror.Disk{Name: d.ref.Name, Dir: d.ref.Dir, Sealer: diagSealer{d.sealer, d.conn, w.log}}
+	}
+	return md
+}
+
+// scrubFindings handles what one batch of a scheduled slice found, as the
+// console's scrub does: missing copies are made now, damaged ones are
+// added to each disk's state/scrub for the next maintenance window. An
+// error keeps the batch for the next slice.
+func (w *worker) scrubFindings(ctx context.Context, ds []*wdisk, rep *mirror.ScrubReport) error {
+	boot := 0
+	for _, f := range rep.Fixes {
+		if !f.Missing {
+			boot++
+		}
+	}
+	if boot < len(rep.Fixes) {
+		for _, d := range ds {
+			d.mu.Lock()
+		}
+		res, err := mirror.Repair(ctx, rep.Fixes, w.mirrorDisks(ds), w.mirrorOptions())
+		for _, d := range ds {
+			d.mu.Unlock()
+		}
+		if res != nil {
+			boot += len(res.Failed)
+		}
+		if err != nil {
+			w.log.Error("scrub: repair of missing files failed", "error", err)
+		}
+	}
+	if boot == 0 {
+		return nil
+	}
+	for _, d := range ds {
+		st, err := store.ReadScrubState(d.ref.Dir)
+		if err != nil {
+			w.log.Warn("scrub state unreadable; replaced", "disk", d.ref.Name, "error", err)
+		}
+		st.Damaged += boot
+		if err := store.WriteScrubState(d.ref.Dir, st); err != nil {
+			return fmt.Errorf("record %d damaged files for the maintenance window on %s: %w", boot, d.ref.Name, err)
+		}
+	}
+	w.log.Warn("scrub: damaged files are replaced from a good copy at the next boot", "files", boot)
+	return nil
 }
 
 // scrub reads and checks every sealed file on every usable disk, copies
@@ -334,21 +423,4 @@ func (w *worker) scrub(ctx context.Context) (string, error) {
 		}
 	}
 	return summary, nil
-}
-
-// readLastScrub is when the last scrub ended, as the disks' scrub states
-// say (the latest; zero if never or unreadable).
-func (w *worker) readLastScrub() time.Time {
-	var last time.Time
-	for _, d := range w.disks {
-		st, err := store.ReadScrubState(d.ref.Dir)
-		if err != nil {
-			w.log.Warn("scrub state unreadable; scrubbing soon", "disk", d.ref.Name, "error", err)
-			continue
-		}
-		if st.Last.After(last) {
-			last = st.Last
-		}
-	}
-	return last
 }

@@ -33,6 +33,7 @@
 //	| alert            | worker | kind source snapshot text                      | (notice)          |
 //	| primary          | worker | disk                                           | (notice)          |
 //	| mirror           | worker | text                                           | (notice)          |
+//	| scrub-progress   | worker | text                                           | (notice)          |
 //
 // A "(notice)" op is sent with id 0 and gets no reply. "sign" names a
 // snapshot only: PID 1 computes the digest itself from the sealed manifest

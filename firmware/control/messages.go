@@ -27,6 +27,7 @@ const (
 	OpAlert           Op = "alert"
 	OpPrimary         Op = "primary"
 	OpMirror          Op = "mirror"
+	OpScrubProgress   Op = "scrub-progress"
 )
 
 // Side is one end of the channel.
@@ -94,6 +95,7 @@ func Ops() []OpSpec {
 		{OpAlert, Worker, true, t(&AlertNotice{}), nil},
 		{OpPrimary, Worker, true, t(&PrimaryNotice{}), nil},
 		{OpMirror, Worker, true, t(&MirrorNotice{}), nil},
+		{OpScrubProgress, Worker, true, t(&ScrubProgressNotice{}), nil},
 	}
 }
 
@@ -420,6 +422,19 @@ func (*MirrorNotice) Op() Op { return OpMirror }
 
 // Validate checks the bounds.
 func (r *MirrorNotice) Validate() error { return checkText("text", r.Text) }
+
+// ScrubProgressNotice is where the scheduled scrub's pass stands
+// (services/mirror.ScrubProgress), for status; text only, PID 1 acts on
+// none of it.
+type ScrubProgressNotice struct {
+	Text string `json:"text"`
+}
+
+// Op is scrub-progress.
+func (*ScrubProgressNotice) Op() Op { return OpScrubProgress }
+
+// Validate checks the bounds.
+func (r *ScrubProgressNotice) Validate() error { return checkText("text", r.Text) }
 
 // checkName accepts 1..MaxName bytes of UTF-8 without control characters
 // (0 bytes too when empty is allowed).

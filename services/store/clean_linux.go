@@ -147,8 +147,8 @@ func (s *Store) CleanForeign(ctx context.Context) (*ForeignReport, error) {
 		}},
 		{tmpDir, func(string, fs.FileMode) string { return "left in tmp/" }},
 		{stateDir, func(name string, typ fs.FileMode) string {
-			if name != clockLogName && name != scrubStateName {
-				return "not the clock log or the scrub state"
+			if name != clockLogName && name != scrubStateName && name != ScrubPassName {
+				return "not the clock log, the scrub state or the scrub pass"
 			}
 			if !typ.IsRegular() {
 				return name + " is not a regular file (" + typ.String() + ")"

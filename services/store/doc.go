@@ -46,6 +46,7 @@
 //	|                              |              | never read by prune (see Trusted files)      |
 //	| STORE/state/clock.log        | APPEND (file)| clock high-water records, append-only        |
 //	| STORE/state/scrub            | -            | the last scrub's end and damage count        |
+//	| STORE/state/scrub-pass       | -            | the scheduled scrub's cursor (worker only)   |
 //
 // Trusted files (see docs/store-format.md, "Trusted files"): the worker owns
 // every store file and holds the keys that authenticate them, so PID 1, the

@@ -25,6 +25,11 @@ import (
 //	| last <RFC 3339 time> | when the scrub ended                          |
 //	| damaged <n>          | damaged files left for the maintenance window |
 const (
+	// ScrubPassName is the worker's scheduled-scrub cursor
+	// (services/mirror.Scrubber) in the primary disk's state directory:
+	// read by the worker alone, as hostile input; PID 1 and prune never
+	// read it.
+	ScrubPassName  = "scrub-pass"
 	scrubStateName = "scrub"
 	scrubMagic     = "holdfast-scrub 1"
 	maxScrubState  = 4096
@@ -88,6 +93,10 @@ func WriteScrubState(dir string, st ScrubState) error {
 	}
 	return nil
 }
+
+// ScrubPassPath is where the worker keeps the scheduled scrub's cursor in
+// the store at dir.
+func ScrubPassPath(dir string) string { return pathIn(dir, stateDir, ScrubPassName) }
 
 func pathIn(dir string, elem ...string) string {
 	return filepath.Join(append([]string{dir}, elem...)...)

@@ -148,7 +148,7 @@ func (s *Store) verifyWorkDirs(r *Report) error {
 	if _, err := s.regularNames(r, tmpDir, func(string) bool { return true }, "a temporary file"); err != nil {
 		return err
 	}
-	if _, err := s.regularNames(r, stateDir, func(n string) bool { return n == clockLogName || n == scrubStateName }, "the clock log or the scrub state"); err != nil {
+	if _, err := s.regularNames(r, stateDir, func(n string) bool { return n == clockLogName || n == scrubStateName || n == ScrubPassName }, "the clock log, the scrub state or the scrub pass"); err != nil {
 		return err
 	}
 	return scanDir(s.dir, func(name string, typ fs.FileMode) error {
