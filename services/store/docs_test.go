@@ -82,7 +82,8 @@ func TestTrustedFilesTable(t *testing.T) {
 		"receipts/<id>.receipt":   human(maxRecordFile),
 		"recovery/wrapped-key":    human(maxRecordFile),
 		"wip/<id>.journal":        human(maxFrame) + " a frame",
-		"index/index":             human(maxIndexCache),
+		"index/run-<lo>-<hi>":     fmt.Sprintf("%d B a page", max(recPageSize, packPageSize, dirPageSize)),
+		"index/index":             "-",
 		"state/clock.log":         "last " + human(maxClockLogRead),
 		"lock, tmp/*":             "-",
 	}
