@@ -126,6 +126,9 @@ type index struct {
 	memPacks map[string]bool
 	memN     int
 
+	cache   *dirCache
+	scratch []byte // one page, for lookups (under mu)
+
 	rebuilt bool // a read-write index was rebuilt after a failed read
 	lagging bool // a run was dropped since the last catch-up: its packs are unindexed
 }
@@ -252,11 +255,27 @@ func (r *run) page(aead cipher.AEAD, section byte, p uint64, buf []byte) ([]byte
 	return plain, nil
 }
 
+// dirCache keeps opened directory pages, the pages every lookup reads
+// first, in a fixed budget: dirCacheSlots slots, direct-mapped by run ID
+// and page number (about 4 MiB). A run's ID is random and its pages never
+// change, so an entry is never stale.
+type dirCache struct {
+	slots [dirCacheSlots]struct {
+		ok    bool
+		run   [16]byte
+		no    uint64
+		plain [dirPerPage * 8]byte
+	}
+}
+
+const dirCacheSlots = 1024
+
 // pageReader reads the pages of one run, keeping the last one.
 type pageReader struct {
 	r       *run
 	aead    cipher.AEAD
 	section byte
+	cache   *dirCache // directory pages only; may be nil
 	no      uint64
 	ok      bool
 	buf     []byte
@@ -267,6 +286,19 @@ func (pr *pageReader) get(p uint64) ([]byte, error) {
 	if pr.ok && pr.no == p {
 		return pr.plain, nil
 	}
+	var slot *struct {
+		ok    bool
+		run   [16]byte
+		no    uint64
+		plain [dirPerPage * 8]byte
+	}
+	if pr.cache != nil && pr.section == 'd' {
+		slot = &pr.cache.slots[(binary.BigEndian.Uint64(pr.r.id[:])+p)%dirCacheSlots]
+		if slot.ok && slot.run == pr.r.id && slot.no == p {
+			pr.no, pr.ok, pr.plain = p, true, slot.plain[:]
+			return pr.plain, nil
+		}
+	}
 	if pr.buf == nil {
 		pr.buf = make([]byte, max(recPageSize, packPageSize, dirPageSize))
 	}
@@ -276,6 +308,10 @@ func (pr *pageReader) get(p uint64) ([]byte, error) {
 		return nil, err
 	}
 	pr.no, pr.ok, pr.plain = p, true, plain
+	if slot != nil {
+		slot.ok, slot.run, slot.no = true, pr.r.id, p
+		copy(slot.plain[:], plain)
+	}
 	return plain, nil
 }
 
@@ -322,10 +358,11 @@ func recordLocation(rec []byte) location {
 	return l
 }
 
-// lookup appends every place this run records for id.
-func (r *run) lookup(aead cipher.AEAD, id ChunkID, out []location) ([]location, error) {
+// lookup appends every place this run records for id. buf is scratch
+// space for one page.
+func (r *run) lookup(aead cipher.AEAD, cache *dirCache, buf []byte, id ChunkID, out []location) ([]location, error) {
 	j := bucketOf(id[:], r.bits)
-	dir := pageReader{r: r, aead: aead, section: 'd'}
+	dir := pageReader{r: r, aead: aead, section: 'd', cache: cache, buf: buf}
 	from, err := dir.dirEntry(j)
 	if err != nil {
 		return out, err
@@ -337,7 +374,7 @@ func (r *run) lookup(aead cipher.AEAD, id ChunkID, out []location) ([]location, 
 	if from > to || to > r.n {
 		return out, fmt.Errorf("index run %s: directory entry %d out of order: %w", r.name, j, errRunDamaged)
 	}
-	recs := pageReader{r: r, aead: aead, section: 'r'}
+	recs := pageReader{r: r, aead: aead, section: 'r', buf: buf}
 	for i := from; i < to; i++ {
 		rec, err := recs.record(i)
 		if err != nil {
@@ -566,7 +603,8 @@ func (w *runWriter) finishFile(lo, hi uint64) (*run, error) {
 // openIndex opens the runs in STORE/index and indexes every pack they do
 // not list.
 func (s *Store) openIndex() (*index, error) {
-	ix := &index{s: s, mem: map[ChunkID][]location{}, memPacks: map[string]bool{}}
+	ix := &index{s: s, mem: map[ChunkID][]location{}, memPacks: map[string]bool{},
+		cache: &dirCache{}, scratch: make([]byte, max(recPageSize, packPageSize, dirPageSize))}
 	var names []string
 	err := scanDir(s.path(indexDir), func(name string, typ fs.FileMode) error {
 		if _, _, ok := parseRunName(name); ok && typ.IsRegular() {
@@ -676,7 +714,7 @@ func (ix *index) catchUp() error {
 		ix.dropRuns(stale)
 	}
 	ix.lagging = false
-	return ix.flushLocked(true)
+	return ix.flushLocked(0)
 }
 
 // scanPacks walks the packs on disk in name order beside the pack lists of
@@ -689,6 +727,9 @@ func (ix *index) scanPacks() (map[*run]bool, error) {
 		pr pageReader
 		i  uint64
 	}
+	// Runs written during the walk (every flushRecords entries) are merged
+	// among themselves only, never with the runs the cursors read.
+	walked := len(ix.runs)
 	curs := make([]*cursor, len(ix.runs))
 	for n, r := range ix.runs {
 		curs[n] = &cursor{pr: pageReader{r: r, aead: ix.s.keys.meta, section: 'p'}}
@@ -733,7 +774,7 @@ func (ix *index) scanPacks() (map[*run]bool, error) {
 		}
 		ix.addMem(name, es)
 		if !ix.s.ro && ix.memN >= flushRecords {
-			return ix.flushLocked(false)
+			return ix.flushLocked(walked)
 		}
 		return nil
 	})
@@ -823,7 +864,7 @@ func (ix *index) addPack(name string, es []packEntry) {
 	defer ix.mu.Unlock()
 	ix.addMem(name, es)
 	if !ix.s.ro && ix.memN >= flushRecords {
-		if err := ix.flushLocked(true); err != nil {
+		if err := ix.flushLocked(0); err != nil {
 			ix.s.log.Warn("index run not written; the entries stay in memory", "error", err)
 		}
 	}
@@ -837,13 +878,16 @@ func (ix *index) flush() error {
 	lagging := ix.lagging && !ix.s.ro
 	if !lagging {
 		defer ix.mu.Unlock()
-		return ix.flushLocked(true)
+		return ix.flushLocked(0)
 	}
 	ix.mu.Unlock()
 	return ix.catchUp()
 }
 
-func (ix *index) flushLocked(merge bool) error {
+// flushLocked writes the entries in memory as a run, then merges the last
+// two runs while the older is at most mergeRatio times the newer (or there
+// are more than maxRuns), never touching the runs before ix.runs[from].
+func (ix *index) flushLocked(from int) error {
 	if ix.s.ro {
 		return nil
 	}
@@ -890,10 +934,7 @@ func (ix *index) flushLocked(merge bool) error {
 		ix.runs = append(ix.runs, r)
 		ix.mem, ix.memPacks, ix.memN = map[ChunkID][]location{}, map[string]bool{}, 0
 	}
-	if !merge {
-		return nil
-	}
-	for n := len(ix.runs); n >= 2 && (ix.runs[n-2].n <= mergeRatio*ix.runs[n-1].n || n > maxRuns); n = len(ix.runs) {
+	for n := len(ix.runs); n-2 >= from && (ix.runs[n-2].n <= mergeRatio*ix.runs[n-1].n || n > maxRuns); n = len(ix.runs) {
 		if err := ix.mergeLast(); err != nil {
 			return err
 		}
@@ -1010,7 +1051,7 @@ func (ix *index) locations(id ChunkID) []location {
 	var bad map[*run]bool
 	for _, r := range ix.runs {
 		var err error
-		if out, err = r.lookup(ix.s.keys.meta, id, out); err != nil {
+		if out, err = r.lookup(ix.s.keys.meta, ix.cache, ix.scratch, id, out); err != nil {
 			ix.s.log.Warn("index run unreadable; dropped", "run", r.name, "error", err)
 			if bad == nil {
 				bad = map[*run]bool{}

@@ -41,7 +41,7 @@ func forgeIndex(t testing.TB, s *Store, packs []string, real []string) {
 		}
 		ix.addMem(name, es)
 	}
-	if err := ix.flushLocked(true); err != nil {
+	if err := ix.flushLocked(0); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -187,7 +187,7 @@ func TestIndexCatchUp(t *testing.T) {
 					t.Fatal(err)
 				}
 				s.idx.addMem(p, es)
-				if err := s.idx.flushLocked(false); err != nil {
+				if err := s.idx.flushLocked(len(s.idx.runs) + 1); err != nil {
 					t.Fatal(err)
 				}
 				r := s.idx.runs[len(s.idx.runs)-1]
@@ -304,4 +304,11 @@ func TestIndexHeapBounded(t *testing.T) {
 	}
 	t.Logf("%d lookups, %v each", len(sample), time.Since(start)/time.Duration(len(sample)))
 	runtime.KeepAlive(open)
+}
+
+// indexRuns is the number of runs the open index reads.
+func indexRuns(s *Store) int {
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	return len(s.idx.runs)
 }
