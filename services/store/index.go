@@ -100,6 +100,7 @@ const (
 	runTmpPrefix   = "tmp-run-" // a run being written; removed at open
 	flushRecords   = 1 << 15    // entries a read-write index keeps in RAM before writing a run (about 3 MiB)
 	maxRuns        = 32         // more runs than this are merged whatever their sizes
+	maxGone        = 1 << 16    // removed packs the index skips before it merges every run to forget them (2 MiB)
 	mergeRatio     = 2          // a run is merged into the one before while that one is at most this many times larger
 )
 
@@ -128,6 +129,12 @@ type index struct {
 
 	cache   *dirCache
 	scratch []byte // one page, for lookups (under mu)
+
+	// Packs some run lists that are no longer on disk (prune removed
+	// them): lookups skip them and merges leave them out. Found again by
+	// every open's walk, so never written down; more than maxGone make
+	// the next flush merge every run.
+	gone map[[32]byte]bool
 
 	rebuilt bool // a read-write index was rebuilt after a failed read
 	lagging bool // a run was dropped since the last catch-up: its packs are unindexed
@@ -603,7 +610,7 @@ func (w *runWriter) finishFile(lo, hi uint64) (*run, error) {
 // openIndex opens the runs in STORE/index and indexes every pack they do
 // not list.
 func (s *Store) openIndex() (*index, error) {
-	ix := &index{s: s, mem: map[ChunkID][]location{}, memPacks: map[string]bool{},
+	ix := &index{s: s, mem: map[ChunkID][]location{}, memPacks: map[string]bool{}, gone: map[[32]byte]bool{},
 		cache: &dirCache{}, scratch: make([]byte, max(recPageSize, packPageSize, dirPageSize))}
 	var names []string
 	err := scanDir(s.path(indexDir), func(name string, typ fs.FileMode) error {
@@ -693,12 +700,14 @@ func (ix *index) dropRuns(drop map[*run]bool) {
 	ix.runs = kept
 }
 
-// catchUp indexes every pack on disk that no run lists and drops every run
-// that lists a pack no longer on disk (its other packs are then indexed
-// again). ix.mu must not be held.
+// catchUp indexes every pack on disk that no run lists, notes the packs
+// runs list that are no longer on disk (lookups skip them) and drops every
+// run that fails to read (its packs are then indexed again). ix.mu must not
+// be held.
 func (ix *index) catchUp() error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	clear(ix.gone)
 	// A second pass indexes the other packs of the runs the first dropped.
 	for range 2 {
 		stale, err := ix.scanPacks()
@@ -709,7 +718,7 @@ func (ix *index) catchUp() error {
 			break
 		}
 		for r := range stale {
-			ix.s.log.Info("index run lists packs no longer in the store, or fails to read; dropped, its packs are indexed again", "run", r.name)
+			ix.s.log.Warn("index run fails to read; dropped, its packs are indexed again", "run", r.name)
 		}
 		ix.dropRuns(stale)
 	}
@@ -719,8 +728,8 @@ func (ix *index) catchUp() error {
 
 // scanPacks walks the packs on disk in name order beside the pack lists of
 // the runs, indexing unlisted packs into mem (and flushing on a read-write
-// store). It returns the runs that list packs not on disk, or that fail to
-// read.
+// store) and recording in ix.gone the packs runs list that are no longer
+// on disk. It returns the runs that fail to read.
 func (ix *index) scanPacks() (map[*run]bool, error) {
 	stale := map[*run]bool{}
 	type cursor struct {
@@ -760,7 +769,7 @@ func (ix *index) scanPacks() (map[*run]bool, error) {
 					indexed = true
 					break
 				}
-				stale[c.pr.r] = true // a pack it lists is gone
+				ix.markGone(p) // a pack it lists is gone
 			}
 		}
 		if indexed {
@@ -782,11 +791,24 @@ func (ix *index) scanPacks() (map[*run]bool, error) {
 		return nil, err
 	}
 	for _, c := range curs {
-		if c.i < c.pr.r.k {
-			stale[c.pr.r] = true
+		for ; !stale[c.pr.r] && c.i < c.pr.r.k; c.i++ {
+			p, err := c.pr.packName(c.i)
+			if err != nil {
+				ix.s.log.Warn("index run unreadable; dropped", "run", c.pr.r.name, "error", err)
+				stale[c.pr.r] = true
+				break
+			}
+			ix.markGone(p)
 		}
 	}
 	return stale, nil
+}
+
+// markGone records that a pack some run lists is no longer on disk.
+func (ix *index) markGone(p []byte) {
+	var pk [32]byte
+	copy(pk[:], p)
+	ix.gone[pk] = true
 }
 
 // eachPack calls fn with the name of every regular file named like a pack,
@@ -934,10 +956,16 @@ func (ix *index) flushLocked(from int) error {
 		ix.runs = append(ix.runs, r)
 		ix.mem, ix.memPacks, ix.memN = map[ChunkID][]location{}, map[string]bool{}, 0
 	}
-	for n := len(ix.runs); n-2 >= from && (ix.runs[n-2].n <= mergeRatio*ix.runs[n-1].n || n > maxRuns); n = len(ix.runs) {
+	all := from == 0 && len(ix.gone) > maxGone
+	for n := len(ix.runs); n-2 >= from && (all || ix.runs[n-2].n <= mergeRatio*ix.runs[n-1].n || n > maxRuns); n = len(ix.runs) {
 		if err := ix.mergeLast(); err != nil {
 			return err
 		}
+	}
+	if all && len(ix.runs) <= 1 {
+		// Every run went through a merge, which leaves removed packs out
+		// (a single run is merged with nothing: rare, it stays noted).
+		clear(ix.gone)
 	}
 	return nil
 }
@@ -963,7 +991,7 @@ func (ix *index) mergeLast() error {
 	if err != nil {
 		return err
 	}
-	bad, err := mergeInto(w, ix.s.keys.meta, a, b)
+	bad, err := mergeInto(w, ix.s.keys.meta, a, b, ix.gone)
 	if err != nil {
 		w.abort()
 		if bad != nil {
@@ -984,9 +1012,11 @@ func (ix *index) mergeLast() error {
 	return nil
 }
 
-// mergeInto writes the records and packs of a and b into w. When a page
-// fails to read it returns the run at fault.
-func mergeInto(w *runWriter, aead cipher.AEAD, a, b *run) (*run, error) {
+// mergeInto writes the records and packs of a and b into w, leaving out
+// the packs in gone. When a page fails to read it returns the run at
+// fault.
+func mergeInto(w *runWriter, aead cipher.AEAD, a, b *run, gone map[[32]byte]bool) (*run, error) {
+	isGone := func(p []byte) bool { return len(gone) > 0 && gone[[32]byte(p)] }
 	ra, rb := pageReader{r: a, aead: aead, section: 'r'}, pageReader{r: b, aead: aead, section: 'r'}
 	var i, j uint64
 	for i < a.n || j < b.n {
@@ -1002,12 +1032,16 @@ func mergeInto(w *runWriter, aead cipher.AEAD, a, b *run) (*run, error) {
 				return b, err
 			}
 		}
+		rec := y
 		if y == nil || x != nil && bytes.Compare(x, y) <= 0 {
-			err, i = w.add(x), i+1
+			rec, i = x, i+1
 		} else {
-			err, j = w.add(y), j+1
+			j++
 		}
-		if err != nil {
+		if isGone(rec[32:64]) {
+			continue
+		}
+		if err := w.add(rec); err != nil {
 			return nil, err
 		}
 	}
@@ -1033,6 +1067,9 @@ func mergeInto(w *runWriter, aead cipher.AEAD, a, b *run) (*run, error) {
 		} else {
 			copy(pk[:], y)
 			j++
+		}
+		if isGone(pk[:]) {
+			continue
 		}
 		if err := w.addPack(pk); err != nil {
 			return nil, err
@@ -1062,6 +1099,9 @@ func (ix *index) locations(id ChunkID) []location {
 	if bad != nil {
 		ix.dropRuns(bad)
 		ix.lagging = true
+	}
+	if len(ix.gone) > 0 {
+		out = slices.DeleteFunc(out, func(l location) bool { return ix.gone[l.pack] })
 	}
 	return out
 }
