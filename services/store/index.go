@@ -74,9 +74,10 @@ import (
 // Which packs are indexed is the union of the runs' pack lists. Opening the
 // store merges them with the pack shards (both in name order, one page per
 // run in RAM): a pack no run lists has its trailer read and is indexed; a
-// run that lists a pack no longer on disk (prune removed it) is dropped and
-// its other packs are indexed again from their trailers. A crash loses at
-// most the run being written, whose packs the next open indexes this way.
+// pack a run lists that is no longer on disk (prune removed it) is noted as
+// gone, skipped by lookups and left out by merges. A run that fails to read
+// is dropped and its packs indexed again. A crash loses at most the run
+// being written, whose packs the next open indexes this way.
 //
 // STORE/index/index, the whole-file cache of the format before runs, is
 // never read; prune removes it and names it (it may have been forged).
