@@ -265,15 +265,17 @@ func (r *run) page(aead cipher.AEAD, section byte, p uint64, buf []byte) ([]byte
 
 // dirCache keeps opened directory pages, the pages every lookup reads
 // first, in a fixed budget: dirCacheSlots slots, direct-mapped by run ID
-// and page number (about 4 MiB). A run's ID is random and its pages never
-// change, so an entry is never stale.
+// and page number, each allocated when first used (at most about 4 MiB).
+// A run's ID is random and its pages never change, so an entry is never
+// stale.
 type dirCache struct {
-	slots [dirCacheSlots]struct {
-		ok    bool
-		run   [16]byte
-		no    uint64
-		plain [dirPerPage * 8]byte
-	}
+	slots [dirCacheSlots]*dirSlot
+}
+
+type dirSlot struct {
+	run   [16]byte
+	no    uint64
+	plain [dirPerPage * 8]byte
 }
 
 const dirCacheSlots = 1024
@@ -294,16 +296,11 @@ func (pr *pageReader) get(p uint64) ([]byte, error) {
 	if pr.ok && pr.no == p {
 		return pr.plain, nil
 	}
-	var slot *struct {
-		ok    bool
-		run   [16]byte
-		no    uint64
-		plain [dirPerPage * 8]byte
-	}
+	var slot **dirSlot
 	if pr.cache != nil && pr.section == 'd' {
 		slot = &pr.cache.slots[(binary.BigEndian.Uint64(pr.r.id[:])+p)%dirCacheSlots]
-		if slot.ok && slot.run == pr.r.id && slot.no == p {
-			pr.no, pr.ok, pr.plain = p, true, slot.plain[:]
+		if c := *slot; c != nil && c.run == pr.r.id && c.no == p {
+			pr.no, pr.ok, pr.plain = p, true, c.plain[:]
 			return pr.plain, nil
 		}
 	}
@@ -317,8 +314,11 @@ func (pr *pageReader) get(p uint64) ([]byte, error) {
 	}
 	pr.no, pr.ok, pr.plain = p, true, plain
 	if slot != nil {
-		slot.ok, slot.run, slot.no = true, pr.r.id, p
-		copy(slot.plain[:], plain)
+		if *slot == nil {
+			*slot = new(dirSlot)
+		}
+		(*slot).run, (*slot).no = pr.r.id, p
+		copy((*slot).plain[:], plain)
 	}
 	return plain, nil
 }
