@@ -137,6 +137,10 @@ type index struct {
 	// the next flush merge every run.
 	gone map[[32]byte]bool
 
+	// A read-only open walks the packs (catchUp) at its first lookup, not
+	// at open: an open only to list snapshots or read the ID costs no walk.
+	walk sync.Once
+
 	rebuilt bool // a read-write index was rebuilt after a failed read
 	lagging bool // a run was dropped since the last catch-up: its packs are unindexed
 }
@@ -641,11 +645,24 @@ func (s *Store) openIndex() (*index, error) {
 	for _, r := range ix.runs {
 		ix.next = max(ix.next, r.hi+1)
 	}
+	if s.ro {
+		return ix, nil
+	}
+	ix.walk.Do(func() {}) // done here and now
 	if err := ix.catchUp(); err != nil {
 		ix.close()
 		return nil, err
 	}
 	return ix, nil
+}
+
+// walked makes sure a read-only index has walked the packs once.
+func (ix *index) walked() {
+	ix.walk.Do(func() {
+		if err := ix.catchUp(); err != nil {
+			ix.s.log.Warn("packs not walked; the index may miss chunks, readers fall back to the trailers", "error", err)
+		}
+	})
 }
 
 func (ix *index) sortRuns() {
@@ -701,7 +718,8 @@ func (ix *index) dropRuns(drop map[*run]bool) {
 	ix.runs = kept
 }
 
-// catchUp indexes every pack on disk that no run lists, notes the packs
+// catchUp indexes every pack on disk that no run lists (on a read-only
+// store at the first lookup, see walked), notes the packs
 // runs list that are no longer on disk (lookups skip them) and drops every
 // run that fails to read (its packs are then indexed again). ix.mu must not
 // be held.
@@ -1083,6 +1101,7 @@ func mergeInto(w *runWriter, aead cipher.AEAD, a, b *run, gone map[[32]byte]bool
 // fails to read is dropped (its packs are indexed again by the next
 // catch-up), so a damaged index costs only lookups that miss.
 func (ix *index) locations(id ChunkID) []location {
+	ix.walked()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	out := slices.Clone(ix.mem[id])
@@ -1122,6 +1141,7 @@ func (ix *index) markRebuilt() bool {
 // packRecords returns what the index records for one pack, scanning every
 // run (Verify's fallback when a pack's trailer does not read).
 func (ix *index) packRecords(name string) []packEntry {
+	ix.walked()
 	var pk [32]byte
 	if _, err := hex.Decode(pk[:], []byte(name)); err != nil {
 		return nil
@@ -1157,6 +1177,7 @@ func (ix *index) packRecords(name string) []packEntry {
 
 // rebuild drops every run and indexes every pack from its trailer.
 func (ix *index) rebuild() error {
+	ix.walk.Do(func() {})
 	ix.mu.Lock()
 	all := map[*run]bool{}
 	for _, r := range ix.runs {

@@ -344,3 +344,27 @@ func TestIndexForgetsPrunedPacks(t *testing.T) {
 		t.Fatalf("verify: %v, %v", err, r.Problems)
 	}
 }
+
+// A read-only open (to read the ID, list snapshots) walks no pack: the walk,
+// and on a store whose runs lag its packs the entries it keeps in RAM, wait
+// for the first lookup.
+func TestReadOnlyOpenWalksAtFirstLookup(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{Logger: hclog.NewNullLogger()})
+	sample := plantSyntheticPacks(t, s, 20000, 4000, 3) // no run lists them
+	s = reopen(t, s, Options{ReadOnly: true, Logger: hclog.NewNullLogger()})
+	if n := indexRecords(t, s); n != 0 {
+		t.Fatalf("read-only open indexed %d entries before any lookup", n)
+	}
+	if _, err := s.Snapshots(); err != nil {
+		t.Fatal(err)
+	}
+	if !s.idx.has(sample[0]) {
+		t.Fatal("first lookup does not find a stored chunk")
+	}
+	if n := indexRecords(t, s); n != 20000 {
+		t.Fatalf("after the first lookup %d entries indexed, want 20000", n)
+	}
+	if len(runFiles(t, s)) != 0 {
+		t.Error("a read-only store wrote index runs")
+	}
+}
