@@ -1100,11 +1100,22 @@ func mergeInto(w *runWriter, aead cipher.AEAD, a, b *run, gone map[[32]byte]bool
 // locations returns every place a pack's trailer claims id. A run that
 // fails to read is dropped (its packs are indexed again by the next
 // catch-up), so a damaged index costs only lookups that miss.
-func (ix *index) locations(id ChunkID) []location {
+func (ix *index) locations(id ChunkID) []location { return ix.find(id, false) }
+
+// has reports whether some pack's trailer claims id (the writer's dedup
+// lookup). It stops at the first run that holds id, oldest first: the
+// oldest runs are the largest.
+func (ix *index) has(id ChunkID) bool { return len(ix.find(id, true)) > 0 }
+
+func (ix *index) find(id ChunkID, first bool) []location {
 	ix.walked()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	live := func(l location) bool { return !ix.gone[l.pack] }
 	out := slices.Clone(ix.mem[id])
+	if first && slices.ContainsFunc(out, live) {
+		return out
+	}
 	var bad map[*run]bool
 	for _, r := range ix.runs {
 		var err error
@@ -1115,18 +1126,19 @@ func (ix *index) locations(id ChunkID) []location {
 			}
 			bad[r] = true
 		}
+		if first && slices.ContainsFunc(out, live) {
+			break
+		}
 	}
 	if bad != nil {
 		ix.dropRuns(bad)
 		ix.lagging = true
 	}
 	if len(ix.gone) > 0 {
-		out = slices.DeleteFunc(out, func(l location) bool { return ix.gone[l.pack] })
+		out = slices.DeleteFunc(out, func(l location) bool { return !live(l) })
 	}
 	return out
 }
-
-func (ix *index) has(id ChunkID) bool { return len(ix.locations(id)) > 0 }
 
 // markRebuilt reports whether a reader may still rebuild this index after
 // a failed read (once per open store), and uses that chance up.
