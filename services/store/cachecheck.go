@@ -1,48 +1,54 @@
 package store
 
 import (
+	"encoding/hex"
 	"fmt"
-	"slices"
+	"os"
 )
 
-// checkCachedEntries is Verify's check of the index cache against a pack's
-// sealed trailer: when this store's index came from the cache and the
-// cache's entries for the pack differ from its trailer, the cache is forged
-// (the worker can derive the meta key that authenticates it) or damaged.
-// Readers then rebuild from the trailers and prune never reads the cache,
-// so nothing is lost; the problem is named once, for the operator. A pack
-// the cache lacks is no problem (it was read from its trailer).
+// checkCachedEntries is Verify's check of the index against a pack's sealed
+// trailer: every entry of the trailer must be found in the index at the
+// place the trailer gives. An index that lacks them is forged (the worker
+// can derive the meta key that authenticates its pages) or damaged, or
+// lags the packs; readers then fall back to the trailers, prune never
+// reads it, and RebuildIndex replaces it, so nothing is lost: the problem
+// is named once, for the operator.
 func (s *Store) checkCachedEntries(r *Report, name string, trailer []packEntry) {
-	if !s.idx.cached {
+	var pk [32]byte
+	if _, err := hex.Decode(pk[:], []byte(name)); err != nil {
 		return
 	}
-	cached, ok := s.idx.entries[name]
-	if !ok || slices.Equal(cached, trailer) {
+	missing := 0
+	for _, e := range trailer {
+		found := false
+		for _, l := range s.idx.locations(e.id) {
+			if l.pack == pk && l.offset == e.offset && l.length == e.length {
+				found = true
+				break
+			}
+		}
+		if !found {
+			missing++
+		}
+	}
+	if missing == 0 {
 		return
 	}
 	for _, p := range r.Problems {
-		if p.Kind == "index" {
+		if p.Kind == "index" && p.Path == indexDir {
 			return
 		}
 	}
-	s.problem(r, Problem{Kind: "index", Path: indexDir + "/index", Detail: fmt.Sprintf(
-		"the index cache disagrees with the sealed trailer of pack %s (%d entries cached, %d in the trailer): forged or damaged; readers rebuild from the trailers, prune never reads it", name, len(cached), len(trailer))})
+	s.problem(r, Problem{Kind: "index", Path: indexDir, Detail: fmt.Sprintf(
+		"the index disagrees with the sealed trailer of pack %s (%d of %d entries not found): forged or damaged; readers fall back to the trailers, prune never reads it, and RebuildIndex replaces it", name, missing, len(trailer))})
 }
 
-// cacheDisagreement is prune's check of the index it loaded against the
-// one it built from the sealed trailers: when the loaded one came from the
-// cache and some pack's entries differ, it returns the problem to report
-// (prune then writes the cache anew from the trailers).
-func cacheDisagreement(loaded, fromTrailers *index) (Problem, bool) {
-	if loaded == nil || !loaded.cached {
+// legacyIndexProblem names STORE/index/index, the whole-file cache of the
+// format before index runs, when it is there: nothing reads it (it may have
+// been forged), prune removes it.
+func (s *Store) legacyIndexProblem() (Problem, bool) {
+	if _, err := os.Lstat(s.path(indexDir, legacyIndex)); err != nil {
 		return Problem{}, false
 	}
-	for _, name := range fromTrailers.packs {
-		cached, ok := loaded.entries[name]
-		if ok && !slices.Equal(cached, fromTrailers.entries[name]) {
-			return Problem{Kind: "index", Path: indexDir + "/index", Detail: fmt.Sprintf(
-				"the index cache disagrees with the sealed trailer of pack %s (%d entries cached, %d in the trailer): forged or damaged; prune never reads it and replaced it with one built from the trailers", name, len(cached), len(fromTrailers.entries[name]))}, true
-		}
-	}
-	return Problem{}, false
+	return Problem{Kind: "index", Path: indexDir + "/" + legacyIndex, Detail: "a whole-file index cache (the format before index runs, or forged): never read; prune removes it"}, true
 }

@@ -1,49 +1,40 @@
 package store
 
 import (
-	"crypto/rand"
+	"os"
 	"strings"
 	"testing"
 	"time"
 )
 
-// Verify names an index cache that disagrees with the sealed trailers (the
-// worker can forge one that passes its tag: readers rebuild from the
+// Verify names an index that disagrees with the sealed trailers (the
+// worker can forge one that passes its tags: readers fall back to the
 // trailers and prune never reads it, but the operator must learn of it);
-// an honest cache, and one that lacks a pack, are no problem.
-func TestVerifyNamesForgedIndexCache(t *testing.T) {
+// an honest index, and one that lacks a pack (the open indexes it from
+// its trailer), are no problem.
+func TestVerifyNamesForgedIndex(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		forge func(s *Store, packs []string)
 		named bool
 	}{
-		{"honest cache", func(*Store, []string) {}, false},
-		{"cache without a pack", func(s *Store, packs []string) {
-			s.idx = s.idx.withoutPacks(map[string]bool{packs[0]: true})
+		{"honest index", func(*Store, []string) {}, false},
+		{"index without a pack", func(s *Store, packs []string) {
+			forgeIndex(t, s, packs[1:], packs[1:])
 		}, false},
 		{"forged: every pack holds one unreferenced chunk", func(s *Store, packs []string) {
-			forged := newIndex()
-			for _, name := range packs {
-				var id ChunkID
-				rand.Read(id[:])
-				forged.addPack(name, []packEntry{{id: id, offset: 8, length: sealOverhead + 1, plainLen: 1}})
-			}
-			s.idx = forged
+			forgeIndex(t, s, packs, nil)
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t, InitOptions{PackSize: 1 << 20}, Options{})
 			objs := map[string][]byte{"a": randBytes(1, 3<<20), "b": randBytes(2, 10<<10)}
-			putObjects(t, s, "src", time.Time{}, objs)
+			m := putObjects(t, s, "src", time.Time{}, objs)
 			packs, err := s.listPacks()
 			if err != nil || len(packs) < 2 {
 				t.Fatalf("packs %v, %v: want two or more", packs, err)
 			}
 			tc.forge(s, packs)
-			s.idx.dirty = true
-			if err := s.saveIndex(); err != nil {
-				t.Fatal(err)
-			}
 			s = reopen(t, s, Options{ReadOnly: true})
 			r, err := s.Verify(t.Context())
 			if err != nil {
@@ -51,49 +42,42 @@ func TestVerifyNamesForgedIndexCache(t *testing.T) {
 			}
 			named := false
 			for _, p := range r.Problems {
-				if p.Kind == "index" && p.Path == indexDir+"/index" && strings.Contains(p.Detail, "disagrees with the sealed trailer") {
+				if p.Kind == "index" && p.Path == indexDir && strings.Contains(p.Detail, "disagrees with the sealed trailer") {
 					named = true
 				}
 			}
 			if named != tc.named {
-				t.Fatalf("index cache named %v, want %v: %v", named, tc.named, r.Problems)
+				t.Fatalf("index named %v, want %v: %v", named, tc.named, r.Problems)
 			}
 			if len(r.DamagedSnapshots) != 0 || len(r.DamagedObjects) != 0 {
 				t.Errorf("damage reported: %v %v", r.DamagedSnapshots, r.DamagedObjects)
 			}
+			// Readers fall back to the trailers: every object reads back,
+			// read-only and read-write.
+			checkSnapshot(t, s, m.ID, objs)
+			checkSnapshot(t, reopen(t, s, Options{}), m.ID, objs)
 		})
 	}
 }
 
-// Prune, which reads every pack's sealed trailer anyway, names an index
-// cache that disagrees with them among the entries it did not use (the
-// appliance alerts on those), and replaces it; an honest cache is not
-// named.
-func TestPruneNamesForgedIndexCache(t *testing.T) {
+// Prune never reads the index; the whole-file cache of the old format
+// (which the worker can still forge) is named among the entries prune did
+// not use (the appliance alerts on those), removed, and never read. An
+// index of runs is not named.
+func TestPruneNamesOldIndexCache(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		forged bool
+		name string
+		old  bool
 	}{
-		{"honest cache", false},
-		{"forged cache", true},
+		{"runs only", false},
+		{"old whole-file cache", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t, InitOptions{PackSize: 1 << 20}, Options{})
 			objs := map[string][]byte{"a": randBytes(1, 3<<20), "b": randBytes(2, 10<<10)}
 			m := putObjects(t, s, "src", time.Now().AddDate(1, 0, 0), objs)
-			packs, err := s.listPacks()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.forged {
-				forged := newIndex()
-				for _, name := range packs {
-					var id ChunkID
-					rand.Read(id[:])
-					forged.addPack(name, []packEntry{{id: id, offset: 8, length: sealOverhead + 1, plainLen: 1}})
-				}
-				s.idx = forged
-				if err := s.saveIndex(); err != nil {
+			if tc.old {
+				if err := os.WriteFile(s.path(indexDir, legacyIndex), []byte("HFINDEX1 forged or old"), 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -104,18 +88,19 @@ func TestPruneNamesForgedIndexCache(t *testing.T) {
 			}
 			named := false
 			for _, p := range res.Skipped {
-				if p.Kind == "index" && p.Path == indexDir+"/index" {
+				if p.Kind == "index" && p.Path == indexDir+"/"+legacyIndex {
 					named = true
 				}
 			}
-			if named != tc.forged {
-				t.Fatalf("index cache named by prune: %v, want %v (%v)", named, tc.forged, res.Skipped)
+			if named != tc.old {
+				t.Fatalf("old index cache named by prune: %v, want %v (%v)", named, tc.old, res.Skipped)
 			}
 			if len(res.Packs) != 0 || len(res.Expired) != 0 {
 				t.Fatalf("prune removed packs %v, snapshots %v", res.Packs, res.Expired)
 			}
-			// The cache prune wrote is honest: a new open reads it, and
-			// verify finds nothing wrong with it.
+			if exists(s.path(indexDir, legacyIndex)) {
+				t.Error("the old index cache is still there")
+			}
 			s = reopen(t, s, Options{ReadOnly: true})
 			r, err := s.Verify(t.Context())
 			if err != nil || !r.OK() {

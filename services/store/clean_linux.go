@@ -39,7 +39,7 @@ type ForeignReport struct {
 // plainJunk reports whether a reason CleanForeign gives is only "a name the
 // layout never uses": the entry claims to be nothing.
 func plainJunk(detail string) bool {
-	return strings.HasPrefix(detail, "not a journal") || strings.HasPrefix(detail, "not the index cache") ||
+	return strings.HasPrefix(detail, "not a journal") || strings.HasPrefix(detail, "not an index run") ||
 		strings.HasPrefix(detail, "not the clock log") || strings.HasPrefix(detail, "left in tmp/")
 }
 
@@ -88,7 +88,8 @@ func (r *ForeignReport) logOne(log func(msg string, args ...any), msg string, ar
 //	| dir     | allowed                                             | removed                       |
 //	|---------|-----------------------------------------------------|-------------------------------|
 //	| wip/    | regular <id>.journal whose head frame reads         | everything else               |
-//	| index/  | regular "index" within its size bound               | everything else               |
+//	| index/  | regular run-<lo>-<hi> files; a regular "index" (the | everything else               |
+//	|         | old format's cache: prune removes and names it)     |                               |
 //	| tmp/    | nothing (the store holds the lock)                  | everything                    |
 //	| state/  | regular "clock.log"                                 | everything else               |
 //
@@ -132,13 +133,18 @@ func (s *Store) CleanForeign(ctx context.Context) (*ForeignReport, error) {
 			return ""
 		}},
 		{indexDir, func(name string, typ fs.FileMode) string {
-			if name != "index" {
-				return "not the index cache"
+			_, _, run := parseRunName(name)
+			if !run && name != legacyIndex {
+				return "not an index run"
 			}
 			if !typ.IsRegular() {
-				return "index cache is not a regular file (" + typ.String() + ")"
+				return "named like an index file but not a regular file (" + typ.String() + ")"
 			}
-			f, _, err := openStoreFile(s.path(indexDir, name), os.O_RDONLY, maxIndexCache)
+			bound := int64(maxRunFile)
+			if !run {
+				bound = maxIndexCache
+			}
+			f, _, err := openStoreFile(s.path(indexDir, name), os.O_RDONLY, bound)
 			if err != nil {
 				return err.Error()
 			}

@@ -12,7 +12,9 @@
 // with AES-256-GCM, and appended to a pack file that is fsynced, renamed into
 // packs/ and sealed. Each snapshot has one manifest that is also its journal
 // while the snapshot is in progress. The chunk index is a cache that can
-// always be rebuilt from the pack trailers.
+// always be rebuilt from the pack trailers; it lives on disk as sealed
+// sorted runs (index.go), so an open store's RAM does not grow with its
+// chunk count.
 //
 // Limits: one writer at a time (flock on STORE/lock); a manifest's objects are
 // streamed frame by frame but the writer keeps each object's chunk list in
@@ -42,8 +44,9 @@
 //	| STORE/receipts/<id>.receipt  | IMMUTABLE    | TPM signature over the manifest's SHA-256    |
 //	| STORE/wip/<id>.journal       | -            | manifest of the snapshot in progress         |
 //	| STORE/tmp/                   | -            | packs being written; emptied at open         |
-//	| STORE/index/index            | -            | encrypted chunk index cache, rebuildable;    |
-//	|                              |              | never read by prune (see Trusted files)      |
+//	| STORE/index/run-<lo>-<hi>    | -            | chunk index run: sealed sorted pages,        |
+//	|                              |              | rebuildable from pack trailers; never read   |
+//	|                              |              | by prune (see Trusted files)                 |
 //	| STORE/state/clock.log        | APPEND (file)| clock high-water records, append-only        |
 //	| STORE/state/scrub            | -            | the last scrub's end and damage count        |
 //	| STORE/state/scrub-pass       | -            | the scheduled scrub's cursor (worker only)   |
@@ -75,8 +78,12 @@
 //	|                         |         |                     | sealer (magic)     |                |                                                  |
 //	| wip/<id>.journal        | no      | worker              | PID 1 (recovery),  | 64 MiB a frame | only adds live chunks; one that does not read    |
 //	|                         |         |                     | prune              |                | from its head references nothing and is skipped  |
-//	| index/index             | no      | worker              | PID 1 (open),      | 256 MiB        | prune never reads it; readers check every chunk  |
-//	|                         |         |                     | readers            |                | against its tag and rebuild from trailers        |
+//	| index/run-<lo>-<hi>     | no      | worker              | PID 1 (open),      | 4124 B a page  | prune never reads it; readers check every chunk  |
+//	|                         |         |                     | readers, verify    |                | against its tag and fall back to the trailers; a |
+//	|                         |         |                     |                    |                | bad page drops its run, whose packs are indexed  |
+//	|                         |         |                     |                    |                | again from their trailers                        |
+//	| index/index             | no      | worker (old format) | nobody (prune      | -              | never read; prune removes it and names it        |
+//	|                         |         |                     | removes it)        |                |                                                  |
 //	| state/clock.log         | appends | worker (appends)    | PID 1 (clean),     | last 1 MiB     | prune never reads it; junk in its tail is only   |
 //	|                         | only    |                     | mirror sync        |                | reported, and a sync carries a later mark only   |
 //	| state/scrub             | no      | worker (after a     | PID 1 (maintenance | 4 KiB          | prune never reads it; it can only make PID 1     |

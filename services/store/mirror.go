@@ -46,7 +46,7 @@ import (
 //	| state/clock.log               | mark     | the high-water mark is carried over   |
 //	|                               |          | (AdvanceHighWater), not the records   |
 //	| wip/, tmp/, lock              | no       | in progress or local to the disk      |
-//	| index/index                   | no       | a cache each disk rebuilds for itself |
+//	| index/run-*                   | no       | a cache each disk builds for itself   |
 
 // FileKind names the kind of a sealed store file.
 type FileKind string
@@ -492,7 +492,7 @@ func (s *Store) copyRetentionXattrs(src, dst string, m *Manifest, old *retention
 // leaves either a file in tmp/ (emptied at the next open) or the whole
 // file in place, which recovery checks and seals. An existing file is
 // never replaced: the error then wraps fs.ErrExist. A copied pack joins
-// the index; SaveIndex writes the cache. It returns the file's size.
+// the index; SaveIndex writes it as a run. It returns the file's size.
 func (s *Store) InstallCopy(ctx context.Context, srcRoot, rel string) (int64, error) {
 	if s.ro {
 		return 0, errors.New("install copy: store opened read-only")
@@ -654,7 +654,8 @@ func PeekID(dir string) (string, error) {
 	return hex.EncodeToString(hdr[10:26]), nil
 }
 
-// SaveIndex writes the index cache when it changed (after InstallCopy).
+// SaveIndex writes the index entries gathered since the last run as a run
+// (after InstallCopy).
 func (s *Store) SaveIndex() error { return s.saveIndex() }
 
 // InitMirror makes dir, which must not exist or be empty, a second disk of

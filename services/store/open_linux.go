@@ -23,7 +23,7 @@ var ErrForeign = errors.New("foreign entry in the store")
 const (
 	maxConfigFile   = 64 << 10  // holdfast-store
 	maxRecordFile   = 64 << 10  // retention records, receipts, the recovery blob
-	maxIndexCache   = 256 << 20 // index/index; a larger cache is ignored and rebuilt
+	maxIndexCache   = 256 << 20 // index/index of the old format: CleanForeign keeps one within this bound for prune to name and remove
 	maxManifestFile = 1 << 40   // manifests and journals; read frame by frame, each frame at most maxFrame
 	maxClockLogRead = 1 << 20   // the tail of state/clock.log that HighWater reads
 )

@@ -175,14 +175,13 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		return nil, fmt.Errorf("prune: read wip: %w", err)
 	}
 	// Each pack is judged by its own trailer, read from the sealed pack
-	// file itself; the index cache is never consulted. A pack that is not
+	// file itself; the index is never consulted. A pack that is not
 	// sealed, whose trailer does not open, or whose bytes do not hash to
 	// its name is kept.
 	onDisk, err := s.listPacks()
 	if err != nil {
 		return nil, err
 	}
-	ix := newIndex()
 	for _, name := range onDisk {
 		es, sealed, err := s.packEntries(name)
 		if err != nil {
@@ -190,7 +189,6 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 			res.KeptPacks++
 			continue
 		}
-		ix.addPack(name, es)
 		dead := sealed && !res.KeptAllPacks
 		for _, e := range es {
 			if _, ok := live[e.id]; ok {
@@ -211,12 +209,15 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		res.Packs = append(res.Packs, name)
 		res.FreedBytes += size
 	}
-	ix.dirty = true
-	if p, bad := cacheDisagreement(s.idx, ix); bad { // cachecheck.go
-		s.log.Warn("index cache disagrees with the sealed pack trailers; replaced", "detail", p.Detail)
+	if p, ok := s.legacyIndexProblem(); ok { // cachecheck.go
+		s.log.Warn("whole-file index cache of the old format found; never read, removed", "path", p.Path)
 		res.Skipped = append([]Problem{p}, res.Skipped...) // first: alerts name the first few
+		if !o.DryRun && !s.ro {
+			if err := os.Remove(s.path(p.Path)); err != nil {
+				s.log.Warn("old index cache not removed", "error", err)
+			}
+		}
 	}
-	s.idx = ix
 	if o.DryRun {
 		return res, nil
 	}
@@ -239,10 +240,12 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		}
 		drop[name] = true
 	}
-	s.idx = s.idx.withoutPacks(drop)
-	s.idx.cached = false
-	if err := s.saveIndex(); err != nil {
-		s.log.Warn("index cache not saved; it will be rebuilt", "error", err)
+	if len(drop) > 0 {
+		// The runs that list a removed pack are dropped and their other
+		// packs indexed again, so no lookup finds a removed chunk.
+		if err := s.idx.catchUp(); err != nil {
+			s.log.Warn("index not brought up to date; the next open does it", "error", err)
+		}
 	}
 	s.log.Info("prune done", "expired", len(res.Expired), "packs", len(res.Packs), "freed_bytes", res.FreedBytes)
 	return res, nil

@@ -123,40 +123,45 @@ func (s *Store) FindObject(id string, key []byte) (*Manifest, Object, error) {
 // concurrent use.
 type ChunkReader struct {
 	s     *Store
-	files map[int32]*os.File
+	files map[[32]byte]*os.File
 	h     hash.Hash
 }
 
 // NewChunkReader returns a reader; Close it when done.
 func (s *Store) NewChunkReader() *ChunkReader {
-	return &ChunkReader{s: s, files: map[int32]*os.File{}, h: s.keys.idHasher()}
+	return &ChunkReader{s: s, files: map[[32]byte]*os.File{}, h: s.keys.idHasher()}
 }
 
 // Read returns the plaintext of chunk id, checked against its ID. It tries
 // every pack whose trailer claims the chunk until one passes the chunk's
 // tag: a lying trailer costs a failed try, never the chunk. When no place
-// works and the index came partly from the cache, it is rebuilt from the
-// pack trailers once and the read is tried again.
+// the index names works, the index is stale, damaged or forged (it is only
+// a cache): a read-write store rebuilds it from the trailers once and tries
+// again; a read-only one, which cannot write the index, reads every pack
+// trailer for this chunk (RAM: one trailer).
 func (cr *ChunkReader) Read(id ChunkID) ([]byte, error) {
-	plain, err := cr.read(id)
-	if err == nil || !cr.s.idx.cached {
-		return plain, err
+	plain, err := cr.read(id, cr.s.idx.locations(id))
+	if err == nil {
+		return plain, nil
 	}
-	cr.s.log.Warn("chunk not readable where the index cache says; rebuilding the index from pack trailers", "chunk", id.String(), "error", err)
-	ix, rerr := cr.s.trailerIndex()
-	if rerr != nil {
-		return nil, fmt.Errorf("%w (and rebuilding the index: %v)", err, rerr)
+	if !cr.s.ro {
+		if !cr.s.idx.markRebuilt() {
+			return nil, err
+		}
+		cr.s.log.Warn("chunk not readable where the index says; rebuilding the index from pack trailers", "chunk", id.String(), "error", err)
+		if rerr := cr.s.RebuildIndex(); rerr != nil {
+			return nil, fmt.Errorf("%w (and rebuilding the index: %v)", err, rerr)
+		}
+		return cr.read(id, cr.s.idx.locations(id))
 	}
-	cr.Close() // pack numbers change with the index
-	cr.s.idx = ix
-	if serr := cr.s.saveIndex(); serr != nil {
-		cr.s.log.Warn("index cache not saved; it will be rebuilt", "error", serr)
+	cr.s.log.Warn("chunk not readable where the index says; reading the pack trailers", "chunk", id.String(), "error", err)
+	if plain, terr := cr.read(id, cr.s.trailerLocations(id)); terr == nil {
+		return plain, nil
 	}
-	return cr.read(id)
+	return nil, err
 }
 
-func (cr *ChunkReader) read(id ChunkID) ([]byte, error) {
-	locs := cr.s.idx.locations(id)
+func (cr *ChunkReader) read(id ChunkID, locs []location) ([]byte, error) {
 	if len(locs) == 0 {
 		return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
 	}
@@ -167,7 +172,7 @@ func (cr *ChunkReader) read(id ChunkID) ([]byte, error) {
 			return plain, nil
 		}
 		if len(locs) > 1 {
-			cr.s.log.Warn("chunk fails its check in one pack; trying the next", "chunk", id.String(), "pack", cr.s.idx.packs[loc.pack], "error", err)
+			cr.s.log.Warn("chunk fails its check in one pack; trying the next", "chunk", id.String(), "pack", loc.packName(), "error", err)
 		}
 		if first == nil {
 			first = err
@@ -180,7 +185,7 @@ func (cr *ChunkReader) readAt(id ChunkID, loc location) ([]byte, error) {
 	f, ok := cr.files[loc.pack]
 	if !ok {
 		var err error
-		if f, _, err = openStoreFile(cr.s.packPath(cr.s.idx.packs[loc.pack]), os.O_RDONLY, cr.s.maxPackFile()); err != nil {
+		if f, _, err = openStoreFile(cr.s.packPath(loc.packName()), os.O_RDONLY, cr.s.maxPackFile()); err != nil {
 			return nil, fmt.Errorf("open pack: %w", err)
 		}
 		if len(cr.files) > 64 {

@@ -324,7 +324,7 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 			return nil, fmt.Errorf("recover: %w", err)
 		}
 	}
-	if s.idx, err = s.loadIndex(); err != nil {
+	if s.idx, err = s.openIndex(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("index: %w", err)
 	}
@@ -350,8 +350,11 @@ func (s *Store) Dir() string { return s.dir }
 // ID returns the store ID in hex.
 func (s *Store) ID() string { return fmt.Sprintf("%x", s.id) }
 
-// Close releases the lock.
+// Close closes the index and releases the lock.
 func (s *Store) Close() error {
+	if s.idx != nil {
+		s.idx.close()
+	}
 	if s.lock == nil {
 		return nil
 	}

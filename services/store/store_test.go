@@ -106,7 +106,7 @@ func TestIndexRebuild(t *testing.T) {
 	s := newStore(t, InitOptions{PackSize: 1 << 20}, Options{})
 	objs := map[string][]byte{"a": randBytes(10, 5<<20), "b": randBytes(11, 3<<20)}
 	m := putObjects(t, s, "src", time.Time{}, objs)
-	want := len(s.idx.chunks)
+	want := indexRecords(t, s)
 	if want == 0 {
 		t.Fatal("no chunks indexed")
 	}
@@ -115,15 +115,23 @@ func TestIndexRebuild(t *testing.T) {
 		damage func(path string)
 	}{
 		{"deleted", func(p string) { os.Remove(p) }},
-		{"garbage", func(p string) { os.WriteFile(p, []byte("HFINDEX1garbage"), 0o600) }},
-		{"truncated", func(p string) { os.Truncate(p, 20) }},
+		{"garbage", func(p string) { os.WriteFile(p, []byte("HFIXRUN1garbage"), 0o600) }},
+		{"truncated", func(p string) { os.Truncate(p, 100) }},
+		{"flipped byte in a record page", func(p string) { flipByte(t, p, int64(runHeaderSize)+100) }},
+		{"flipped byte in the directory", func(p string) { flipByte(t, p, -100) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s.Close()
-			tc.damage(s.path(indexDir, "index"))
+			runs := runFiles(t, s)
+			if len(runs) == 0 {
+				t.Fatal("no index run")
+			}
+			for _, r := range runs {
+				tc.damage(s.path(indexDir, r))
+			}
 			s = reopen(t, s, Options{})
-			if got := len(s.idx.chunks); got != want {
-				t.Fatalf("index after %s cache: %d chunks, want %d", tc.name, got, want)
+			if got := indexRecords(t, s); got != want {
+				t.Fatalf("index after %s runs: %d records, want %d", tc.name, got, want)
 			}
 			checkSnapshot(t, s, m.ID, objs)
 		})
@@ -131,8 +139,8 @@ func TestIndexRebuild(t *testing.T) {
 	if err := s.RebuildIndex(); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(s.idx.chunks); got != want {
-		t.Fatalf("rebuilt index: %d chunks, want %d", got, want)
+	if got := indexRecords(t, s); got != want {
+		t.Fatalf("rebuilt index: %d records, want %d", got, want)
 	}
 }
 

@@ -47,7 +47,7 @@ func (f *trustFixture) checkAll(t *testing.T, s *Store) {
 	}
 }
 
-// A cache authenticated with the meta key (which the worker can derive)
+// An index authenticated with the meta key (which the worker can derive)
 // that claims every pack holds one chunk nobody references must not make
 // prune remove anything: prune judges a pack by its own sealed trailer.
 func TestForgedIndexCacheChangesNothingPruneRemoves(t *testing.T) {
@@ -56,16 +56,7 @@ func TestForgedIndexCacheChangesNothingPruneRemoves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged := newIndex()
-	for _, name := range packs {
-		var id ChunkID
-		rand.Read(id[:])
-		forged.addPack(name, []packEntry{{id: id, offset: 8, length: sealOverhead + 1, plainLen: 1}})
-	}
-	f.s.idx = forged
-	if err := f.s.saveIndex(); err != nil {
-		t.Fatal(err)
-	}
+	forgeIndex(t, f.s, packs, nil)
 	s := reopen(t, f.s, Options{Clock: f.clk})
 	f.clk.set(f.t0.Add(24 * time.Hour))
 	res, err := s.Prune(t.Context(), PruneOptions{})
@@ -94,7 +85,11 @@ func plantLyingPack(t *testing.T, s *Store, seal bool) string {
 	}
 	var claims []packEntry
 	for _, p := range packs {
-		claims = append(claims, s.idx.entries[p]...)
+		es, _, err := s.packEntries(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims = append(claims, es...)
 	}
 	body := []byte(packMagic)
 	var es []packEntry

@@ -134,16 +134,26 @@ func (s *Store) verifyWorkDirs(r *Report) error {
 	if _, err := s.regularNames(r, wipDir, func(n string) bool { _, ok := journalID(n); return ok }, "a journal"); err != nil {
 		return err
 	}
-	names, err := s.regularNames(r, indexDir, func(n string) bool { return n == "index" }, "the index cache")
+	names, err := s.regularNames(r, indexDir, func(n string) bool {
+		_, _, ok := parseRunName(n)
+		return ok || n == legacyIndex
+	}, "an index run")
 	if err != nil {
 		return err
 	}
 	for _, n := range names {
-		if f, _, err := openStoreFile(s.path(indexDir, n), os.O_RDONLY, maxIndexCache); err != nil {
-			s.foreign(r, indexDir+"/"+n, err.Error())
-		} else {
-			f.Close()
+		if n == legacyIndex {
+			if p, ok := s.legacyIndexProblem(); ok {
+				s.problem(r, p)
+			}
+			continue
 		}
+		rn, err := s.openRun(n)
+		if err != nil {
+			s.problem(r, Problem{Kind: "index", Path: indexDir + "/" + n, Detail: err.Error() + "; the next read-write open indexes its packs again"})
+			continue
+		}
+		rn.f.Close()
 	}
 	if _, err := s.regularNames(r, tmpDir, func(string) bool { return true }, "a temporary file"); err != nil {
 		return err
@@ -234,9 +244,9 @@ func (s *Store) verifyPack(r *Report, rel, name string, good map[ChunkID]bool, h
 	}
 	es, err := s.readTrailer(bytes.NewReader(raw), int64(len(raw)))
 	if err != nil {
-		// Chunks whose place the cached index still knows can be checked.
+		// Chunks whose place the index still knows can be checked.
 		s.problem(r, Problem{Kind: "pack", Path: rel, Detail: "trailer: " + err.Error()})
-		es = s.idx.entries[name]
+		es = s.idx.packRecords(name)
 	} else {
 		s.checkCachedEntries(r, name, es) // cachecheck.go
 	}

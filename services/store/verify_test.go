@@ -55,19 +55,19 @@ func TestVerifyNamesDamage(t *testing.T) {
 		{"flipped byte in a chunk", func(t *testing.T, s *Store, m *Manifest) {
 			for _, o := range m.Objects {
 				if string(o.Key) == "victim" {
-					loc := s.idx.chunks[o.Chunks[0]]
-					flipByte(t, s.packPath(s.idx.packs[loc.pack]), int64(loc.offset)+100)
+					loc := s.idx.locations(o.Chunks[0])[0]
+					flipByte(t, s.packPath(loc.packName()), int64(loc.offset)+100)
 				}
 			}
 		}, 1, []string{"also-victim", "victim"}},
 		{"flipped byte in a pack trailer", func(t *testing.T, s *Store, m *Manifest) {
 			for _, o := range m.Objects {
 				if string(o.Key) == "safe" {
-					loc := s.idx.chunks[o.Chunks[0]]
-					flipByte(t, s.packPath(s.idx.packs[loc.pack]), -(packFooter + 20))
+					loc := s.idx.locations(o.Chunks[0])[0]
+					flipByte(t, s.packPath(loc.packName()), -(packFooter + 20))
 				}
 			}
-		}, 0, nil}, // trailer damage is reported; the cached index still finds every chunk intact
+		}, 0, nil}, // trailer damage is reported; the index still finds every chunk intact
 		{"flipped byte in a manifest", func(t *testing.T, s *Store, m *Manifest) {
 			flipByte(t, s.path(snapshotsDir, m.ID+".snap"), 60)
 		}, 1, nil},

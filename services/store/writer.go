@@ -633,7 +633,7 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 		s.log.Error("snapshot committed without a receipt", "id", sn.id, "error", err)
 	}
 	if err := s.saveIndex(); err != nil {
-		s.log.Warn("index cache not saved; it will be rebuilt", "error", err)
+		s.log.Warn("index run not written; the next open indexes its packs from their trailers", "error", err)
 	}
 	s.at("commit-done")
 	if !s.ownPC {
