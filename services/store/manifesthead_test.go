@@ -3,8 +3,10 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -212,5 +214,96 @@ func TestManifestHeadRefusesDamage(t *testing.T) {
 				t.Error("full read passed")
 			}
 		})
+	}
+}
+
+// TestRetentionReadsHeadOnly: Extend (ingest on a mass change, the
+// console) and ConfirmRetention (PID 1, after every extend the worker
+// reports) read a manifest's head, not its objects (both read the whole
+// manifest before snapshot heads: here ~1.7 MB).
+func TestRetentionReadsHeadOnly(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, InitOptions{}, Options{})
+	seed := putObjects(t, s, "seed", time.Time{}, map[string][]byte{"x": []byte("shared content")})
+	m, err := s.ReadManifest(seed.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.Begin(ctx, BeginOptions{Source: "big", RetainUntil: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := 0; j < 30000; j++ {
+		o := m.Objects[0]
+		o.Key = fmt.Appendf(nil, "mail/user%04d/cur/%08d.eml", j%500, j)
+		if err := sn.PutExisting(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big, err := sn.Commit(ctx, CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(48 * time.Hour)
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"Extend", func() error { return s.Extend(big.ID, until, true, "test") }},
+		{"ConfirmRetention", func() error { return s.ConfirmRetention(big.ID, until, true) }},
+	} {
+		before := rchar(t)
+		err := tc.call()
+		read := rchar(t) - before
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		t.Logf("%s read %d bytes", tc.name, read)
+		if read > 4096 {
+			t.Errorf("%s read %d bytes; want at most 4096", tc.name, read)
+		}
+	}
+}
+
+// TestFindObjectStreams: finding one object in a large snapshot keeps one
+// frame, not the whole object list (before, it decoded the whole manifest:
+// a heap growth of 73 MiB here).
+func TestFindObjectStreams(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	objs := map[string][]byte{}
+	for i := range 8 {
+		objs[fmt.Sprintf("c%02d", i)] = randBytes(uint64(2000+i), 4096)
+	}
+	m := putObjects(t, s, "seed", time.Time{}, objs)
+	const n = 20000
+	writeBigSnapshot(t, s, n, m.Objects, time.Time{})
+	infos, err := s.Snapshots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := infos[len(infos)-1].ID
+	key := bytes.Repeat([]byte{'k'}, 1024)
+	copy(key, strconv.Itoa(n-7))
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var o Object
+	peak := peakHeap(func() { _, o, err = s.FindObject(id, key) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := m.Objects[(n-7)%len(m.Objects)]; !slices.Equal(o.Chunks, want.Chunks) || len(o.UserMeta) != 8 {
+		t.Errorf("found %+v", o)
+	}
+	grew := int64(peak) - int64(before.HeapInuse)
+	t.Logf("FindObject in %d objects: heap grew %d MiB", n, grew>>20)
+	if grew > 32<<20 {
+		t.Errorf("FindObject grew the heap by %d MiB; want at most 32", grew>>20)
+	}
+	if _, _, err := s.FindObject(id, []byte("absent")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("absent key: %v", err)
+	}
+	if _, _, err := s.FindObject("20990101T000000Z-00000000", key); !errors.Is(err, ErrNotFound) {
+		t.Errorf("absent snapshot: %v", err)
 	}
 }

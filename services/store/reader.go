@@ -22,6 +22,10 @@ type SnapshotInfo struct {
 // ErrNotFound means no such snapshot or object.
 var ErrNotFound = errors.New("not found")
 
+// ErrNoObject means the snapshot exists and holds no such key; it wraps
+// ErrNotFound.
+var ErrNoObject = fmt.Errorf("no such object: %w", ErrNotFound)
+
 // snapshotIDs lists the IDs of regular files named like manifests, sorted.
 // Other entries are skipped (Verify names them) and cost no memory.
 func (s *Store) snapshotIDs() ([]string, error) {
@@ -80,6 +84,23 @@ func (s *Store) readManifestSummary(id string) (*Manifest, error) {
 	return m, nil
 }
 
+// snapshotHead reads the summary of committed snapshot id (Objects empty;
+// a format 2 manifest's head and tail only): ReadManifest without the
+// objects.
+func (s *Store) snapshotHead(id string) (*Manifest, error) {
+	if !ValidSnapshotID(id) {
+		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
+	}
+	m, err := s.readManifestSummary(id)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	return m, nil
+}
+
 // manifestSummary reads a committed manifest's summary (Objects empty): a
 // format 2 manifest's head and tail only, a format 1 manifest by walking
 // its frames without decrypting its objects.
@@ -115,20 +136,41 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 	return m, nil
 }
 
-// FindObject returns the object with key in snapshot id. When a snapshot
-// holds the key more than once (versions of an S3 object, or a file that
-// changed before a resumed put read it again) the last one recorded wins.
+// FindObject returns the object with key in snapshot id, and the
+// snapshot's summary (Objects empty). When a snapshot holds the key more
+// than once (versions of an S3 object, or a file that changed before a
+// resumed put read it again) the last one recorded wins. It streams the
+// manifest one frame at a time: memory does not grow with the object
+// count (time still does).
 func (s *Store) FindObject(id string, key []byte) (*Manifest, Object, error) {
-	m, err := s.ReadManifest(id)
+	if !ValidSnapshotID(id) {
+		return nil, Object{}, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
+	}
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, Object{}, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return nil, Object{}, err
 	}
-	for i := len(m.Objects) - 1; i >= 0; i-- {
-		if o := m.Objects[i]; bytes.Equal(o.Key, key) {
-			return m, o, nil
+	defer f.Close()
+	var found Object
+	ok := false
+	m, err := s.manifestObjects(f, func(o Object) {
+		if bytes.Equal(o.Key, key) {
+			found, ok = o, true
 		}
+	})
+	if err != nil {
+		return nil, Object{}, fmt.Errorf("manifest %s: %w", id, err)
 	}
-	return nil, Object{}, fmt.Errorf("object %q in %s: %w", key, id, ErrNotFound)
+	if m.ID != id {
+		return nil, Object{}, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
+	}
+	if !ok {
+		return nil, Object{}, fmt.Errorf("object %q in %s: %w", key, id, ErrNoObject)
+	}
+	return m, found, nil
 }
 
 // ChunkReader reads chunks by ID, keeping pack files open. Not safe for

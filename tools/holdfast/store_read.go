@@ -2,7 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 
@@ -129,13 +129,9 @@ cat opens the store read-only.`,
 				return err
 			}
 			defer s.Close()
-			m, err := s.ReadManifest(args[1])
+			obj, err := findObject(s, args[1], args[2])
 			if err != nil {
 				return err
-			}
-			obj, ok := findObject(m, args[2])
-			if !ok {
-				return fmt.Errorf("object %s in snapshot %s: %w", displayKey([]byte(args[2])), m.ID, store.ErrNotFound)
 			}
 			w := bufio.NewWriterSize(a.stdout, 1<<20)
 			if err := s.WriteObject(cmd.Context(), obj, w); err != nil {
@@ -150,13 +146,15 @@ cat opens the store read-only.`,
 // findObject looks the argument up as a raw key first, then as a quoted
 // key. Should a manifest hold a key twice (a resumed snapshot whose file
 // changed in between), the last record, the one read most recently, wins.
-func findObject(m *store.Manifest, arg string) (store.Object, bool) {
+func findObject(s *store.Store, id, arg string) (store.Object, error) {
 	for _, k := range lookupKeys(arg) {
-		for i := len(m.Objects) - 1; i >= 0; i-- {
-			if bytes.Equal(m.Objects[i].Key, k) {
-				return m.Objects[i], true
-			}
+		_, o, err := s.FindObject(id, k)
+		if err == nil {
+			return o, nil
+		}
+		if !errors.Is(err, store.ErrNoObject) {
+			return store.Object{}, err // the snapshot is missing or damaged
 		}
 	}
-	return store.Object{}, false
+	return store.Object{}, fmt.Errorf("object %s in snapshot %s: %w", displayKey([]byte(arg)), id, store.ErrNotFound)
 }
