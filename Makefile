@@ -8,7 +8,7 @@ HOLDFAST := $(OUT)/bin/holdfast
 
 export CGO_ENABLED := 0
 
-.PHONY: all setup build test faults fuzz demo bench bench-store bench-pull bench-restore clean image qemu
+.PHONY: all setup build test faults fuzz demo bench bench-store bench-pull bench-restore bench-scale clean image qemu
 
 # HOLDFAST_ACCEL=auto|kvm|tcg picks the VMs' accelerator for make demo, make
 # test, make qemu and make faults (default auto: a probe of this host's KVM,
@@ -76,6 +76,10 @@ bench-pull: setup build
 ## bench-restore: holdfast restore to MinIO vs rclone copy of the same ~1 GiB to MinIO (needs root)
 bench-restore: setup build
 	HOLDFAST=$(CURDIR)/$(HOLDFAST) GO=$(GO) bash tools/scripts/bench-restore.sh
+
+## bench-scale: pulls, ls, cat, prune, verify of 100k and 1M small objects through the store and the pull without S3; time and peak RSS of each (needs root)
+bench-scale:
+	GO=$(GO) bash tools/scripts/bench-scale.sh
 
 ## bench: every benchmark
 bench: bench-store bench-pull bench-restore
