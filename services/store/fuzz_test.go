@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -115,6 +116,27 @@ func FuzzManifest(f *testing.F) {
 	for _, m := range mutations(raw) {
 		f.Add(m)
 	}
+	// A format 2 manifest with an errors frame before its tail.
+	sn, err := s.Begin(context.Background(), BeginOptions{Source: "fuzz-errors"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := sn.Put(context.Background(), ObjectInfo{Key: []byte("k")}, bytes.NewReader([]byte("v"))); err != nil {
+		f.Fatal(err)
+	}
+	sn.RecordError("one")
+	sn.RecordError("two")
+	me, err := sn.Commit(context.Background(), CommitOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	rawErr, err := os.ReadFile(s.path(snapshotsDir, me.ID+".snap"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, m := range mutations(rawErr) {
+		f.Add(m)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecoded(t, s, data)
 	})
@@ -133,6 +155,11 @@ func FuzzManifest(f *testing.F) {
 //     manifest.
 func checkDecoded(t *testing.T, s *Store, data []byte) {
 	t.Helper()
+	// The head reader takes any bytes without a panic; what it returns is
+	// checked against a full decode below.
+	if h, err := s.readHead(bytes.NewReader(data), int64(len(data))); err == nil && (h == nil || !ValidSnapshotID(h.ID) || h.Count < 0 || h.Bytes < 0) {
+		t.Fatalf("head %+v", h)
+	}
 	for _, partial := range []bool{false, true} {
 		m, st, err := s.readManifestFrames(bytes.NewReader(data), partial, false)
 		if err != nil {
@@ -157,6 +184,17 @@ func checkDecoded(t *testing.T, s *Store, data []byte) {
 			}
 			if l.ID != m.ID || l.Source != m.Source || l.Count != m.Count || l.Bytes != m.Bytes || l.Complete != m.Complete || len(l.Objects) != 0 {
 				t.Fatalf("listing %+v disagrees with manifest %+v", l, m)
+			}
+			// The head reader (listing, prune's retention pass) agrees
+			// with a full decode of a format 2 manifest.
+			if h, err := s.readHead(bytes.NewReader(data), int64(len(data))); !errors.Is(err, errV1Manifest) {
+				if err != nil {
+					t.Fatalf("full decode works, head read fails: %v", err)
+				}
+				if h.ID != m.ID || h.Source != m.Source || h.Count != m.Count || h.Bytes != m.Bytes || h.Complete != m.Complete ||
+					!h.Finished.Equal(m.Finished) || !h.Started.Equal(m.Started) || !h.RetainUntil.Equal(m.RetainUntil) || h.LegalHold != m.LegalHold || !slices.Equal(h.Errors, m.Errors) {
+					t.Fatalf("head %+v disagrees with manifest %+v", h, m)
+				}
 			}
 			continue
 		}
