@@ -318,6 +318,13 @@ func (s *Store) manifestChunks(r io.Reader, partial bool, fn func(ChunkID)) (*Ma
 // frame at a time, and returns its summary (Objects empty). fn may see
 // objects of a manifest that turns out damaged further on: the error says so.
 func (s *Store) manifestObjects(r io.Reader, fn func(Object)) (*Manifest, error) {
+	m, _, err := s.walkManifestFrames(r, false, false, nil, func(o Object) error { fn(o); return nil })
+	return m, err
+}
+
+// walkObjects is manifestObjects whose fn can stop the walk: its error is
+// returned as it is.
+func (s *Store) walkObjects(r io.Reader, fn func(Object) error) (*Manifest, error) {
 	m, _, err := s.walkManifestFrames(r, false, false, nil, fn)
 	return m, err
 }
@@ -326,7 +333,7 @@ func (s *Store) manifestObjects(r io.Reader, fn func(Object)) (*Manifest, error)
 // decodes only sizes and chunk lists and hands each chunk ID to onChunk,
 // with onObject set it hands each object to onObject, instead of
 // collecting objects.
-func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChunk func(ChunkID), onObject func(Object)) (m *Manifest, st frameStats, err error) {
+func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChunk func(ChunkID), onObject func(Object) error) (m *Manifest, st frameStats, err error) {
 	fr, err := s.newFrameReader(r)
 	if err != nil {
 		return nil, st, err
@@ -387,7 +394,9 @@ func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChu
 					return nil, st, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
 				}
 				if onObject != nil {
-					onObject(o)
+					if err := onObject(o); err != nil {
+						return nil, st, err
+					}
 				} else {
 					m.Objects = append(m.Objects, o)
 				}

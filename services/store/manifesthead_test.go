@@ -265,8 +265,8 @@ func TestRetentionReadsHeadOnly(t *testing.T) {
 	}
 }
 
-// TestFindObjectStreams: finding one object in a large snapshot keeps one
-// frame, not the whole object list (before, it decoded the whole manifest:
+// TestFindObjectStreams: finding one object in a large snapshot, or
+// walking all of them, keeps one frame, not the whole object list (before, it decoded the whole manifest:
 // a heap growth of 73 MiB here).
 func TestFindObjectStreams(t *testing.T) {
 	s := newStore(t, InitOptions{}, Options{})
@@ -300,7 +300,35 @@ func TestFindObjectStreams(t *testing.T) {
 	if grew > 32<<20 {
 		t.Errorf("FindObject grew the heap by %d MiB; want at most 32", grew>>20)
 	}
-	if _, _, err := s.FindObject(id, []byte("absent")); !errors.Is(err, ErrNotFound) {
+	// WalkObjects sees every object in the order recorded, in the same
+	// bounded memory, and stops at fn's error.
+	seen := 0
+	peak = peakHeap(func() {
+		_, err = s.WalkObjects(id, func(o Object) error {
+			if !bytes.HasPrefix(o.Key, []byte(strconv.Itoa(seen))) {
+				return fmt.Errorf("object %d has key %.10q", seen, o.Key)
+			}
+			seen++
+			return nil
+		})
+	})
+	if err != nil || seen != n {
+		t.Fatalf("walk saw %d objects: %v", seen, err)
+	}
+	if grew := int64(peak) - int64(before.HeapInuse); grew > 32<<20 {
+		t.Errorf("WalkObjects grew the heap by %d MiB; want at most 32", grew>>20)
+	}
+	stop := errors.New("stop")
+	seen = 0
+	if _, err := s.WalkObjects(id, func(Object) error {
+		if seen++; seen == 10 {
+			return stop
+		}
+		return nil
+	}); err != stop || seen != 10 {
+		t.Errorf("walk stopped after %d objects with %v, want 10 and the fn's error", seen, err)
+	}
+	if _, _, err := s.FindObject(id, []byte("absent")); !errors.Is(err, ErrNoObject) {
 		t.Errorf("absent key: %v", err)
 	}
 	if _, _, err := s.FindObject("20990101T000000Z-00000000", key); !errors.Is(err, ErrNotFound) {

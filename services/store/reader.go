@@ -84,10 +84,10 @@ func (s *Store) readManifestSummary(id string) (*Manifest, error) {
 	return m, nil
 }
 
-// snapshotHead reads the summary of committed snapshot id (Objects empty;
+// SnapshotHead reads the summary of committed snapshot id (Objects empty;
 // a format 2 manifest's head and tail only): ReadManifest without the
-// objects.
-func (s *Store) snapshotHead(id string) (*Manifest, error) {
+// objects, in O(1) bounded reads.
+func (s *Store) SnapshotHead(id string) (*Manifest, error) {
 	if !ValidSnapshotID(id) {
 		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
 	}
@@ -136,36 +136,57 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 	return m, nil
 }
 
+// WalkObjects hands every object of committed snapshot id to fn, in the
+// order recorded, one manifest frame at a time, and returns the snapshot's
+// summary (Objects empty): memory does not grow with the object count. fn
+// may see objects of a manifest that turns out damaged further on (the
+// error says so); an error from fn stops the walk and is returned as it is.
+func (s *Store) WalkObjects(id string, fn func(Object) error) (*Manifest, error) {
+	if !ValidSnapshotID(id) {
+		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
+	}
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var fnErr error
+	m, err := s.walkObjects(f, func(o Object) error {
+		fnErr = fn(o)
+		return fnErr
+	})
+	if err != nil {
+		if fnErr != nil {
+			return nil, fnErr
+		}
+		return nil, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	if m.ID != id {
+		return nil, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
+	}
+	return m, nil
+}
+
 // FindObject returns the object with key in snapshot id, and the
 // snapshot's summary (Objects empty). When a snapshot holds the key more
 // than once (versions of an S3 object, or a file that changed before a
 // resumed put read it again) the last one recorded wins. It streams the
-// manifest one frame at a time: memory does not grow with the object
-// count (time still does).
+// manifest (WalkObjects): memory does not grow with the object count
+// (time still does).
 func (s *Store) FindObject(id string, key []byte) (*Manifest, Object, error) {
-	if !ValidSnapshotID(id) {
-		return nil, Object{}, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
-	}
-	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, Object{}, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, Object{}, err
-	}
-	defer f.Close()
 	var found Object
 	ok := false
-	m, err := s.manifestObjects(f, func(o Object) {
+	m, err := s.WalkObjects(id, func(o Object) error {
 		if bytes.Equal(o.Key, key) {
 			found, ok = o, true
 		}
+		return nil
 	})
 	if err != nil {
-		return nil, Object{}, fmt.Errorf("manifest %s: %w", id, err)
-	}
-	if m.ID != id {
-		return nil, Object{}, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
+		return nil, Object{}, err
 	}
 	if !ok {
 		return nil, Object{}, fmt.Errorf("object %q in %s: %w", key, id, ErrNoObject)

@@ -81,7 +81,7 @@ func (a *app) lsSnapshots(s *store.Store) error {
 }
 
 func (a *app) lsObjects(s *store.Store, id string) error {
-	m, err := s.ReadManifest(id)
+	m, err := s.SnapshotHead(id)
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,11 @@ func (a *app) lsObjects(s *store.Store, id string) error {
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SIZE\tMODIFIED\tSHA256\tKEY")
-	for _, o := range m.Objects {
+	// The objects stream from the manifest a frame at a time: memory does
+	// not grow with the snapshot. tabwriter keeps its lines until Flush,
+	// so it is flushed every 1,000 rows (columns align within a block).
+	n := 0
+	if _, err := s.WalkObjects(id, func(o store.Object) error {
 		sum := o.Checksums["sha256"]
 		if sum == "" {
 			sum = "-"
@@ -100,11 +104,18 @@ func (a *app) lsObjects(s *store.Store, id string) error {
 		// Keys go last and may hold spaces; tabwriter only aligns on tabs,
 		// and displayKey never lets a raw tab through.
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", o.Size, formatTime(o.ModTime), sum, displayKey(o.Key))
+		if n++; n%1000 == 0 {
+			return tw.Flush()
+		}
+		return nil
+	}); err != nil {
+		_ = tw.Flush()
+		return err
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "%d objects, %d bytes (%s)\n", len(m.Objects), m.Bytes, humanBytes(m.Bytes))
+	fmt.Fprintf(a.stdout, "%d objects, %d bytes (%s)\n", n, m.Bytes, humanBytes(m.Bytes))
 	return nil
 }
 
