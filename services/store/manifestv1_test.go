@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -152,4 +153,56 @@ func mustHex(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestResumeV1Journal: a snapshot the old code left in progress (a format
+// 1 journal, after a crash and a firmware update) resumes and commits in
+// format 1, and reads back whole.
+func TestResumeV1Journal(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, InitOptions{}, Options{})
+	base := putObjects(t, s, "base", time.Time{}, map[string][]byte{"a": []byte("aaa")})
+	m, err := s.ReadManifest(base.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "20260101T000000Z-00c0ffee"
+	enc := func(v any) []byte {
+		b, err := s.codec.marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	journal := buildFrames(s, id, []frameSpec{
+		{frameHead, enc(wireHead{Source: "old", Started: time.Now().UnixNano()})},
+		{frameObjects, enc([]wireObject{toWire(m.Objects[0])})},
+	}, true)
+	if err := os.WriteFile(s.path(wipDir, id+".journal"), journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.Resume(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Put(ctx, ObjectInfo{Key: []byte("b")}, bytes.NewReader([]byte("bbbb"))); err != nil {
+		t.Fatal(err)
+	}
+	sn.RecordError("after the update")
+	if _, err := sn.Commit(ctx, CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(s.path(snapshotsDir, id+".snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(raw[:8]) != snapMagicV1 {
+		t.Errorf("resumed format 1 journal committed as %q", raw[:8])
+	}
+	checkSnapshot(t, s, id, map[string][]byte{"a": []byte("aaa"), "b": []byte("bbbb")})
+	h, err := s.SnapshotHead(id)
+	if err != nil || h.Count != 2 || !slices.Equal(h.Errors, []string{"after the update"}) || h.Complete {
+		t.Errorf("head %+v, %v", h, err)
+	}
+	mustVerify(t, s)
 }
