@@ -77,8 +77,9 @@ bench-pull: setup build
 bench-restore: setup build
 	HOLDFAST=$(CURDIR)/$(HOLDFAST) GO=$(GO) bash tools/scripts/bench-restore.sh
 
-## bench-scale: a mail archive: pulls, ls, cat, prune and verify of a MinIO bucket of BENCH_SCALE_OBJECTS (default 1,000,000) maildir objects, built once and cached, beside a bare listing (needs root; the first run uploads the bucket)
+## bench-scale: a mail archive: first the store-level run (SCALE_OBJECTS, default "100000 1000000", through the real pull code without S3), then a MinIO bucket of BENCH_SCALE_OBJECTS (default 1,000,000) maildir objects, built once and cached: pulls, ls, cat, prune and verify with time and peak RSS beside a bare listing (needs root; the first run uploads the bucket)
 bench-scale: setup build
+	GO=$(GO) bash tools/scripts/bench-scale-store.sh
 	HOLDFAST=$(CURDIR)/$(HOLDFAST) GO=$(GO) bash tools/scripts/bench-scale.sh
 
 ## bench: every benchmark

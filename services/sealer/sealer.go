@@ -56,6 +56,7 @@ var (
 type fileKind struct {
 	name     string
 	magic    string
+	oldMagic string // an earlier format's magic, of the same length, still accepted
 	idAfter  string // bytes that must follow the magic
 	endMagic string
 	max      int64
@@ -74,7 +75,7 @@ func kindOf(rel string) fileKind {
 	case "packs":
 		return fileKind{name: "pack", magic: "HFPACK01", endMagic: "HFPKEND1", max: maxPack}
 	case "snapshots":
-		return fileKind{name: "manifest", magic: "HFSNAP01", idAfter: strings.TrimSuffix(name, ".snap")}
+		return fileKind{name: "manifest", magic: "HFSNAP02", oldMagic: "HFSNAP01", idAfter: strings.TrimSuffix(name, ".snap")}
 	case "retention":
 		return fileKind{name: "retention record", magic: "HFRETX01", max: 64 << 10}
 	case "recovery":

@@ -256,6 +256,8 @@ func TestSealerRefusesForeignContent(t *testing.T) {
 		{"hard link of the lock as a manifest", "snapshots/" + id(1) + ".snap", func(p string) error { return os.Link(filepath.Join(dir, "lock"), p) }},
 		{"garbage as a manifest", "snapshots/" + id(2) + ".snap", write([]byte("garbage garbage garbage garbage garbage"))},
 		{"manifest naming another snapshot", "snapshots/" + id(3) + ".snap", write([]byte("HFSNAP0120261122T000000Z-00000000......"))},
+		{"new manifest naming another snapshot", "snapshots/" + id(7) + ".snap", write([]byte("HFSNAP0220261122T000000Z-00000000......"))},
+		{"manifest of an unknown format", "snapshots/" + id(8) + ".snap", func(p string) error { return os.WriteFile(p, []byte("HFSNAP03"+id(8)+"......"), 0o600) }},
 		{"empty manifest", "snapshots/" + id(4) + ".snap", write(nil)},
 		{"FIFO as a manifest", "snapshots/" + id(5) + ".snap", func(p string) error { return unix.Mkfifo(p, 0o600) }},
 		{"garbage as a pack", "packs/ab/" + pack, func(p string) error {

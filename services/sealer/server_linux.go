@@ -109,7 +109,7 @@ func checkContent(fd int, rel string, size int64) error {
 	if _, err := unix.Pread(fd, head, 0); err != nil {
 		return fmt.Errorf("read %q: %w", rel, err)
 	}
-	if string(head[:len(k.magic)]) != k.magic || string(head[len(k.magic):]) != k.idAfter {
+	if magic := string(head[:len(k.magic)]); magic != k.magic && (k.oldMagic == "" || magic != k.oldMagic) || string(head[len(k.magic):]) != k.idAfter {
 		return fmt.Errorf("%q does not start as a %s", rel, k.name)
 	}
 	if k.endMagic != "" {

@@ -24,7 +24,7 @@ var ErrUnconfirmed = errors.New("retention not confirmed by sealed data")
 // hold (invariant I10): the worker's word is not proof. The error wraps
 // ErrUnconfirmed and says what the sealed data shows instead.
 func (s *Store) ConfirmRetention(id string, until time.Time, hold bool) error {
-	m, err := s.ReadManifest(id)
+	m, err := s.SnapshotHead(id)
 	if err != nil {
 		return fmt.Errorf("confirm retention of %s: %w", id, err)
 	}

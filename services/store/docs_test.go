@@ -99,3 +99,41 @@ func TestTrustedFilesTable(t *testing.T) {
 		}
 	}
 }
+
+// The manifest tables in docs/store-format.md are the ones in
+// manifest.go, and the tail's fields add up to the size the code reads
+// from the end of a manifest.
+func TestManifestFormatTables(t *testing.T) {
+	md, err := os.ReadFile("../../docs/store-format.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := os.ReadFile("manifest.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ mdMarker, codeMarker string }{
+		{"From `manifest.go`", "// Manifest file layout"},
+		{"Format 2 tail", "The format 2 tail body"},
+	} {
+		fromMD := tableAfter(t, string(md), tc.mdMarker, "")
+		fromCode := tableAfter(t, string(code), tc.codeMarker, "//\t")
+		if strings.Join(fromMD, "\n") != strings.Join(fromCode, "\n") {
+			t.Errorf("the tables after %q differ:\ndocs/store-format.md:\n%s\nmanifest.go:\n%s", tc.mdMarker, strings.Join(fromMD, "\n"), strings.Join(fromCode, "\n"))
+		}
+	}
+	sum := 0
+	for _, l := range tableAfter(t, string(md), "Format 2 tail", "")[2:] {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(strings.Split(l, "|")[1]), "%d", &n); err != nil {
+			t.Fatalf("row %q: %v", l, err)
+		}
+		sum += n
+	}
+	if sum != tailBodyLen || len(encodeTail(tailV2{})) != tailBodyLen {
+		t.Errorf("the tail table adds up to %d bytes, the code writes %d", sum, tailBodyLen)
+	}
+	if !strings.Contains(string(md), fmt.Sprintf("fixed size (%d bytes: frame header %d, body %d, seal %d)", tailFrameLen, frameHdrLen, tailBodyLen, sealOverhead)) {
+		t.Errorf("docs do not give the tail frame's size as %d bytes", tailFrameLen)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -115,6 +116,27 @@ func FuzzManifest(f *testing.F) {
 	for _, m := range mutations(raw) {
 		f.Add(m)
 	}
+	// A format 2 manifest with an errors frame before its tail.
+	sn, err := s.Begin(context.Background(), BeginOptions{Source: "fuzz-errors"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := sn.Put(context.Background(), ObjectInfo{Key: []byte("k")}, bytes.NewReader([]byte("v"))); err != nil {
+		f.Fatal(err)
+	}
+	sn.RecordError("one")
+	sn.RecordError("two")
+	me, err := sn.Commit(context.Background(), CommitOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	rawErr, err := os.ReadFile(s.path(snapshotsDir, me.ID+".snap"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, m := range mutations(rawErr) {
+		f.Add(m)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecoded(t, s, data)
 	})
@@ -133,6 +155,11 @@ func FuzzManifest(f *testing.F) {
 //     manifest.
 func checkDecoded(t *testing.T, s *Store, data []byte) {
 	t.Helper()
+	// The head reader takes any bytes without a panic; what it returns is
+	// checked against a full decode below.
+	if h, err := s.readHead(bytes.NewReader(data), int64(len(data))); err == nil && (h == nil || !ValidSnapshotID(h.ID) || h.Count < 0 || h.Bytes < 0) {
+		t.Fatalf("head %+v", h)
+	}
 	for _, partial := range []bool{false, true} {
 		m, st, err := s.readManifestFrames(bytes.NewReader(data), partial, false)
 		if err != nil {
@@ -157,6 +184,17 @@ func checkDecoded(t *testing.T, s *Store, data []byte) {
 			}
 			if l.ID != m.ID || l.Source != m.Source || l.Count != m.Count || l.Bytes != m.Bytes || l.Complete != m.Complete || len(l.Objects) != 0 {
 				t.Fatalf("listing %+v disagrees with manifest %+v", l, m)
+			}
+			// The head reader (listing, prune's retention pass) agrees
+			// with a full decode of a format 2 manifest.
+			if h, err := s.readHead(bytes.NewReader(data), int64(len(data))); !errors.Is(err, errV1Manifest) {
+				if err != nil {
+					t.Fatalf("full decode works, head read fails: %v", err)
+				}
+				if h.ID != m.ID || h.Source != m.Source || h.Count != m.Count || h.Bytes != m.Bytes || h.Complete != m.Complete ||
+					!h.Finished.Equal(m.Finished) || !h.Started.Equal(m.Started) || !h.RetainUntil.Equal(m.RetainUntil) || h.LegalHold != m.LegalHold || !slices.Equal(h.Errors, m.Errors) {
+					t.Fatalf("head %+v disagrees with manifest %+v", h, m)
+				}
 			}
 			continue
 		}
@@ -205,11 +243,20 @@ const fuzzSnapID = "20250101T000000Z-0123abcd"
 
 // buildFrames writes a manifest of the given frames, each sealed with the
 // store's real meta key and numbered in order, exactly as journal.writeFrame
-// does.
-func buildFrames(s *Store, id string, frames []frameSpec) []byte {
-	out := append([]byte(snapMagic), id...)
+// does: in format 2 (a tail frame sealed with the tail's AD) or, with v1,
+// in format 1.
+func buildFrames(s *Store, id string, frames []frameSpec, v1 bool) []byte {
+	magic := snapMagic
+	if v1 {
+		magic = snapMagicV1
+	}
+	out := append([]byte(magic), id...)
 	for i, fs := range frames {
-		sealed := sealTo(nil, s.keys.meta, frameAD(id, uint64(i), fs.kind), fs.body)
+		seq := uint64(i)
+		if !v1 && fs.kind == frameTail {
+			seq = tailSeqAD
+		}
+		sealed := sealTo(nil, s.keys.meta, frameAD(id, seq, fs.kind), fs.body)
 		out = append(out, fs.kind)
 		out = binary.BigEndian.AppendUint32(out, uint32(len(sealed)))
 		out = append(out, sealed...)
@@ -289,31 +336,51 @@ func FuzzManifestPlaintext(f *testing.F) {
 	head := frameSpec{frameHead, enc(wireHead{Source: "s", Started: 1, RetainUntil: 2, LegalHold: true})}
 	objs := frameSpec{frameObjects, enc([]wireObject{obj, {Key: []byte{}, Deleted: true}})}
 	tail := frameSpec{frameTail, enc(wireTail{Finished: 3, Complete: true, Errors: []string{"e"}, Objects: 2, Bytes: 5})}
+	// Format 2: the errors frame's offset is where buildFrames puts it.
+	errs := frameSpec{frameErrors, enc([]string{"e"})}
+	errOff := int64(len(buildFrames(s, fuzzSnapID, []frameSpec{head, objs}, false)))
+	tail2 := frameSpec{frameTail, encodeTail(tailV2{finished: 3, objects: 2, bytes: 5, seq: 3, errOff: errOff, complete: true})}
 	seeds := []struct {
 		frames []frameSpec
 		tear   bool
+		v1     bool
 	}{
-		{seed, false},
-		{seed[:len(seed)-1], false},
-		{seed, true},
-		{[]frameSpec{head, objs, tail}, false},
-		{[]frameSpec{head, objs, objs, frameSpec{frameTail, enc(wireTail{Objects: 4, Bytes: 10})}}, false},
-		{[]frameSpec{head, tail, tail}, false},
-		{[]frameSpec{objs, head, tail}, false},
-		{[]frameSpec{head, head}, false},
-		{[]frameSpec{head, {frameObjects, enc([]wireObject{{Size: -1}})}}, false},
+		{seed, false, false},
+		{seed[:len(seed)-1], false, false},
+		{seed, true, false},
+		{[]frameSpec{head, objs, errs, tail2}, false, false},
+		{[]frameSpec{head, objs, {frameTail, encodeTail(tailV2{objects: 2, bytes: 5, seq: 2})}}, false, false},
+		{[]frameSpec{head, objs, errs, errs, tail2}, false, false},
+		{[]frameSpec{head, objs, errs, objs, tail2}, false, false},
+		{[]frameSpec{head, errs}, false, false},
+		{[]frameSpec{head, objs, tail}, false, true},
+		{[]frameSpec{head, objs, objs, frameSpec{frameTail, enc(wireTail{Objects: 4, Bytes: 10})}}, false, true},
+		{[]frameSpec{head, tail, tail}, false, true},
+		{[]frameSpec{objs, head, tail}, false, true},
+		{[]frameSpec{head, head}, false, true},
+		{[]frameSpec{head, {frameObjects, enc([]wireObject{{Size: -1}})}}, false, true},
 		{[]frameSpec{head, {frameObjects, enc([]wireObject{{Size: 1 << 62}, {Size: 1 << 62}})},
-			{frameTail, enc(wireTail{Objects: 2, Bytes: -1 << 63})}}, false},
-		{[]frameSpec{head, {frameObjects, enc([]wireObject{{Chunks: make([]byte, 31)}})}}, false},
-		{[]frameSpec{head, {frameObjects, enc(map[int]int{1: 2})}}, false},
-		{[]frameSpec{head, {4, nil}}, false},
-		{[]frameSpec{{frameHead, []byte{0xbf}}}, false},
+			{frameTail, enc(wireTail{Objects: 2, Bytes: -1 << 63})}}, false, true},
+		{[]frameSpec{head, {frameObjects, enc([]wireObject{{Chunks: make([]byte, 31)}})}}, false, true},
+		{[]frameSpec{head, {frameObjects, enc(map[int]int{1: 2})}}, false, true},
+		{[]frameSpec{head, {4, nil}}, false, true},
+		{[]frameSpec{{frameHead, []byte{0xbf}}}, false, true},
 	}
 	for _, sd := range seeds {
-		f.Add(encodeSpecs(sd.frames), sd.tear)
+		f.Add(encodeSpecs(sd.frames), sd.tear, sd.v1)
 	}
-	f.Fuzz(func(t *testing.T, spec []byte, tear bool) {
-		data := buildFrames(s, fuzzSnapID, decodeSpecs(spec))
+	for _, v1 := range []bool{false, true} {
+		frames := []frameSpec{head, objs, errs, tail2}
+		if v1 {
+			frames = []frameSpec{head, objs, tail}
+		}
+		m, _, err := s.readManifestFrames(bytes.NewReader(buildFrames(s, fuzzSnapID, frames, v1)), false, false)
+		if err != nil || m.Count != 2 || !slices.Equal(m.Errors, []string{"e"}) {
+			f.Fatalf("hand-built seed (format 1: %v) does not decode: %+v, %v", v1, m, err)
+		}
+	}
+	f.Fuzz(func(t *testing.T, spec []byte, tear, v1 bool) {
+		data := buildFrames(s, fuzzSnapID, decodeSpecs(spec), v1)
 		if tear && len(data) > snapHdrLen {
 			data = data[:len(data)-1]
 		}
@@ -322,7 +389,7 @@ func FuzzManifestPlaintext(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again := buildFrames(s, m.ID, encodeManifest(t, s, m))
+		again := buildFrames(s, m.ID, encodeManifest(t, s, m, v1), v1)
 		m2, _, err := s.readManifestFrames(bytes.NewReader(again), false, false)
 		if err != nil {
 			t.Fatalf("re-encoded manifest does not decode: %v", err)
@@ -334,8 +401,9 @@ func FuzzManifestPlaintext(f *testing.F) {
 }
 
 // encodeManifest gives m's frames as the writer would: head, one object
-// frame, tail.
-func encodeManifest(t *testing.T, s *Store, m *Manifest) []frameSpec {
+// frame, then in format 2 an errors frame (when m has errors) and the
+// fixed-size tail, in format 1 the CBOR tail.
+func encodeManifest(t *testing.T, s *Store, m *Manifest, v1 bool) []frameSpec {
 	t.Helper()
 	ns := func(tm time.Time) int64 {
 		if tm.IsZero() {
@@ -347,22 +415,27 @@ func encodeManifest(t *testing.T, s *Store, m *Manifest) []frameSpec {
 	for _, o := range m.Objects {
 		ws = append(ws, toWire(o))
 	}
-	var frames []frameSpec
-	for _, p := range []struct {
-		kind byte
-		v    any
-	}{
-		{frameHead, wireHead{Source: m.Source, Started: ns(m.Started), RetainUntil: ns(m.RetainUntil), LegalHold: m.LegalHold}},
-		{frameObjects, ws},
-		{frameTail, wireTail{Finished: ns(m.Finished), Complete: m.Complete, Errors: m.Errors, Objects: m.Count, Bytes: m.Bytes}},
-	} {
-		b, err := s.codec.marshal(p.v)
+	enc := func(v any) []byte {
+		b, err := s.codec.marshal(v)
 		if err != nil {
 			t.Fatalf("encode decoded manifest: %v", err)
 		}
-		frames = append(frames, frameSpec{p.kind, b})
+		return b
 	}
-	return frames
+	frames := []frameSpec{
+		{frameHead, enc(wireHead{Source: m.Source, Started: ns(m.Started), RetainUntil: ns(m.RetainUntil), LegalHold: m.LegalHold})},
+		{frameObjects, enc(ws)},
+	}
+	if v1 {
+		return append(frames, frameSpec{frameTail, enc(wireTail{Finished: ns(m.Finished), Complete: m.Complete, Errors: m.Errors, Objects: m.Count, Bytes: m.Bytes})})
+	}
+	tv := tailV2{finished: ns(m.Finished), objects: m.Count, bytes: m.Bytes, complete: m.Complete}
+	if len(m.Errors) > 0 {
+		tv.errOff = int64(len(buildFrames(s, m.ID, frames, false)))
+		frames = append(frames, frameSpec{frameErrors, enc(m.Errors)})
+	}
+	tv.seq = uint64(len(frames))
+	return append(frames, frameSpec{frameTail, encodeTail(tv)})
 }
 
 // normalize maps empty maps and slices to nil: the encoder omits them, so

@@ -19,22 +19,42 @@ import (
 //
 //	| size | field                                                          |
 //	|------|----------------------------------------------------------------|
-//	| 8    | magic "HFSNAP01"                                               |
+//	| 8    | magic "HFSNAP02" (format 2; "HFSNAP01": format 1, read only)   |
 //	| 25   | snapshot ID, ASCII "YYYYMMDDTHHMMSSZ-xxxxxxxx"                  |
 //	| ...  | frames, each:                                                  |
-//	|      |   1  kind: 1 head, 2 objects, 3 tail                           |
+//	|      |   1  kind: 1 head, 2 objects, 3 tail, 4 errors (format 2)      |
 //	|      |   4  L, big endian (at most 64 MiB)                            |
 //	|      |   L  nonce(12) || AES-GCM(meta key, AD = "HFSF" || ID ||       |
-//	|      |      frame number u64 BE || kind) of a CBOR body || tag(16)    |
+//	|      |      frame number u64 BE || kind) of the body || tag(16)       |
 //
-// Frame 0 is the head (source, start, retention); object frames follow;
-// a committed manifest ends with exactly one tail frame (end time,
-// completeness, errors, totals). The frame number in the AD stops frames
-// from being dropped, reordered or moved between snapshots. A journal
-// without a tail is a snapshot in progress; a torn last frame is cut off
-// when it is resumed.
+// Frame 0 is the head (CBOR: source, start, retention); object frames
+// follow (CBOR arrays of objects); a committed manifest ends with exactly
+// one tail frame. The frame number in the AD stops frames from being
+// dropped, reordered or moved between snapshots. A journal without a tail
+// is a snapshot in progress; a torn last frame is cut off when it is
+// resumed.
+//
+// Format 1 ends with a CBOR tail (end time, completeness, errors, totals),
+// so its summary is found only by walking every frame. Format 2 makes the
+// summary a snapshot head that costs O(1) to read: frame 0 at the start
+// and a tail of fixed size (tailFrameLen bytes) at the very end, whose AD
+// carries the frame number tailSeqAD (the reader from the end cannot know
+// the real one; the tail holds it and a full read checks it). When the
+// snapshot recorded errors they are one errors frame (CBOR array of text)
+// just before the tail, which points at it. The format 2 tail body, 41
+// bytes, big endian:
+//
+//	| size | field                                                     |
+//	|------|-----------------------------------------------------------|
+//	| 8    | finished, Unix ns                                         |
+//	| 8    | object count                                              |
+//	| 8    | byte count (sum of object sizes)                          |
+//	| 8    | frame number of the tail (= frames before it)             |
+//	| 8    | offset of the errors frame in the file, 0 when none       |
+//	| 1    | flags: bit 0 complete; other bits zero                    |
 const (
-	snapMagic   = "HFSNAP01"
+	snapMagic   = "HFSNAP02"
+	snapMagicV1 = "HFSNAP01"
 	snapIDLen   = 25
 	snapHdrLen  = len(snapMagic) + snapIDLen
 	frameHdrLen = 5
@@ -43,6 +63,11 @@ const (
 	frameHead    byte = 1
 	frameObjects byte = 2
 	frameTail    byte = 3
+	frameErrors  byte = 4
+
+	tailBodyLen  = 41
+	tailFrameLen = frameHdrLen + tailBodyLen + sealOverhead
+	tailSeqAD    = math.MaxUint64
 )
 
 // Object is one stored object: its key (any bytes), what the source said
@@ -188,6 +213,7 @@ type frameReader struct {
 	r    *bufio.Reader
 	id   string
 	seq  uint64
+	v1   bool  // format 1 (HFSNAP01)
 	off  int64 // offset just past the last complete frame
 	skip bool  // skip decrypting object frames
 	// buf holds one frame at a time and is reused, so streaming a large
@@ -202,10 +228,10 @@ func (s *Store) newFrameReader(r io.Reader) (*frameReader, error) {
 	if _, err := io.ReadFull(br, hdr); err != nil {
 		return nil, fmt.Errorf("manifest header: %w", io.ErrUnexpectedEOF)
 	}
-	if string(hdr[:8]) != snapMagic || !ValidSnapshotID(string(hdr[8:])) {
+	if magic := string(hdr[:8]); magic != snapMagic && magic != snapMagicV1 || !ValidSnapshotID(string(hdr[8:])) {
 		return nil, fmt.Errorf("manifest magic: %w", ErrCorrupt)
 	}
-	return &frameReader{s: s, r: br, id: string(hdr[8:]), off: int64(snapHdrLen)}, nil
+	return &frameReader{s: s, r: br, id: string(hdr[8:]), off: int64(snapHdrLen), v1: string(hdr[:8]) == snapMagicV1}, nil
 }
 
 // next returns the next frame. io.EOF means a clean end; an error wrapping
@@ -220,7 +246,12 @@ func (fr *frameReader) next() (kind byte, plain []byte, err error) {
 	}
 	kind = h[0]
 	n := binary.BigEndian.Uint32(h[1:])
-	if kind < frameHead || kind > frameTail || n > maxFrame || n < sealOverhead {
+	last := frameErrors
+	if fr.v1 {
+		last = frameTail
+	}
+	if kind < frameHead || kind > last || n > maxFrame || n < sealOverhead ||
+		!fr.v1 && kind == frameTail && n != tailBodyLen+sealOverhead {
 		return 0, nil, fmt.Errorf("frame %d header: %w", fr.seq, ErrCorrupt)
 	}
 	if fr.skip && kind == frameObjects {
@@ -239,7 +270,11 @@ func (fr *frameReader) next() (kind byte, plain []byte, err error) {
 		return 0, nil, fmt.Errorf("frame %d body: %w", fr.seq, io.ErrUnexpectedEOF)
 	}
 	body := fr.buf.Bytes()
-	plain, err = openInPlace(fr.s.keys.meta, frameAD(fr.id, fr.seq, kind), body)
+	seqAD := fr.seq
+	if !fr.v1 && kind == frameTail {
+		seqAD = tailSeqAD
+	}
+	plain, err = openInPlace(fr.s.keys.meta, frameAD(fr.id, seqAD, kind), body)
 	if err != nil {
 		return 0, nil, fmt.Errorf("frame %d: %w", fr.seq, err)
 	}
@@ -250,9 +285,10 @@ func (fr *frameReader) next() (kind byte, plain []byte, err error) {
 
 // frameStats says how much of a journal is valid.
 type frameStats struct {
-	validLen int64  // bytes up to the end of the last good frame
-	frames   uint64 // good frames
+	validLen int64  // bytes up to the end of the last good frame (an errors frame without a tail after it does not count)
+	frames   uint64 // good frames (likewise)
 	tail     bool   // the journal ends with a tail: only the rename is missing
+	v1       bool   // format 1 (HFSNAP01)
 }
 
 // readManifestFrames decodes a manifest or journal. With partial set it
@@ -282,6 +318,13 @@ func (s *Store) manifestChunks(r io.Reader, partial bool, fn func(ChunkID)) (*Ma
 // frame at a time, and returns its summary (Objects empty). fn may see
 // objects of a manifest that turns out damaged further on: the error says so.
 func (s *Store) manifestObjects(r io.Reader, fn func(Object)) (*Manifest, error) {
+	m, _, err := s.walkManifestFrames(r, false, false, nil, func(o Object) error { fn(o); return nil })
+	return m, err
+}
+
+// walkObjects is manifestObjects whose fn can stop the walk: its error is
+// returned as it is.
+func (s *Store) walkObjects(r io.Reader, fn func(Object) error) (*Manifest, error) {
 	m, _, err := s.walkManifestFrames(r, false, false, nil, fn)
 	return m, err
 }
@@ -290,15 +333,18 @@ func (s *Store) manifestObjects(r io.Reader, fn func(Object)) (*Manifest, error)
 // decodes only sizes and chunk lists and hands each chunk ID to onChunk,
 // with onObject set it hands each object to onObject, instead of
 // collecting objects.
-func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChunk func(ChunkID), onObject func(Object)) (m *Manifest, st frameStats, err error) {
+func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChunk func(ChunkID), onObject func(Object) error) (m *Manifest, st frameStats, err error) {
 	fr, err := s.newFrameReader(r)
 	if err != nil {
 		return nil, st, err
 	}
 	fr.skip = skipObjects
+	st.v1 = fr.v1
 	m = &Manifest{ID: fr.id}
-	sawTail := false
+	sawTail, sawErrors := false, false
+	var errOff int64 // where the errors frame starts, 0 when none
 	for {
+		start := fr.off
 		kind, plain, err := fr.next()
 		if errors.Is(err, io.EOF) {
 			break
@@ -311,6 +357,9 @@ func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChu
 		}
 		if sawTail {
 			return nil, st, fmt.Errorf("frame after tail: %w", ErrCorrupt)
+		}
+		if sawErrors && kind != frameTail {
+			return nil, st, fmt.Errorf("frame after the errors frame: %w", ErrCorrupt)
 		}
 		if (fr.seq == 1) != (kind == frameHead) {
 			return nil, st, fmt.Errorf("manifest head out of place: %w", ErrCorrupt)
@@ -345,17 +394,36 @@ func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChu
 					return nil, st, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
 				}
 				if onObject != nil {
-					onObject(o)
+					if err := onObject(o); err != nil {
+						return nil, st, err
+					}
 				} else {
 					m.Objects = append(m.Objects, o)
 				}
 				m.Count++
 				m.Bytes += o.Size
 			}
+		case frameErrors:
+			if err := s.codec.unmarshal(plain, &m.Errors); err != nil {
+				return nil, st, fmt.Errorf("manifest errors: %w", err)
+			}
+			sawErrors, errOff = true, start
+			continue // counts as valid only with the tail after it
 		case frameTail:
 			var t wireTail
-			if err := s.codec.unmarshal(plain, &t); err != nil {
-				return nil, st, fmt.Errorf("manifest tail: %w", err)
+			if fr.v1 {
+				if err := s.codec.unmarshal(plain, &t); err != nil {
+					return nil, st, fmt.Errorf("manifest tail: %w", err)
+				}
+			} else {
+				tv, err := decodeTail(plain)
+				if err != nil {
+					return nil, st, err
+				}
+				if tv.seq != fr.seq-1 || tv.errOff != errOff {
+					return nil, st, fmt.Errorf("manifest tail says frame %d, errors at %d; found frame %d, errors at %d: %w", tv.seq, tv.errOff, fr.seq-1, errOff, ErrCorrupt)
+				}
+				t = wireTail{Finished: tv.finished, Complete: tv.complete, Errors: m.Errors, Objects: tv.objects, Bytes: tv.bytes}
 			}
 			if t.Objects < 0 || t.Bytes < 0 {
 				return nil, st, fmt.Errorf("manifest tail totals %d objects of %d bytes: %w", t.Objects, t.Bytes, ErrCorrupt)
@@ -375,7 +443,145 @@ func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChu
 	if !partial && !sawTail {
 		return nil, st, fmt.Errorf("manifest has no tail: %w", ErrCorrupt)
 	}
+	if !sawTail {
+		m.Errors = nil // an errors frame counts only with its tail
+	}
 	return m, st, nil
+}
+
+// tailV2 is the fixed-size tail of a format 2 manifest (layout above).
+type tailV2 struct {
+	finished, objects, bytes int64
+	seq                      uint64 // frame number of the tail
+	errOff                   int64  // offset of the errors frame, 0 when none
+	complete                 bool
+}
+
+func encodeTail(t tailV2) []byte {
+	b := make([]byte, 0, tailBodyLen)
+	b = binary.BigEndian.AppendUint64(b, uint64(t.finished))
+	b = binary.BigEndian.AppendUint64(b, uint64(t.objects))
+	b = binary.BigEndian.AppendUint64(b, uint64(t.bytes))
+	b = binary.BigEndian.AppendUint64(b, t.seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(t.errOff))
+	var flags byte
+	if t.complete {
+		flags = 1
+	}
+	return append(b, flags)
+}
+
+func decodeTail(b []byte) (tailV2, error) {
+	if len(b) != tailBodyLen {
+		return tailV2{}, fmt.Errorf("manifest tail of %d bytes: %w", len(b), ErrCorrupt)
+	}
+	t := tailV2{
+		finished: int64(binary.BigEndian.Uint64(b[0:])),
+		objects:  int64(binary.BigEndian.Uint64(b[8:])),
+		bytes:    int64(binary.BigEndian.Uint64(b[16:])),
+		seq:      binary.BigEndian.Uint64(b[24:]),
+		errOff:   int64(binary.BigEndian.Uint64(b[32:])),
+		complete: b[40]&1 != 0,
+	}
+	if t.objects < 0 || t.bytes < 0 || t.seq == 0 || t.errOff < 0 || b[40]&^1 != 0 ||
+		t.errOff != 0 && t.errOff < int64(snapHdrLen) {
+		return tailV2{}, fmt.Errorf("manifest tail: %w", ErrCorrupt)
+	}
+	return t, nil
+}
+
+// errV1Manifest says a manifest is in format 1, whose summary is found
+// only by walking its frames.
+var errV1Manifest = errors.New("format 1 manifest")
+
+// readHead reads the summary of a committed format 2 manifest from its
+// first frame, its fixed-size tail at the end and, when the snapshot
+// recorded errors, the errors frame just before the tail: O(1) reads
+// whatever the object count, each bounded. It returns errV1Manifest for
+// a format 1 manifest. It does not check the object frames (a full read
+// does); everything it returns is authenticated.
+func (s *Store) readHead(f io.ReaderAt, size int64) (*Manifest, error) {
+	hdr := make([]byte, snapHdrLen+frameHdrLen)
+	if size < int64(len(hdr))+tailFrameLen {
+		if size >= 8 {
+			if _, err := f.ReadAt(hdr[:8], 0); err == nil && string(hdr[:8]) == snapMagicV1 {
+				return nil, errV1Manifest
+			}
+		}
+		return nil, fmt.Errorf("manifest of %d bytes: %w", size, ErrCorrupt)
+	}
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		return nil, fmt.Errorf("read manifest head: %w", err)
+	}
+	if string(hdr[:8]) == snapMagicV1 {
+		return nil, errV1Manifest
+	}
+	id := string(hdr[8:snapHdrLen])
+	if string(hdr[:8]) != snapMagic || !ValidSnapshotID(id) {
+		return nil, fmt.Errorf("manifest magic: %w", ErrCorrupt)
+	}
+	tailAt := size - tailFrameLen
+	headLen := int64(binary.BigEndian.Uint32(hdr[snapHdrLen+1:]))
+	if hdr[snapHdrLen] != frameHead || headLen < sealOverhead || headLen > maxFrame || int64(len(hdr))+headLen > tailAt {
+		return nil, fmt.Errorf("manifest head frame: %w", ErrCorrupt)
+	}
+	m := &Manifest{ID: id}
+	body, err := s.readSealedFrame(f, int64(len(hdr)), headLen, frameAD(id, 0, frameHead))
+	if err != nil {
+		return nil, fmt.Errorf("manifest head: %w", err)
+	}
+	var h wireHead
+	if err := s.codec.unmarshal(body, &h); err != nil {
+		return nil, fmt.Errorf("manifest head: %w", err)
+	}
+	m.Source, m.Started, m.RetainUntil, m.LegalHold = h.Source, unixOrZero(h.Started), unixOrZero(h.RetainUntil), h.LegalHold
+
+	var th [frameHdrLen]byte
+	if _, err := f.ReadAt(th[:], tailAt); err != nil {
+		return nil, fmt.Errorf("read manifest tail: %w", err)
+	}
+	if th[0] != frameTail || binary.BigEndian.Uint32(th[1:]) != tailBodyLen+sealOverhead {
+		return nil, fmt.Errorf("manifest has no tail: %w", ErrCorrupt)
+	}
+	body, err = s.readSealedFrame(f, tailAt+frameHdrLen, tailBodyLen+sealOverhead, frameAD(id, tailSeqAD, frameTail))
+	if err != nil {
+		return nil, fmt.Errorf("manifest tail: %w", err)
+	}
+	t, err := decodeTail(body)
+	if err != nil {
+		return nil, err
+	}
+	m.Finished, m.Complete, m.Count, m.Bytes = unixOrZero(t.finished), t.complete, t.objects, t.bytes
+	if t.errOff != 0 {
+		var eh [frameHdrLen]byte
+		if t.errOff+frameHdrLen > tailAt || t.seq < 2 {
+			return nil, fmt.Errorf("manifest errors frame: %w", ErrCorrupt)
+		}
+		if _, err := f.ReadAt(eh[:], t.errOff); err != nil {
+			return nil, fmt.Errorf("read manifest errors: %w", err)
+		}
+		n := int64(binary.BigEndian.Uint32(eh[1:]))
+		if eh[0] != frameErrors || n < sealOverhead || n > maxFrame || t.errOff+frameHdrLen+n != tailAt {
+			return nil, fmt.Errorf("manifest errors frame: %w", ErrCorrupt)
+		}
+		body, err := s.readSealedFrame(f, t.errOff+frameHdrLen, n, frameAD(id, t.seq-1, frameErrors))
+		if err != nil {
+			return nil, fmt.Errorf("manifest errors: %w", err)
+		}
+		if err := s.codec.unmarshal(body, &m.Errors); err != nil {
+			return nil, fmt.Errorf("manifest errors: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// readSealedFrame reads n bytes at off and opens them under ad.
+func (s *Store) readSealedFrame(f io.ReaderAt, off, n int64, ad []byte) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		return nil, fmt.Errorf("read frame: %w", err)
+	}
+	return openInPlace(s.keys.meta, ad, b)
 }
 
 // frameChunks decodes the sizes and chunk lists of one object frame.
@@ -406,11 +612,42 @@ type journal struct {
 	f    *os.File
 	id   string
 	seq  uint64
+	off  int64 // bytes written: where the next frame starts
+	v1   bool  // a format 1 journal (resumed after an upgrade) ends as one
 	path string
 }
 
+// writeTail ends the manifest: in format 2 an errors frame when there are
+// errors, then the fixed-size tail; in format 1 the CBOR tail.
+func (j *journal) writeTail(t wireTail) error {
+	if j.v1 {
+		plain, err := j.s.codec.marshal(t)
+		if err != nil {
+			return err
+		}
+		return j.writeFrame(frameTail, plain)
+	}
+	tv := tailV2{finished: t.Finished, objects: t.Objects, bytes: t.Bytes, complete: t.Complete}
+	if len(t.Errors) > 0 {
+		plain, err := j.s.codec.marshal(t.Errors)
+		if err != nil {
+			return err
+		}
+		tv.errOff = j.off
+		if err := j.writeFrame(frameErrors, plain); err != nil {
+			return err
+		}
+	}
+	tv.seq = j.seq
+	return j.writeFrame(frameTail, encodeTail(tv))
+}
+
 func (j *journal) writeFrame(kind byte, plain []byte) error {
-	sealed := sealTo(nil, j.s.keys.meta, frameAD(j.id, j.seq, kind), plain)
+	seqAD := j.seq
+	if !j.v1 && kind == frameTail {
+		seqAD = tailSeqAD
+	}
+	sealed := sealTo(nil, j.s.keys.meta, frameAD(j.id, seqAD, kind), plain)
 	if len(sealed) > maxFrame {
 		return fmt.Errorf("manifest frame of %d bytes exceeds %d", len(sealed), maxFrame)
 	}
@@ -428,6 +665,7 @@ func (j *journal) writeFrame(kind byte, plain []byte) error {
 		return fmt.Errorf("write journal: %w", err)
 	}
 	j.seq++
+	j.off += int64(len(buf))
 	j.s.at("journal-before-fsync")
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("fsync journal: %w", err)

@@ -321,10 +321,12 @@ func (s *Store) checkPackName(name string) (int64, error) {
 	return n, nil
 }
 
-// readManifestHead reads the summary of a committed manifest (object
-// frames are not decrypted) and says whether the file is sealed.
+// readManifestHead reads the summary of a committed manifest (its head and
+// tail; a format 1 manifest's object frames are skipped, not decrypted)
+// and says whether the file is sealed. Prune then streams the chunks of
+// every manifest whole, which checks what the head says.
 func (s *Store) readManifestHead(id string) (*Manifest, bool, error) {
-	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
+	f, size, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
 	if err != nil {
 		return nil, false, err
 	}
@@ -333,7 +335,7 @@ func (s *Store) readManifestHead(id string) (*Manifest, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	m, _, err := s.readManifestFrames(f, false, true)
+	m, err := s.manifestSummary(f, size)
 	if err != nil {
 		return nil, sealed, err
 	}

@@ -22,6 +22,10 @@ type SnapshotInfo struct {
 // ErrNotFound means no such snapshot or object.
 var ErrNotFound = errors.New("not found")
 
+// ErrNoObject means the snapshot exists and holds no such key; it wraps
+// ErrNotFound.
+var ErrNoObject = fmt.Errorf("no such object: %w", ErrNotFound)
+
 // snapshotIDs lists the IDs of regular files named like manifests, sorted.
 // Other entries are skipped (Verify names them) and cost no memory.
 func (s *Store) snapshotIDs() ([]string, error) {
@@ -65,12 +69,12 @@ func (s *Store) Snapshots() ([]SnapshotInfo, error) {
 }
 
 func (s *Store) readManifestSummary(id string) (*Manifest, error) {
-	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
+	f, size, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	m, _, err := s.readManifestFrames(f, false, true)
+	m, err := s.manifestSummary(f, size)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +82,35 @@ func (s *Store) readManifestSummary(id string) (*Manifest, error) {
 		return nil, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
 	}
 	return m, nil
+}
+
+// SnapshotHead reads the summary of committed snapshot id (Objects empty;
+// a format 2 manifest's head and tail only): ReadManifest without the
+// objects, in O(1) bounded reads.
+func (s *Store) SnapshotHead(id string) (*Manifest, error) {
+	if !ValidSnapshotID(id) {
+		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
+	}
+	m, err := s.readManifestSummary(id)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	return m, nil
+}
+
+// manifestSummary reads a committed manifest's summary (Objects empty): a
+// format 2 manifest's head and tail only, a format 1 manifest by walking
+// its frames without decrypting its objects.
+func (s *Store) manifestSummary(f *os.File, size int64) (*Manifest, error) {
+	m, err := s.readHead(f, size)
+	if !errors.Is(err, errV1Manifest) {
+		return m, err
+	}
+	m, _, err = s.readManifestFrames(f, false, true)
+	return m, err
 }
 
 // ReadManifest reads a whole committed manifest.
@@ -103,20 +136,62 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 	return m, nil
 }
 
-// FindObject returns the object with key in snapshot id. When a snapshot
-// holds the key more than once (versions of an S3 object, or a file that
-// changed before a resumed put read it again) the last one recorded wins.
+// WalkObjects hands every object of committed snapshot id to fn, in the
+// order recorded, one manifest frame at a time, and returns the snapshot's
+// summary (Objects empty): memory does not grow with the object count. fn
+// may see objects of a manifest that turns out damaged further on (the
+// error says so); an error from fn stops the walk and is returned as it is.
+func (s *Store) WalkObjects(id string, fn func(Object) error) (*Manifest, error) {
+	if !ValidSnapshotID(id) {
+		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
+	}
+	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var fnErr error
+	m, err := s.walkObjects(f, func(o Object) error {
+		fnErr = fn(o)
+		return fnErr
+	})
+	if err != nil {
+		if fnErr != nil {
+			return nil, fnErr
+		}
+		return nil, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	if m.ID != id {
+		return nil, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
+	}
+	return m, nil
+}
+
+// FindObject returns the object with key in snapshot id, and the
+// snapshot's summary (Objects empty). When a snapshot holds the key more
+// than once (versions of an S3 object, or a file that changed before a
+// resumed put read it again) the last one recorded wins. It streams the
+// manifest (WalkObjects): memory does not grow with the object count
+// (time still does).
 func (s *Store) FindObject(id string, key []byte) (*Manifest, Object, error) {
-	m, err := s.ReadManifest(id)
+	var found Object
+	ok := false
+	m, err := s.WalkObjects(id, func(o Object) error {
+		if bytes.Equal(o.Key, key) {
+			found, ok = o, true
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, Object{}, err
 	}
-	for i := len(m.Objects) - 1; i >= 0; i-- {
-		if o := m.Objects[i]; bytes.Equal(o.Key, key) {
-			return m, o, nil
-		}
+	if !ok {
+		return nil, Object{}, fmt.Errorf("object %q in %s: %w", key, id, ErrNoObject)
 	}
-	return nil, Object{}, fmt.Errorf("object %q in %s: %w", key, id, ErrNotFound)
+	return m, found, nil
 }
 
 // ChunkReader reads chunks by ID, keeping pack files open. Not safe for

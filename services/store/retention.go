@@ -193,7 +193,7 @@ func (s *Store) Extend(id string, until time.Time, hold bool, reason string) err
 	if s.ro {
 		return errors.New("extend: store opened read-only")
 	}
-	m, err := s.ReadManifest(id)
+	m, err := s.SnapshotHead(id)
 	if err != nil {
 		return fmt.Errorf("extend: %w", err)
 	}

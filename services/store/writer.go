@@ -91,7 +91,7 @@ func (s *Store) Begin(ctx context.Context, o BeginOptions) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create journal: %w", err)
 	}
-	sn.j = &journal{s: s, f: f, id: sn.id, path: path}
+	sn.j = &journal{s: s, f: f, id: sn.id, path: path, off: int64(snapHdrLen)}
 	if _, err := f.Write(append([]byte(snapMagic), sn.id...)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("write journal: %w", err)
@@ -202,7 +202,7 @@ func (s *Store) Resume(ctx context.Context, id string) (*Snapshot, error) {
 	if !m.RetainUntil.IsZero() {
 		sn.head.RetainUntil = m.RetainUntil.UnixNano()
 	}
-	sn.j = &journal{s: s, f: f, id: id, seq: st.frames, path: path}
+	sn.j = &journal{s: s, f: f, id: id, seq: st.frames, off: st.validLen, v1: st.v1, path: path}
 	s.log.Info("snapshot resumed", "id", id, "source", m.Source, "objects", len(m.Objects))
 	return sn, nil
 }
@@ -606,11 +606,7 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 		return nil, fmt.Errorf("commit: clock: %w", err)
 	}
 	tail := wireTail{Finished: now.UnixNano(), Complete: !o.Incomplete && len(sn.errs) == 0, Errors: sn.errs, Objects: sn.objects, Bytes: sn.bytes}
-	plain, err := s.codec.marshal(tail)
-	if err != nil {
-		return nil, err
-	}
-	if err := sn.j.writeFrame(frameTail, plain); err != nil {
+	if err := sn.j.writeTail(tail); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	if err := sn.j.f.Close(); err != nil {

@@ -2,7 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 
@@ -81,7 +81,7 @@ func (a *app) lsSnapshots(s *store.Store) error {
 }
 
 func (a *app) lsObjects(s *store.Store, id string) error {
-	m, err := s.ReadManifest(id)
+	m, err := s.SnapshotHead(id)
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,11 @@ func (a *app) lsObjects(s *store.Store, id string) error {
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SIZE\tMODIFIED\tSHA256\tKEY")
-	for _, o := range m.Objects {
+	// The objects stream from the manifest a frame at a time: memory does
+	// not grow with the snapshot. tabwriter keeps its lines until Flush,
+	// so it is flushed every 1,000 rows (columns align within a block).
+	n := 0
+	if _, err := s.WalkObjects(id, func(o store.Object) error {
 		sum := o.Checksums["sha256"]
 		if sum == "" {
 			sum = "-"
@@ -100,11 +104,18 @@ func (a *app) lsObjects(s *store.Store, id string) error {
 		// Keys go last and may hold spaces; tabwriter only aligns on tabs,
 		// and displayKey never lets a raw tab through.
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", o.Size, formatTime(o.ModTime), sum, displayKey(o.Key))
+		if n++; n%1000 == 0 {
+			return tw.Flush()
+		}
+		return nil
+	}); err != nil {
+		_ = tw.Flush()
+		return err
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "%d objects, %d bytes (%s)\n", len(m.Objects), m.Bytes, humanBytes(m.Bytes))
+	fmt.Fprintf(a.stdout, "%d objects, %d bytes (%s)\n", n, m.Bytes, humanBytes(m.Bytes))
 	return nil
 }
 
@@ -129,13 +140,9 @@ cat opens the store read-only.`,
 				return err
 			}
 			defer s.Close()
-			m, err := s.ReadManifest(args[1])
+			obj, err := findObject(s, args[1], args[2])
 			if err != nil {
 				return err
-			}
-			obj, ok := findObject(m, args[2])
-			if !ok {
-				return fmt.Errorf("object %s in snapshot %s: %w", displayKey([]byte(args[2])), m.ID, store.ErrNotFound)
 			}
 			w := bufio.NewWriterSize(a.stdout, 1<<20)
 			if err := s.WriteObject(cmd.Context(), obj, w); err != nil {
@@ -150,13 +157,15 @@ cat opens the store read-only.`,
 // findObject looks the argument up as a raw key first, then as a quoted
 // key. Should a manifest hold a key twice (a resumed snapshot whose file
 // changed in between), the last record, the one read most recently, wins.
-func findObject(m *store.Manifest, arg string) (store.Object, bool) {
+func findObject(s *store.Store, id, arg string) (store.Object, error) {
 	for _, k := range lookupKeys(arg) {
-		for i := len(m.Objects) - 1; i >= 0; i-- {
-			if bytes.Equal(m.Objects[i].Key, k) {
-				return m.Objects[i], true
-			}
+		_, o, err := s.FindObject(id, k)
+		if err == nil {
+			return o, nil
+		}
+		if !errors.Is(err, store.ErrNoObject) {
+			return store.Object{}, err // the snapshot is missing or damaged
 		}
 	}
-	return store.Object{}, false
+	return store.Object{}, fmt.Errorf("object %s in snapshot %s: %w", displayKey([]byte(arg)), id, store.ErrNotFound)
 }

@@ -3,6 +3,7 @@ package disk_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -584,4 +585,40 @@ func TestRestoreWithHostileEntries(t *testing.T) {
 		t.Fatal("restore --disk hangs")
 	}
 	compare(t, "dir", dirSums(t, out), wantMap(objs))
+}
+
+// TestRestoreV1Store: a disk whose store was written before snapshot heads
+// (manifests in the first format) restores with the paper key alone.
+func TestRestoreV1Store(t *testing.T) {
+	im, fx := disktest.MakeV1Image(t)
+	ctx := context.Background()
+	d, err := disk.Open(ctx, im.Path, disk.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer d.Close()
+	s, err := openStore(t, d, im.Recovery)
+	if err != nil {
+		t.Fatalf("open store with the recovery key: %v", err)
+	}
+	defer s.Close()
+	infos, err := s.Snapshots()
+	if err != nil || len(infos) != len(fx.Snapshots) {
+		t.Fatalf("%d snapshots, %v", len(infos), err)
+	}
+	for _, id := range fx.Snapshots {
+		out := filepath.Join(t.TempDir(), "out")
+		if _, err := restore.ToDir(ctx, s, id, "", out, restore.Options{Logger: testLogger(t)}); err != nil {
+			t.Fatalf("restore %s to dir: %v", id, err)
+		}
+		want := map[string][32]byte{}
+		for k, sum := range fx.Objects[id] {
+			b, err := hex.DecodeString(sum)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[k] = [32]byte(b)
+		}
+		compare(t, id, dirSums(t, out), want)
+	}
 }

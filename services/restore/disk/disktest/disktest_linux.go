@@ -27,6 +27,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/recoverykey"
 	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 	"github.com/holdfast-appliance/holdfast/services/store"
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
 // Label and StoreDir of a data disk (package disk has the same).
@@ -93,6 +94,22 @@ func MakeImage(t testing.TB, snaps ...[]Object) *Image {
 	}
 	Unmount(t, mnt)
 	return im
+}
+
+// MakeV1Image makes a data disk image whose store was written by the code
+// before snapshot heads (manifests in the first format, HFSNAP01): the
+// fixture storetest.V1Store describes, sealed as the appliance leaves it.
+func MakeV1Image(t testing.TB) (*Image, storetest.V1Fixture) {
+	t.Helper()
+	img := Blank(t, Label)
+	mnt := Mount(t, img, false)
+	fx := storetest.V1Store(t, filepath.Join(mnt, StoreDir))
+	rk, err := recoverykey.Parse(fx.Recovery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Unmount(t, mnt)
+	return &Image{Path: img, Recovery: rk, Snapshots: fx.Snapshots}, fx
 }
 
 // Blank makes a sparse image formatted ext4 with label and nothing on it.
