@@ -183,18 +183,24 @@ func SHA256(t testing.TB, path string) [32]byte {
 	return s
 }
 
-// CheckReleased fails the test if a file system is still mounted on a
-// "holdfast-disk-*" directory (where package disk mounts) or a loop device
-// other than those in keep is still backed by img.
+// CheckReleased fails the test if a loop device backed by img, other than
+// those in keep, is still mounted or attached.
 func CheckReleased(t testing.TB, img string, keep ...string) {
 	t.Helper()
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(mi), "\n") {
-		if strings.Contains(line, "/holdfast-disk-") {
-			t.Errorf("still mounted: %s", line)
+	// Only img's own loop devices count: tests of other packages mount
+	// their images at the same time (go test runs packages in parallel).
+	for _, l := range Loops(t, img) {
+		if slices.Contains(keep, l) {
+			continue
+		}
+		for _, line := range strings.Split(string(mi), "\n") {
+			if strings.Contains(line, " "+l+" ") {
+				t.Errorf("still mounted: %s", line)
+			}
 		}
 	}
 	// Current kernels detach a released loop device synchronously; allow a
