@@ -639,19 +639,11 @@ func (c fixedClock) Now() (time.Time, error) { return time.Time(c), nil }
 // read-write (which runs recovery). The ID is not authenticated here; Open
 // checks the config with the key.
 func PeekID(dir string) (string, error) {
-	f, _, err := openStoreFile(filepath.Join(dir, configName), os.O_RDONLY, maxConfigFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("open %s: %w", dir, ErrNotStore)
-	}
+	id, err := ReadID(dir)
 	if err != nil {
-		return "", fmt.Errorf("read config: %w", err)
+		return "", err
 	}
-	defer f.Close()
-	var hdr [26]byte
-	if _, err := io.ReadFull(f, hdr[:]); err != nil || string(hdr[:8]) != configMagic {
-		return "", fmt.Errorf("open %s: bad config magic: %w", dir, ErrNotStore)
-	}
-	return hex.EncodeToString(hdr[10:26]), nil
+	return hex.EncodeToString(id[:]), nil
 }
 
 // SaveIndex writes the index cache when it changed (after InstallCopy).

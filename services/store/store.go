@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -149,10 +148,19 @@ type Store struct {
 
 // Init creates a new store in dir, which must not exist or be empty. It
 // never touches a directory that holds anything.
+//
+// ks is a master key (the store gets a random ID) or the StoreKeys of the
+// store to make (it gets their ID: the appliance's PID 1 picks the ID and
+// derives the subkeys, so the process that makes the store never holds
+// the master key).
 func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Options) (*Store, error) {
-	master, err := ks.MasterKey(ctx)
+	id, err := initID(ks)
 	if err != nil {
-		return nil, fmt.Errorf("master key: %w", err)
+		return nil, err
+	}
+	k, err := keysFor(ctx, dir, ks, id, false)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create store dir: %w", err)
@@ -186,14 +194,6 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	cfg := storeConfig{
 		Created: time.Now().UnixNano(), ChunkerPol: uint64(pol),
 		MinChunk: minChunk, MaxChunk: maxChunk, PackSize: uint32(packSize),
-	}
-	var id [16]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return nil, fmt.Errorf("store id: %w", err)
-	}
-	k, err := deriveKeys(master, id)
-	if err != nil {
-		return nil, err
 	}
 	c, err := newCodec()
 	if err != nil {
@@ -248,7 +248,8 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	return s, nil
 }
 
-// Open opens an existing store. Unless opts.ReadOnly, it takes the write
+// Open opens an existing store with a master key or with its StoreKeys
+// (refused with a WrongStoreError for a store of another ID). Unless opts.ReadOnly, it takes the write
 // lock and recovers from a crash: it empties tmp/, seals files that a crash
 // left renamed but unsealed, and restores directory flags.
 func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, error) {
@@ -271,11 +272,7 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 	if int(n) != len(raw)-30 {
 		return nil, fmt.Errorf("open %s: config length: %w", dir, ErrCorrupt)
 	}
-	master, err := ks.MasterKey(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("master key: %w", err)
-	}
-	k, err := deriveKeys(master, id)
+	k, err := keysFor(ctx, dir, ks, id, o.ReadOnly)
 	if err != nil {
 		return nil, err
 	}
