@@ -31,11 +31,12 @@ import (
 //	|                |     | SERVICE only for a port | cannot change                  |
 //	|                |     | below 1024)             |                                |
 //
-// So the export can read the store (it runs as the files' owner, and
-// needs the master key to decrypt) but not write one byte of it: the
+// So the export can read the store but not write one byte of it: the
 // kernel refuses every write on a read-only mount, whatever the process
-// asks. It holds no socket to the sealer or to PID 1; it gets the master
-// key and the config once, over a socket PID 1 then closes.
+// asks. It holds no socket to the sealer or to PID 1; it gets the store's
+// read-only subkeys (chunk-id, data and meta: what reading needs; never
+// the master key, nor the clock key a writer needs, keys_linux.go) and
+// the config once, over a socket PID 1 then closes.
 
 // Environment of the become-export stage (nothing secret: paths and the
 // listen address).
@@ -47,18 +48,22 @@ const (
 
 // exportInit is what PID 1 sends the export, once.
 type exportInit struct {
-	Master   []byte `json:"master"`
-	Config   []byte `json:"config"`
-	StoreDir string `json:"store_dir"`
+	Keys     store.StoreKeys `json:"keys"` // read-only: no clock key
+	Config   []byte          `json:"config"`
+	StoreDir string          `json:"store_dir"`
 }
 
 // startExport starts the export when the config has an export block.
 func (a *appliance) startExport() error {
 	a.mu.Lock()
-	cfg, raw, master, dir := a.cfg, a.cfgRaw, a.master, a.storeDir
+	cfg, dir := a.cfg, a.storeDir
 	a.mu.Unlock()
 	if cfg == nil || cfg.Export == nil {
 		return nil
+	}
+	init, err := a.exportInit()
+	if err != nil {
+		return fmt.Errorf("export keys: %w", err)
 	}
 	ours, theirs, err := socketpair("export")
 	if err != nil {
@@ -75,7 +80,7 @@ func (a *appliance) startExport() error {
 	if err != nil {
 		return err
 	}
-	if err := json.NewEncoder(ours).Encode(exportInit{Master: master, Config: raw, StoreDir: dir}); err != nil {
+	if err := json.NewEncoder(ours).Encode(init); err != nil {
 		return fmt.Errorf("export: send init: %w", err)
 	}
 	a.log.Info("export started: read-only S3 over TLS", "listen", cfg.Export.Listen)
@@ -133,7 +138,7 @@ func runExport(log hclog.Logger) error {
 		return fmt.Errorf("export: the config has no export block")
 	}
 	ctx := context.Background()
-	srv, err := export.FromConfig(ctx, in.StoreDir, store.StaticKey(in.Master), *cfg.Export, log)
+	srv, err := export.FromConfig(ctx, in.StoreDir, in.Keys, *cfg.Export, log)
 	if err != nil {
 		return err
 	}

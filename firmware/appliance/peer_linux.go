@@ -9,6 +9,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
 // The control channel between PID 1 and the worker: one JSON object per
@@ -17,7 +19,7 @@ import (
 //
 //	| op      | from  | fields                                    | reply                |
 //	|---------|-------|-------------------------------------------|----------------------|
-//	| init    | PID 1 | master, config, store_dir, create, recovery| err                 |
+//	| init    | PID 1 | keys, config, store_dir, create, recovery | err                  |
 //	| pull    | PID 1 | source                                    | status, err          |
 //	| extend  | PID 1 | snapshot, until, hold, reason             | err                  |
 //	| sign    | worker| snapshot, digest                          | receipt, err         |
@@ -41,9 +43,11 @@ type message struct {
 	Until    time.Time `json:"until,omitzero"`
 	Hold     bool      `json:"hold,omitempty"`
 	Reason   string    `json:"reason,omitempty"`
-	Master   []byte    `json:"master,omitempty"`
-	Config   []byte    `json:"config,omitempty"`
-	StoreDir string    `json:"store_dir,omitempty"`
+	// Keys are the store's subkeys (init); never the master key, which
+	// does not leave PID 1 (keys_linux.go).
+	Keys     *store.StoreKeys `json:"keys,omitempty"`
+	Config   []byte           `json:"config,omitempty"`
+	StoreDir string           `json:"store_dir,omitempty"`
 	// Disks are the data disks holding the store, the primary first
 	// (init); the disk the worker writes to now (primary).
 	Disks []diskRef `json:"disks,omitempty"`

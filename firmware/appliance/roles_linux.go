@@ -211,8 +211,8 @@ type worker struct {
 	dmu      sync.Mutex
 	disks    []*wdisk
 	syncKick chan struct{}
-	scrubMu  sync.Mutex // one scrub at a time
-	master   []byte
+	scrubMu  sync.Mutex      // one scrub at a time
+	keys     store.StoreKeys // the store's subkeys from PID 1; never the master key
 	cfg      *config.File
 	ready    chan struct{}
 	// lastScrub is when the last scrub ended, as PID 1 recorded it.
@@ -281,11 +281,14 @@ func (w *worker) handle(m message) *message {
 		if w.cfg != nil {
 			return &message{Err: "already initialised"}
 		}
+		if m.Keys == nil {
+			return &message{Err: "init without the store's keys"}
+		}
 		cfg, err := config.Parse("config.sealed", m.Config)
 		if err != nil {
 			return &message{Err: err.Error()}
 		}
-		w.master, w.cfg, w.lastScrub, w.floor = m.Master, cfg, m.LastScrub, m.TrustedTime
+		w.keys, w.cfg, w.lastScrub, w.floor = *m.Keys, cfg, m.LastScrub, m.TrustedTime
 		if err := w.setDisks(m.Disks, m.StoreDir); err != nil {
 			return &message{Err: err.Error()}
 		}
@@ -297,7 +300,7 @@ func (w *worker) handle(m message) *message {
 			w.out = d
 		}
 		if m.Create {
-			st, err := store.Init(context.Background(), w.disks[0].ref.Dir, store.StaticKey(m.Master), store.InitOptions{RecoveryBlob: m.Recovery}, w.storeOptions(w.disks[0]))
+			st, err := store.Init(context.Background(), w.disks[0].ref.Dir, w.keys, store.InitOptions{RecoveryBlob: m.Recovery}, w.storeOptions(w.disks[0]))
 			if err != nil {
 				return &message{Err: fmt.Sprintf("create store: %v", err)}
 			}
@@ -323,7 +326,7 @@ func (w *worker) handle(m message) *message {
 		d.mu.Lock()
 		defer w.kickSync()
 		defer d.mu.Unlock()
-		st, err := store.Open(context.Background(), d.ref.Dir, store.StaticKey(w.master), w.storeOptions(d))
+		st, err := store.Open(context.Background(), d.ref.Dir, w.keys, w.storeOptions(d))
 		if err != nil {
 			return &message{Err: err.Error()}
 		}
@@ -378,7 +381,7 @@ func (w *worker) pullOn(ctx context.Context, d *wdisk, src config.Source, ps *pu
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
-	st, err := store.Open(ctx, d.ref.Dir, store.StaticKey(w.master), w.storeOptions(d))
+	st, err := store.Open(ctx, d.ref.Dir, w.keys, w.storeOptions(d))
 	if err != nil {
 		return err
 	}

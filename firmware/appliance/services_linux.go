@@ -293,7 +293,11 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	if a.tt != nil {
 		floor, _ = a.tt.T()
 	}
-	_, err = w.call(ctx, message{Op: "init", Master: a.master, Config: a.cfgRaw, StoreDir: a.storeDir, Disks: refs, LastScrub: a.lastScrub(), TrustedTime: floor, Create: a.newStore, Recovery: wrapped})
+	init, err := a.workerInit(refs, floor, wrapped)
+	if err != nil {
+		return fmt.Errorf("worker keys: %w", err)
+	}
+	_, err = w.call(ctx, init)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -307,6 +311,9 @@ func (a *appliance) lockdown(ctx context.Context) error {
 			a.storeID, a.newStore = st.ID(), false
 			a.mu.Unlock()
 			st.Close()
+			if st.ID() != init.Keys.IDString() {
+				a.alert("disk-error: the worker created a store of another ID than PID 1 chose", "store", st.ID(), "chosen", init.Keys.IDString())
+			}
 		}
 		// The config partition is still writable (hardenMounts runs
 		// last): record the disk, so that its absence is noticed.
