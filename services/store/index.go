@@ -263,6 +263,11 @@ func (s *Store) saveIndex() error {
 	if err != nil {
 		return fmt.Errorf("index cache: %w", err)
 	}
+	if err := tmp.Chmod(fileMode); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return fmt.Errorf("index cache: %w", err)
+	}
 	if _, err := tmp.Write(out); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())

@@ -384,6 +384,11 @@ func (s *Store) stageCopy(ctx context.Context, srcRoot, rel string, kind FileKin
 		return st, fmt.Errorf("create copy: %w", err)
 	}
 	st.tmp = out.Name()
+	if err = out.Chmod(fileMode); err != nil {
+		out.Close()
+		os.Remove(st.tmp)
+		return st, fmt.Errorf("create copy: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			out.Close()
@@ -669,7 +674,7 @@ func InitMirror(ctx context.Context, dir string, primary *Store, ks KeySource, o
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("create store dir: %w", err)
 	}
 	entries, err := os.ReadDir(dir)
@@ -683,15 +688,15 @@ func InitMirror(ctx context.Context, dir string, primary *Store, ks KeySource, o
 		return nil, err
 	}
 	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir, receiptsDir} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, d), dirMode); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, lockName), nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, lockName), nil, lockMode); err != nil {
 		return nil, fmt.Errorf("create lock file: %w", err)
 	}
 	if len(blob) > 0 {
-		if err := os.Mkdir(filepath.Join(dir, recoveryDir), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, recoveryDir), dirMode); err != nil {
 			return nil, fmt.Errorf("create recovery dir: %w", err)
 		}
 		tmp := filepath.Join(dir, tmpDir, recoveryName)

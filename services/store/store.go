@@ -106,6 +106,17 @@ type InitOptions struct {
 	polynomial chunker.Pol // tests only: a fixed chunker polynomial; 0 means random
 }
 
+// Modes of what the store makes. The owner (on the appliance the worker,
+// uid and gid 1000) writes; its group reads: the appliance's sealer reads
+// a file's magic before sealing it and the export reads everything, each
+// as a member of the worker's group, owning nothing of the store. Others
+// get nothing. Only the writer takes the lock.
+const (
+	dirMode  os.FileMode = 0o750
+	fileMode os.FileMode = 0o640
+	lockMode os.FileMode = 0o600
+)
+
 // Config file layout (STORE/holdfast-store), sealed immutable at init:
 //
 //	| offset | size | field                                                  |
@@ -162,7 +173,7 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("create store dir: %w", err)
 	}
 	entries, err := os.ReadDir(dir)
@@ -212,15 +223,15 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	out = append(out, sealed...)
 
 	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir, receiptsDir} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, d), dirMode); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, lockName), nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, lockName), nil, lockMode); err != nil {
 		return nil, fmt.Errorf("create lock file: %w", err)
 	}
 	if len(io.RecoveryBlob) > 0 {
-		if err := os.Mkdir(filepath.Join(dir, recoveryDir), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, recoveryDir), dirMode); err != nil {
 			return nil, fmt.Errorf("create recovery dir: %w", err)
 		}
 		tmp := filepath.Join(dir, tmpDir, recoveryName)
@@ -387,7 +398,7 @@ func (s *Store) path(elem ...string) string {
 func (s *Store) recover() error {
 	// Directories a crash during init (or an older layout) left missing.
 	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir, receiptsDir} {
-		if err := os.Mkdir(s.path(d), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := os.Mkdir(s.path(d), dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
@@ -658,7 +669,7 @@ func isShard(name string) bool {
 // using a probe directory it then removes.
 func checkFlagSupport(dir string) error {
 	probe := filepath.Join(dir, ".flag-probe")
-	if err := os.Mkdir(probe, 0o700); err != nil {
+	if err := os.Mkdir(probe, dirMode); err != nil {
 		return fmt.Errorf("flag probe: %w", err)
 	}
 	defer os.Remove(probe)
@@ -692,7 +703,7 @@ func (s *Store) installSealed(dir, name string, data []byte) error {
 }
 
 func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
 		return err
 	}

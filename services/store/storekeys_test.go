@@ -151,3 +151,48 @@ func write(t *testing.T, p string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestModesGroupReadable: every file and directory the store makes is
+// readable (directories searchable) by its group and by no one else, and
+// writable by its owner only: on the appliance the sealer and the export
+// read the worker's store through the worker's group and own nothing of it.
+func TestModesGroupReadable(t *testing.T) {
+	s := newStore(t, InitOptions{PackSize: 1 << 20, RecoveryBlob: []byte("HFRK blob")}, Options{})
+	putObjects(t, s, "src", time.Now().Add(time.Hour), map[string][]byte{"a": randBytes(3, 3<<20), "b": []byte("b")})
+	s = reopen(t, s, Options{}) // writes the index cache, the clock log
+	m := putObjects(t, s, "src", time.Now().Add(2*time.Hour), map[string][]byte{"c": randBytes(4, 1<<20)})
+	if err := s.Extend(m.ID, time.Now().Add(48*time.Hour), false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	n := 0
+	err := filepath.WalkDir(s.Dir(), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(s.Dir(), p)
+		perm := fi.Mode().Perm()
+		want := os.FileMode(0o640)
+		switch {
+		case d.IsDir():
+			want = 0o750
+		case rel == lockName:
+			want = 0o600 // only the writer takes the lock
+		}
+		if perm != want {
+			t.Errorf("%s has mode %o, want %o", rel, perm, want)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 20 {
+		t.Fatalf("only %d entries checked", n)
+	}
+}
