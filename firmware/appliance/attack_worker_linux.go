@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 )
 
@@ -46,7 +48,7 @@ func (a *appliance) testOnlySealers(stores []dataStore) {
 			sealerEnd.Close()
 			continue
 		}
-		_, err = a.spawn("sealer", sealerEnd)
+		_, err = a.spawnWith("sealer", unix.CLONE_NEWNS, []string{sealerStoreEnv + "=" + d.Dir}, sealerEnd)
 		sealerEnd.Close()
 		if err != nil {
 			a.log.Error("TEST IMAGE: no sealer for the worker adversary", "disk", d.Name, "error", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast-appliance/holdfast/firmware/caps"
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/export"
 	"github.com/holdfast-appliance/holdfast/services/store"
@@ -21,19 +22,20 @@ import (
 // the end of lockdown, after the mounts are read-only and before it limits
 // itself:
 //
-//	| stage          | uid | capabilities            | mounts                         |
-//	|----------------|-----|-------------------------|--------------------------------|
-//	| become-export  | 0   | all (briefly)           | a new mount namespace: the     |
-//	|                |     |                         | store bind-mounted read-only   |
-//	|                |     |                         | over itself, the config        |
-//	|                |     |                         | partition unmounted            |
-//	| export         | 1000| none (CAP_NET_BIND_     | that namespace, which it       |
-//	|                |     | SERVICE only for a port | cannot change                  |
-//	|                |     | below 1024)             |                                |
+//	| stage          | uid:gid   | capabilities            | mounts                         |
+//	|----------------|-----------|-------------------------|--------------------------------|
+//	| become-export  | 0:0       | all (briefly)           | a new mount namespace: every   |
+//	|                |           |                         | mount read-only (every data    |
+//	|                |           |                         | disk, primary and mirrors, the |
+//	|                |           |                         | root file system), the config  |
+//	|                |           |                         | partition unmounted            |
+//	| export         | 1002:1002,| none (CAP_NET_BIND_     | that namespace, which it       |
+//	|                | group 1000| SERVICE only for a port | cannot change                  |
+//	|                |           | below 1024)             |                                |
 //
-// So the export can read the store but not write one byte of it: the
-// kernel refuses every write on a read-only mount, whatever the process
-// asks. It holds no socket to the sealer or to PID 1; it gets the store's
+// So the export can read the store (through the worker's group: it owns
+// nothing of it) but not write one byte of it on any disk: the kernel
+// refuses every write on a read-only mount, whatever the process asks. It holds no socket to the sealer or to PID 1; it gets the store's
 // read-only subkeys (chunk-id, data and meta: what reading needs; never
 // the master key, nor the clock key a writer needs, keys_linux.go) and
 // the config once, over a socket PID 1 then closes.
@@ -88,21 +90,16 @@ func (a *appliance) startExport() error {
 }
 
 // exportNamespace runs in the become-export stage, as root in the new
-// mount namespace: no mount event goes back to PID 1's namespace, the store
-// becomes a read-only bind mount of itself, and the config partition goes.
+// mount namespace: no mount event goes back to PID 1's namespace, every
+// mount becomes read-only (caps.ReadOnlyMounts: the data disks, primary
+// and mirrors alike), and the config partition goes.
 // It returns the capabilities the export keeps.
 func exportNamespace(storeDir, configMount, listen string) ([]int, error) {
 	if storeDir == "" {
 		return nil, fmt.Errorf("export: no store directory")
 	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return nil, fmt.Errorf("export: private mounts: %w", err)
-	}
-	if err := unix.Mount(storeDir, storeDir, "", unix.MS_BIND, ""); err != nil {
-		return nil, fmt.Errorf("export: bind the store: %w", err)
-	}
-	if err := unix.Mount("", storeDir, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return nil, fmt.Errorf("export: store read-only: %w", err)
+	if err := caps.ReadOnlyMounts(); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
 	if configMount != "" {
 		if err := unix.Unmount(configMount, unix.MNT_DETACH); err != nil {

@@ -257,7 +257,8 @@ func (a *appliance) lockdown(ctx context.Context) error {
 		if _, err := fmt.Fprintf(workerSealerEnd, "%s\n", d.Dir); err != nil {
 			return fmt.Errorf("sealer: %w", err)
 		}
-		_, err = a.spawn("sealer", sealerEnd)
+		// In its own mount namespace, where only d.Dir is writable.
+		_, err = a.spawnWith("sealer", unix.CLONE_NEWNS, []string{sealerStoreEnv + "=" + d.Dir}, sealerEnd)
 		sealerEnd.Close()
 		if err != nil {
 			return err
