@@ -33,12 +33,12 @@ func TestReleaseRefusesAttackSuite(t *testing.T) {
 
 // adversary names who plays a technique (docs/lockdown.md): root (uid 0
 // with no capability), the worker's uid (the -as-owner techniques) or
-// every identity that owns anything (the identity techniques but the
-// first, which root tries by itself).
+// every identity that owns anything and every role's, with its groups
+// (the identity techniques but the first, which root tries by itself).
 func adversary(r attackRow) string {
 	switch {
 	case r.category == "identity" && r.name != "setresuid-every-identity":
-		return "every identity"
+		return "every identity; worker 1000, sealer 1001+1000, export 1002+1000, dhcp 1003"
 	case r.category == "identity":
 		return "root, becoming every identity"
 	case strings.HasSuffix(r.name, "-as-owner"):
@@ -248,7 +248,8 @@ func TestAdversary(t *testing.T) {
 		{"owner", "unlink-pack-as-owner", "worker uid 1000"},
 		{"fill", "fill-tmp-as-owner", "worker uid 1000"},
 		{"identity", "setresuid-every-identity", "root, becoming every identity"},
-		{"identity", "mknod-every-identity", "every identity"},
+		{"identity", "mknod-every-identity", "every identity; worker 1000, sealer 1001+1000, export 1002+1000, dhcp 1003"},
+		{"identity", "store-every-identity", "every identity; worker 1000, sealer 1001+1000, export 1002+1000, dhcp 1003"},
 		{"signal", "kill-sealer", "root"},
 	} {
 		if got := adversary(attackRow{category: tc.cat, name: tc.name}); got != tc.want {
