@@ -424,9 +424,15 @@ func (a *appliance) newCopy(ctx context.Context, primary *store.Store, serial, l
 // and set again: this runs only before lockdown, in PID 1.
 func giveToWorker(dir string) (int, error) {
 	// storeMode: the owner's bits as they are, the group reads (and
-	// searches a directory), others nothing (services/store's modes).
-	storeMode := func(m fs.FileMode) fs.FileMode {
-		if m.IsDir() {
+	// searches a directory), others nothing (services/store's modes). The
+	// writer's lock stays the owner's alone: a reader who could open it
+	// could flock it and stop every pull.
+	lock := filepath.Join(dir, "lock")
+	storeMode := func(p string, m fs.FileMode) fs.FileMode {
+		switch {
+		case p == lock:
+			return m.Perm() & 0o700
+		case m.IsDir():
 			return m.Perm()&0o700 | 0o050
 		}
 		return m.Perm()&0o700 | 0o040
@@ -444,7 +450,7 @@ func giveToWorker(dir string) (int, error) {
 		if !ok || e.Type()&fs.ModeSymlink != 0 {
 			return nil
 		}
-		mode := storeMode(fi.Mode())
+		mode := storeMode(p, fi.Mode())
 		if st.Uid == WorkerUID && st.Gid == WorkerUID && fi.Mode().Perm() == mode {
 			return nil
 		}

@@ -41,8 +41,9 @@ func TestGiveToWorker(t *testing.T) {
 		{"worker's file of an old store, 0600", false, 0, WorkerUID},
 		{"worker's sealed dir of an old store, 0700", true, fsflag.Append, WorkerUID},
 		{"worker's group-readable file", false, fsflag.Immutable, WorkerUID},
+		{"lock", false, 0, WorkerUID}, // the writer's lock: the owner's alone
 	}
-	groupReadable := map[string]bool{"worker's group-readable file": true}
+	groupReadable := map[string]bool{"worker's group-readable file": true, "lock": true}
 	made := 0
 	for _, tt := range tests {
 		p := filepath.Join(dir, tt.name)
@@ -64,7 +65,7 @@ func TestGiveToWorker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tt.owner != WorkerUID || !groupReadable[tt.name] {
+		if tt.owner != WorkerUID || !groupReadable[tt.name] || tt.name == "lock" { // the lock: 0640 made 0600
 			made++
 		}
 	}
@@ -92,8 +93,11 @@ func TestGiveToWorker(t *testing.T) {
 				t.Errorf("owner %d:%d, want %d", st.Uid, st.Gid, WorkerUID)
 			}
 			want := os.FileMode(0o640)
-			if tt.dir {
+			switch {
+			case tt.dir:
 				want = 0o750
+			case tt.name == "lock":
+				want = 0o600
 			}
 			if fi.Mode().Perm() != want {
 				t.Errorf("mode %o, want %o", fi.Mode().Perm(), want)

@@ -22,7 +22,8 @@ import (
 //	| store-every-identity          | each identity | on every data disk's store (primary and mirrors):  |
 //	|                               |               | unlink, truncate, open for write, clear the flags, |
 //	|                               |               | chmod a sealed pack and manifest, rename the       |
-//	|                               |               | manifest; create a file in tmp/ (all but the owner)|
+//	|                               |               | manifest; create a file in tmp/ and flock the      |
+//	|                               |               | writer's lock (all but the owner)                  |
 //	| config-every-identity         | each identity | unlink, truncate, overwrite the sealed files of the|
 //	|                               |               | config partition                                   |
 //	| signal-ptrace-every-identity  | each identity | kill(pid, 0) (the permission check of every signal)|
@@ -120,6 +121,14 @@ func (e *env) storeEveryIdentity() result {
 			if fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|attackOpen, 0o600); err == nil {
 				unix.Close(fd)
 				try("create "+p, nil)
+			} else {
+				t.add(err)
+			}
+			// Whoever holds the writer's lock stops every pull.
+			lock := filepath.Join(root, "lock")
+			if fd, err := unix.Open(lock, unix.O_RDONLY|attackOpen, 0); err == nil {
+				try("flock "+lock, unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB))
+				unix.Close(fd)
 			} else {
 				t.add(err)
 			}
