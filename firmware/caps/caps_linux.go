@@ -54,6 +54,10 @@ func BecomeAndExec(uid, gid int, keep []int, path string, argv, env []string) er
 	return BecomeIdentityAndExec(Identity{UID: uid, GID: gid}, keep, path, argv, env)
 }
 
+// RoleUmask is the umask of every role: its group may read, others get
+// nothing.
+const RoleUmask = 0o027
+
 // Identity is a uid, a gid and the supplementary groups of a process.
 type Identity struct {
 	UID, GID int
@@ -63,9 +67,11 @@ type Identity struct {
 // BecomeIdentityAndExec is BecomeAndExec with supplementary groups: a role
 // that reads another role's files through their group (the sealer and the
 // export read the store through the worker's group) gets that group here
-// and nothing else.
+// and nothing else. The umask becomes RoleUmask, so what a role creates
+// is never open to others, whatever umask its parent had.
 func BecomeIdentityAndExec(id Identity, keep []int, path string, argv, env []string) error {
 	uid, gid := id.UID, id.GID
+	unix.Umask(RoleUmask)
 	runtime.LockOSThread()
 	// The thread stays locked: on failure it is in a half-changed state
 	// and must not run other goroutines.

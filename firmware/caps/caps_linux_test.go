@@ -58,7 +58,8 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			os.Exit(5)
 		}
-		fmt.Printf("uid=%d gid=%d groups=%v bnd=%x eff=%x\n", os.Getuid(), os.Getgid(), groups, s.Bounding, s.Effective)
+		old := unix.Umask(0)
+		fmt.Printf("uid=%d gid=%d groups=%v bnd=%x eff=%x umask=%03o\n", os.Getuid(), os.Getgid(), groups, s.Bounding, s.Effective, old)
 		os.Exit(0)
 	case "romounts":
 		// In a mount namespace of its own: a tmpfs below the read-only
@@ -341,12 +342,15 @@ func TestBecomeIdentityAndExec(t *testing.T) {
 	}
 	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=become-groups")
+	// Whatever umask the parent has, the role gets RoleUmask.
+	old := unix.Umask(0)
+	defer unix.Umask(old)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
 	m := uint64(1)<<unix.CAP_LINUX_IMMUTABLE | uint64(1)<<unix.CAP_FOWNER
-	want := fmt.Sprintf("uid=1001 gid=1001 groups=[1000] bnd=%x eff=%x\n", m, m)
+	want := fmt.Sprintf("uid=1001 gid=1001 groups=[1000] bnd=%x eff=%x umask=027\n", m, m)
 	if string(out) != want {
 		t.Fatalf("child reports %q, want %q", out, want)
 	}
