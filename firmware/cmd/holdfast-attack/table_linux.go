@@ -68,7 +68,7 @@ func techniques() []technique {
 		{cat: "owner", name: "chmod-snapshots-as-owner", what: "chmod 0 snapshots/ (append-only) as uid 1000", owner: true, run: storeOp(opChmod(pickSnapDir, 0))},
 		{cat: "owner", name: "rename-over-manifest-as-owner", what: "create a file in tmp/ and rename it over a manifest as uid 1000", owner: true, run: storeOp(opRenameOver(pickManifest))},
 		{cat: "owner", name: "link-pack-into-tmp-as-owner", what: "link(2) a pack into tmp/ and write it as uid 1000", owner: true, run: storeOp(opLinkIntoTmp(pickPack))},
-		{cat: "owner", name: "inject-sealer-as-owner", what: "PTRACE_ATTACH, process_vm_writev, /proc/PID/mem write on the sealer (same uid)", owner: true, run: (*env).injectSealer},
+		{cat: "owner", name: "inject-sealer-as-owner", what: "PTRACE_ATTACH, process_vm_writev, /proc/PID/mem write on the sealer (its own uid since issue 16)", owner: true, run: (*env).injectSealer},
 		{cat: "owner", name: "forge-sealer-requests-as-owner", what: "take the worker's sealer socket (pidfd_getfd) and send forged requests", owner: true, run: (*env).forgeResult},
 
 		// The config partition.
