@@ -451,7 +451,9 @@ func plantStore(p *planter, keys store.StoreKeys, t plantTarget, first bool) err
 	name, body := lyingPack(meta, ids, packs[0].name)
 	rel := "packs/" + name[:2] + "/" + name
 	try("lying-pack", rel, func() (string, error) {
-		if err := os.MkdirAll(abs("packs/"+name[:2]), 0o700); err != nil {
+		// Modes as the worker's store makes them (group-readable), so
+		// the sealer, which reads through the store's group, can judge it.
+		if err := os.MkdirAll(abs("packs/"+name[:2]), 0o750); err != nil {
 			return "", fmt.Errorf("shard: %w", err)
 		}
 		if err := writeSynced(abs(rel), body); err != nil {
@@ -541,8 +543,10 @@ func plantStore(p *planter, keys store.StoreKeys, t plantTarget, first bool) err
 	return nil
 }
 
+// writeSynced writes a new file with the mode the worker's store gives
+// its files (0640: the sealer reads it through the store's group).
 func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
