@@ -56,7 +56,7 @@ var workerClasses = []struct {
 }
 
 // TestWorkerAdversary is issue 15's adversary in QEMU: code inside the
-// worker, uid 1000, with its keys (the master key of its "init" message,
+// worker, uid 1000, with its keys (the store subkeys of its "init" message,
 // the store of every data disk, a sealer socket per disk). The box
 // provisions on disk A and makes disk B a mirror; once both hold the same
 // snapshots (retention 10 years), the TEST image's attack-worker command

@@ -608,17 +608,19 @@ func TestApplianceEndToEnd(t *testing.T) {
 	}
 
 	// Lockdown: nothing listens but the opt-in export; the worker, the
-	// sealer and the export run as uid 1000 with no capability but the
-	// sealer's CAP_LINUX_IMMUTABLE, in their bounding sets too, and
-	// no_new_privs. (TestAttackSuite, without an export, wants 0.)
+	// sealer and the export run each under its own uid and gid (the
+	// sealer and the export in the worker's group, the store's) with no
+	// capability but the sealer's CAP_LINUX_IMMUTABLE and CAP_FOWNER, in
+	// their bounding sets too, and no_new_privs. (TestAttackSuite,
+	// without an export, wants 0.)
 	if socks := g.run(ctx, "sockets"); !strings.Contains(socks, "1 listening socket(s)") || !strings.Contains(socks, ":24E3 state 0A") { // 9443, LISTEN
 		t.Errorf("listening sockets in the guest, want the export's only:\n%s", socks)
 	}
 	procs := g.run(ctx, "processes")
 	for _, want := range []string{
-		`name="holdfast-worker" uid=1000 cap_eff=0000000000000000 cap_bnd=0000000000000000 no_new_privs=1`,
-		`name="holdfast-sealer" uid=1000 cap_eff=0000000000000200 cap_bnd=0000000000000200 no_new_privs=1`,
-		`name="holdfast-export" uid=1000 cap_eff=0000000000000000 cap_bnd=0000000000000000 no_new_privs=1`,
+		`name="holdfast-worker" uid=1000 gid=1000 groups=- cap_eff=0000000000000000 cap_bnd=0000000000000000 no_new_privs=1`,
+		`name="holdfast-sealer" uid=1001 gid=1001 groups=1000 cap_eff=0000000000000208 cap_bnd=0000000000000208 no_new_privs=1`,
+		`name="holdfast-export" uid=1002 gid=1002 groups=1000 cap_eff=0000000000000000 cap_bnd=0000000000000000 no_new_privs=1`,
 	} {
 		if !strings.Contains(procs, want) {
 			t.Errorf("processes lack %q:\n%s", want, procs)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,7 +53,13 @@ func (a *appliance) attack(ctx context.Context, _ console.Command, out io.Writer
 	}
 	a.mu.Lock()
 	locked, dir := a.locked, a.storeDir
-	var sealer, worker int
+	var others []string
+	for _, d := range a.stores {
+		if d.Dir != dir {
+			others = append(others, d.Dir)
+		}
+	}
+	var sealer, worker, export int
 	for _, c := range a.procs {
 		if c.Process == nil {
 			continue
@@ -64,6 +71,8 @@ func (a *appliance) attack(ctx context.Context, _ console.Command, out io.Writer
 			}
 		case "holdfast-worker":
 			worker = c.Process.Pid
+		case "holdfast-export":
+			export = c.Process.Pid
 		}
 	}
 	a.mu.Unlock()
@@ -85,6 +94,7 @@ func (a *appliance) attack(ctx context.Context, _ console.Command, out io.Writer
 	args := []string{"-in-vm", "-store", dir, "-data-disks", strings.Join(data, ","), "-boot-disk", boot,
 		"-config-dir", filepath.Join(a.o.RunDir, "config"), "-sealer-pid", strconv.Itoa(sealer),
 		"-worker-pid", strconv.Itoa(worker), "-owner-uid", strconv.Itoa(WorkerUID),
+		"-export-pid", strconv.Itoa(export), "-other-stores", strings.Join(others, ","), "-roles", attackRoles(),
 		"-modules-dir", filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])), "-mke2fs", a.o.MkE2fs}
 	a.log.Warn("TEST IMAGE: starting the attack suite as uid 0", "args", strings.Join(args, " "))
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
@@ -108,6 +118,21 @@ func (a *appliance) attack(ctx context.Context, _ console.Command, out io.Writer
 	return nil
 }
 
+// attackRoles is the -roles flag of the attack program: each role's
+// identity (roleIDs), NAME=UID:GID[:GROUP...].
+func attackRoles() string {
+	var parts []string
+	for _, r := range []string{"worker", "sealer", "export", "dhcp"} {
+		id := roleIDs(r)
+		s := fmt.Sprintf("%s=%d:%d", r, id.UID, id.GID)
+		for _, g := range id.Groups {
+			s += fmt.Sprintf(":%d", g)
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ",")
+}
+
 // A test image's PID 1 keeps CAP_SETUID and CAP_SETGID in its permitted
 // set (never in its bounding set, so nothing it starts inherits them): the
 // attack broker below needs them. A release PID 1 keeps neither.
@@ -118,9 +143,10 @@ func testOnlyPermitted() []int { return []int{unix.CAP_SETUID, unix.CAP_SETGID} 
 const AttackBrokerEnv = "HOLDFAST_ATTACK_BROKER_FD"
 
 // BrokerRequest asks the attack broker to run the attack program with
-// Args as Uid:Gid (no supplementary groups).
+// Args as Uid:Gid with supplementary Groups (at most 8; a role's).
 type BrokerRequest struct {
 	Uid, Gid  int
+	Groups    []int
 	Args      []string
 	TimeoutMS int64
 }
@@ -155,6 +181,8 @@ func (a *appliance) serveAttackBroker(ctx context.Context, conn *os.File) {
 		switch {
 		case req.Uid < 0 || req.Uid > 65535 || req.Gid < 0 || req.Gid > 65535:
 			rep.Err = fmt.Sprintf("uid %d gid %d out of range", req.Uid, req.Gid)
+		case len(req.Groups) > 8 || slices.ContainsFunc(req.Groups, func(g int) bool { return g < 0 || g > 65535 }):
+			rep.Err = fmt.Sprintf("groups %v out of range", req.Groups)
 		case req.TimeoutMS <= 0 || req.TimeoutMS > int64(20*time.Minute/time.Millisecond):
 			rep.Err = fmt.Sprintf("timeout %d ms out of range", req.TimeoutMS)
 		default:
@@ -173,7 +201,11 @@ func (a *appliance) brokerRun(ctx context.Context, req BrokerRequest) BrokerRepl
 	cmd.Args[0] = "holdfast-attack"
 	cmd.Env = []string{"PATH=/bin:/sbin"}
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(req.Uid), Gid: uint32(req.Gid), Groups: []uint32{}}}
+	groups := []uint32{}
+	for _, g := range req.Groups {
+		groups = append(groups, uint32(g))
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(req.Uid), Gid: uint32(req.Gid), Groups: groups}}
 	var stdout, stderr capped
 	stdout.max, stderr.max = maxBrokerOutput, 64<<10
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

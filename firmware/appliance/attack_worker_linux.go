@@ -4,7 +4,7 @@ package appliance
 
 import (
 	"context"
-	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,13 +15,15 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 )
 
 // The worker adversary (issue 15) is code running with the worker's exact
 // credentials and keys: uid and gid 1000, no capabilities, an empty
 // bounding set, no_new_privs (caps.BecomeAndExec, as the worker's own
-// become- stage), the master key the worker gets in its "init" message,
+// become- stage), the store subkeys the worker gets in its "init" message,
 // the store directory of every data disk and one sealer socket per disk,
 // as the worker has. It plants on every disk what issue 15 lists (a
 // forged index cache, a sealed pack with a lying trailer, FIFOs, symlinks,
@@ -46,7 +48,7 @@ func (a *appliance) testOnlySealers(stores []dataStore) {
 			sealerEnd.Close()
 			continue
 		}
-		_, err = a.spawn("sealer", sealerEnd)
+		_, err = a.spawnWith("sealer", unix.CLONE_NEWNS, []string{sealerStoreEnv + "=" + d.Dir}, sealerEnd)
 		sealerEnd.Close()
 		if err != nil {
 			a.log.Error("TEST IMAGE: no sealer for the worker adversary", "disk", d.Name, "error", err)
@@ -66,16 +68,25 @@ func (a *appliance) testOnlySealers(stores []dataStore) {
 // test image's PID 1 can still change ids, and every bounding set is
 // empty, so the program holds no capability); it checks that it is
 // exactly the worker before it reads the key or touches a disk.
-// The master key arrives on its stdin, hex, one line; the sealer sockets
+// The worker's store keys arrive on its stdin, one line of JSON (never the
+// master key, which the worker does not hold either); the sealer sockets
 // are fds 3.. in the order of -stores.
 func (a *appliance) attackWorker(ctx context.Context, _ console.Command, out io.Writer) error {
 	a.mu.Lock()
-	locked, master := a.locked, append([]byte(nil), a.master...)
+	locked, master, storeID := a.locked, append([]byte(nil), a.master...), a.storeID
 	stores := append([]dataStore(nil), a.stores...)
 	socks := a.advSealers
 	a.mu.Unlock()
 	if !locked || len(stores) == 0 || len(master) == 0 {
 		return errors.New("the worker adversary runs only after lockdown, with a store")
+	}
+	keys, err := roleKeys(master, storeID, false)
+	if err != nil {
+		return fmt.Errorf("worker adversary: %w", err)
+	}
+	keyLine, err := json.Marshal(keys)
+	if err != nil {
+		return fmt.Errorf("worker adversary: %w", err)
 	}
 	var dirs, names []string
 	var files []*os.File
@@ -93,7 +104,7 @@ func (a *appliance) attackWorker(ctx context.Context, _ console.Command, out io.
 	defer cancel()
 	cmd := exec.CommandContext(cctx, AttackBinary, args...)
 	cmd.Env = []string{"PATH=/bin:/sbin"}
-	cmd.Stdin = strings.NewReader(hex.EncodeToString(master) + "\n")
+	cmd.Stdin = strings.NewReader(string(keyLine) + "\n")
 	cmd.Stdout = crlfWriter{out}
 	cmd.Stderr = crlfWriter{out}
 	cmd.ExtraFiles = files

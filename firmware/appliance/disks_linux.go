@@ -222,15 +222,17 @@ func (a *appliance) openStore(ctx context.Context, ds []disks.Disk) error {
 	return errors.Join(errs...)
 }
 
-// newStoreDir makes an empty store directory owned by the worker. An
-// existing directory must be empty (a store whose creation was cut).
+// newStoreDir makes an empty store directory owned by the worker (uid and
+// gid 1000), mode 0750: the sealer and the export search it through the
+// worker's group. An existing directory must be empty (a store whose
+// creation was cut).
 func newStoreDir(dir string) error {
 	// An earlier lockdown made the disk's root immutable (sealDiskRoots);
 	// this runs before lockdown, which sets the flag again.
 	if err := fsflag.Clear(filepath.Dir(dir), fsflag.Immutable); err != nil {
 		return fmt.Errorf("store dir: %w", err)
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
+	if err := os.Mkdir(dir, 0o750); err != nil && !os.IsExist(err) {
 		return fmt.Errorf("store dir: %w", err)
 	}
 	entries, err := os.ReadDir(dir)
@@ -257,6 +259,9 @@ func newStoreDir(dir string) error {
 		return fmt.Errorf("the data disk does not keep inode flags: %w", err)
 	}
 	if err := os.Chown(dir, WorkerUID, WorkerUID); err != nil {
+		return fmt.Errorf("store dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o750); err != nil {
 		return fmt.Errorf("store dir: %w", err)
 	}
 	return nil

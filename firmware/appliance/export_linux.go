@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast-appliance/holdfast/firmware/caps"
 	"github.com/holdfast-appliance/holdfast/services/config"
 	"github.com/holdfast-appliance/holdfast/services/export"
 	"github.com/holdfast-appliance/holdfast/services/store"
@@ -21,21 +22,23 @@ import (
 // the end of lockdown, after the mounts are read-only and before it limits
 // itself:
 //
-//	| stage          | uid | capabilities            | mounts                         |
-//	|----------------|-----|-------------------------|--------------------------------|
-//	| become-export  | 0   | all (briefly)           | a new mount namespace: the     |
-//	|                |     |                         | store bind-mounted read-only   |
-//	|                |     |                         | over itself, the config        |
-//	|                |     |                         | partition unmounted            |
-//	| export         | 1000| none (CAP_NET_BIND_     | that namespace, which it       |
-//	|                |     | SERVICE only for a port | cannot change                  |
-//	|                |     | below 1024)             |                                |
+//	| stage          | uid:gid   | capabilities            | mounts                         |
+//	|----------------|-----------|-------------------------|--------------------------------|
+//	| become-export  | 0:0       | all (briefly)           | a new mount namespace: every   |
+//	|                |           |                         | mount read-only (every data    |
+//	|                |           |                         | disk, primary and mirrors, the |
+//	|                |           |                         | root file system), the config  |
+//	|                |           |                         | partition unmounted            |
+//	| export         | 1002:1002,| none (CAP_NET_BIND_     | that namespace, which it       |
+//	|                | group 1000| SERVICE only for a port | cannot change                  |
+//	|                |           | below 1024)             |                                |
 //
-// So the export can read the store (it runs as the files' owner, and
-// needs the master key to decrypt) but not write one byte of it: the
-// kernel refuses every write on a read-only mount, whatever the process
-// asks. It holds no socket to the sealer or to PID 1; it gets the master
-// key and the config once, over a socket PID 1 then closes.
+// So the export can read the store (through the worker's group: it owns
+// nothing of it) but not write one byte of it on any disk: the kernel
+// refuses every write on a read-only mount, whatever the process asks. It holds no socket to the sealer or to PID 1; it gets the store's
+// read-only subkeys (chunk-id, data and meta: what reading needs; never
+// the master key, nor the clock key a writer needs, keys_linux.go) and
+// the config once, over a socket PID 1 then closes.
 
 // Environment of the become-export stage (nothing secret: paths and the
 // listen address).
@@ -47,18 +50,22 @@ const (
 
 // exportInit is what PID 1 sends the export, once.
 type exportInit struct {
-	Master   []byte `json:"master"`
-	Config   []byte `json:"config"`
-	StoreDir string `json:"store_dir"`
+	Keys     store.StoreKeys `json:"keys"` // read-only: no clock key
+	Config   []byte          `json:"config"`
+	StoreDir string          `json:"store_dir"`
 }
 
 // startExport starts the export when the config has an export block.
 func (a *appliance) startExport() error {
 	a.mu.Lock()
-	cfg, raw, master, dir := a.cfg, a.cfgRaw, a.master, a.storeDir
+	cfg, dir := a.cfg, a.storeDir
 	a.mu.Unlock()
 	if cfg == nil || cfg.Export == nil {
 		return nil
+	}
+	init, err := a.exportInit()
+	if err != nil {
+		return fmt.Errorf("export keys: %w", err)
 	}
 	ours, theirs, err := socketpair("export")
 	if err != nil {
@@ -75,7 +82,7 @@ func (a *appliance) startExport() error {
 	if err != nil {
 		return err
 	}
-	if err := json.NewEncoder(ours).Encode(exportInit{Master: master, Config: raw, StoreDir: dir}); err != nil {
+	if err := json.NewEncoder(ours).Encode(init); err != nil {
 		return fmt.Errorf("export: send init: %w", err)
 	}
 	a.log.Info("export started: read-only S3 over TLS", "listen", cfg.Export.Listen)
@@ -83,21 +90,16 @@ func (a *appliance) startExport() error {
 }
 
 // exportNamespace runs in the become-export stage, as root in the new
-// mount namespace: no mount event goes back to PID 1's namespace, the store
-// becomes a read-only bind mount of itself, and the config partition goes.
+// mount namespace: no mount event goes back to PID 1's namespace, every
+// mount becomes read-only (caps.ReadOnlyMounts: the data disks, primary
+// and mirrors alike), and the config partition goes.
 // It returns the capabilities the export keeps.
 func exportNamespace(storeDir, configMount, listen string) ([]int, error) {
 	if storeDir == "" {
 		return nil, fmt.Errorf("export: no store directory")
 	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return nil, fmt.Errorf("export: private mounts: %w", err)
-	}
-	if err := unix.Mount(storeDir, storeDir, "", unix.MS_BIND, ""); err != nil {
-		return nil, fmt.Errorf("export: bind the store: %w", err)
-	}
-	if err := unix.Mount("", storeDir, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return nil, fmt.Errorf("export: store read-only: %w", err)
+	if err := caps.ReadOnlyMounts(); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
 	if configMount != "" {
 		if err := unix.Unmount(configMount, unix.MNT_DETACH); err != nil {
@@ -133,7 +135,7 @@ func runExport(log hclog.Logger) error {
 		return fmt.Errorf("export: the config has no export block")
 	}
 	ctx := context.Background()
-	srv, err := export.FromConfig(ctx, in.StoreDir, store.StaticKey(in.Master), *cfg.Export, log)
+	srv, err := export.FromConfig(ctx, in.StoreDir, in.Keys, *cfg.Export, log)
 	if err != nil {
 		return err
 	}

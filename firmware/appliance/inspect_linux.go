@@ -85,8 +85,9 @@ func readTable(path string) ([]string, error) {
 	return lines, s.Err()
 }
 
-// processes writes one line per process: pid, name, uid, capability sets
-// (effective, bounding) and no_new_privs.
+// processes writes one line per process: pid, name, uid, gid, supplementary
+// groups ("-" for none), capability sets (effective, bounding) and
+// no_new_privs.
 func processes(out io.Writer) error {
 	dirs, err := filepath.Glob("/proc/[0-9]*")
 	if err != nil {
@@ -113,13 +114,20 @@ func processes(out io.Writer) error {
 		if err != nil {
 			continue
 		}
-		uid := strings.Fields(st["Uid"])
+		uid, gid := strings.Fields(st["Uid"]), strings.Fields(st["Gid"])
+		groups := strings.Join(strings.Fields(st["Groups"]), ",")
+		if groups == "" {
+			groups = "-"
+		}
+		if len(gid) == 0 {
+			gid = []string{"?"}
+		}
 		name := st["Name"]
 		if cl, err := os.ReadFile(filepath.Join(d, "cmdline")); err == nil && len(cl) > 0 {
 			name, _, _ = strings.Cut(string(cl), "\x00")
 		}
-		fmt.Fprintf(out, "pid=%d name=%s uid=%s cap_eff=%016x cap_bnd=%016x no_new_privs=%s\r\n",
-			pid, strconv.Quote(name), uid[0], uint64(s.Effective), uint64(s.Bounding), st["NoNewPrivs"])
+		fmt.Fprintf(out, "pid=%d name=%s uid=%s gid=%s groups=%s cap_eff=%016x cap_bnd=%016x no_new_privs=%s\r\n",
+			pid, strconv.Quote(name), uid[0], gid[0], groups, uint64(s.Effective), uint64(s.Bounding), st["NoNewPrivs"])
 	}
 	return nil
 }

@@ -441,10 +441,27 @@ func (a *appliance) newCopy(ctx context.Context, primary *store.Store, serial, l
 
 // giveToWorker makes every file and directory under dir that PID 1 made
 // in the maintenance window (journal recovery, a mirror's copies, the
-// clock log) owned by the worker, which must read them after lockdown. An
+// clock log) owned by the worker, which must read them after lockdown,
+// and readable by the worker's group, through which the sealer and the
+// export read the store (a store written before the roles had uids of
+// their own holds 0600 files: this is where they become 0640). An
 // append-only or immutable inode refuses chown, so its flags are cleared
 // and set again: this runs only before lockdown, in PID 1.
 func giveToWorker(dir string) (int, error) {
+	// storeMode: the owner's bits as they are, the group reads (and
+	// searches a directory), others nothing (services/store's modes). The
+	// writer's lock stays the owner's alone: a reader who could open it
+	// could flock it and stop every pull.
+	lock := filepath.Join(dir, "lock")
+	storeMode := func(p string, m fs.FileMode) fs.FileMode {
+		switch {
+		case p == lock:
+			return m.Perm() & 0o700
+		case m.IsDir():
+			return m.Perm()&0o700 | 0o050
+		}
+		return m.Perm()&0o700 | 0o040
+	}
 	n := 0
 	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
@@ -455,7 +472,11 @@ func giveToWorker(dir string) (int, error) {
 			return err
 		}
 		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok || (st.Uid == WorkerUID && st.Gid == WorkerUID) || e.Type()&fs.ModeSymlink != 0 {
+		if !ok || e.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		mode := storeMode(p, fi.Mode())
+		if st.Uid == WorkerUID && st.Gid == WorkerUID && fi.Mode().Perm() == mode {
 			return nil
 		}
 		flags, err := fsflag.Get(p)
@@ -469,6 +490,9 @@ func giveToWorker(dir string) (int, error) {
 			}
 		}
 		cerr := os.Lchown(p, WorkerUID, WorkerUID)
+		if cerr == nil {
+			cerr = os.Chmod(p, mode)
+		}
 		if held != 0 {
 			if err := fsflag.Set(p, held); err != nil {
 				return fmt.Errorf("%s: flags not set again: %w", p, err)

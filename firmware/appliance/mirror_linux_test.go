@@ -19,7 +19,10 @@ import (
 )
 
 // TestGiveToWorker checks that files PID 1 made at boot become the
-// worker's with their inode flags kept, sealed ones included.
+// worker's with their inode flags kept, sealed ones included, and that
+// every inode ends readable by the worker's group (the sealer and the
+// export read the store through it) and by no one else, a store written
+// before the roles had uids of their own (files 0600) included.
 func TestGiveToWorker(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root (chown, inode flags)")
@@ -39,7 +42,12 @@ func TestGiveToWorker(t *testing.T) {
 		{"append-only dir", true, fsflag.Append, 0},
 		{"immutable and append", false, fsflag.Immutable | fsflag.Append, 0},
 		{"worker's sealed file", false, fsflag.Immutable, WorkerUID},
+		{"worker's file of an old store, 0600", false, 0, WorkerUID},
+		{"worker's sealed dir of an old store, 0700", true, fsflag.Append, WorkerUID},
+		{"worker's group-readable file", false, fsflag.Immutable, WorkerUID},
+		{"lock", false, 0, WorkerUID}, // the writer's lock: the owner's alone
 	}
+	groupReadable := map[string]bool{"worker's group-readable file": true, "lock": true}
 	made := 0
 	for _, tt := range tests {
 		p := filepath.Join(dir, tt.name)
@@ -48,6 +56,9 @@ func TestGiveToWorker(t *testing.T) {
 			err = os.Mkdir(p, 0o700)
 		} else {
 			err = os.WriteFile(p, []byte(tt.name), 0o600)
+		}
+		if err == nil && groupReadable[tt.name] {
+			err = os.Chmod(p, 0o640)
 		}
 		if err == nil {
 			err = os.Chown(p, tt.owner, tt.owner)
@@ -58,7 +69,7 @@ func TestGiveToWorker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tt.owner != WorkerUID {
+		if tt.owner != WorkerUID || !groupReadable[tt.name] || tt.name == "lock" { // the lock: 0640 made 0600
 			made++
 		}
 	}
@@ -84,6 +95,16 @@ func TestGiveToWorker(t *testing.T) {
 			st := fi.Sys().(*syscall.Stat_t)
 			if st.Uid != WorkerUID || st.Gid != WorkerUID {
 				t.Errorf("owner %d:%d, want %d", st.Uid, st.Gid, WorkerUID)
+			}
+			want := os.FileMode(0o640)
+			switch {
+			case tt.dir:
+				want = 0o750
+			case tt.name == "lock":
+				want = 0o600
+			}
+			if fi.Mode().Perm() != want {
+				t.Errorf("mode %o, want %o", fi.Mode().Perm(), want)
 			}
 			flags, err := fsflag.Get(p)
 			if err != nil {

@@ -340,7 +340,7 @@ func (w *worker) restoreSnapshot(ctx context.Context, req restoreRequest, progre
 		return nil, fmt.Errorf("receipt key: %w", err)
 	}
 	log := w.log.Named("restore")
-	st, err := store.Open(ctx, w.primaryDir(), store.StaticKey(w.master), store.Options{ReadOnly: true, Logger: w.log.Named("reader")})
+	st, err := store.Open(ctx, w.primaryDir(), w.keys, store.Options{ReadOnly: true, Logger: w.log.Named("reader")})
 	if err != nil {
 		return nil, fmt.Errorf("open the store read-only: %w", err)
 	}

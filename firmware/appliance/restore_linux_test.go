@@ -179,7 +179,7 @@ source "mail" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.w = &worker{log: log, cfg: cfg, disks: []*wdisk{{ref: diskRef{Name: "data", Dir: dir}}}, master: testMaster}
+	f.w = &worker{log: log, cfg: cfg, disks: []*wdisk{{ref: diskRef{Name: "data", Dir: dir}}}, keys: testKeys(t, dir)}
 	return f
 }
 

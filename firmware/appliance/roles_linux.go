@@ -28,17 +28,26 @@ import (
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
-// After lockdown the appliance is four kinds of process:
+// After lockdown the appliance is five kinds of process, each role under
+// a uid and gid of its own (roleIDs), so none can signal, ptrace or write
+// another's files:
 //
-//	| process | uid   | capabilities (bounding = permitted)  | does                                  |
-//	|---------|-------|--------------------------------------|---------------------------------------|
-//	| PID 1   | 0     | see pid1Permitted (lockdown_linux.go)| console, TPM, prune at boot; no       |
-//	|         |       |                                      | network input                         |
-//	| worker  | 1000  | none                                 | S3 pulls, the store's writer, schedule|
-//	| sealer  | 1000  | CAP_LINUX_IMMUTABLE                  | sets (never clears) store flags       |
-//	| dhcp    | 1000  | CAP_NET_ADMIN, CAP_NET_RAW           | one DHCP exchange at boot, then exits |
-//	| export  | 1000  | none (opt-in; store read-only in its | read-only S3 over TLS (export_linux.go)|
-//	|         |       | own mount namespace)                 |                                       |
+//	| process | uid:gid   | groups | capabilities (bounding =   | keys (keys_linux.go) | mounts          | does                                  |
+//	|         |           |        | permitted)                 |                      |                 |                                       |
+//	|---------|-----------|--------|----------------------------|----------------------|-----------------|---------------------------------------|
+//	| PID 1   | 0:0       | -      | see pid1Permitted          | master and all       | all             | console, TPM, prune at boot; no       |
+//	|         |           |        | (lockdown_linux.go)        |                      |                 | network input                         |
+//	| worker  | 1000:1000 | none   | none                       | store subkeys        | as PID 1's      | S3 pulls, the store's owner and       |
+//	|         |           |        |                            |                      |                 | writer, schedule                      |
+//	| sealer  | 1001:1001 | 1000   | CAP_LINUX_IMMUTABLE,       | none                 | all read-only   | sets store flags; reads magics through|
+//	|         |           |        | CAP_FOWNER (sealer.        |                      | but its store   | the worker's group, owns nothing      |
+//	|         |           |        | Capabilities says why)     |                      |                 |                                       |
+//	| export  | 1002:1002 | 1000   | none (CAP_NET_BIND_SERVICE | read-only store      | all read-only,  | read-only S3 over TLS; reads through  |
+//	|         |           |        | for a port below 1024)     | subkeys              | no config       | the group (export_linux.go)           |
+//	| dhcp    | 1003:1003 | none   | CAP_NET_ADMIN, CAP_NET_RAW | none                 | as PID 1's      | one DHCP exchange at boot, then exits |
+//
+// The store (on every data disk) is owned by 1000:1000, directories 0750
+// and files 0640 (services/store): the group reads, others get nothing.
 //
 // Each child is PID 1's own binary re-executed with RoleEnv set: first as
 // root ("become-*"), which calls caps.BecomeAndExec to drop the bounding
@@ -52,9 +61,34 @@ import (
 // RoleEnv selects a child role of the init binary.
 const RoleEnv = "HOLDFAST_ROLE"
 
-// WorkerUID is the uid and gid of the worker, the sealer and the DHCP client;
-// the store belongs to it.
-const WorkerUID = 1000
+// The uids of the roles; each role's gid is its uid. The worker's gid is
+// the store's group, of which the sealer and the export are members.
+const (
+	WorkerUID = 1000 // owns the store on every data disk
+	SealerUID = 1001
+	ExportUID = 1002
+	DHCPUID   = 1003
+)
+
+// roleIDs are each role's identity (see the process table above).
+func roleIDs(role string) caps.Identity {
+	switch role {
+	case "worker":
+		return caps.Identity{UID: WorkerUID, GID: WorkerUID}
+	case "sealer":
+		return caps.Identity{UID: SealerUID, GID: SealerUID, Groups: []int{WorkerUID}}
+	case "export":
+		return caps.Identity{UID: ExportUID, GID: ExportUID, Groups: []int{WorkerUID}}
+	case "dhcp":
+		return caps.Identity{UID: DHCPUID, GID: DHCPUID}
+	}
+	// An unknown role gets nobody's identity and no group.
+	return caps.Identity{UID: 65534, GID: 65534}
+}
+
+// Environment of the become-sealer stage: the store it serves, the only
+// mount it may write (nothing secret).
+const sealerStoreEnv = "HOLDFAST_SEALER_STORE"
 
 // Extra files of the children (after stdin, stdout, stderr).
 const (
@@ -88,13 +122,18 @@ func runRole(role string, log hclog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("own executable: %w", err)
 		}
-		return caps.BecomeAndExec(WorkerUID, WorkerUID, keep, exe, []string{"holdfast-" + r}, []string{RoleEnv + "=" + r})
+		return caps.BecomeIdentityAndExec(roleIDs(r), keep, exe, []string{"holdfast-" + r}, []string{RoleEnv + "=" + r})
 	}
 	switch role {
 	case "become-worker":
 		return next("worker", nil)
 	case "become-sealer":
-		return next("sealer", []int{unix.CAP_LINUX_IMMUTABLE})
+		// In a mount namespace of its own: everything read-only but
+		// the store it serves, so CAP_FOWNER reaches nothing else.
+		if err := caps.ReadOnlyMounts(os.Getenv(sealerStoreEnv)); err != nil {
+			return fmt.Errorf("sealer: %w", err)
+		}
+		return next("sealer", sealer.Capabilities())
 	case "become-dhcp":
 		return next("dhcp", []int{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW})
 	case "become-export":
@@ -213,8 +252,8 @@ type worker struct {
 	dmu      sync.Mutex
 	disks    []*wdisk
 	syncKick chan struct{}
-	scrubMu  sync.Mutex // one scrub at a time
-	master   []byte
+	scrubMu  sync.Mutex      // one scrub at a time
+	keys     store.StoreKeys // the store's subkeys from PID 1; never the master key
 	cfg      *config.File
 	ready    chan struct{}
 	// floor is the trusted time T PID 1 gave at init: retention counts
@@ -305,7 +344,7 @@ func (w *worker) handle(ctx context.Context, req control.Request) (control.Reply
 		d.mu.Lock()
 		defer w.kickSync()
 		defer d.mu.Unlock()
-		st, err := store.Open(ctx, d.ref.Dir, store.StaticKey(w.master), w.storeOptions(d))
+		st, err := store.Open(ctx, d.ref.Dir, w.keys, w.storeOptions(d))
 		if err != nil {
 			return nil, typed(err)
 		}
@@ -341,7 +380,7 @@ func (w *worker) init(m *control.InitRequest) (control.Reply, error) {
 	if err != nil {
 		return nil, control.Errorf(control.Invalid, "config: %v", err)
 	}
-	w.master, w.floor = m.Master, m.TrustedTime
+	w.keys, w.floor = storeKeys(m.Keys), m.TrustedTime
 	if err := w.setDisks(m.Disks, m.StoreDir); err != nil {
 		return nil, control.Errorf(control.Invalid, "%v", err)
 	}
@@ -353,7 +392,7 @@ func (w *worker) init(m *control.InitRequest) (control.Reply, error) {
 		w.out = d
 	}
 	if m.Create {
-		st, err := store.Init(context.Background(), w.disks[0].ref.Dir, store.StaticKey(m.Master), store.InitOptions{RecoveryBlob: m.Recovery}, w.storeOptions(w.disks[0]))
+		st, err := store.Init(context.Background(), w.disks[0].ref.Dir, w.keys, store.InitOptions{RecoveryBlob: m.Recovery}, w.storeOptions(w.disks[0]))
 		if err != nil {
 			return nil, fmt.Errorf("create store: %w", typed(err))
 		}
@@ -422,7 +461,7 @@ func (w *worker) pullOn(ctx context.Context, d *wdisk, src config.Source, ps *pu
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
-	st, err := store.Open(ctx, d.ref.Dir, store.StaticKey(w.master), w.storeOptions(d))
+	st, err := store.Open(ctx, d.ref.Dir, w.keys, w.storeOptions(d))
 	if err != nil {
 		return err
 	}

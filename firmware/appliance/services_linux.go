@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -259,7 +260,8 @@ func (a *appliance) lockdown(ctx context.Context) error {
 		if _, err := fmt.Fprintf(workerSealerEnd, "%s\n", d.Dir); err != nil {
 			return fmt.Errorf("sealer: %w", err)
 		}
-		_, err = a.spawn("sealer", sealerEnd)
+		// In its own mount namespace, where only d.Dir is writable.
+		_, err = a.spawnWith("sealer", unix.CLONE_NEWNS, []string{sealerStoreEnv + "=" + d.Dir}, sealerEnd)
 		sealerEnd.Close()
 		if err != nil {
 			return err
@@ -295,7 +297,11 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	if a.tt != nil {
 		floor, _ = a.tt.T()
 	}
-	_, err = w.Call(ctx, &control.InitRequest{Master: a.master, Config: a.cfgRaw, StoreDir: a.storeDir, Disks: refs, TrustedTime: floor, Create: a.newStore, Recovery: wrapped})
+	init, err := a.workerInit(refs, floor, wrapped)
+	if err != nil {
+		return fmt.Errorf("worker keys: %w", err)
+	}
+	_, err = w.Call(ctx, init)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -309,6 +315,9 @@ func (a *appliance) lockdown(ctx context.Context) error {
 			a.storeID, a.newStore = st.ID(), false
 			a.mu.Unlock()
 			st.Close()
+			if id := hex.EncodeToString(init.Keys.ID[:]); st.ID() != id {
+				a.alert(alertkind.DiskError, "disk-error: the worker created a store of another ID than PID 1 chose", "store", st.ID(), "chosen", id)
+			}
 		}
 		// The config partition is still writable (hardenMounts runs
 		// last): record the disk, so that its absence is noticed.

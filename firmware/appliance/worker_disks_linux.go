@@ -166,7 +166,7 @@ func (w *worker) fail(ctx context.Context, d *wdisk, cause error) bool {
 func (w *worker) alerter() ingest.Alerter { return peerAlerter{w.peer, w.log, w.out} }
 
 func (w *worker) mirrorOptions() mirror.Options {
-	return mirror.Options{Keys: store.StaticKey(w.master), Logger: w.log, Alerter: w.alerter()}
+	return mirror.Options{Keys: w.keys, Logger: w.log, Alerter: w.alerter()}
 }
 
 // kickSync asks the sync loop for a Sync; it never blocks.
@@ -200,7 +200,7 @@ func (w *worker) syncAll(ctx context.Context) {
 	var parts []string
 	if len(ds) > 0 {
 		p := ds[0]
-		prim, err := store.Open(ctx, p.ref.Dir, store.StaticKey(w.master), store.Options{ReadOnly: true, Logger: w.log.Named("reader")})
+		prim, err := store.Open(ctx, p.ref.Dir, w.keys, store.Options{ReadOnly: true, Logger: w.log.Named("reader")})
 		if err != nil {
 			if diskFailed(err) {
 				w.fail(ctx, p, err)

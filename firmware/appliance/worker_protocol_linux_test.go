@@ -109,7 +109,11 @@ source "mail" {
 `, mc.Endpoint, testminio.AccessKey, testminio.SecretKey)
 	dir := storetest.Dir(t)
 	p1, f, _ := workerOverProtocol(t, dir)
-	initReq := &control.InitRequest{Master: testMaster, Config: []byte(cfg), StoreDir: dir,
+	keys, err := roleKeys(testMaster, "", true) // a new store: PID 1 picks its ID
+	if err != nil {
+		t.Fatal(err)
+	}
+	initReq := &control.InitRequest{Keys: controlKeys(keys), Config: []byte(cfg), StoreDir: dir,
 		Disks: []control.Disk{{Name: "vdb", Serial: "HOLDFAST-DATA0", Dir: dir}}, Create: true}
 
 	// Before init the worker does nothing.

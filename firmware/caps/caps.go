@@ -1,4 +1,5 @@
-// Package caps reads and drops Linux capabilities. It is what lockdown and
+// Package caps reads and drops Linux capabilities and confines a role to
+// read-only mounts. It is what lockdown and
 // the store's attack tests use to make a process that, even as root, can
 // never regain a capability: the capability is removed from the bounding
 // set of the calling thread and the thread then execs, so the new program

@@ -51,6 +51,27 @@ func DropAndExec(drop []int, path string, argv, env []string) error {
 // The caller must be root with CAP_SETPCAP, CAP_SETUID and CAP_SETGID. On
 // success it does not return.
 func BecomeAndExec(uid, gid int, keep []int, path string, argv, env []string) error {
+	return BecomeIdentityAndExec(Identity{UID: uid, GID: gid}, keep, path, argv, env)
+}
+
+// RoleUmask is the umask of every role: its group may read, others get
+// nothing.
+const RoleUmask = 0o027
+
+// Identity is a uid, a gid and the supplementary groups of a process.
+type Identity struct {
+	UID, GID int
+	Groups   []int // supplementary groups; none when empty
+}
+
+// BecomeIdentityAndExec is BecomeAndExec with supplementary groups: a role
+// that reads another role's files through their group (the sealer and the
+// export read the store through the worker's group) gets that group here
+// and nothing else. The umask becomes RoleUmask, so what a role creates
+// is never open to others, whatever umask its parent had.
+func BecomeIdentityAndExec(id Identity, keep []int, path string, argv, env []string) error {
+	uid, gid := id.UID, id.GID
+	unix.Umask(RoleUmask)
 	runtime.LockOSThread()
 	// The thread stays locked: on failure it is in a half-changed state
 	// and must not run other goroutines.
@@ -70,7 +91,7 @@ func BecomeAndExec(uid, gid int, keep []int, path string, argv, env []string) er
 	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("keepcaps: %w", err)
 	}
-	if err := unix.Setgroups(nil); err != nil {
+	if err := unix.Setgroups(id.Groups); err != nil {
 		return fmt.Errorf("setgroups: %w", err)
 	}
 	if err := unix.Setresgid(gid, gid, gid); err != nil {

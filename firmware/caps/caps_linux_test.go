@@ -1,6 +1,7 @@
 package caps
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,6 +38,62 @@ func TestMain(m *testing.M) {
 		err := BecomeAndExec(65534, 65534, []int{unix.CAP_LINUX_IMMUTABLE}, "/proc/self/exe", os.Args, env)
 		fmt.Fprintln(os.Stderr, "BecomeAndExec:", err)
 		os.Exit(3)
+	case "become-groups":
+		env := []string{childEnv + "=report-groups"}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, childEnv+"=") {
+				env = append(env, kv)
+			}
+		}
+		err := BecomeIdentityAndExec(Identity{UID: 1001, GID: 1001, Groups: []int{1000}}, []int{unix.CAP_LINUX_IMMUTABLE, unix.CAP_FOWNER}, "/proc/self/exe", os.Args, env)
+		fmt.Fprintln(os.Stderr, "BecomeIdentityAndExec:", err)
+		os.Exit(3)
+	case "report-groups":
+		s, err := Read(0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(4)
+		}
+		groups, err := unix.Getgroups()
+		if err != nil {
+			os.Exit(5)
+		}
+		old := unix.Umask(0)
+		fmt.Printf("uid=%d gid=%d groups=%v bnd=%x eff=%x umask=%03o\n", os.Getuid(), os.Getgid(), groups, s.Bounding, s.Effective, old)
+		os.Exit(0)
+	case "romounts":
+		// In a mount namespace of its own: a tmpfs below the read-only
+		// directory, then everything read-only but $RO_WRITABLE.
+		ro, w := os.Getenv("RO_OTHER"), os.Getenv("RO_WRITABLE")
+		sub := ro + "/sub"
+		if err := unix.Mount("tmpfs", sub, "tmpfs", 0, ""); err != nil {
+			fmt.Fprintln(os.Stderr, "tmpfs:", err)
+			os.Exit(4)
+		}
+		if err := ReadOnlyMounts(w); err != nil {
+			fmt.Fprintln(os.Stderr, "ReadOnlyMounts:", err)
+			os.Exit(3)
+		}
+		name := func(err error) string {
+			if err == nil {
+				return "ok"
+			}
+			var e unix.Errno
+			if errors.As(err, &e) {
+				return unix.ErrnoName(e)
+			}
+			return err.Error()
+		}
+		try := func(p string) string {
+			return name(os.WriteFile(p, []byte("x"), 0o600))
+		}
+		f, err := os.Open(ro + "/file")
+		if err != nil {
+			os.Exit(6)
+		}
+		flags := name(unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0x10)) // FS_IMMUTABLE_FL
+		fmt.Printf("writable=%s other=%s tmpfs=%s root=%s setflags=%s\n", try(w+"/new"), try(ro+"/new"), try(sub+"/new"), try("/holdfast-caps-test"), flags)
+		os.Exit(0)
 	case "limit":
 		// Busy threads first, so that the limit must reach threads other
 		// than the caller's.
@@ -274,5 +331,61 @@ func TestCredentialUnderEmptyBounding(t *testing.T) {
 	want := "uid=65534 gid=65534 " + refused + "\nuid=0 gid=0 " + refused + "\n"
 	if string(out) != want {
 		t.Fatalf("children report\n%s\nwant\n%s", out, want)
+	}
+}
+
+// TestBecomeIdentityAndExec: a role that reads through another role's
+// group gets exactly its uid, gid, that group and its capabilities.
+func TestBecomeIdentityAndExec(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test must run as root")
+	}
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=become-groups")
+	// Whatever umask the parent has, the role gets RoleUmask.
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	m := uint64(1)<<unix.CAP_LINUX_IMMUTABLE | uint64(1)<<unix.CAP_FOWNER
+	want := fmt.Sprintf("uid=1001 gid=1001 groups=[1000] bnd=%x eff=%x umask=027\n", m, m)
+	if string(out) != want {
+		t.Fatalf("child reports %q, want %q", out, want)
+	}
+}
+
+// TestReadOnlyMounts: in a mount namespace of its own, after
+// ReadOnlyMounts(w) only w takes writes; every other mount (the root file
+// system, a tmpfs below) refuses them, and inode flags with them, while
+// the caller's namespace is untouched.
+func TestReadOnlyMounts(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test must run as root")
+	}
+	base := t.TempDir()
+	w, ro := base+"/writable", base+"/other"
+	for _, d := range []string{w, ro, ro + "/sub"} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(ro+"/file", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=romounts", "RO_OTHER="+ro, "RO_WRITABLE="+w)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	want := "writable=ok other=EROFS tmpfs=EROFS root=EROFS setflags=EROFS\n"
+	if string(out) != want {
+		t.Fatalf("child reports %q, want %q", out, want)
+	}
+	if err := os.WriteFile(ro+"/after", []byte("x"), 0o600); err != nil {
+		t.Fatalf("the caller's namespace changed: %v", err)
 	}
 }

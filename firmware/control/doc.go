@@ -19,7 +19,7 @@
 //
 //	| op               | from   | request fields                                 | reply fields      |
 //	|------------------|--------|------------------------------------------------|-------------------|
-//	| init             | pid1   | master config store_dir disks trusted_time     | -                 |
+//	| init             | pid1   | keys config store_dir disks trusted_time       | -                 |
 //	|                  |        | create recovery                                |                   |
 //	| pull             | pid1   | source                                         | status            |
 //	| extend           | pid1   | snapshot until hold reason                     | -                 |

@@ -46,7 +46,7 @@ const (
 	MaxText       = 4096      // free text: alerts, summaries, reasons, errors
 	MaxSnapshotID = 64        // a snapshot ID (services/store: 33 bytes)
 	MaxPath       = 1024      // init's store directories
-	MaxKey        = 64        // the key init carries
+	MaxKey        = 64        // each key init carries
 	MaxConfig     = 256 << 10 // the config (firmware/console.MaxConfigSize)
 	MaxRecovery   = 4096      // the wrapped recovery key
 	MaxDisks      = 8         // data disks in init
@@ -128,8 +128,10 @@ func (d Disk) validate() error {
 
 // InitRequest starts the worker: its keys, its config and its disks.
 type InitRequest struct {
-	Master []byte `json:"master"`
-	Config []byte `json:"config"`
+	// Keys are the subkeys of the store on the data disks; never the
+	// master key, which does not leave PID 1 (docs/keys.md).
+	Keys   StoreKeys `json:"keys"`
+	Config []byte    `json:"config"`
 	// StoreDir is the store on the primary disk; Disks every data disk
 	// holding the store, the primary first.
 	StoreDir string `json:"store_dir"`
@@ -148,7 +150,7 @@ func (*InitRequest) Op() Op { return OpInit }
 
 // Validate checks the bounds.
 func (r *InitRequest) Validate() error {
-	errs := []error{checkBytes("master", r.Master, 1, MaxKey), checkBytes("config", r.Config, 1, MaxConfig),
+	errs := []error{r.Keys.validate(), checkBytes("config", r.Config, 1, MaxConfig),
 		checkPath("store_dir", r.StoreDir), checkBytes("recovery", r.Recovery, 0, MaxRecovery)}
 	if len(r.Disks) == 0 || len(r.Disks) > MaxDisks {
 		errs = append(errs, fmt.Errorf("disks: %d, want 1..%d", len(r.Disks), MaxDisks))
@@ -157,6 +159,21 @@ func (r *InitRequest) Validate() error {
 		errs = append(errs, d.validate())
 	}
 	return errors.Join(errs...)
+}
+
+// StoreKeys are one store's subkeys as services/store.StoreKeys holds
+// them (its ID and the keys derived from the master key for it).
+type StoreKeys struct {
+	ID      [16]byte `json:"id"`
+	ChunkID []byte   `json:"chunk_id"`
+	Data    []byte   `json:"data"`
+	Meta    []byte   `json:"meta"`
+	Clock   []byte   `json:"clock,omitempty"`
+}
+
+func (k *StoreKeys) validate() error {
+	return errors.Join(checkBytes("keys chunk_id", k.ChunkID, 32, 32), checkBytes("keys data", k.Data, 32, 32),
+		checkBytes("keys meta", k.Meta, 32, 32), checkBytes("keys clock", k.Clock, 0, 32))
 }
 
 // PullRequest asks for a pull of one configured source now.

@@ -36,10 +36,9 @@ import (
 //
 // time key = HKDF-SHA256(master key, info "holdfast pid1 trusted time v1").
 // Only PID 1 derives it; the worker, the sealer and the export role never
-// need it. (While the worker still receives the master key, issue 16, the
-// MAC alone does not keep a compromised worker from forging a record; the
-// config partition does: only PID 1 mounts it, and read-only after
-// lockdown.)
+// need it, and hold only store subkeys (docs/keys.md), never the master
+// key it comes from. The config partition adds a second barrier: only
+// PID 1 mounts it, and read-only after lockdown.
 const (
 	recordMagic   = "HOLDTIME"
 	recordVersion = 1

@@ -38,7 +38,7 @@ const snapshotsDir = "snapshots"
 // pruned since are seen, with an index that covers their packs.
 type catalog struct {
 	dir      string
-	key      store.StaticKey
+	key      store.KeySource
 	only     map[string]bool // nil: every source
 	log      hclog.Logger
 	interval time.Duration
@@ -80,7 +80,7 @@ func (b *bucket) snapshot(id string) (store.SnapshotInfo, bool) {
 	return b.snaps[i], true
 }
 
-func newCatalog(dir string, key store.StaticKey, sources []string, interval time.Duration, now func() time.Time, log hclog.Logger) *catalog {
+func newCatalog(dir string, key store.KeySource, sources []string, interval time.Duration, now func() time.Time, log hclog.Logger) *catalog {
 	c := &catalog{dir: dir, key: key, log: log, interval: interval, now: now, skipped: map[string]bool{}}
 	if sources != nil {
 		c.only = map[string]bool{}

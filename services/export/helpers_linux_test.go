@@ -298,14 +298,30 @@ func (l *lockedBuf) String() string {
 	return l.b.String()
 }
 
+// readOnlyKeys derives the read-only StoreKeys of the store at dir.
+func readOnlyKeys(t testing.TB, dir string) store.StoreKeys {
+	t.Helper()
+	id, err := store.ReadID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := store.DeriveKeys(testKey, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.ReadOnly()
+}
+
 // startServer serves dir on 127.0.0.1 until the test ends.
 func startServer(t testing.TB, dir string, mod func(*Options)) *testServer {
 	t.Helper()
 	ts := &testServer{logs: &lockedBuf{mu: make(chan struct{}, 1)}}
 	log := hclog.New(&hclog.LoggerOptions{Name: "export", Level: hclog.Debug, Output: io.MultiWriter(ts.logs)})
 	o := Options{
-		StoreDir:        dir,
-		Key:             testKey,
+		StoreDir: dir,
+		// What the appliance gives the export: the store's read-only
+		// subkeys, never the master key.
+		Key:             readOnlyKeys(t, dir),
 		Credentials:     []Credential{{AccessKey: testAccess, SecretKey: config.Secret(testSecret)}},
 		Logger:          log,
 		Now:             func() time.Time { return time.Now().Add(time.Duration(ts.offset.Load())) },

@@ -48,7 +48,9 @@ type Credential struct {
 type Options struct {
 	// StoreDir is the store to export; it is only ever opened read-only.
 	StoreDir string
-	// Key supplies the store's master key; it is asked once, at New.
+	// Key opens the store: its read-only StoreKeys (what the appliance
+	// gives the export; never the master key), or a master key source,
+	// which is asked once, at New.
 	Key store.KeySource
 	// Credentials are the access keys requests may be signed with (at
 	// least one).
@@ -131,14 +133,20 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.MaxStreams <= 0 {
 		o.MaxStreams = DefaultMaxStreams
 	}
-	master, err := o.Key.MasterKey(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("export: master key: %w", err)
+	key := o.Key
+	switch key.(type) {
+	case store.StoreKeys, *store.StoreKeys:
+	default:
+		master, err := o.Key.MasterKey(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("export: master key: %w", err)
+		}
+		key = store.StaticKey(master)
 	}
 	s := &Server{
 		log:     log,
 		now:     now,
-		cat:     newCatalog(o.StoreDir, store.StaticKey(master), o.Sources, o.RefreshInterval, now, log),
+		cat:     newCatalog(o.StoreDir, key, o.Sources, o.RefreshInterval, now, log),
 		views:   newViewCache(o.CachedSnapshots),
 		sizes:   &chunkSizes{max: chunkSizeCache},
 		auth:    &verifier{secrets: secrets, now: now},

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +42,26 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Fprintln(os.Stderr, caps.DropAndExec(drop, "/proc/self/exe", os.Args, env))
 		os.Exit(3)
+	case "become":
+		// The appliance's sealer: its own uid and gid, the worker's
+		// group only to read, the capabilities of the row under test.
+		var keep []int
+		for _, f := range strings.Fields(os.Getenv("HOLDFAST_SEALER_CAPS")) {
+			n, _ := strconv.Atoi(f)
+			keep = append(keep, n)
+		}
+		var groups []int
+		if g := os.Getenv("HOLDFAST_SEALER_GROUP"); g != "" {
+			n, _ := strconv.Atoi(g)
+			groups = []int{n}
+		}
+		env := []string{childEnv + "=serve", "HOLDFAST_SEALER_ROOT=" + os.Getenv("HOLDFAST_SEALER_ROOT")}
+		fmt.Fprintln(os.Stderr, caps.BecomeIdentityAndExec(caps.Identity{UID: sealerUID, GID: sealerUID, Groups: groups}, keep, "/proc/self/exe", os.Args, env))
+		os.Exit(3)
+	case "worker":
+		// The appliance's worker: uid and gid 1000, no capabilities; it
+		// writes the store and has the sealer seal over fd 3.
+		os.Exit(runWorkerChild(os.Getenv("HOLDFAST_SEALER_ROOT")))
 	case "serve":
 		conn := os.NewFile(3, "conn")
 		if err := Serve(context.Background(), conn, os.Getenv("HOLDFAST_SEALER_ROOT"), nil); err != nil {
@@ -296,5 +318,186 @@ func TestSealerRefusesForeignContent(t *testing.T) {
 	}
 	if _, err := store.Open(t.Context(), dir, store.StaticKey(bytes.Repeat([]byte{7}, 32)), store.Options{Sealer: client}); err != nil {
 		t.Fatalf("the store no longer opens as writer: %v", err)
+	}
+}
+
+// The uids of the appliance's roles the non-owner test plays.
+const (
+	workerUID = 1000 // owns the store; its gid is the store's group
+	sealerUID = 1001
+)
+
+var testMaster = bytes.Repeat([]byte{7}, 32)
+
+// runWorkerChild commits a snapshot, extends it and verifies the store at
+// dir, every seal asked of the sealer on fd 3; it prints the error, if
+// any, and returns the exit code.
+func runWorkerChild(dir string) int {
+	if os.Getuid() != workerUID || os.Getgid() != workerUID {
+		fmt.Printf("worker child runs as %d:%d\n", os.Getuid(), os.Getgid())
+		return 2
+	}
+	ctx := context.Background()
+	id, err := store.ReadID(dir)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	keys, err := store.DeriveKeys(testMaster, id)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	client := NewClient(os.NewFile(3, "sealer"), dir)
+	err = func() error {
+		s, err := store.Open(ctx, dir, keys, store.Options{Sealer: client})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		sn, err := s.Begin(ctx, store.BeginOptions{Source: "src", RetainUntil: time.Now().Add(time.Hour)})
+		if err != nil {
+			return err
+		}
+		if _, err := sn.Put(ctx, store.ObjectInfo{Key: []byte("a")}, bytes.NewReader(bytes.Repeat([]byte("holdfast"), 1<<18))); err != nil {
+			return err
+		}
+		m, err := sn.Commit(ctx, store.CommitOptions{})
+		if err != nil {
+			return err
+		}
+		if err := s.Extend(m.ID, time.Now().Add(48*time.Hour), false, "test"); err != nil {
+			return err
+		}
+		r, err := s.Verify(ctx)
+		if err != nil {
+			return err
+		}
+		if !r.OK() {
+			return fmt.Errorf("verify: %+v", r)
+		}
+		return nil
+	}()
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println("ok")
+	return 0
+}
+
+// TestNonOwnerSealer plays the appliance's roles: the worker (uid and gid
+// 1000, no capabilities) owns and writes the store; the sealer runs as
+// uid and gid 1001, owns nothing of it and reads it through the worker's
+// group. It seals everything with CAP_LINUX_IMMUTABLE and CAP_FOWNER
+// (Capabilities); without CAP_FOWNER the kernel refuses to set a flag on a
+// file it does not own, and outside the group it cannot read a magic.
+func TestNonOwnerSealer(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("run as root: the test changes uids")
+	}
+	for _, tc := range []struct {
+		name   string
+		caps   []int
+		group  bool
+		wantOK bool
+		want   string // in the worker's error when it fails
+	}{
+		{"appliance: group reader, CAP_LINUX_IMMUTABLE and CAP_FOWNER", Capabilities(), true, true, ""},
+		{"without CAP_FOWNER", []int{unix.CAP_LINUX_IMMUTABLE}, true, false, "operation not permitted"},
+		{"outside the store's group", Capabilities(), false, false, "permission denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := storetest.Dir(t)
+			// The directories above the store: searchable by the roles.
+			for p := filepath.Dir(dir); p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+				if err := os.Chmod(p, 0o711); err != nil {
+					t.Fatal(err)
+				}
+			}
+			id, err := store.NewID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys, err := store.DeriveKeys(testMaster, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// PID 1 made the store directory for the worker; the worker
+			// made the layout (here: root, handing it over as PID 1's
+			// newStoreDir and the maintenance window would).
+			s, err := store.Init(t.Context(), dir, keys, store.InitOptions{}, store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			storetest.Unseal(t, dir)
+			if err := filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				return os.Lchown(p, workerUID, workerUID)
+			}); err != nil {
+				t.Fatal(err)
+			}
+
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			workerEnd, sealerEnd := os.NewFile(uintptr(fds[0]), "worker"), os.NewFile(uintptr(fds[1]), "sealer")
+			var capList []string
+			for _, c := range tc.caps {
+				capList = append(capList, strconv.Itoa(c))
+			}
+			group := ""
+			if tc.group {
+				group = strconv.Itoa(workerUID)
+			}
+			sealerCmd := exec.Command("/proc/self/exe", "-test.run=^$")
+			sealerCmd.Env = append(os.Environ(), childEnv+"=become", "HOLDFAST_SEALER_ROOT="+dir,
+				"HOLDFAST_SEALER_CAPS="+strings.Join(capList, " "), "HOLDFAST_SEALER_GROUP="+group)
+			sealerCmd.ExtraFiles = []*os.File{sealerEnd}
+			sealerCmd.Stderr = os.Stderr
+			if err := sealerCmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sealerEnd.Close()
+			workerCmd := exec.Command("/proc/self/exe", "-test.run=^$")
+			workerCmd.Env = append(os.Environ(), childEnv+"=worker", "HOLDFAST_SEALER_ROOT="+dir)
+			workerCmd.ExtraFiles = []*os.File{workerEnd}
+			workerCmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: workerUID, Gid: workerUID, Groups: []uint32{}}}
+			out, werr := workerCmd.CombinedOutput()
+			workerEnd.Close()
+			if err := sealerCmd.Wait(); err != nil {
+				t.Errorf("sealer: %v", err)
+			}
+			t.Logf("worker: %s", bytes.TrimSpace(out))
+			if tc.wantOK != (werr == nil) || !bytes.Contains(out, []byte(tc.want)) {
+				t.Fatalf("worker: %v, %q; want success %v, output with %q", werr, out, tc.wantOK, tc.want)
+			}
+			if !tc.wantOK {
+				return
+			}
+			sealed := 0
+			filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+				rel, _ := filepath.Rel(dir, p)
+				if err != nil || !d.Type().IsRegular() || checkPath(OpSealFile, filepath.ToSlash(rel)) != nil {
+					return nil
+				}
+				var st unix.Stat_t
+				if err := unix.Lstat(p, &st); err != nil || st.Uid != workerUID {
+					t.Errorf("%s: owner %d (%v), want the worker", rel, st.Uid, err)
+				}
+				if ok, _ := fsflag.Has(p, fsflag.Immutable); !ok {
+					t.Errorf("%s is not sealed", rel)
+				}
+				sealed++
+				return nil
+			})
+			if sealed < 4 {
+				t.Fatalf("only %d sealed files (config, pack, manifest, retention record expected)", sealed)
+			}
+		})
 	}
 }

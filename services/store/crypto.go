@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -23,7 +24,7 @@ type ChunkID [32]byte
 // String returns the ID in hex.
 func (c ChunkID) String() string { return hex.EncodeToString(c[:]) }
 
-// ErrWrongKey means the master key does not open this store.
+// ErrWrongKey means the key (master key or subkeys) does not open this store.
 var ErrWrongKey = errors.New("master key does not open this store")
 
 // ErrCorrupt marks data that failed an authentication tag or hash check.
@@ -45,30 +46,50 @@ type keys struct {
 	meta    cipher.AEAD
 }
 
+// The HKDF labels of the table above (docs/keys.md lists them; a test
+// checks that it lists exactly these).
+const (
+	labelChunkID = "holdfast chunk-id v1"
+	labelData    = "holdfast data v1"
+	labelMeta    = "holdfast meta v1"
+	labelClock   = "holdfast clock v1"
+)
+
+// KeyLabels returns the HKDF labels of the store's subkeys, for the key
+// table in docs/keys.md.
+func KeyLabels() []string { return []string{labelChunkID, labelData, labelMeta, labelClock} }
+
+func hkdfKey(master []byte, storeID [16]byte, label string) ([]byte, error) {
+	return hkdf.Key(sha256.New, master, storeID[:], label, 32)
+}
+
 func deriveKeys(master []byte, storeID [16]byte) (*keys, error) {
-	if len(master) != MasterKeySize {
-		return nil, fmt.Errorf("master key is %d bytes, want %d", len(master), MasterKeySize)
+	sk, err := DeriveKeys(master, storeID)
+	if err != nil {
+		return nil, err
 	}
-	derive := func(label string) ([]byte, error) {
-		return hkdf.Key(sha256.New, master, storeID[:], label, 32)
-	}
-	k := &keys{}
-	var err error
-	if k.chunkID, err = derive("holdfast chunk-id v1"); err != nil {
-		return nil, fmt.Errorf("derive chunk-id key: %w", err)
-	}
-	if k.clock, err = derive("holdfast clock v1"); err != nil {
-		return nil, fmt.Errorf("derive clock key: %w", err)
-	}
-	for _, p := range []struct {
-		label string
-		dst   *cipher.AEAD
-	}{{"holdfast data v1", &k.data}, {"holdfast meta v1", &k.meta}} {
-		raw, err := derive(p.label)
-		if err != nil {
-			return nil, fmt.Errorf("derive %s: %w", p.label, err)
+	return sk.build()
+}
+
+// build checks the subkeys' sizes and makes the ciphers.
+func (sk StoreKeys) build() (*keys, error) {
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{{"chunk-id", sk.ChunkID}, {"data", sk.Data}, {"meta", sk.Meta}} {
+		if len(f.b) != 32 {
+			return nil, fmt.Errorf("%s key is %d bytes, want 32", f.name, len(f.b))
 		}
-		block, err := aes.NewCipher(raw)
+	}
+	if sk.Clock != nil && len(sk.Clock) != 32 {
+		return nil, fmt.Errorf("clock key is %d bytes, want 32", len(sk.Clock))
+	}
+	k := &keys{chunkID: bytes.Clone(sk.ChunkID), clock: bytes.Clone(sk.Clock)}
+	for _, p := range []struct {
+		raw []byte
+		dst *cipher.AEAD
+	}{{sk.Data, &k.data}, {sk.Meta, &k.meta}} {
+		block, err := aes.NewCipher(p.raw)
 		if err != nil {
 			return nil, fmt.Errorf("aes: %w", err)
 		}

@@ -440,6 +440,14 @@ func (s *Store) newRunWriter(est uint64) (*runWriter, error) {
 		w.abort()
 		return nil, fmt.Errorf("index run: %w", err)
 	}
+	// Group-readable like every store file (the export reads the
+	// store through the worker's group); CreateTemp makes them 0600.
+	for _, f := range []*os.File{w.f, w.dirF} {
+		if err := f.Chmod(fileMode); err != nil {
+			w.abort()
+			return nil, fmt.Errorf("index run: %w", err)
+		}
+	}
 	w.w, w.dirW = bufio.NewWriterSize(w.f, 64<<10), bufio.NewWriterSize(w.dirF, 16<<10)
 	if _, err := w.w.Write(make([]byte, runHeaderSize)); err != nil {
 		w.abort()

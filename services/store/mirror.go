@@ -384,6 +384,11 @@ func (s *Store) stageCopy(ctx context.Context, srcRoot, rel string, kind FileKin
 		return st, fmt.Errorf("create copy: %w", err)
 	}
 	st.tmp = out.Name()
+	if err = out.Chmod(fileMode); err != nil {
+		out.Close()
+		os.Remove(st.tmp)
+		return st, fmt.Errorf("create copy: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			out.Close()
@@ -639,19 +644,11 @@ func (c fixedClock) Now() (time.Time, error) { return time.Time(c), nil }
 // read-write (which runs recovery). The ID is not authenticated here; Open
 // checks the config with the key.
 func PeekID(dir string) (string, error) {
-	f, _, err := openStoreFile(filepath.Join(dir, configName), os.O_RDONLY, maxConfigFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("open %s: %w", dir, ErrNotStore)
-	}
+	id, err := ReadID(dir)
 	if err != nil {
-		return "", fmt.Errorf("read config: %w", err)
+		return "", err
 	}
-	defer f.Close()
-	var hdr [26]byte
-	if _, err := io.ReadFull(f, hdr[:]); err != nil || string(hdr[:8]) != configMagic {
-		return "", fmt.Errorf("open %s: bad config magic: %w", dir, ErrNotStore)
-	}
-	return hex.EncodeToString(hdr[10:26]), nil
+	return hex.EncodeToString(id[:]), nil
 }
 
 // SaveIndex writes the index entries gathered since the last run as a run
@@ -678,7 +675,7 @@ func InitMirror(ctx context.Context, dir string, primary *Store, ks KeySource, o
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("create store dir: %w", err)
 	}
 	entries, err := os.ReadDir(dir)
@@ -692,15 +689,15 @@ func InitMirror(ctx context.Context, dir string, primary *Store, ks KeySource, o
 		return nil, err
 	}
 	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir, receiptsDir} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, d), dirMode); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, lockName), nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, lockName), nil, lockMode); err != nil {
 		return nil, fmt.Errorf("create lock file: %w", err)
 	}
 	if len(blob) > 0 {
-		if err := os.Mkdir(filepath.Join(dir, recoveryDir), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, recoveryDir), dirMode); err != nil {
 			return nil, fmt.Errorf("create recovery dir: %w", err)
 		}
 		tmp := filepath.Join(dir, tmpDir, recoveryName)

@@ -39,7 +39,7 @@ func (s *Store) maxPackFile() int64 {
 // shows a regular file of at most max bytes (max < 0: no bound). flag is
 // O_RDONLY, O_RDWR or O_WRONLY|O_APPEND, optionally with O_CREATE.
 func openStoreFile(path string, flag int, max int64) (*os.File, int64, error) {
-	fd, err := unix.Open(path, flag|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0o600)
+	fd, err := unix.Open(path, flag|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, uint32(fileMode))
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.EISDIR) {
 			return nil, 0, fmt.Errorf("open %s: %v: %w", path, err, ErrForeign)

@@ -90,6 +90,11 @@ func (s *Store) newPackWriter() (*packWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create pack: %w", err)
 	}
+	if err := f.Chmod(fileMode); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("create pack: %w", err)
+	}
 	pw := &packWriter{f: f, tmpPath: f.Name(), sum: sha256.New()}
 	pw.w = bufio.NewWriterSize(io.MultiWriter(f, pw.sum), 1<<20)
 	if _, err := pw.w.WriteString(packMagic); err != nil {
@@ -180,7 +185,7 @@ func (s *Store) finishPack(pw *packWriter) (string, error) {
 }
 
 func (s *Store) ensureShard(shard string) error {
-	err := os.Mkdir(shard, 0o700)
+	err := os.Mkdir(shard, dirMode)
 	if errors.Is(err, os.ErrExist) {
 		return nil
 	}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -107,6 +106,17 @@ type InitOptions struct {
 	polynomial chunker.Pol // tests only: Rabin with a fixed polynomial; 0 means keyed FastCDC
 }
 
+// Modes of what the store makes. The owner (on the appliance the worker,
+// uid and gid 1000) writes; its group reads: the appliance's sealer reads
+// a file's magic before sealing it and the export reads everything, each
+// as a member of the worker's group, owning nothing of the store. Others
+// get nothing. Only the writer takes the lock.
+const (
+	dirMode  os.FileMode = 0o750
+	fileMode os.FileMode = 0o640
+	lockMode os.FileMode = 0o600
+)
+
 // Config file layout (STORE/holdfast-store), sealed immutable at init:
 //
 //	| offset | size | field                                                  |
@@ -154,12 +164,21 @@ type Store struct {
 
 // Init creates a new store in dir, which must not exist or be empty. It
 // never touches a directory that holds anything.
+//
+// ks is a master key (the store gets a random ID) or the StoreKeys of the
+// store to make (it gets their ID: the appliance's PID 1 picks the ID and
+// derives the subkeys, so the process that makes the store never holds
+// the master key).
 func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Options) (*Store, error) {
-	master, err := ks.MasterKey(ctx)
+	id, err := initID(ks)
 	if err != nil {
-		return nil, fmt.Errorf("master key: %w", err)
+		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	k, err := keysFor(ctx, dir, ks, id, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("create store dir: %w", err)
 	}
 	entries, err := os.ReadDir(dir)
@@ -186,14 +205,6 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	if err := newChunkerConfig(&cfg, io.polynomial); err != nil {
 		return nil, err
 	}
-	var id [16]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return nil, fmt.Errorf("store id: %w", err)
-	}
-	k, err := deriveKeys(master, id)
-	if err != nil {
-		return nil, err
-	}
 	c, err := newCodec()
 	if err != nil {
 		return nil, err
@@ -211,15 +222,15 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	out = append(out, sealed...)
 
 	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir, receiptsDir} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, d), dirMode); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, lockName), nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, lockName), nil, lockMode); err != nil {
 		return nil, fmt.Errorf("create lock file: %w", err)
 	}
 	if len(io.RecoveryBlob) > 0 {
-		if err := os.Mkdir(filepath.Join(dir, recoveryDir), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, recoveryDir), dirMode); err != nil {
 			return nil, fmt.Errorf("create recovery dir: %w", err)
 		}
 		tmp := filepath.Join(dir, tmpDir, recoveryName)
@@ -247,7 +258,8 @@ func Init(ctx context.Context, dir string, ks KeySource, io InitOptions, o Optio
 	return s, nil
 }
 
-// Open opens an existing store. Unless opts.ReadOnly, it takes the write
+// Open opens an existing store with a master key or with its StoreKeys
+// (refused with a WrongStoreError for a store of another ID). Unless opts.ReadOnly, it takes the write
 // lock and recovers from a crash: it empties tmp/, seals files that a crash
 // left renamed but unsealed, and restores directory flags.
 func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, error) {
@@ -270,11 +282,7 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 	if int(n) != len(raw)-30 {
 		return nil, fmt.Errorf("open %s: config length: %w", dir, ErrCorrupt)
 	}
-	master, err := ks.MasterKey(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("master key: %w", err)
-	}
-	k, err := deriveKeys(master, id)
+	k, err := keysFor(ctx, dir, ks, id, o.ReadOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -395,7 +403,7 @@ func (s *Store) path(elem ...string) string {
 func (s *Store) recover() error {
 	// Directories a crash during init (or an older layout) left missing.
 	for _, d := range []string{wipDir, tmpDir, indexDir, stateDir, packsDir, snapshotsDir, retentionDir, receiptsDir} {
-		if err := os.Mkdir(s.path(d), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := os.Mkdir(s.path(d), dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
@@ -666,7 +674,7 @@ func isShard(name string) bool {
 // using a probe directory it then removes.
 func checkFlagSupport(dir string) error {
 	probe := filepath.Join(dir, ".flag-probe")
-	if err := os.Mkdir(probe, 0o700); err != nil {
+	if err := os.Mkdir(probe, dirMode); err != nil {
 		return fmt.Errorf("flag probe: %w", err)
 	}
 	defer os.Remove(probe)
@@ -700,7 +708,7 @@ func (s *Store) installSealed(dir, name string, data []byte) error {
 }
 
 func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ func (s *Store) Begin(ctx context.Context, o BeginOptions) (*Snapshot, error) {
 		sn.head.RetainUntil = o.RetainUntil.UnixNano()
 	}
 	path := s.path(wipDir, sn.id+".journal")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, fileMode)
 	if err != nil {
 		return nil, fmt.Errorf("create journal: %w", err)
 	}

@@ -18,6 +18,7 @@ const brokerEnv = "HOLDFAST_ATTACK_BROKER_FD"
 
 type brokerRequest struct {
 	Uid, Gid  int
+	Groups    []int
 	Args      []string
 	TimeoutMS int64
 }
@@ -57,9 +58,9 @@ func openBroker() *broker {
 	return &broker{f: f, enc: json.NewEncoder(f), dec: json.NewDecoder(f)}
 }
 
-// run asks PID 1 to run this program with args as uid:gid.
-func (b *broker) run(uid, gid int, timeout time.Duration, args []string) (brokerReply, error) {
-	req := brokerRequest{Uid: uid, Gid: gid, Args: args, TimeoutMS: timeout.Milliseconds()}
+// run asks PID 1 to run this program with args as uid:gid and groups.
+func (b *broker) run(uid, gid int, groups []int, timeout time.Duration, args []string) (brokerReply, error) {
+	req := brokerRequest{Uid: uid, Gid: gid, Groups: groups, Args: args, TimeoutMS: timeout.Milliseconds()}
 	if err := b.enc.Encode(req); err != nil {
 		return brokerReply{}, fmt.Errorf("attack broker: send: %w", err)
 	}

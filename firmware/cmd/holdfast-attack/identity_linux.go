@@ -50,16 +50,33 @@ import (
 // maxIdentities bounds how many identities the techniques play.
 const maxIdentities = 32
 
-// ident is a uid:gid pair.
-type ident struct{ uid, gid int }
+// ident is a uid:gid pair, with supplementary groups and a role name when
+// it is a role's identity (roles_linux.go).
+type ident struct {
+	uid, gid int
+	groups   []int
+	role     string
+}
 
-func (i ident) String() string { return fmt.Sprintf("%d:%d", i.uid, i.gid) }
+func (i ident) String() string {
+	s := fmt.Sprintf("%d:%d", i.uid, i.gid)
+	for _, g := range i.groups {
+		s += fmt.Sprintf("+%d", g)
+	}
+	if i.role != "" {
+		s += "(" + i.role + ")"
+	}
+	return s
+}
 
 // identities are the ids that own something on the box, 65534 and the
 // owner uid, each played as uid = gid = id, sorted; total counts them all
 // when there are more than maxIdentities.
 func (e *env) identities() (ids []ident, total int) {
 	seen := map[int]bool{0: true, 65534: true, e.cfg.ownerUID: true}
+	for _, r := range e.cfg.roles {
+		seen[r.uid] = true
+	}
 	for _, id := range ownerIDs("/", []string{"/proc", "/sys"}, 200000) {
 		seen[id] = true
 	}
@@ -78,7 +95,11 @@ func (e *env) identities() (ids []ident, total int) {
 		if len(ids) == maxIdentities {
 			break
 		}
-		ids = append(ids, ident{id, id})
+		if r, ok := e.cfg.roleOf(id); ok {
+			ids = append(ids, ident{r.uid, r.gid, r.groups, r.name})
+			continue
+		}
+		ids = append(ids, ident{uid: id, gid: id})
 	}
 	return ids, len(all)
 }
@@ -226,6 +247,9 @@ var identityBatteries = map[string]func(*env) result{
 	"open-tpm-serial":     (*env).openTPMSerial,
 	"mknod":               (*env).mknodNodes,
 	"mount":               (*env).mountOverDev,
+	"store":               (*env).storeEveryIdentity,        // roles_linux.go
+	"config":              (*env).configEveryIdentity,       // roles_linux.go
+	"signal-ptrace":       (*env).signalPtraceEveryIdentity, // roles_linux.go
 }
 
 // asEveryIdentity runs a battery in a child as each identity.
@@ -235,7 +259,10 @@ func (e *env) asEveryIdentity(battery string) result {
 	var refusedIDs []string
 	for _, id := range ids {
 		args := append([]string{"-identity-battery", battery}, e.cfg.childArgs()...)
-		out, errText, werr, serr := e.spawnAs(id.uid, id.gid, time.Minute, args)
+		if battery == "store" {
+			args = append(args, e.t.pack, e.t.manifest)
+		}
+		out, errText, werr, serr := e.spawnAs(id.uid, id.gid, id.groups, time.Minute, args)
 		if serr != nil {
 			rs = append(rs, naf("%s: cannot be started as this identity: %v", id, serr))
 			continue
@@ -275,7 +302,8 @@ func identityChild(cfg *config, stdout io.Writer) int {
 	var r reply
 	if f, ok := identityBatteries[cfg.identityBattery]; ok {
 		res := e.runBattery(f)
-		r.Outcome, r.Detail = res.outcome.String(), fmt.Sprintf("uid %d gid %d: %s", os.Getuid(), os.Getgid(), res.detail)
+		groups, _ := unix.Getgroups()
+		r.Outcome, r.Detail = res.outcome.String(), fmt.Sprintf("uid %d gid %d groups %v: %s", os.Getuid(), os.Getgid(), groups, res.detail)
 	} else {
 		r.Err = fmt.Sprintf("no battery %q", cfg.identityBattery)
 	}

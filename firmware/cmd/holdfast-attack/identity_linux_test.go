@@ -71,12 +71,12 @@ func TestTryBecome(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Fatal("this test must run as root")
 	}
-	r := tryBecome(ident{1000, 1000})
+	r := tryBecome(ident{uid: 1000, gid: 1000})
 	if r.outcome != outSucceeded || !strings.Contains(r.detail, "setresuid: ok") {
 		t.Errorf("tryBecome as root with CAP_SETUID: %v %q, want SUCCEEDED with setresuid: ok", r.outcome, r.detail)
 	}
 	// Its own ids need no capability: not a success.
-	if r := tryBecome(ident{0, 0}); !strings.Contains(r.detail, "setresuid: ok, but it is already this id") || strings.Contains(r.detail, "setresgid: ok;") {
+	if r := tryBecome(ident{uid: 0, gid: 0}); !strings.Contains(r.detail, "setresuid: ok, but it is already this id") || strings.Contains(r.detail, "setresgid: ok;") {
 		t.Errorf("tryBecome(0:0) as root: %v %q, want its own ids noted as no change", r.outcome, r.detail)
 	}
 	for i := 0; i < 20; i++ {
@@ -142,5 +142,37 @@ func TestIdentityTechniques(t *testing.T) {
 	}
 	if n != len(identityBatteries)+1 {
 		t.Errorf("%d identity techniques, want %d", n, len(identityBatteries)+1)
+	}
+}
+
+// TestParseRoles: the -roles flag PID 1 passes, and what it refuses.
+func TestParseRoles(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string // the identities as ident.String gives them
+		wantErr bool
+	}{
+		{"worker=1000:1000,sealer=1001:1001:1000,export=1002:1002:1000,dhcp=1003:1003",
+			"1000:1000(worker) 1001:1001+1000(sealer) 1002:1002+1000(export) 1003:1003(dhcp)", false},
+		{"", "", false},
+		{"worker=1000", "", true},
+		{"=1000:1000", "", true},
+		{"worker=1000:70000", "", true},
+		{"worker=a:b", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			rs, err := parseRoles(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseRoles(%q) error %v, want error %v", tt.in, err, tt.wantErr)
+			}
+			var got []string
+			for _, r := range rs {
+				got = append(got, ident{r.uid, r.gid, r.groups, r.name}.String())
+			}
+			if s := strings.Join(got, " "); s != tt.want {
+				t.Fatalf("parseRoles(%q) = %q, want %q", tt.in, s, tt.want)
+			}
+		})
 	}
 }

@@ -37,6 +37,10 @@ type config struct {
 	store, bootDisk, configDir, modulesDir, mke2fs string
 	dataDisks                                      []string
 	sealerPID, workerPID, ownerUID                 int
+	exportPID                                      int         // 0: no export runs
+	otherStores                                    []string    // the mirror disks' stores
+	roles                                          []roleIdent // -roles (roles_linux.go)
+	rolesFlag                                      string
 	asOwner, identityBattery                       string
 	crash, usernsMount                             bool
 	rest                                           []string
@@ -99,6 +103,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.sealerPID, "sealer-pid", 0, "PID of the sealer")
 	fs.IntVar(&c.workerPID, "worker-pid", 0, "PID of the worker")
 	fs.IntVar(&c.ownerUID, "owner-uid", 1000, "uid (and gid) owning the store")
+	fs.IntVar(&c.exportPID, "export-pid", 0, "PID of the export, 0 when none runs")
+	var others string
+	fs.StringVar(&others, "other-stores", "", "comma-separated store directories of the other (mirror) data disks")
+	fs.StringVar(&c.rolesFlag, "roles", "", "the roles' identities, NAME=UID:GID[:GROUP...] comma-separated")
 	fs.StringVar(&c.modulesDir, "modules-dir", "", "directory of the kernel's modules (/lib/modules/RELEASE)")
 	fs.StringVar(&c.mke2fs, "mke2fs", "", "path of mke2fs in the image")
 	fs.StringVar(&c.asOwner, "as-owner", "", "internal: run one owner technique, or _walk, _fingerprint, _handle, _kill-sealer, as the owner uid")
@@ -112,6 +120,16 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if d = strings.TrimSpace(d); d != "" {
 			c.dataDisks = append(c.dataDisks, d)
 		}
+	}
+	for _, d := range strings.Split(others, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			c.otherStores = append(c.otherStores, filepath.Clean(d))
+		}
+	}
+	var err error
+	if c.roles, err = parseRoles(c.rolesFlag); err != nil {
+		fmt.Fprintf(stderr, "holdfast-attack: -roles: %v\n", err)
+		return nil, err
 	}
 	c.rest = fs.Args()
 	return c, nil
@@ -151,6 +169,7 @@ func (c *config) childArgs() []string {
 		"-boot-disk", c.bootDisk, "-config-dir", c.configDir,
 		"-sealer-pid", strconv.Itoa(c.sealerPID), "-worker-pid", strconv.Itoa(c.workerPID),
 		"-owner-uid", strconv.Itoa(c.ownerUID), "-modules-dir", c.modulesDir, "-mke2fs", c.mke2fs,
+		"-export-pid", strconv.Itoa(c.exportPID), "-other-stores", strings.Join(c.otherStores, ","), "-roles", c.rolesFlag,
 	}
 }
 
@@ -309,7 +328,7 @@ func (e *env) callOwner(timeout time.Duration, mode string, extra ...string) (re
 		return reply{}, e.becomeErr
 	}
 	args := append([]string{"-as-owner", mode}, e.cfg.childArgs()...)
-	out, errText, werr, serr := e.spawnAs(e.cfg.ownerUID, e.cfg.ownerUID, timeout, append(args, extra...))
+	out, errText, werr, serr := e.spawnAs(e.cfg.ownerUID, e.cfg.ownerUID, nil, timeout, append(args, extra...))
 	if serr != nil {
 		e.becomeErr = &becomeError{e.cfg.ownerUID, serr}
 		return reply{}, e.becomeErr
@@ -327,9 +346,9 @@ func (e *env) callOwner(timeout time.Duration, mode string, extra ...string) (re
 // appliance this program holds no capability (nothing after lockdown can
 // change its uid), so a test image's PID 1 starts it (the attack broker,
 // e.broker); elsewhere (host tests) it is started here with Credential.
-func (e *env) spawnAs(uid, gid int, timeout time.Duration, args []string) (stdout []byte, stderr string, runErr, startErr error) {
+func (e *env) spawnAs(uid, gid int, groups []int, timeout time.Duration, args []string) (stdout []byte, stderr string, runErr, startErr error) {
 	if e.broker != nil {
-		rep, err := e.broker.run(uid, gid, timeout, args)
+		rep, err := e.broker.run(uid, gid, groups, timeout, args)
 		if err != nil {
 			return nil, "", nil, err
 		}
@@ -342,7 +361,11 @@ func (e *env) spawnAs(uid, gid int, timeout time.Duration, args []string) (stdou
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.self, args...)
 	cmd.Args[0] = "holdfast-attack"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	g := []uint32{}
+	for _, x := range groups {
+		g = append(g, uint32(x))
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: g}}
 	cmd.Env = []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin"}
 	cmd.Dir = "/"
 	var out, errb bytes.Buffer

@@ -68,7 +68,7 @@ func techniques() []technique {
 		{cat: "owner", name: "chmod-snapshots-as-owner", what: "chmod 0 snapshots/ (append-only) as uid 1000", owner: true, run: storeOp(opChmod(pickSnapDir, 0))},
 		{cat: "owner", name: "rename-over-manifest-as-owner", what: "create a file in tmp/ and rename it over a manifest as uid 1000", owner: true, run: storeOp(opRenameOver(pickManifest))},
 		{cat: "owner", name: "link-pack-into-tmp-as-owner", what: "link(2) a pack into tmp/ and write it as uid 1000", owner: true, run: storeOp(opLinkIntoTmp(pickPack))},
-		{cat: "owner", name: "inject-sealer-as-owner", what: "PTRACE_ATTACH, process_vm_writev, /proc/PID/mem write on the sealer (same uid)", owner: true, run: (*env).injectSealer},
+		{cat: "owner", name: "inject-sealer-as-owner", what: "PTRACE_ATTACH, process_vm_writev, /proc/PID/mem write on the sealer (its own uid since issue 16)", owner: true, run: (*env).injectSealer},
 		{cat: "owner", name: "forge-sealer-requests-as-owner", what: "take the worker's sealer socket (pidfd_getfd) and send forged requests", owner: true, run: (*env).forgeResult},
 
 		// The config partition.
@@ -88,6 +88,9 @@ func techniques() []technique {
 		{cat: "identity", name: "write-block-devices-every-identity", what: "as every identity: open O_WRONLY and O_RDWR every block device the kernel lists", run: func(e *env) result { return e.asEveryIdentity("write-block-devices") }},
 		{cat: "identity", name: "open-tpm-serial-every-identity", what: "as every identity: open the TPM, serial lines, console, RTC, watchdog, /dev/mem, /dev/port", run: func(e *env) result { return e.asEveryIdentity("open-tpm-serial") }},
 		{cat: "identity", name: "mknod-every-identity", what: "as every identity: mknod a data disk, the boot disk, tpmrm0 and ttyS0 in /dev and /tmp, open read-write", run: func(e *env) result { return e.asEveryIdentity("mknod") }},
+		{cat: "identity", name: "store-every-identity", what: "as every identity, each role with its groups: unlink, truncate, write, clear flags, chmod a sealed pack and manifest, rename the manifest, create in tmp/ and flock the writer's lock (not the owner), on every data disk's store", run: func(e *env) result { return e.asEveryIdentity("store") }},
+		{cat: "identity", name: "config-every-identity", what: "as every identity: unlink, truncate, overwrite the config partition's sealed files", run: func(e *env) result { return e.asEveryIdentity("config") }},
+		{cat: "identity", name: "signal-ptrace-every-identity", what: "as every identity: kill(pid, 0) and PTRACE_ATTACH of PID 1, the sealer, the worker and the export not of its uid", run: func(e *env) result { return e.asEveryIdentity("signal-ptrace") }},
 		{cat: "identity", name: "mount-every-identity", what: "as every identity: devtmpfs on /tmp, tmpfs and bind over /dev, remount /dev read-write", run: func(e *env) result { return e.asEveryIdentity("mount") }},
 
 		// Raw disks and the boot medium.

@@ -5,11 +5,11 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,7 +38,8 @@ import (
 // makes itself the worker with caps.BecomeAndExec, what the worker's own
 // become- stage calls: uid and gid 1000, no groups, no capabilities, an
 // empty bounding set, no_new_privs); it checks those credentials, reads the
-// master key the worker gets in its "init" message (stdin, hex) and uses
+// store subkeys the worker gets in its "init" message (stdin, one line of
+// JSON store.StoreKeys; the worker never holds the master key) and uses
 // one sealer socket per store (fd 3 on), as the worker does. On every
 // store it plants each class of issue 15 and prints one row per planted
 // entry:
@@ -174,14 +175,14 @@ func workerMain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "worker adversary: uid=%d gid=%d capabilities effective=%x permitted=%x bounding=%x; stores %s\n",
 		os.Getuid(), os.Getgid(), s.Effective, s.Permitted, s.Bounding, strings.Join(pairs, " "))
-	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	line, err := bufio.NewReader(io.LimitReader(os.Stdin, 4096)).ReadString('\n')
 	if err != nil {
-		fmt.Fprintf(stderr, "holdfast-attack: read the master key: %v\n", err)
+		fmt.Fprintf(stderr, "holdfast-attack: read the worker's store keys: %v\n", err)
 		return 2
 	}
-	master, err := hex.DecodeString(strings.TrimSpace(line))
-	if err != nil || len(master) != store.MasterKeySize {
-		fmt.Fprintf(stderr, "holdfast-attack: master key: %d bytes, %v\n", len(master), err)
+	var keys store.StoreKeys
+	if err := json.Unmarshal([]byte(line), &keys); err != nil || len(keys.Meta) != 32 {
+		fmt.Fprintf(stderr, "holdfast-attack: worker's store keys: %d-byte meta key, %v\n", len(keys.Meta), err)
 		return 2
 	}
 	var targets []plantTarget
@@ -194,7 +195,7 @@ func workerMain(args []string, stdout, stderr io.Writer) int {
 		conn := os.NewFile(uintptr(fd), "sealer")
 		targets = append(targets, plantTarget{dir: dir, disk: w.disks[i], seal: deadlineSealer(conn, dir)})
 	}
-	n, err := plantAll(stdout, master, targets)
+	n, err := plantAll(stdout, keys, targets)
 	if err != nil {
 		fmt.Fprintf(stderr, "holdfast-attack: %v\n", err)
 		return 1
@@ -241,32 +242,27 @@ func (p *planter) refused(t plantTarget, name, rel string, err error) {
 
 // plantAll plants every class on every store and returns how many rows it
 // printed.
-func plantAll(out io.Writer, master []byte, targets []plantTarget) (int, error) {
+func plantAll(out io.Writer, keys store.StoreKeys, targets []plantTarget) (int, error) {
 	p := &planter{out: out}
 	for i, t := range targets {
-		if err := plantStore(p, master, t, i == 0); err != nil {
+		if err := plantStore(p, keys, t, i == 0); err != nil {
 			return p.n, fmt.Errorf("disk %s (%s): %w", t.disk, t.dir, err)
 		}
 	}
 	return p.n, nil
 }
 
-// storeKeys derives the meta key of the store at dir as the store does
-// (HKDF-SHA256 of the master key, salt the store ID).
-func storeKeys(master []byte, dir string) (cipher.AEAD, error) {
-	idHex, err := store.PeekID(dir)
+// metaKey is the meta key of the worker's store keys as an AEAD, after
+// checking that the store at dir is the one they belong to.
+func metaKey(keys store.StoreKeys, dir string) (cipher.AEAD, error) {
+	id, err := store.ReadID(dir)
 	if err != nil {
 		return nil, fmt.Errorf("store ID: %w", err)
 	}
-	id, err := hex.DecodeString(idHex)
-	if err != nil {
-		return nil, fmt.Errorf("store ID %q: %w", idHex, err)
+	if id != keys.ID {
+		return nil, fmt.Errorf("store %s has ID %x; the worker's keys are for %x", dir, id, keys.ID)
 	}
-	raw, err := hkdf.Key(sha256.New, master, id, "holdfast meta v1", 32)
-	if err != nil {
-		return nil, fmt.Errorf("derive the meta key: %w", err)
-	}
-	block, err := aes.NewCipher(raw)
+	block, err := aes.NewCipher(keys.Meta)
 	if err != nil {
 		return nil, fmt.Errorf("aes: %w", err)
 	}
@@ -412,8 +408,8 @@ func fakeID(n int) string { return fmt.Sprintf("20010101T000000Z-%08x", 0xadadad
 // the first disk (the forged cache goes there, the /dev/zero symlink at
 // the same path on the others). What the kernel does not let the worker
 // plant is a refused row; the rest goes on.
-func plantStore(p *planter, master []byte, t plantTarget, first bool) error {
-	meta, err := storeKeys(master, t.dir)
+func plantStore(p *planter, keys store.StoreKeys, t plantTarget, first bool) error {
+	meta, err := metaKey(keys, t.dir)
 	if err != nil {
 		return err
 	}
@@ -455,7 +451,9 @@ func plantStore(p *planter, master []byte, t plantTarget, first bool) error {
 	name, body := lyingPack(meta, ids, packs[0].name)
 	rel := "packs/" + name[:2] + "/" + name
 	try("lying-pack", rel, func() (string, error) {
-		if err := os.MkdirAll(abs("packs/"+name[:2]), 0o700); err != nil {
+		// Modes as the worker's store makes them (group-readable), so
+		// the sealer, which reads through the store's group, can judge it.
+		if err := os.MkdirAll(abs("packs/"+name[:2]), 0o750); err != nil {
 			return "", fmt.Errorf("shard: %w", err)
 		}
 		if err := writeSynced(abs(rel), body); err != nil {
@@ -545,8 +543,10 @@ func plantStore(p *planter, master []byte, t plantTarget, first bool) error {
 	return nil
 }
 
+// writeSynced writes a new file with the mode the worker's store gives
+// its files (0640: the sealer reads it through the store's group).
 func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}

@@ -30,6 +30,16 @@ var workerRowRE = regexp.MustCompile(`^ATTACK (\d+) worker (\S+): (planted|refus
 func TestWorkerAdversaryPlants(t *testing.T) {
 	ctx := t.Context()
 	master := bytes.Repeat([]byte{7}, store.MasterKeySize)
+	// The worker's keys: the subkeys of the one store ID every data disk
+	// of the box holds (PID 1 derives them; the worker has no master key).
+	id, err := store.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := store.DeriveKeys(master, id)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rnd := rand.New(rand.NewPCG(15, 2))
 	objs := map[string][]byte{}
 	for i := range 8 {
@@ -43,7 +53,7 @@ func TestWorkerAdversaryPlants(t *testing.T) {
 	var dirs []string
 	for _, disk := range []string{"vdb", "vdc"} {
 		dir := storetest.Dir(t)
-		st, err := store.Init(ctx, dir, store.StaticKey(master), store.InitOptions{}, store.Options{})
+		st, err := store.Init(ctx, dir, keys, store.InitOptions{}, store.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +85,7 @@ func TestWorkerAdversaryPlants(t *testing.T) {
 		dirs = append(dirs, dir)
 	}
 	var out bytes.Buffer
-	n, err := plantAll(&out, master, targets)
+	n, err := plantAll(&out, keys, targets)
 	if err != nil {
 		t.Fatalf("plant: %v\n%s", err, out.String())
 	}
