@@ -88,11 +88,14 @@ func checkChunkerConfig(cfg storeConfig) error {
 func (s *Store) newSplitter(r io.Reader) (splitter, error) {
 	switch s.cfg.Chunker {
 	case chunkerFastCDC:
-		// A scan buffer of twice the maximum: each chunk is copied
-		// out once, and the window slides at most once per maximum.
+		// A scan buffer of one and a half times the maximum: the
+		// window slides (a copy of at most the maximum) once per half
+		// maximum consumed. Twice the maximum cost 16 MiB more at a
+		// pull's four parallel GETs (peak 104 MiB in make bench-pull,
+		// against 89 MiB) for no measurable speed.
 		c, err := cdc.NewChunkerBuffer(fastCDCName, r, &cdc.ChunkerOpts{
 			MinSize: int(s.cfg.MinChunk), NormalSize: int(s.cfg.NormalChunk), MaxSize: int(s.cfg.MaxChunk), Key: s.cfg.ChunkerKey,
-		}, make([]byte, 2*s.cfg.MaxChunk))
+		}, make([]byte, s.cfg.MaxChunk+s.cfg.MaxChunk/2))
 		if err != nil {
 			return nil, fmt.Errorf("fastcdc: %w", err)
 		}
