@@ -113,8 +113,10 @@ func (s *Store) manifestSummary(f *os.File, size int64) (*Manifest, error) {
 	return m, err
 }
 
-// ReadManifest reads a whole committed manifest.
-func (s *Store) ReadManifest(id string) (*Manifest, error) {
+// openCommitted opens the manifest of committed snapshot id as hostile
+// input (regular file, no symlink, bounded); an ID that is not one, or no
+// such snapshot, is ErrNotFound.
+func (s *Store) openCommitted(id string) (*os.File, error) {
 	if !ValidSnapshotID(id) {
 		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
 	}
@@ -122,6 +124,12 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
 	}
+	return f, err
+}
+
+// ReadManifest reads a whole committed manifest.
+func (s *Store) ReadManifest(id string) (*Manifest, error) {
+	f, err := s.openCommitted(id)
 	if err != nil {
 		return nil, err
 	}
@@ -142,13 +150,7 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 // may see objects of a manifest that turns out damaged further on (the
 // error says so); an error from fn stops the walk and is returned as it is.
 func (s *Store) WalkObjects(id string, fn func(Object) error) (*Manifest, error) {
-	if !ValidSnapshotID(id) {
-		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
-	}
-	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
-	}
+	f, err := s.openCommitted(id)
 	if err != nil {
 		return nil, err
 	}
