@@ -112,24 +112,6 @@ export RCLONE_CONFIG_MINIO_TYPE=s3 RCLONE_CONFIG_MINIO_PROVIDER=Minio \
 	RCLONE_CONFIG_MINIO_SECRET_ACCESS_KEY=$SECRET RCLONE_CONFIG_MINIO_REGION=us-east-1
 
 
-# measure VAR CMD...: run CMD after dropping caches; set VAR_SECS and VAR_RSS
-# (KiB) from wall time (command + sync) and GNU time's peak RSS.
-measure() {
-	local var=$1 start end
-	shift
-	if [ "${WARM:-}" = 1 ]; then sync; else drop_caches; fi
-	log "running: $*"
-	start=$(date +%s.%N)
-	if ! /usr/bin/time -f '%M' -o "$WORK/time.out" "$@" >"$WORK/$var.log" 2>&1; then
-		tail -n 20 "$WORK/$var.log" >&2
-		die "$var failed"
-	fi
-	sync
-	end=$(date +%s.%N)
-	printf -v "${var}_SECS" '%s' "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')"
-	printf -v "${var}_RSS" '%s' "$(tail -n 1 "$WORK/time.out")"
-}
-
 PULL=("$HOLDFAST" pull --config "$WORK/cfg.hcl" --store "$WORK/store" --key-file "$WORK/key")
 # AWS_CA_BUNDLE from the environment would make rclone's S3 client fail on a
 # plain-HTTP endpoint; the bucket is local and not TLS.

@@ -127,25 +127,8 @@ source "mail" {
 }
 HCL
 
-# measure VAR CMD...: run CMD after dropping caches; set VAR_SECS and VAR_RSS
-# (KiB) from wall time (command + sync) and GNU time's peak RSS.
-measure() {
-	local var=$1 start end
-	shift
-	drop_caches
-	log "running: $*"
-	start=$(date +%s.%N)
-	if ! /usr/bin/time -f '%M' -o "$WORK/time.out" "$@" >"$WORK/$var.log" 2>&1; then
-		tail -n 20 "$WORK/$var.log" >&2
-		die "$var failed"
-	fi
-	sync
-	end=$(date +%s.%N)
-	printf -v "${var}_SECS" '%s' "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')"
-	printf -v "${var}_RSS" '%s' "$(tail -n 1 "$WORK/time.out")"
-}
-# meta_bytes: bytes of the store's manifests and packs, a proxy of what a
-# pull wrote (data and metadata).
+# store_bytes: bytes of the whole store, a proxy of what a pull wrote
+# (data and metadata).
 store_bytes() { du -sb "$WORK/store" | cut -f1; }
 
 KF=(--key-file "$WORK/key")

@@ -30,3 +30,23 @@ drop_caches() {
 		CACHES_DROPPED="no (not permitted: the data may come from the page cache)"
 	fi
 }
+
+# measure VAR CMD...: run CMD after dropping caches (after a sync only
+# with WARM=1); set VAR_SECS and VAR_RSS (KiB) from wall time (command +
+# sync) and GNU time's peak RSS. The caller defines log, die and WORK
+# (CMD's output goes to $WORK/VAR.log).
+measure() {
+	local var=$1 start end
+	shift
+	if [ "${WARM:-}" = 1 ]; then sync; else drop_caches; fi
+	log "running: $*"
+	start=$(date +%s.%N)
+	if ! /usr/bin/time -f '%M' -o "$WORK/time.out" "$@" >"$WORK/$var.log" 2>&1; then
+		tail -n 20 "$WORK/$var.log" >&2
+		die "$var failed"
+	fi
+	sync
+	end=$(date +%s.%N)
+	printf -v "${var}_SECS" '%s' "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')"
+	printf -v "${var}_RSS" '%s' "$(tail -n 1 "$WORK/time.out")"
+}
