@@ -18,6 +18,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/appliance"
 	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/images/qemu"
 	"github.com/holdfast-appliance/holdfast/tools/testminio"
 )
@@ -114,7 +115,7 @@ func TestWorkerAdversary(t *testing.T) {
 	res, err := g.runMayFail(ctx, "attack-worker")
 	t.Logf("the worker adversary ran in %s (%v):\n%s", time.Since(start).Round(time.Second), err, res)
 	m := workerIdentRE.FindStringSubmatch(res)
-	if m == nil || m[1] != strconv.Itoa(appliance.WorkerUID) || m[2] != strconv.Itoa(appliance.WorkerUID) || strings.Trim(m[3], "0") != "" || strings.Trim(m[4], "0") != "" || strings.Trim(m[5], "0") != "" {
+	if m == nil || m[1] != strconv.Itoa(roles.WorkerUID) || m[2] != strconv.Itoa(roles.WorkerUID) || strings.Trim(m[3], "0") != "" || strings.Trim(m[4], "0") != "" || strings.Trim(m[5], "0") != "" {
 		t.Fatalf("the adversary did not run with the worker's credentials (uid and gid 1000, no capabilities, empty bounding set): %q", m)
 	}
 	var disks []string // first disk first

@@ -663,11 +663,13 @@ func TestApplianceEndToEnd(t *testing.T) {
 		t.Errorf("snapshot %s is not shown under hold:\n%s", ids[0], out)
 	}
 	// Restore the second snapshot at the console to another bucket of the
-	// host's MinIO: the worker checks the receipt and every chunk, and
-	// every object (hostile keys too) comes back byte-identical.
+	// host's MinIO: PID 1 and then the worker check the receipt, the
+	// worker every chunk, and every object (hostile keys too) comes back
+	// byte-identical.
 	restored := g.run(ctx, "restore", ids[1], "restored")
 	t.Logf("restore: %s", restored)
-	if !strings.Contains(restored, fmt.Sprintf("restore: done: %d objects", len(second))) || !strings.Contains(restored, "receipt verified") {
+	if !strings.Contains(restored, fmt.Sprintf("restore: done: %d objects", len(second))) || !strings.Contains(restored, "receipt verified") ||
+		!strings.Contains(restored, "receipt checked by PID 1 (manifest sha256 ") {
 		t.Errorf("restore output lacks the summary:\n%s", restored)
 	}
 	equalSums(t, "boot 1, snapshot 2 restored to S3", bucketSums(ctx, t, mc, "restored"), sums(second))

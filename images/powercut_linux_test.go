@@ -45,7 +45,7 @@ const pcIDPattern = `\d{8}T\d{6}Z-[0-9a-f]{8}`
 var (
 	pcStartedRE     = regexp.MustCompile(`snapshot started: id=(` + pcIDPattern + `) source=mail`)
 	pcStoreCommitRE = regexp.MustCompile(`snapshot committed: id=(` + pcIDPattern + `)`)
-	// The worker's line once a pull returned (roles_linux.go).
+	// The worker's line once a pull returned (firmware/worker).
 	pcPullDoneRE   = regexp.MustCompile(`snapshot committed: source=mail snapshot=(` + pcIDPattern + `) .*complete=(true|false)`)
 	pcPullFailedRE = regexp.MustCompile(`scheduled pull failed:[^\n]*`)
 	pcSnapLineRE   = regexp.MustCompile(`(?m)^(` + pcIDPattern + `) mail \S+ objects=(\d+) bytes=(\d+) complete=(true|false) `)

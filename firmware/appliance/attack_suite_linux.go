@@ -22,6 +22,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 )
 
 // AttackBinary is where a test image carries the attack program.
@@ -93,13 +94,13 @@ func (a *appliance) attack(ctx context.Context, _ console.Command, out io.Writer
 	_ = unix.Uname(&uts)
 	args := []string{"-in-vm", "-store", dir, "-data-disks", strings.Join(data, ","), "-boot-disk", boot,
 		"-config-dir", filepath.Join(a.o.RunDir, "config"), "-sealer-pid", strconv.Itoa(sealer),
-		"-worker-pid", strconv.Itoa(worker), "-owner-uid", strconv.Itoa(WorkerUID),
+		"-worker-pid", strconv.Itoa(worker), "-owner-uid", strconv.Itoa(roles.WorkerUID),
 		"-export-pid", strconv.Itoa(export), "-other-stores", strings.Join(others, ","), "-roles", attackRoles(),
 		"-modules-dir", filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])), "-mke2fs", a.o.MkE2fs}
 	a.log.Warn("TEST IMAGE: starting the attack suite as uid 0", "args", strings.Join(args, " "))
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
-	ours, theirs, err := socketpair("attack-broker")
+	ours, theirs, err := roles.Socketpair("attack-broker")
 	if err != nil {
 		return fmt.Errorf("attack suite: %w", err)
 	}
@@ -119,11 +120,11 @@ func (a *appliance) attack(ctx context.Context, _ console.Command, out io.Writer
 }
 
 // attackRoles is the -roles flag of the attack program: each role's
-// identity (roleIDs), NAME=UID:GID[:GROUP...].
+// identity (roles.IDs), NAME=UID:GID[:GROUP...].
 func attackRoles() string {
 	var parts []string
 	for _, r := range []string{"worker", "sealer", "export", "dhcp"} {
-		id := roleIDs(r)
+		id := roles.IDs(r)
 		s := fmt.Sprintf("%s=%d:%d", r, id.UID, id.GID)
 		for _, g := range id.Groups {
 			s += fmt.Sprintf(":%d", g)

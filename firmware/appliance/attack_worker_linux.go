@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 )
 
 // The worker adversary (issue 15) is code running with the worker's exact
@@ -37,7 +38,7 @@ import (
 func (a *appliance) testOnlySealers(stores []dataStore) {
 	socks := map[string]*os.File{}
 	for _, d := range stores {
-		ours, sealerEnd, err := socketpair("adversary sealer")
+		ours, sealerEnd, err := roles.Socketpair("adversary sealer")
 		if err != nil {
 			a.log.Error("TEST IMAGE: no sealer for the worker adversary", "disk", d.Name, "error", err)
 			continue
@@ -48,7 +49,7 @@ func (a *appliance) testOnlySealers(stores []dataStore) {
 			sealerEnd.Close()
 			continue
 		}
-		_, err = a.spawnWith("sealer", unix.CLONE_NEWNS, []string{sealerStoreEnv + "=" + d.Dir}, sealerEnd)
+		_, err = a.spawnWith("sealer", unix.CLONE_NEWNS, []string{roles.SealerStoreEnv + "=" + d.Dir}, sealerEnd)
 		sealerEnd.Close()
 		if err != nil {
 			a.log.Error("TEST IMAGE: no sealer for the worker adversary", "disk", d.Name, "error", err)
@@ -97,7 +98,7 @@ func (a *appliance) attackWorker(ctx context.Context, _ console.Command, out io.
 		}
 		dirs, names, files = append(dirs, d.Dir), append(names, d.Name), append(files, f)
 	}
-	args := []string{"worker-adversary", "-in-vm", "-uid", strconv.Itoa(WorkerUID),
+	args := []string{"worker-adversary", "-in-vm", "-uid", strconv.Itoa(roles.WorkerUID),
 		"-stores", strings.Join(dirs, ","), "-disks", strings.Join(names, ",")}
 	a.log.Warn("TEST IMAGE: starting the worker adversary (uid 1000, the worker's keys)", "args", strings.Join(args, " "))
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
@@ -108,7 +109,7 @@ func (a *appliance) attackWorker(ctx context.Context, _ console.Command, out io.
 	cmd.Stdout = crlfWriter{out}
 	cmd.Stderr = crlfWriter{out}
 	cmd.ExtraFiles = files
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: WorkerUID, Gid: WorkerUID, Groups: []uint32{}}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: roles.WorkerUID, Gid: roles.WorkerUID, Groups: []uint32{}}}
 	if err := a.runChild(cmd); err != nil {
 		return fmt.Errorf("worker adversary: %w", err)
 	}

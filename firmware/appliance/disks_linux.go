@@ -11,6 +11,7 @@ import (
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
@@ -258,7 +259,7 @@ func newStoreDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("the data disk does not keep inode flags: %w", err)
 	}
-	if err := os.Chown(dir, WorkerUID, WorkerUID); err != nil {
+	if err := os.Chown(dir, roles.WorkerUID, roles.WorkerUID); err != nil {
 		return fmt.Errorf("store dir: %w", err)
 	}
 	if err := os.Chmod(dir, 0o750); err != nil {

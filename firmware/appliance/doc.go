@@ -1,7 +1,11 @@
-// Package appliance is the appliance's life after the board is up: boot
-// phases 3 to 8 of the design brief, the console commands, and the
-// services' schedule. PID 1 (firmware/cmd/holdfast-init) calls Run once the
-// kernel modules are loaded and the console is open.
+// Package appliance is PID 1's part of the appliance's life after the
+// board is up: boot phases 3 to 8 of the design brief (Run reads as that
+// sequence), the console commands, lockdown and the maintenance window.
+// PID 1 (firmware/cmd/holdfast-init) calls Run once the kernel modules are
+// loaded and the console is open. The processes it starts are elsewhere:
+// firmware/roles starts them and holds the small roles (sealer, export,
+// DHCP client), firmware/worker is the worker. This package imports
+// nothing of the worker.
 //
 //	| phase         | what happens                                          | on failure            |
 //	|---------------|-------------------------------------------------------|-----------------------|
@@ -35,7 +39,7 @@
 // Nothing the worker says makes PID 1 write the config partition.
 //
 // The store may be on two data disks (mirror_linux.go, with the worker's
-// part in worker_disks_linux.go; docs/mirror.md).
+// part in firmware/worker; docs/mirror.md).
 //
 // Limits: two data disks are the tested design point. Reconfiguring a running box (a new config pushed after first boot) is not
 // offered yet: the config is fixed once sealed.

@@ -18,6 +18,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/configpart"
 	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/receipt"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm/tpmtest"
 	"github.com/holdfast-appliance/holdfast/services/config"
@@ -59,7 +60,7 @@ func pid1ForTest(t *testing.T) *appliance {
 // worker's end as a Conn.
 func serveWorker(t *testing.T, a *appliance) *control.Conn {
 	t.Helper()
-	p1, w, err := socketpair("control")
+	p1, w, err := roles.Socketpair("control")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func serveWorker(t *testing.T, a *appliance) *control.Conn {
 // worker's end for lines written by hand.
 func rawWorker(t *testing.T, a *appliance) (*os.File, *bufio.Reader) {
 	t.Helper()
-	p1, w, err := socketpair("control")
+	p1, w, err := roles.Socketpair("control")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/holdfast-appliance/holdfast/firmware/control"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
@@ -62,12 +63,12 @@ func storeKeys(k control.StoreKeys) store.StoreKeys {
 }
 
 // exportInit is the export's init: the store's read-only subkeys.
-func (a *appliance) exportInit() (exportInit, error) {
+func (a *appliance) exportInit() (roles.ExportInit, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	keys, err := roleKeys(a.master, a.storeID, false)
 	if err != nil {
-		return exportInit{}, err
+		return roles.ExportInit{}, err
 	}
-	return exportInit{Keys: keys.ReadOnly(), Config: a.cfgRaw, StoreDir: a.storeDir}, nil
+	return roles.ExportInit{Keys: keys.ReadOnly(), Config: a.cfgRaw, StoreDir: a.storeDir}, nil
 }

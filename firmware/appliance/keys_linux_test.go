@@ -14,6 +14,8 @@ import (
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
+var testMaster = bytes.Repeat([]byte{0x42}, store.MasterKeySize)
+
 // testKeys derives the worker's subkeys of the store at dir from testMaster.
 func testKeys(t testing.TB, dir string) store.StoreKeys {
 	t.Helper()

@@ -32,7 +32,7 @@ import (
 //	|                 | (devfs_linux.go); fallback: lockedDevices   | to become)                             |
 //	|                 | owner 65534, mode 0000, with an alert       |                                        |
 //	| data disk roots | FS_IMMUTABLE_FL on each data disk's root    | new files, renames in the disk root    |
-//	| roles           | each started as root, dropping to its uid   | (roles_linux.go)                       |
+//	| roles           | each started as root, dropping to its uid   | (firmware/roles)                       |
 //	|                 | and caps itself (caps.BecomeAndExec)        |                                        |
 //	| mounts          | hardenMounts: /, /sys, /proc/sys,           | sysctl and sysfs writes, EFI variables |
 //	|                 | /proc/sysrq-trigger and the config          | (BootNext), rewriting the firmware's   |

@@ -3,7 +3,6 @@ package appliance
 import (
 	"bytes"
 	"context"
-	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/boards"
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/control"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/services/config"
 )
 
@@ -142,7 +142,7 @@ func TestMaintenanceRebootDecision(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	newBox := func(t *testing.T) (*appliance, *fakeWorker, chan int) {
-		pid1End, workerEnd, err := socketpair("control")
+		pid1End, workerEnd, err := roles.Socketpair("control")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +237,7 @@ func TestMaintenanceRebootDecision(t *testing.T) {
 	t.Run("worker gone", func(t *testing.T) {
 		// A worker that died pulls nothing: the window does not wait for it.
 		a, _, _ := newBox(t)
-		pid1End, workerEnd, err := socketpair("control")
+		pid1End, workerEnd, err := roles.Socketpair("control")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,53 +249,4 @@ func TestMaintenanceRebootDecision(t *testing.T) {
 		}
 		pid1End.Close()
 	})
-}
-
-// quiesceNow asks w's handler to quiesce.
-func quiesceNow(t *testing.T, w *worker) *control.QuiesceReply {
-	t.Helper()
-	r, err := w.handle(context.Background(), &control.QuiesceRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r.(*control.QuiesceReply)
-}
-
-// TestWorkerQuiesce: the worker answers quiesce with what runs; once idle
-// and quiesced it starts no pull and no restore.
-func TestWorkerQuiesce(t *testing.T) {
-	w := &worker{log: hclog.NewNullLogger(), cfg: &config.File{}}
-	if err := w.act.startPull("mail"); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.act.startPull("mail"); err != nil { // scheduled and console pull at once
-		t.Fatal(err)
-	}
-	if r := quiesceNow(t, w); r.Busy != "pull of mail running" {
-		t.Fatalf("quiesce during a pull: %+v", r)
-	}
-	w.act.endPull("mail")
-	if r := quiesceNow(t, w); r.Busy != "pull of mail running" {
-		t.Fatalf("quiesce during the second pull: %+v", r)
-	}
-	w.act.endPull("mail")
-	if err := w.act.startRestore(&w.restores, restoreReport{Snapshot: "s1", Target: "t0"}); err != nil {
-		t.Fatal(err)
-	}
-	if r := quiesceNow(t, w); r.Busy != "restore of s1 to t0 running" {
-		t.Fatalf("quiesce during a restore: %+v", r)
-	}
-	w.restores.end()
-	if r := quiesceNow(t, w); r.Busy != "" {
-		t.Fatalf("quiesce when idle: %+v", r)
-	}
-	if err := w.act.startPull("mail"); !errors.Is(err, errQuiesced) {
-		t.Errorf("pull after quiesce: %v", err)
-	}
-	if err := w.act.startRestore(&w.restores, restoreReport{Snapshot: "s1", Target: "t0"}); !errors.Is(err, errQuiesced) {
-		t.Errorf("restore after quiesce: %v", err)
-	}
-	if _, running := w.restores.get(); running {
-		t.Error("a refused restore is recorded as running")
-	}
 }

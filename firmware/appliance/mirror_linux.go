@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/disks"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/ingest"
 	"github.com/holdfast-appliance/holdfast/services/mirror"
@@ -29,7 +30,7 @@ import (
 // The store on two data disks (services/mirror): each disk is a complete
 // store with the same ID; the worker writes one (the primary) and copies
 // every sealed file to the other after each pull. PID 1's part, all before
-// lockdown, and the worker's part (worker_disks_linux.go):
+// lockdown, and the worker's part (firmware/worker disks_linux.go):
 //
 //	| when                 | who    | what                                              |
 //	|----------------------|--------|---------------------------------------------------|
@@ -476,7 +477,7 @@ func giveToWorker(dir string) (int, error) {
 			return nil
 		}
 		mode := storeMode(p, fi.Mode())
-		if st.Uid == WorkerUID && st.Gid == WorkerUID && fi.Mode().Perm() == mode {
+		if st.Uid == roles.WorkerUID && st.Gid == roles.WorkerUID && fi.Mode().Perm() == mode {
 			return nil
 		}
 		flags, err := fsflag.Get(p)
@@ -489,7 +490,7 @@ func giveToWorker(dir string) (int, error) {
 				return err
 			}
 		}
-		cerr := os.Lchown(p, WorkerUID, WorkerUID)
+		cerr := os.Lchown(p, roles.WorkerUID, roles.WorkerUID)
 		if cerr == nil {
 			cerr = os.Chmod(p, mode)
 		}

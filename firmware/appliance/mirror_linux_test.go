@@ -2,19 +2,17 @@ package appliance
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"github.com/hashicorp/go-hclog"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/holdfast-appliance/holdfast/firmware/control"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/services/alertkind"
-	"github.com/holdfast-appliance/holdfast/services/mirror"
-	"github.com/holdfast-appliance/holdfast/services/store"
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 )
 
@@ -35,17 +33,17 @@ func TestGiveToWorker(t *testing.T) {
 		name  string
 		dir   bool
 		flags uint32
-		owner int // 0: made by PID 1; WorkerUID: the worker's already
+		owner int // 0: made by PID 1; roles.WorkerUID: the worker's already
 	}{
 		{"plain file", false, 0, 0},
 		{"sealed pack", false, fsflag.Immutable, 0},
 		{"append-only dir", true, fsflag.Append, 0},
 		{"immutable and append", false, fsflag.Immutable | fsflag.Append, 0},
-		{"worker's sealed file", false, fsflag.Immutable, WorkerUID},
-		{"worker's file of an old store, 0600", false, 0, WorkerUID},
-		{"worker's sealed dir of an old store, 0700", true, fsflag.Append, WorkerUID},
-		{"worker's group-readable file", false, fsflag.Immutable, WorkerUID},
-		{"lock", false, 0, WorkerUID}, // the writer's lock: the owner's alone
+		{"worker's sealed file", false, fsflag.Immutable, roles.WorkerUID},
+		{"worker's file of an old store, 0600", false, 0, roles.WorkerUID},
+		{"worker's sealed dir of an old store, 0700", true, fsflag.Append, roles.WorkerUID},
+		{"worker's group-readable file", false, fsflag.Immutable, roles.WorkerUID},
+		{"lock", false, 0, roles.WorkerUID}, // the writer's lock: the owner's alone
 	}
 	groupReadable := map[string]bool{"worker's group-readable file": true, "lock": true}
 	made := 0
@@ -69,7 +67,7 @@ func TestGiveToWorker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tt.owner != WorkerUID || !groupReadable[tt.name] || tt.name == "lock" { // the lock: 0640 made 0600
+		if tt.owner != roles.WorkerUID || !groupReadable[tt.name] || tt.name == "lock" { // the lock: 0640 made 0600
 			made++
 		}
 	}
@@ -93,8 +91,8 @@ func TestGiveToWorker(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := fi.Sys().(*syscall.Stat_t)
-			if st.Uid != WorkerUID || st.Gid != WorkerUID {
-				t.Errorf("owner %d:%d, want %d", st.Uid, st.Gid, WorkerUID)
+			if st.Uid != roles.WorkerUID || st.Gid != roles.WorkerUID {
+				t.Errorf("owner %d:%d, want %d", st.Uid, st.Gid, roles.WorkerUID)
 			}
 			want := os.FileMode(0o640)
 			switch {
@@ -117,76 +115,6 @@ func TestGiveToWorker(t *testing.T) {
 	}
 }
 
-// TestDiskFailed checks which errors move the pulls to the next disk: only
-// the disk's own failures, never a source's or a full disk's.
-func TestDiskFailed(t *testing.T) {
-	tests := []struct {
-		name string
-		err  error
-		want bool
-	}{
-		{"nil", nil, false},
-		{"EIO wrapped", fmt.Errorf("source %q: store: %w", "mail", &os.PathError{Op: "write", Path: "/x", Err: syscall.EIO}), true},
-		{"EROFS wrapped", fmt.Errorf("open: %w", syscall.EROFS), true},
-		{"EIO as text", errors.New("commit: write /run/holdfast/disk-vdb/store/packs/ab: input/output error"), true},
-		{"disk full", fmt.Errorf("store disk full: %w", syscall.ENOSPC), false},
-		{"source refused", errors.New("source \"mail\": list: Access Denied"), false},
-		{"context", context.Canceled, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := diskFailed(tt.err); got != tt.want {
-				t.Errorf("diskFailed(%v) = %v, want %v", tt.err, got, tt.want)
-			}
-		})
-	}
-}
-
-// TestScrubFindingsAccumulate: each batch of a scheduled slice that finds
-// damaged copies adds them to every disk's state/scrub, which the next
-// maintenance window repairs from; a batch with nothing damaged leaves the
-// state alone, and one that cannot record them fails (the batch is then
-// checked again, never dropped).
-func TestScrubFindingsAccumulate(t *testing.T) {
-	ctx := context.Background()
-	var ds []*wdisk
-	for _, name := range []string{"vdb", "vdc"} {
-		dir := t.TempDir()
-		for _, sub := range []string{"state", "tmp"} {
-			if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ds = append(ds, &wdisk{ref: diskRef{Name: name, Dir: dir}})
-	}
-	w := &worker{log: hclog.NewNullLogger()}
-	damaged := func(n int) *mirror.ScrubReport {
-		r := &mirror.ScrubReport{}
-		for i := range n {
-			r.Fixes = append(r.Fixes, mirror.Fix{Rel: fmt.Sprintf("packs/ab/%d", i), From: "vdb", To: "vdc", Detail: "tag"})
-		}
-		return r
-	}
-	for _, n := range []int{2, 0, 3} {
-		if err := w.scrubFindings(ctx, ds, damaged(n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range ds {
-		st, err := store.ReadScrubState(d.ref.Dir)
-		if err != nil || st.Damaged != 5 {
-			t.Errorf("%s: scrub state %+v, %v; want 5 damaged", d.ref.Name, st, err)
-		}
-	}
-	// state/ not writable as a directory: the batch fails.
-	if err := os.RemoveAll(filepath.Join(ds[1].ref.Dir, "tmp")); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.scrubFindings(ctx, ds, damaged(1)); err == nil {
-		t.Error("a batch whose damage could not be recorded was accepted")
-	}
-}
-
 // TestBootAlertsReachTheWorker checks that alerts PID 1 raises before the
 // worker runs (a missing disk, a frozen prune) are handed to it once it
 // does, with their kind, and later ones at once.
@@ -196,7 +124,7 @@ func TestBootAlertsReachTheWorker(t *testing.T) {
 	a.alert(alertkind.ClockAnomaly, "prune frozen: nothing was deleted", "error", "clock")
 	a.alert(alertkind.Appliance, "export not started", "error", "x")
 
-	pid1End, workerEnd, err := socketpair("control")
+	pid1End, workerEnd, err := roles.Socketpair("control")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,14 +8,11 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/receipt"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
-	"github.com/holdfast-appliance/holdfast/services/config"
-	"github.com/holdfast-appliance/holdfast/services/restore"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
@@ -31,8 +28,11 @@ import (
 // joined with one space: write \t, \n or \x20 inside the quotes for other
 // white space. `holdfast console restore` always sends the key quoted.
 //
-// PID 1 never touches the network: it reads the receipt key from the TPM
-// and sends the worker one "restore" request; the worker (uid 1000, no
+// PID 1 never touches the network: it reads the receipt key from the TPM,
+// checks the snapshot's receipt itself (checkReceipt: signed by that key,
+// naming the snapshot, signing the digest of the sealed manifest, which
+// PID 1 computes) and only then sends the worker one "restore" request
+// (the worker's side: firmware/worker restore_linux.go); the worker (uid 1000, no
 // capabilities) opens a read-only store handle, verifies the snapshot's
 // signed receipt against that key and the manifest, and runs restore.ToS3
 // (every chunk checked; see services/restore) in the goroutine the control
@@ -42,7 +42,7 @@ import (
 // ("restore-progress") and prints a line when that changed, then a
 // summary:
 //
-//	restore: snapshot 2026…-0011aabb, all objects, to target "offsite" (s3.example.net:443 bucket "rescue" prefix "")
+//	restore: snapshot 2026…-0011aabb, all objects, to target "offsite" (s3.example.net:443 bucket "rescue" prefix ""); receipt checked by PID 1 (manifest sha256 6f1c…)
 //	restore: receipt OK (manifest sha256 6f1c…); 352 objects, 130.0 MiB to write
 //	restore: 120/352 objects, 45.1/130.0 MiB
 //	restore: done: 352 objects, 130.0 MiB of snapshot 2026…-0011aabb (source "mail") to target "offsite" in 41s; skipped 2 key(s) deleted at the source; receipt verified (manifest sha256 6f1c…)
@@ -125,14 +125,14 @@ func (a *appliance) restore(ctx context.Context, args []string, out io.Writer) e
 		return err
 	}
 	a.mu.Lock()
-	cfg, w, t := a.cfg, a.worker, a.tpm
+	cfg, w, t, dir := a.cfg, a.worker, a.tpm, a.storeDir
 	a.mu.Unlock()
 	if cfg == nil || w == nil {
 		return errors.New("restore needs a config and a running worker")
 	}
-	tg, ok := cfg.Target(ra.target)
-	if !ok {
-		return unknownTarget(cfg, ra.target)
+	tg, err := cfg.TargetNamed(ra.target)
+	if err != nil {
+		return err
 	}
 	if t == nil {
 		return errors.New("no TPM: the snapshot's receipt cannot be checked, so nothing is restored")
@@ -141,6 +141,14 @@ func (a *appliance) restore(ctx context.Context, args []string, out io.Writer) e
 	if err != nil {
 		return fmt.Errorf("receipt key from the TPM: %w", err)
 	}
+	// PID 1 checks the receipt itself before it asks the worker for
+	// anything (the worker checks it again, against the manifest it
+	// reads): a worker that lied about a snapshot cannot get one restored.
+	digest, err := checkReceipt(ctx, dir, ra.snapshot, pub)
+	if err != nil {
+		a.log.Error("restore refused: receipt check failed", "snapshot", ra.snapshot, "error", err)
+		return fmt.Errorf("restore refused, nothing was written: %w", err)
+	}
 	what := "all objects"
 	switch {
 	case ra.exact:
@@ -148,8 +156,8 @@ func (a *appliance) restore(ctx context.Context, args []string, out io.Writer) e
 	case ra.prefix != "":
 		what = "objects under " + strconv.Quote(ra.prefix)
 	}
-	fmt.Fprintf(out, "restore: snapshot %s, %s, to target %q (%s bucket %q prefix %q)\r\n",
-		ra.snapshot, what, tg.Name, tg.S3.Endpoint, tg.S3.Bucket, tg.S3.Prefix)
+	fmt.Fprintf(out, "restore: snapshot %s, %s, to target %q (%s bucket %q prefix %q); receipt checked by PID 1 (manifest sha256 %x)\r\n",
+		ra.snapshot, what, tg.Name, tg.S3.Endpoint, tg.S3.Bucket, tg.S3.Prefix, digest)
 	a.log.Info("restore started at the console", "snapshot", ra.snapshot, "target", tg.Name, "what", what)
 	err = followRestore(ctx, w, &control.RestoreRequest{Snapshot: ra.snapshot, Target: ra.target,
 		Prefix: []byte(ra.prefix), Exact: ra.exact, ReceiptKey: pub}, out, time.Second)
@@ -159,15 +167,37 @@ func (a *appliance) restore(ctx context.Context, args []string, out io.Writer) e
 	return err
 }
 
-func unknownTarget(cfg *config.File, name string) error {
-	if len(cfg.Targets) == 0 {
-		return fmt.Errorf("no target %q: the config has no target blocks (docs/config.md)", name)
+// checkReceipt is PID 1's own check of snapshot id's receipt in the store
+// at dir: signed by the TPM's receipt key (pubPEM), naming id, and signing
+// the SHA-256 of the sealed manifest, which PID 1 computes itself. It
+// returns that digest.
+func checkReceipt(ctx context.Context, dir, id string, pubPEM []byte) ([32]byte, error) {
+	if dir == "" {
+		return [32]byte{}, errors.New("no store")
 	}
-	names := make([]string, 0, len(cfg.Targets))
-	for _, t := range cfg.Targets {
-		names = append(names, t.Name)
+	pub, err := receipt.ParsePublicKeyPEM(pubPEM)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("receipt key: %w", err)
 	}
-	return fmt.Errorf("no target %q in the config (targets: %s)", name, strings.Join(names, ", "))
+	raw, err := store.ReadReceiptAt(dir, id)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("receipt of snapshot %s: %w", id, err)
+	}
+	r, err := receipt.Verify(raw, pub)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("receipt of snapshot %s: INVALID: %w", id, err)
+	}
+	if r.SnapshotID != id {
+		return [32]byte{}, fmt.Errorf("receipt of snapshot %s: INVALID: it names snapshot %s", id, r.SnapshotID)
+	}
+	d, err := store.SealedManifestDigest(ctx, dir, id)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	if d != r.ManifestDigest {
+		return [32]byte{}, fmt.Errorf("receipt of snapshot %s: INVALID: the sealed manifest's sha256 is %x, the receipt signs %x", id, d, r.ManifestDigest)
+	}
+	return d, nil
 }
 
 // followRestore sends the restore request req to the worker and, until it
@@ -242,155 +272,6 @@ func restoreSummary(req *control.RestoreRequest, r *restoreReport, err error, la
 	fmt.Fprintf(out, "restore: done: %d objects, %s MiB of snapshot %s (source %q) to target %q in %s; skipped %d key(s) deleted at the source; receipt verified (manifest sha256 %s)\r\n",
 		r.Objects, mib(r.Bytes), req.Snapshot, r.Source, req.Target, took.Round(time.Second), r.DeleteMarkers, hexOrQuoted(r.Receipt))
 	return nil
-}
-
-// --- worker --------------------------------------------------------------------
-
-// restoreState is the worker's running restore, if any. The zero value is
-// ready.
-type restoreState struct {
-	mu  sync.Mutex
-	cur *restoreReport
-}
-
-// begin records a new running restore, or says which one runs already.
-func (s *restoreState) begin(r restoreReport) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c := s.cur; c != nil {
-		return fmt.Errorf("a restore is already running (snapshot %s to target %q, %d/%d objects)", c.Snapshot, c.Target, c.Objects, c.TotalObjects)
-	}
-	s.cur = &r
-	return nil
-}
-
-func (s *restoreState) set(r restoreReport) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur != nil {
-		*s.cur = r
-	}
-}
-
-func (s *restoreState) get() (restoreReport, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur == nil {
-		return restoreReport{}, false
-	}
-	return *s.cur, true
-}
-
-func (s *restoreState) end() {
-	s.mu.Lock()
-	s.cur = nil
-	s.mu.Unlock()
-}
-
-// restoreRequest is what PID 1 asks the worker to restore.
-type restoreRequest struct {
-	Snapshot, Target string
-	Prefix           string // with Exact: the key
-	Exact            bool
-	ReceiptKey       []byte // PEM PKIX: the TPM's receipt key
-	// Options tune restore.ToS3 (tests); Exact, Logger and Progress are
-	// set by restoreSnapshot.
-	Options restore.Options
-}
-
-// restoreOp answers the control channel's "restore" request. The
-// channel runs each request in its own goroutine, so a restore runs beside
-// scheduled pulls; it ends when the channel does (ctx).
-func (w *worker) restoreOp(ctx context.Context, m *control.RestoreRequest) (*control.RestoreReply, error) {
-	if w.cfg == nil {
-		return nil, control.Errorf(control.Refused, "the worker is not initialised")
-	}
-	req := restoreRequest{Snapshot: m.Snapshot, Target: m.Target, Prefix: string(m.Prefix), Exact: m.Exact, ReceiptKey: m.ReceiptKey}
-	if err := w.act.startRestore(&w.restores, restoreReport{Snapshot: req.Snapshot, Target: req.Target}); err != nil {
-		return nil, control.Errorf(control.Busy, "%v", err)
-	}
-	defer w.restores.end()
-	r, err := w.restoreSnapshot(ctx, req, w.restores.set)
-	return &control.RestoreReply{Restore: r}, err
-}
-
-// restoreProgress answers "restore-progress".
-func (w *worker) restoreProgress() (*control.RestoreReply, error) {
-	r, ok := w.restores.get()
-	if !ok {
-		return nil, control.Errorf(control.NotFound, "no restore is running")
-	}
-	return &control.RestoreReply{Restore: &r}, nil
-}
-
-// restoreSnapshot checks the snapshot's receipt and restores it (or its
-// objects under a prefix, or one object) to a target of the config,
-// calling progress once the receipt is verified and after every object.
-// On an error after the receipt check it returns how far it got.
-func (w *worker) restoreSnapshot(ctx context.Context, req restoreRequest, progress func(restoreReport)) (*restoreReport, error) {
-	tg, ok := w.cfg.Target(req.Target)
-	if !ok {
-		return nil, unknownTarget(w.cfg, req.Target)
-	}
-	if len(req.ReceiptKey) == 0 {
-		return nil, errors.New("no receipt key: every restore checks the snapshot's receipt")
-	}
-	pub, err := receipt.ParsePublicKeyPEM(req.ReceiptKey)
-	if err != nil {
-		return nil, fmt.Errorf("receipt key: %w", err)
-	}
-	log := w.log.Named("restore")
-	st, err := store.Open(ctx, w.primaryDir(), w.keys, store.Options{ReadOnly: true, Logger: w.log.Named("reader")})
-	if err != nil {
-		return nil, fmt.Errorf("open the store read-only: %w", err)
-	}
-	defer st.Close()
-	m, err := st.ReadManifest(req.Snapshot)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("no snapshot %q in the store (the snapshots command lists them)", req.Snapshot)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", req.Snapshot, err)
-	}
-	rc, err := restore.VerifyReceipt(st, req.Snapshot, pub)
-	if err != nil {
-		log.Error("restore refused: receipt check failed", "snapshot", req.Snapshot, "error", err)
-		return nil, fmt.Errorf("refused, nothing was written: %w", err)
-	}
-	objs, deleted := restore.Select(m, req.Prefix, req.Exact)
-	switch {
-	case len(objs) == 0 && req.Exact:
-		return nil, fmt.Errorf("snapshot %s holds no object %q (or it was deleted at the source)", req.Snapshot, req.Prefix)
-	case len(objs) == 0 && req.Prefix != "":
-		return nil, fmt.Errorf("snapshot %s holds no object under %q", req.Snapshot, req.Prefix)
-	}
-	rep := restoreReport{Snapshot: req.Snapshot, Target: req.Target, Source: m.Source, Receipt: hex.EncodeToString(rc.ManifestDigest[:]),
-		TotalObjects: len(objs), DeleteMarkers: deleted}
-	for _, o := range objs {
-		rep.TotalBytes += o.Size
-	}
-	progress(rep)
-	log.Info("restore started", "snapshot", req.Snapshot, "source", rep.Source, "target", tg.Name, "endpoint", tg.S3.Endpoint,
-		"bucket", tg.S3.Bucket, "objects", rep.TotalObjects, "bytes", rep.TotalBytes, "receipt", "verified")
-	start := time.Now()
-	o := req.Options
-	o.Exact, o.Logger = req.Exact, log
-	// Progress calls are serialised and all done when ToS3 returns.
-	o.Progress = func(p restore.Progress) {
-		rep.Objects, rep.Bytes = p.Objects, p.Bytes
-		progress(rep)
-	}
-	res, err := restore.ToS3(ctx, st, req.Snapshot, req.Prefix, tg.S3, o)
-	if res != nil {
-		rep.Objects, rep.Bytes, rep.DeleteMarkers = res.Objects, res.Bytes, res.DeleteMarkers
-	}
-	if err != nil {
-		log.Error("restore failed", "snapshot", req.Snapshot, "target", tg.Name, "objects", rep.Objects, "error", err)
-		return &rep, err
-	}
-	log.Info("restore done", "snapshot", req.Snapshot, "target", tg.Name, "objects", rep.Objects, "bytes", rep.Bytes,
-		"took", time.Since(start).Round(time.Millisecond))
-	return &rep, nil
 }
 
 // flush sends buffered console output now when out can (the console's

@@ -3,34 +3,22 @@ package appliance
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"fmt"
-	"io"
-	"net"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/control"
-	"github.com/holdfast-appliance/holdfast/firmware/receipt"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm/tpmtest"
 	"github.com/holdfast-appliance/holdfast/services/config"
-	"github.com/holdfast-appliance/holdfast/services/restore"
 	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 	"github.com/holdfast-appliance/holdfast/services/store"
-	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 	"github.com/holdfast-appliance/holdfast/services/store/storetest"
-	"github.com/holdfast-appliance/holdfast/tools/testminio"
 )
 
 // These tests need root (storetest: the store seals its files), swtpm
@@ -76,89 +64,89 @@ func TestParseRestoreArgs(t *testing.T) {
 	}
 }
 
-// hostileObjects are keys MinIO stores as they are: the shared set (an
-// object larger than the default part size, a 1000-byte key that leaves
-// room for a destination prefix) and the worker's own; the snapshot also
-// records a key deleted at the source.
-func hostileObjects() []restoretest.Object {
-	return append(restoretest.HostileObjects(20<<20+333, 1000),
-		restoretest.Object{Key: "with space and\nnewline", Data: restoretest.RandBytes(3, 1001), ContentType: "message/rfc822"},
-		restoretest.Object{Key: "x\r\ny\tz", Data: restoretest.RandBytes(4, 1002)},
-		restoretest.Object{Key: "%2e%2e%2f..%2F", Data: restoretest.RandBytes(6, 1004)},
-		restoretest.Object{Key: "\x1b[2Jescape", Data: restoretest.RandBytes(8, 1006)},
-		restoretest.Object{Key: "dir/a", Data: restoretest.RandBytes(9, 1007)},
-		restoretest.Object{Key: "dir/b c", Data: restoretest.RandBytes(10, 1008), Meta: map[string]string{"Spaced": "v a l"}},
-	)
+// fakeRestorer is a worker that answers restore requests as told: what
+// PID 1's side of a console restore is tested against (the worker's side
+// is tested in firmware/worker against a fake PID 1, and both together in
+// the VM).
+type fakeRestorer struct {
+	mu    sync.Mutex
+	reqs  []control.RestoreRequest
+	cur   *control.RestoreReport
+	fail  error // the answer's error, after the progress
+	total int
 }
 
-// refusedObjects are keys a snapshot may hold but MinIO refuses.
-func refusedObjects() []restoretest.Object {
-	return []restoretest.Object{
-		{Key: "../etc/passwd", Data: []byte("escape")},
-		{Key: "a/../b", Data: []byte("dot dot")},
-		{Key: "\xff\xfe bad utf8", Data: []byte("bad utf8")},
-		{Key: "ok", Data: []byte("fine")},
+func (f *fakeRestorer) handle(ctx context.Context, req control.Request) (control.Reply, error) {
+	switch m := req.(type) {
+	case *control.RestoreRequest:
+		f.mu.Lock()
+		f.reqs = append(f.reqs, *m)
+		f.cur = &control.RestoreReport{Snapshot: m.Snapshot, Target: m.Target, Source: "mail", Receipt: strings.Repeat("ab", 32), TotalObjects: f.total, TotalBytes: int64(f.total) << 20}
+		f.mu.Unlock()
+		for i := 1; i <= f.total; i++ {
+			time.Sleep(20 * time.Millisecond)
+			f.mu.Lock()
+			f.cur.Objects, f.cur.Bytes = i, int64(i)<<20
+			f.mu.Unlock()
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		r := *f.cur
+		f.cur = nil
+		return &control.RestoreReply{Restore: &r}, f.fail
+	case *control.RestoreProgressRequest:
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.cur == nil {
+			return nil, control.Errorf(control.NotFound, "no restore is running")
+		}
+		r := *f.cur
+		return &control.RestoreReply{Restore: &r}, nil
 	}
+	return nil, control.Errorf(control.Refused, "not here")
 }
 
-var testMaster = bytes.Repeat([]byte{0x42}, store.MasterKeySize)
-
-// restoreFixture is a store with signed snapshots, a MinIO, and a worker
-// whose config has targets on it.
-type restoreFixture struct {
-	w        *worker
-	mc       *testminio.Server
-	dir      string
-	pub      []byte // PEM of the receipt key
-	good     string // hostileObjects
-	refused  string // refusedObjects
-	unsigned string // committed without a signer
-	want     map[string]restoretest.Object
-}
-
-// targetHCL is a target block on the test MinIO.
-func targetHCL(name, endpoint, bucket, prefix string) string {
-	return fmt.Sprintf("target %q {\n  s3 {\n    endpoint = %q\n    bucket = %q\n    prefix = %q\n    access_key = %q\n    secret_key = %q\n    tls = false\n  }\n}\n",
-		name, endpoint, bucket, prefix, testminio.AccessKey, testminio.SecretKey)
-}
-
-// newRestoreFixture builds the store (receipts signed by a software TPM)
-// and a worker whose config has a target "tN" with bucket "bucket-N" for
-// each prefix given, plus extra config text.
-func newRestoreFixture(t *testing.T, prefixes []string, extra string) *restoreFixture {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+// TestRestoreCommand is PID 1's side of the console's restore, against a
+// fake worker over a real control channel: PID 1 reads the receipt key
+// from the TPM and checks the snapshot's receipt itself (signed by that
+// key, naming the snapshot, signing the sealed manifest's digest, which
+// it computes) before it asks the worker anything; then it prints the
+// worker's progress and a summary. A snapshot without a valid receipt is
+// refused with nothing asked of the worker.
+func TestRestoreCommand(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	log := restoretest.Logger(t, "worker", hclog.Info)
 	tp := tpmtest.Start(t)
-	signer := &tpm.Signer{TPM: tp}
-	pub, err := signer.PublicKeyPEM(ctx)
+	pub, err := (&tpm.Signer{TPM: tp}).PublicKeyPEM(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	other := tpmtest.Start(t) // another box's TPM
 	dir := storetest.Dir(t)
-	s, err := store.Init(ctx, dir, store.StaticKey(testMaster), store.InitOptions{PackSize: 4 << 20}, store.Options{Signer: signer, Logger: log})
+	log := restoretest.Logger(t, "pid1", hclog.Info)
+	objs := []restoretest.Object{{Key: "a", Data: []byte("one")}, {Key: "b/c", Data: []byte("two")}}
+	commit := func(signer store.ReceiptSigner) string {
+		s, err := store.Open(ctx, dir, store.StaticKey(testMaster), store.Options{Signer: signer, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		return restoretest.Commit(t, s, "mail", objs)
+	}
+	s, err := store.Init(ctx, dir, store.StaticKey(testMaster), store.InitOptions{PackSize: 4 << 20}, store.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := hostileObjects()
-	f := &restoreFixture{dir: dir, pub: pub, want: restoretest.Want(objs)}
-	f.good = restoretest.Commit(t, s, "mail", objs)
-	f.refused = restoretest.Commit(t, s, "odd", refusedObjects())
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	unsigned, err := store.Open(ctx, dir, store.StaticKey(testMaster), store.Options{Logger: log})
+	s.Close()
+	good := commit(&tpm.Signer{TPM: tp})
+	foreign := commit(&tpm.Signer{TPM: other})
+	unsigned := commit(nil)
+	digest, err := store.SealedManifestDigest(ctx, dir, good)
 	if err != nil {
-		t.Fatal(err)
-	}
-	f.unsigned = restoretest.Commit(t, unsigned, "mail", []restoretest.Object{{Key: "k", Data: []byte("v")}})
-	if err := unsigned.Close(); err != nil {
 		t.Fatal(err)
 	}
 
-	f.mc = testminio.Start(t)
-	src := `appliance { name = "hf-test" }
+	cfg, err := config.Parse("config.sealed", []byte(`appliance { name = "hf-test" }
 source "mail" {
   s3 {
     endpoint   = "127.0.0.1:1"
@@ -169,328 +157,80 @@ source "mail" {
   }
   schedule = "every 6h"
 }
-` + extra
-	for i, p := range prefixes {
-		b := fmt.Sprintf("bucket-%d", i)
-		f.mc.MakeBucket(t, b, false)
-		src += targetHCL(fmt.Sprintf("t%d", i), f.mc.Endpoint, b, p)
-	}
-	cfg, err := config.Parse("config.sealed", []byte(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.w = &worker{log: log, cfg: cfg, disks: []*wdisk{{ref: diskRef{Name: "data", Dir: dir}}}, keys: testKeys(t, dir)}
-	return f
+target "t0" {
+  s3 {
+    endpoint   = "127.0.0.1:2"
+    bucket     = "rescue"
+    access_key = "a"
+    secret_key = "b"
+    tls        = false
+  }
 }
-
-// TestWorkerRestore drives the worker's restore directly: a whole
-// snapshot of hostile keys (a multipart-sized object among them), a
-// prefix, and single objects, each to its own bucket; every object's
-// SHA-256, content type and metadata is compared, and the progress
-// callbacks are checked.
-func TestWorkerRestore(t *testing.T) {
-	tests := []struct {
-		name      string
-		dstPrefix string
-		prefix    string
-		exact     bool
-		keys      []string // nil: every live key
-	}{
-		{"whole snapshot", "r/", "", false, nil},
-		{"prefix", "", "dir/", false, []string{"dir/a", "dir/b c"}},
-		{"one object with a newline", "one/", "with space and\nnewline", true, []string{"with space and\nnewline"}},
-		{"one multipart object", "", "big/multipart.bin", true, []string{"big/multipart.bin"}},
-		{"the last version", "v/", "versioned", true, []string{"versioned"}},
-	}
-	prefixes := make([]string, len(tests))
-	for i, tt := range tests {
-		prefixes[i] = tt.dstPrefix
-	}
-	f := newRestoreFixture(t, prefixes, "")
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var calls []restoreReport
-			rep, err := f.w.restoreSnapshot(context.Background(), restoreRequest{
-				Snapshot: f.good, Target: fmt.Sprintf("t%d", i), Prefix: tt.prefix, Exact: tt.exact, ReceiptKey: f.pub,
-			}, func(r restoreReport) { calls = append(calls, r) })
-			if err != nil {
-				t.Fatalf("restore: %v", err)
-			}
-			want := restoretest.Only(f.want, tt.keys)
-			var total int64
-			for _, w := range want {
-				total += int64(len(w.Data))
-			}
-			if rep.Objects != len(want) || rep.TotalObjects != len(want) || rep.Bytes != total || rep.TotalBytes != total || rep.Source != "mail" || len(rep.Receipt) != 64 {
-				t.Errorf("report %+v; want %d objects, %d bytes, source mail, a receipt digest", rep, len(want), total)
-			}
-			if wantDel := map[bool]int{true: 1, false: 0}[tt.keys == nil]; rep.DeleteMarkers != wantDel {
-				t.Errorf("%d delete markers skipped, want %d", rep.DeleteMarkers, wantDel)
-			}
-			// One call once the receipt is verified, then one per object,
-			// counting up to the totals.
-			if len(calls) != len(want)+1 {
-				t.Fatalf("%d progress calls, want %d", len(calls), len(want)+1)
-			}
-			for j, c := range calls {
-				if c.Objects != j || c.TotalObjects != len(want) || c.TotalBytes != total || c.Receipt != rep.Receipt || (j > 0 && c.Bytes < calls[j-1].Bytes) {
-					t.Errorf("progress call %d: %+v", j, c)
-				}
-			}
-			if last := calls[len(calls)-1]; last.Bytes != total {
-				t.Errorf("last progress %+v, want %d bytes", last, total)
-			}
-			restoretest.CheckBucket(t, f.mc, fmt.Sprintf("bucket-%d", i), tt.dstPrefix, want, restore.DefaultPartSize)
-		})
-	}
-}
-
-// flipReceiptByte changes one byte of a sealed receipt file, counted from
-// its end when off is negative.
-func flipReceiptByte(t *testing.T, path string, off int) {
-	t.Helper()
-	if err := fsflag.Clear(path, fsflag.Immutable); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
+`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if off < 0 {
-		off += len(b)
-	}
-	b[off] ^= 0x01
-	if err := os.WriteFile(path, b, 0o444); err != nil {
-		t.Fatal(err)
-	}
-	if err := fsflag.Set(path, fsflag.Immutable); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// TestWorkerRestoreRefused: a tampered receipt, another key's receipt, no
-// receipt, an unknown target or snapshot, nothing matching: refused with a
-// clear error before anything is written. Keys MinIO refuses fail naming
-// the key.
-func TestWorkerRestoreRefused(t *testing.T) {
-	f := newRestoreFixture(t, []string{""}, "")
-	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherPEM, err := receipt.MarshalPublicKeyPEM(&other.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A second store whose receipt is tampered with: the last byte of
-	// the ECDSA signature changed.
-	tampered := newRestoreFixture(t, []string{""}, "")
-	flipReceiptByte(t, filepath.Join(tampered.dir, "receipts", tampered.good+".receipt"), -1)
-
-	req := func(fx *restoreFixture, snap, target, prefix string, exact bool, key []byte) restoreRequest {
-		return restoreRequest{Snapshot: snap, Target: target, Prefix: prefix, Exact: exact, ReceiptKey: key}
-	}
-	tests := []struct {
-		name string
-		fx   *restoreFixture
-		req  restoreRequest
-		want []string
-	}{
-		{"tampered receipt", tampered, req(tampered, tampered.good, "t0", "", false, tampered.pub), []string{"refused, nothing was written", "receipt of snapshot " + tampered.good, "INVALID", "does not verify"}},
-		{"another key's receipt", f, req(f, f.good, "t0", "", false, otherPEM), []string{"refused", "INVALID", "another key"}},
-		{"no receipt", f, req(f, f.unsigned, "t0", "", false, f.pub), []string{"refused", "receipt", f.unsigned, "not found"}},
-		{"no receipt key", f, req(f, f.good, "t0", "", false, nil), []string{"no receipt key"}},
-		{"unknown target", f, req(f, f.good, "nope", "", false, f.pub), []string{`no target "nope"`, "targets: t0"}},
-		{"unknown snapshot", f, req(f, "20260101T000000Z-0011aabb", "t0", "", false, f.pub), []string{`no snapshot "20260101T000000Z-0011aabb"`}},
-		{"no such object", f, req(f, f.good, "t0", "nope", true, f.pub), []string{`holds no object "nope"`}},
-		{"deleted object", f, req(f, f.good, "t0", "deleted-later", true, f.pub), []string{`holds no object "deleted-later"`, "deleted at the source"}},
-		{"no such prefix", f, req(f, f.good, "t0", "zzz/", false, f.pub), []string{`holds no object under "zzz/"`}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := tt.fx.w.restoreSnapshot(context.Background(), tt.req, func(restoreReport) {})
-			if err == nil {
-				t.Fatal("restore succeeded")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not mention %q", err, w)
-				}
-			}
-			if got := restoretest.ListBucket(t, tt.fx.mc, "bucket-0", ""); len(got) != 0 {
-				t.Errorf("%d objects written", len(got))
-			}
-		})
-	}
-
-	// MinIO refuses these keys: the restore of each fails naming it
-	// (Go-quoted), while a fine key of the same snapshot restores.
-	for _, o := range refusedObjects() {
-		t.Run("key "+strconv.Quote(o.Key), func(t *testing.T) {
-			_, err := f.w.restoreSnapshot(context.Background(), req(f, f.refused, "t0", o.Key, true, f.pub), func(restoreReport) {})
-			if o.Key == "ok" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", o.Key)) {
-				t.Fatalf("restore of %q: %v, want an error naming the key", o.Key, err)
-			}
-		})
-	}
-}
-
-// TestRestoreOverControlChannel runs restores the way the console does:
-// PID 1's side (followRestore, and the restore command with the receipt
-// key read from a TPM) over a real control channel to the worker's
-// handler, with progress lines; one restore at a time.
-func TestRestoreOverControlChannel(t *testing.T) {
-	// "stall" accepts connections and never answers: a restore to it
-	// runs until the control channel closes.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	var heldMu sync.Mutex
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			heldMu.Lock()
-			held = append(held, c)
-			heldMu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		heldMu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		heldMu.Unlock()
-	})
-	f := newRestoreFixture(t, []string{"", "x/"}, targetHCL("stall", l.Addr().String(), "stall", ""))
-	pid1End, workerEnd, err := socketpair("control")
+	fw := &fakeRestorer{total: 3}
+	pid1End, workerEnd, err := roles.Socketpair("control")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pid1End.Close(); workerEnd.Close() })
-	f.w.peer = control.New(workerEnd, control.Options{Side: control.Worker, Handler: f.w.handle})
-	p1 := control.New(pid1End, control.Options{Side: control.PID1, Handler: func(context.Context, control.Request) (control.Reply, error) { return nil, nil }})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	control.New(workerEnd, control.Options{Side: control.Worker, Handler: fw.handle})
+	a := &appliance{log: log, cfg: cfg, tpm: tp, storeDir: dir,
+		worker: control.New(pid1End, control.Options{Side: control.PID1, Handler: func(context.Context, control.Request) (control.Reply, error) { return nil, nil }})}
 
-	t.Run("progress lines", func(t *testing.T) {
-		var out bytes.Buffer
-		err := followRestore(ctx, p1, &control.RestoreRequest{Snapshot: f.good, Target: "t0", ReceiptKey: f.pub}, &out, 5*time.Millisecond)
-		if err != nil {
-			t.Fatalf("restore: %v\n%s", err, out.String())
-		}
-		n := len(f.want)
-		for _, w := range []string{
-			"restore: receipt OK (manifest sha256 ",
-			fmt.Sprintf("restore: %d/%d objects, ", n, n),
-			fmt.Sprintf("restore: done: %d objects, ", n),
-			"of snapshot " + f.good + " (source \"mail\") to target \"t0\" in ",
-			"; skipped 1 key(s) deleted at the source; receipt verified (manifest sha256 ",
-		} {
-			if !strings.Contains(out.String(), w) {
-				t.Errorf("output lacks %q:\n%s", w, out.String())
+	tests := []struct {
+		name     string
+		args     []string
+		fail     error
+		wantErr  string   // "" for success
+		wantOut  []string // lines (parts) the console shows
+		askedFor *control.RestoreRequest
+	}{
+		{name: "whole snapshot", args: []string{good, "t0"},
+			wantOut: []string{
+				fmt.Sprintf("restore: snapshot %s, all objects, to target \"t0\" (127.0.0.1:2 bucket \"rescue\" prefix \"\"); receipt checked by PID 1 (manifest sha256 %x)", good, digest),
+				"restore: 3/3 objects, 3.0/3.0 MiB",
+				"restore: done: 3 objects, 3.0 MiB of snapshot " + good + " (source \"mail\") to target \"t0\"",
+			},
+			askedFor: &control.RestoreRequest{Snapshot: good, Target: "t0", ReceiptKey: pub}},
+		{name: "one object, key not UTF-8", args: []string{good, "t0", "--object", `"\xff\xfe bad utf8"`},
+			wantOut:  []string{`object "\xff\xfe bad utf8"`, "restore: done: 3 objects"},
+			askedFor: &control.RestoreRequest{Snapshot: good, Target: "t0", Prefix: []byte("\xff\xfe bad utf8"), Exact: true, ReceiptKey: pub}},
+		{name: "the worker fails halfway", args: []string{good, "t0", "b/"}, fail: control.Errorf(control.Internal, "bucket went away"),
+			wantErr: "bucket went away", wantOut: []string{"restore: stopped after 3/3 objects"},
+			askedFor: &control.RestoreRequest{Snapshot: good, Target: "t0", Prefix: []byte("b/"), ReceiptKey: pub}},
+		{name: "receipt of another TPM", args: []string{foreign, "t0"}, wantErr: "INVALID"},
+		{name: "no receipt", args: []string{unsigned, "t0"}, wantErr: "not found"},
+		{name: "no such snapshot", args: []string{"20990101T000000Z-00000000", "t0"}, wantErr: "not found"},
+		{name: "unknown target", args: []string{good, "nope"}, wantErr: `no target "nope" in the config (targets: t0)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fw.mu.Lock()
+			fw.reqs, fw.fail = nil, tc.fail
+			fw.mu.Unlock()
+			var out bytes.Buffer
+			err := a.restore(ctx, tc.args, &out)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("restore %q: %v, want error %q\n%s", tc.args, err, tc.wantErr, out.String())
 			}
-		}
-		if strings.Count(out.String(), "\r\n") < 3 || strings.Count(out.String(), " objects, ") < 2 {
-			t.Errorf("want a receipt line, progress lines and a summary:\n%s", out.String())
-		}
-		t.Logf("console output:\n%s", out.String())
-		restoretest.CheckBucket(t, f.mc, "bucket-0", "", f.want, restore.DefaultPartSize)
-	})
-
-	t.Run("console command with a key not UTF-8", func(t *testing.T) {
-		tp := tpmtest.Start(t)
-		a := &appliance{log: f.w.log, cfg: f.w.cfg, worker: p1, tpm: tp}
-		var out bytes.Buffer
-		// This TPM is not the one that signed: the receipt is refused.
-		err := a.restore(ctx, []string{f.refused, "t1", "--object", `"\xff\xfe bad utf8"`}, &out)
-		if err == nil || !strings.Contains(err.Error(), "INVALID") {
-			t.Fatalf("restore with another TPM's key: %v", err)
-		}
-		if !strings.Contains(out.String(), `restore: snapshot `+f.refused+`, object "\xff\xfe bad utf8", to target "t1"`) {
-			t.Errorf("output %q", out.String())
-		}
-		// With the signing TPM's key (as PID 1 would read it) the
-		// non-UTF-8 key crosses the channel intact and MinIO refuses it.
-		err = followRestore(ctx, p1, &control.RestoreRequest{Snapshot: f.refused, Target: "t1", Prefix: []byte("\xff\xfe bad utf8"), Exact: true, ReceiptKey: f.pub}, io.Discard, time.Second)
-		if err == nil || !strings.Contains(err.Error(), `"\xff\xfe bad utf8"`) {
-			t.Fatalf("restore of a key MinIO refuses: %v", err)
-		}
-		if err := a.restore(ctx, []string{f.refused, "nope"}, &out); err == nil || !strings.Contains(err.Error(), `no target "nope" in the config (targets: stall, t0, t1)`) {
-			t.Errorf("unknown target: %v", err)
-		}
-	})
-
-	t.Run("one at a time", func(t *testing.T) {
-		first := make(chan error, 1)
-		var out bytes.Buffer
-		go func() {
-			first <- followRestore(ctx, p1, &control.RestoreRequest{Snapshot: f.good, Target: "stall", ReceiptKey: f.pub}, &out, time.Hour)
-		}()
-		// Wait until the first restore is past its receipt check.
-		for {
-			r, err := control.Do[*control.RestoreReply](ctx, p1, &control.RestoreProgressRequest{})
-			if err == nil && r != nil && r.Restore != nil && r.Restore.Receipt != "" {
-				if r.Restore.Target != "stall" || r.Restore.TotalObjects != len(f.want) {
-					t.Errorf("progress %+v", r.Restore)
+			for _, w := range tc.wantOut {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
 				}
-				break
 			}
-			select {
-			case err := <-first:
-				t.Fatalf("the stalled restore ended: %v", err)
-			case <-time.After(10 * time.Millisecond):
+			fw.mu.Lock()
+			reqs := fw.reqs
+			fw.mu.Unlock()
+			switch {
+			case tc.askedFor == nil && len(reqs) > 0:
+				t.Errorf("the worker was asked %+v; PID 1 should have refused first", reqs)
+			case tc.askedFor != nil && (len(reqs) != 1 || reqs[0].Snapshot != tc.askedFor.Snapshot || reqs[0].Target != tc.askedFor.Target ||
+				!bytes.Equal(reqs[0].Prefix, tc.askedFor.Prefix) || reqs[0].Exact != tc.askedFor.Exact || !bytes.Equal(reqs[0].ReceiptKey, tc.askedFor.ReceiptKey)):
+				t.Errorf("the worker was asked %+v, want %+v", reqs, tc.askedFor)
 			}
-		}
-		err := followRestore(ctx, p1, &control.RestoreRequest{Snapshot: f.good, Target: "t0", ReceiptKey: f.pub}, io.Discard, time.Second)
-		if err == nil || !strings.Contains(err.Error(), `a restore is already running (snapshot `+f.good+` to target "stall"`) {
-			t.Errorf("second restore: %v", err)
-		}
-		// The maintenance reboot waits for the running restore, and the
-		// restore goes on.
-		a := &appliance{log: f.w.log, worker: p1}
-		if why := a.quiesce(ctx); why != "restore of "+f.good+" to stall running" {
-			t.Errorf("quiesce during a restore: %q", why)
-		}
-		if r, err := control.Do[*control.RestoreReply](ctx, p1, &control.RestoreProgressRequest{}); err != nil || r.Restore == nil || r.Restore.Target != "stall" {
-			t.Errorf("the restore stopped when the maintenance reboot asked: %+v, %v", r.Restore, err)
-		}
-		// Closing the control channel stops the worker's restore (a
-		// shutdown: a blocked read on a blocking socket outlives Close).
-		if err := unix.Shutdown(int(workerEnd.Fd()), unix.SHUT_RDWR); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case err := <-first:
-			if err == nil {
-				t.Error("the stalled restore succeeded")
-			}
-		case <-time.After(time.Minute):
-			t.Fatal("the stalled restore did not stop when the control channel closed")
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if _, running := f.w.restores.get(); !running {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the worker still records a running restore")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if _, err := f.w.restoreProgress(); control.KindOf(err) != control.NotFound {
-			t.Errorf("progress after the end: %v", err)
-		}
-	})
+		})
+	}
 }

@@ -5,19 +5,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-	"github.com/u-root/u-root/pkg/dhclient"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/console"
 	"github.com/holdfast-appliance/holdfast/firmware/control"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/firmware/tpm"
 	"github.com/holdfast-appliance/holdfast/services/alertkind"
 	"github.com/holdfast-appliance/holdfast/services/store"
@@ -164,7 +161,7 @@ func (a *appliance) halt(how int) error {
 }
 
 // lockdown is phase 7 (see the table in lockdown_linux.go and the process
-// table in roles_linux.go): close the kernel's doors, make every disk and
+// table in firmware/roles): close the kernel's doors, make every disk and
 // the TPM unopenable by anyone but PID 1's open descriptors, start the
 // sealer, the DHCP client and the worker with their capabilities dropped,
 // make the mounts read-only and give up what PID 1 no longer needs.
@@ -213,7 +210,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 			a.alert(alertkind.Appliance, "lockdown: not every mount is read-only", "error", err)
 		}
 		// The opt-in export needs root for an instant to set up its mount
-		// namespace (export_linux.go): before PID 1 limits itself.
+		// namespace (firmware/roles export_linux.go): before PID 1 limits itself.
 		if err := a.startExport(); err != nil {
 			a.alert(alertkind.Appliance, "export not started", "error", err)
 		}
@@ -252,7 +249,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	}()
 	var refs []diskRef
 	for _, d := range stores {
-		sealerEnd, workerSealerEnd, err := socketpair("sealer")
+		sealerEnd, workerSealerEnd, err := roles.Socketpair("sealer")
 		if err != nil {
 			return err
 		}
@@ -261,7 +258,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 			return fmt.Errorf("sealer: %w", err)
 		}
 		// In its own mount namespace, where only d.Dir is writable.
-		_, err = a.spawnWith("sealer", unix.CLONE_NEWNS, []string{sealerStoreEnv + "=" + d.Dir}, sealerEnd)
+		_, err = a.spawnWith("sealer", unix.CLONE_NEWNS, []string{roles.SealerStoreEnv + "=" + d.Dir}, sealerEnd)
 		sealerEnd.Close()
 		if err != nil {
 			return err
@@ -280,7 +277,7 @@ func (a *appliance) lockdown(ctx context.Context) error {
 	if err != nil {
 		a.alert(alertkind.Appliance, "network not configured; pulls will fail until it is", "error", err)
 	}
-	ctlPID1, ctlWorker, err := socketpair("control")
+	ctlPID1, ctlWorker, err := roles.Socketpair("control")
 	if err != nil {
 		return err
 	}
@@ -448,84 +445,6 @@ func (a *appliance) recordPull(source string, ps *pullStatus) error {
 	a.mu.Lock()
 	a.pulls[source] = ps
 	a.mu.Unlock()
-	return nil
-}
-
-// noPruneClock is the worker's prune clock: the worker never prunes (only
-// PID 1 does, at boot, with the trusted time), and a separate prune clock
-// keeps its commits from writing the store's high-water log.
-type noPruneClock struct{}
-
-func (noPruneClock) Now() (time.Time, error) {
-	return time.Time{}, errors.New("prune runs only in PID 1's maintenance window")
-}
-
-// configure4 applies a DHCPv4 lease's address and default route. It is
-// dhclient's Packet4.Configure without the DNS part: the appliance
-// resolves no names and the DHCP process may not write /etc/resolv.conf.
-func configure4(l dhclient.Lease) error {
-	p, ok := l.(*dhclient.Packet4)
-	if !ok {
-		return fmt.Errorf("not a DHCPv4 lease")
-	}
-	ipnet := p.Lease()
-	if ipnet == nil {
-		return fmt.Errorf("lease has no address")
-	}
-	if err := netlink.AddrReplace(p.Link(), &netlink.Addr{IPNet: ipnet}); err != nil {
-		return fmt.Errorf("address %s: %w", ipnet, err)
-	}
-	msg, _ := p.Message()
-	if gw := msg.Router(); len(gw) > 0 {
-		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: p.Link().Attrs().Index, Gw: gw[0]}); err != nil {
-			return fmt.Errorf("default route via %s: %w", gw[0], err)
-		}
-	}
-	return nil
-}
-
-// network brings up the loopback and every Ethernet link and asks DHCP for
-// an IPv4 address on each.
-func network(ctx context.Context, log hclog.Logger) error {
-	links, err := netlink.LinkList()
-	if err != nil {
-		return fmt.Errorf("list links: %w", err)
-	}
-	var ifs []netlink.Link
-	for _, l := range links {
-		attrs := l.Attrs()
-		if attrs.Flags&net.FlagLoopback != 0 {
-			if err := netlink.LinkSetUp(l); err != nil {
-				log.Warn("loopback not up", "error", err)
-			}
-			continue
-		}
-		if l.Type() == "device" {
-			ifs = append(ifs, l)
-		}
-	}
-	if len(ifs) == 0 {
-		return fmt.Errorf("no network interface")
-	}
-	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	configured := 0
-	for r := range dhclient.SendRequests(dctx, ifs, true, false, dhclient.Config{Timeout: 5 * time.Second, Retries: 5}, 15*time.Second) {
-		name := r.Interface.Attrs().Name
-		if r.Err != nil {
-			log.Warn("DHCP failed", "interface", name, "error", r.Err)
-			continue
-		}
-		if err := configure4(r.Lease); err != nil {
-			log.Warn("DHCP lease not applied", "interface", name, "error", err)
-			continue
-		}
-		configured++
-		log.Info("network up", "interface", name, "lease", r.Lease.String())
-	}
-	if configured == 0 {
-		return fmt.Errorf("no interface got a DHCP lease")
-	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -25,6 +26,22 @@ func (f *File) Target(name string) (Target, bool) {
 		}
 	}
 	return Target{}, false
+}
+
+// TargetNamed returns the target block called name, or an error that names
+// the targets the config has.
+func (f *File) TargetNamed(name string) (Target, error) {
+	if t, ok := f.Target(name); ok {
+		return t, nil
+	}
+	if len(f.Targets) == 0 {
+		return Target{}, fmt.Errorf("no target %q: the config has no target blocks (docs/config.md)", name)
+	}
+	names := make([]string, 0, len(f.Targets))
+	for _, t := range f.Targets {
+		names = append(names, t.Name)
+	}
+	return Target{}, fmt.Errorf("no target %q in the config (targets: %s)", name, strings.Join(names, ", "))
 }
 
 type targetHCL struct {

@@ -95,3 +95,19 @@ func isReceiptName(n string) bool {
 	id, ok := strings.CutSuffix(n, ".receipt")
 	return ok && ValidSnapshotID(id)
 }
+
+// ReadReceiptAt is Receipt for a process that does not open the store
+// (PID 1 checking a receipt before a console restore): the receipt of
+// snapshot id in the store at dir, read as hostile input (no symlink, no
+// FIFO, a regular file within the record bound). A missing one is
+// ErrNotFound.
+func ReadReceiptAt(dir, id string) ([]byte, error) {
+	if !ValidSnapshotID(id) {
+		return nil, fmt.Errorf("receipt %q: %w", id, ErrNotFound)
+	}
+	b, err := readStoreFile(pathIn(dir, receiptsDir, id+".receipt"), maxRecordFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("receipt for %s: %w", id, ErrNotFound)
+	}
+	return b, err
+}

@@ -11,7 +11,7 @@ import (
 )
 
 // The role identities (issue 16): every role runs under a uid and gid of
-// its own (firmware/appliance roles_linux.go), the sealer and the export
+// its own (firmware/roles roles_linux.go), the sealer and the export
 // also in the worker's group, through which they read the store. PID 1
 // names them with -roles; the identity techniques play each of them with
 // its groups, besides every other identity that owns something, and run

@@ -22,6 +22,8 @@ import (
 	"github.com/holdfast-appliance/holdfast/firmware/console/frame"
 	"github.com/holdfast-appliance/holdfast/firmware/console/port"
 	"github.com/holdfast-appliance/holdfast/firmware/reaper"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
+	"github.com/holdfast-appliance/holdfast/firmware/worker"
 )
 
 // Version is the appliance firmware version shown in the banner.
@@ -36,9 +38,9 @@ const retryDelay = 5 * time.Second
 
 func main() {
 	// The worker, the sealer and the DHCP client are this binary run
-	// again by PID 1 (firmware/appliance/roles_linux.go).
-	if role := os.Getenv(appliance.RoleEnv); role != "" && os.Getpid() != 1 {
-		os.Exit(appliance.RunRole(role))
+	// again by PID 1 (firmware/roles).
+	if role := os.Getenv(roles.Env); role != "" && os.Getpid() != 1 {
+		os.Exit(roles.Run(role, worker.Run))
 	}
 	start := time.Now()
 	ignoreKillingSignals()
@@ -136,7 +138,7 @@ func run(ctx context.Context, start time.Time, children *reaper.Reaper) error {
 
 	// u-root's dhclient logs through the standard library's log package,
 	// whole DHCP packets included: keep the first line of each message.
-	stdlog.SetOutput(appliance.FirstLine{W: log.Named("net").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})})
+	stdlog.SetOutput(roles.FirstLine{W: log.Named("net").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})})
 	stdlog.SetFlags(0)
 
 	runErr := make(chan error, 1)

@@ -1,4 +1,4 @@
-package appliance
+package worker
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-appliance/holdfast/firmware/control"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/services/ingest"
 	"github.com/holdfast-appliance/holdfast/services/mirror"
 	"github.com/holdfast-appliance/holdfast/services/sealer"
@@ -30,7 +31,7 @@ const maxDisks = 8
 
 // wdisk is one data disk as the worker sees it.
 type wdisk struct {
-	ref    diskRef
+	ref    control.Disk
 	conn   *os.File // the socket to this disk's sealer
 	sealer *sealer.Client
 	// mu is held while anything writes this disk's store: a pull, an
@@ -45,29 +46,29 @@ type wdisk struct {
 // one per data disk (init checks that the count matches its disks).
 func sealerSockets() ([]*os.File, error) {
 	var out []*os.File
-	for fd := fdSealer; fd < fdSealer+maxDisks; fd++ {
+	for fd := roles.FDSealer; fd < roles.FDSealer+maxDisks; fd++ {
 		// The sockets come in a row; the descriptor after them may be
 		// anything the runtime opened.
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 			break
 		}
-		f, err := moveFD(fd, "sealer")
+		f, err := roles.MoveFD(fd, "sealer")
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, f)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no sealer socket at descriptor %d", fdSealer)
+		return nil, fmt.Errorf("no sealer socket at descriptor %d", roles.FDSealer)
 	}
 	return out, nil
 }
 
 // setDisks pairs the disks PID 1 named with the sealer sockets, in order.
-func (w *worker) setDisks(refs []diskRef, storeDir string) error {
+func (w *worker) setDisks(refs []control.Disk, storeDir string) error {
 	if len(refs) == 0 {
-		refs = []diskRef{{Name: "data", Dir: storeDir}}
+		refs = []control.Disk{{Name: "data", Dir: storeDir}}
 	}
 	if len(refs) != len(w.sealerConns) {
 		return fmt.Errorf("%d data disks but %d sealer sockets", len(refs), len(w.sealerConns))
@@ -423,4 +424,13 @@ func (w *worker) scrub(ctx context.Context) (string, error) {
 		}
 	}
 	return summary, nil
+}
+
+// noPruneClock is the worker's prune clock: the worker never prunes (only
+// PID 1 does, at boot, with the trusted time), and a separate prune clock
+// keeps its commits from writing the store's high-water log.
+type noPruneClock struct{}
+
+func (noPruneClock) Now() (time.Time, error) {
+	return time.Time{}, errors.New("prune runs only in PID 1's maintenance window")
 }

@@ -1,4 +1,4 @@
-package appliance
+package worker
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/holdfast-appliance/holdfast/firmware/control"
+	"github.com/holdfast-appliance/holdfast/firmware/roles"
 	"github.com/holdfast-appliance/holdfast/services/restore/restoretest"
 	"github.com/holdfast-appliance/holdfast/services/sealer"
 	"github.com/holdfast-appliance/holdfast/services/store"
@@ -66,14 +67,14 @@ func workerOverProtocol(t *testing.T, dir string) (*control.Conn, *fakePID1, *wo
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sealerEnd, workerSealerEnd, err := socketpair("sealer")
+	sealerEnd, workerSealerEnd, err := roles.Socketpair("sealer")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); sealerEnd.Close(); workerSealerEnd.Close() })
 	go func() { _ = sealer.Serve(ctx, sealerEnd, dir, nil) }()
-	p1End, wEnd, err := socketpair("control")
+	p1End, wEnd, err := roles.Socketpair("control")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ source "mail" {
 `, mc.Endpoint, testminio.AccessKey, testminio.SecretKey)
 	dir := storetest.Dir(t)
 	p1, f, _ := workerOverProtocol(t, dir)
-	keys, err := roleKeys(testMaster, "", true) // a new store: PID 1 picks its ID
+	keys, err := newStoreKeys() // a new store: PID 1 picks its ID
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,7 @@ source "mail" {
 func TestWorkerRefusesHostileRequests(t *testing.T) {
 	dir := storetest.Dir(t)
 	_, _, w := workerOverProtocol(t, dir)
-	p1End, wEnd, err := socketpair("control")
+	p1End, wEnd, err := roles.Socketpair("control")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,4 +239,19 @@ func TestWorkerRefusesHostileRequests(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("an oversized line did not end the channel")
 	}
+}
+
+// newStoreKeys are the subkeys of a new store of testMaster, as PID 1
+// derives them before it asks the worker to create the store.
+func newStoreKeys() (store.StoreKeys, error) {
+	id, err := store.NewID()
+	if err != nil {
+		return store.StoreKeys{}, err
+	}
+	return store.DeriveKeys(testMaster, id)
+}
+
+// controlKeys carries keys over the protocol, as PID 1 does.
+func controlKeys(k store.StoreKeys) control.StoreKeys {
+	return control.StoreKeys{ID: k.ID, ChunkID: k.ChunkID, Data: k.Data, Meta: k.Meta, Clock: k.Clock}
 }
