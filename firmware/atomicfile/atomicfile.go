@@ -4,14 +4,25 @@
 // The appliance keeps its sealed key, recovery wrap, config and clock
 // anchor this way (on FAT as well as ext4).
 //
-// Limits: one file at a time (no multi-file transactions); the temporary
-// name is the target's plus ".tmp", so two writers of one path race.
+// The temporary file is created with O_EXCL and O_NOFOLLOW under a random
+// name (".NAME.tmp-RANDOM"), so a symlink or file planted in the directory
+// is never written through, and two writers never share one temporary file.
+//
+// Limits: one file at a time (no multi-file transactions); of two writers
+// of one path, the last rename wins; a power cut between create and rename
+// leaves a temporary file behind, which the next Write of that path
+// removes.
 package atomicfile
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Write replaces path with data (mode 0600). With exclusive it refuses to
@@ -22,11 +33,18 @@ func Write(path string, data []byte, exclusive bool) error {
 			return fmt.Errorf("%s: %w", path, os.ErrExist)
 		}
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	removeStale(dir, base)
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	tmp := filepath.Join(dir, tmpPrefix(base)+hex.EncodeToString(rnd[:]))
+	fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, &os.PathError{Op: "create", Path: tmp, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), tmp)
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
@@ -41,7 +59,7 @@ func Write(path string, data []byte, exclusive bool) error {
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	d, err := os.Open(filepath.Dir(path))
+	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("sync dir of %s: %w", path, err)
 	}
@@ -50,4 +68,21 @@ func Write(path string, data []byte, exclusive bool) error {
 		return fmt.Errorf("sync dir of %s: %w", path, err)
 	}
 	return nil
+}
+
+func tmpPrefix(base string) string { return "." + base + ".tmp-" }
+
+// removeStale removes the temporary files an interrupted Write of base
+// left in dir (unlink never follows a symlink). Errors are ignored: a
+// leftover only takes room.
+func removeStale(dir, base string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), tmpPrefix(base)) {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }

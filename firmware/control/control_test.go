@@ -2,6 +2,7 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -338,4 +339,32 @@ func (l *lockedBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestStoreKeysValidate: every key is exactly 32 bytes; the clock key is
+// either absent (the export's read-only part) or 32 bytes, never a short
+// key that would make a weak MAC.
+func TestStoreKeysValidate(t *testing.T) {
+	k32 := bytes.Repeat([]byte{1}, 32)
+	tests := []struct {
+		name  string
+		clock []byte
+		data  []byte
+		ok    bool
+	}{
+		{"full", k32, k32, true},
+		{"read-only part", nil, k32, true},
+		{"short clock key", []byte{1}, k32, false},
+		{"31-byte clock key", k32[:31], k32, false},
+		{"long clock key", append(append([]byte{}, k32...), 1), k32, false},
+		{"short data key", k32, k32[:16], false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k := StoreKeys{ChunkID: k32, Data: tc.data, Meta: k32, Clock: tc.clock}
+			if err := k.validate(); (err == nil) != tc.ok {
+				t.Fatalf("validate: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
 }

@@ -172,8 +172,12 @@ type StoreKeys struct {
 }
 
 func (k *StoreKeys) validate() error {
+	clock := checkBytes("keys clock", k.Clock, 32, 32)
+	if len(k.Clock) == 0 {
+		clock = nil // the read-only part: no clock key at all
+	}
 	return errors.Join(checkBytes("keys chunk_id", k.ChunkID, 32, 32), checkBytes("keys data", k.Data, 32, 32),
-		checkBytes("keys meta", k.Meta, 32, 32), checkBytes("keys clock", k.Clock, 0, 32))
+		checkBytes("keys meta", k.Meta, 32, 32), clock)
 }
 
 // PullRequest asks for a pull of one configured source now.
