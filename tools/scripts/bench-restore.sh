@@ -132,34 +132,25 @@ export RCLONE_CONFIG_MINIO_TYPE=s3 RCLONE_CONFIG_MINIO_PROVIDER=Minio \
 # plain-HTTP endpoint; MinIO here is local and not TLS.
 RCLONE=(env -u AWS_CA_BUNDLE rclone)
 
-# measure NAME CMD...: run CMD after dropping caches; append "secs rss_kib"
-# to $WORK/NAME.times.
-measure() {
-	local name=$1 start end
-	shift
-	drop_caches
-	log "running: $name"
-	start=$(date +%s.%N)
-	if ! /usr/bin/time -f '%M' -o "$WORK/time.out" "$@" >"$WORK/$name.log" 2>&1; then
-		tail -n 20 "$WORK/$name.log" >&2
-		die "$name failed"
-	fi
-	sync
-	end=$(date +%s.%N)
-	printf '%s %s\n' "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')" \
-		"$(tail -n 1 "$WORK/time.out")" >>"$WORK/$name.times"
+# timed NAME CMD...: measure (lib.sh) CMD, then append "secs rss_kib" to
+# $WORK/NAME.times (CMD's output is in $WORK/NAME.log).
+timed() {
+	local name=$1 secs rss
+	measure "$@"
+	secs=${name}_SECS rss=${name}_RSS
+	printf '%s %s\n' "${!secs}" "${!rss}" >>"$WORK/$name.times"
 }
 
 run_holdfast() {
 	"${RCLONE[@]}" mkdir "minio:hf-$1"
-	measure holdfast "$HOLDFAST" restore --store "$WORK/store" --key-file "$WORK/key" \
+	timed holdfast "$HOLDFAST" restore --store "$WORK/store" --key-file "$WORK/key" \
 		--snapshot "$SNAPSHOT" --to "s3://hf-$1/" --config "$WORK/target.hcl"
 	grep -q "restored $DATA_FILES objects" "$WORK/holdfast.log" ||
 		die "holdfast restored the wrong number of objects: $(cat "$WORK/holdfast.log")"
 }
 run_rclone() {
 	"${RCLONE[@]}" mkdir "minio:rc-$1"
-	measure rclone "${RCLONE[@]}" copy "$DATA" "minio:rc-$1/$(basename "$DATA")"
+	timed rclone "${RCLONE[@]}" copy "$DATA" "minio:rc-$1/$(basename "$DATA")"
 }
 
 for round in $(seq 1 "$ROUNDS"); do

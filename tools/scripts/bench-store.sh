@@ -70,45 +70,36 @@ require_flag_fs "$WORK"
 
 
 ROWS=()
-# measure NAME CMD...: run CMD after dropping caches; record seconds (command
-# plus sync), MB/s of file content and peak RSS.
-measure() {
-	local name=$1 start end secs rss
-	shift
-	drop_caches
-	log "running: $name"
-	start=$(date +%s.%N)
-	if ! /usr/bin/time -f '%M' -o "$WORK/time.out" "$@" >"$WORK/cmd.log" 2>&1; then
-		cat "$WORK/cmd.log" >&2
-		die "$name failed"
-	fi
-	sync
-	end=$(date +%s.%N)
-	secs=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
-	rss=$(tail -n 1 "$WORK/time.out")
-	ROWS+=("$(awk -v n="$name" -v s="$secs" -v b="$CONTENT_BYTES" -v r="$rss" \
+# row NAME VAR: a report row from measure's VAR_SECS and VAR_RSS (lib.sh):
+# seconds (command plus sync), MB/s of file content and peak RSS.
+row() {
+	local secs=${2}_SECS rss=${2}_RSS
+	ROWS+=("$(awk -v n="$1" -v s="${!secs}" -v b="$CONTENT_BYTES" -v r="${!rss}" \
 		'BEGIN { printf "%-22s %9.2f %9.1f %10.0f", n, s, b / 1e6 / s, r / 1024 }')")
 }
 
 # (a) holdfast store put into a fresh store.
 "$HOLDFAST" store init "$WORK/store" --key-file "$WORK/key" >/dev/null
-measure "holdfast store put" "$HOLDFAST" store put "$WORK/store" --key-file "$WORK/key" \
+measure PUT "$HOLDFAST" store put "$WORK/store" --key-file "$WORK/key" \
 	--source bench --retain 1d "$DATA"
-grep -q ' committed' "$WORK/cmd.log" || die "holdfast put did not commit: $(cat "$WORK/cmd.log")"
-PUT_LINE=$(grep ' committed' "$WORK/cmd.log")
+row "holdfast store put" PUT
+grep -q ' committed' "$WORK/PUT.log" || die "holdfast put did not commit: $(cat "$WORK/PUT.log")"
+PUT_LINE=$(grep ' committed' "$WORK/PUT.log")
 STORE_BYTES=$(du -sb --apparent-size "$WORK/store" | cut -f1)
 STORE_DISK=$(du -sB1 "$WORK/store" | cut -f1)
 PACKS=$(find "$WORK/store/packs" -type f | wc -l)
 PACK_BYTES=$(find "$WORK/store/packs" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
 
 # (b) cp -r to a fresh directory.
-measure "cp -r" cp -r "$DATA" "$WORK/cp"
+measure CP cp -r "$DATA" "$WORK/cp"
+row "cp -r" CP
 CP_DISK=$(du -sB1 "$WORK/cp" | cut -f1)
 
 # (c) rclone copy, local to local.
 : >"$WORK/rclone.conf"
-measure "rclone copy" env RCLONE_CONFIG="$WORK/rclone.conf" \
+measure RCLONE env RCLONE_CONFIG="$WORK/rclone.conf" \
 	rclone copy --local-no-check-updated "$DATA" "$WORK/rclone"
+row "rclone copy" RCLONE
 
 # --- report ------------------------------------------------------------------
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
