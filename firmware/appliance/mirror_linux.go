@@ -448,7 +448,18 @@ func (a *appliance) newCopy(ctx context.Context, primary *store.Store, serial, l
 // their own holds 0600 files: this is where they become 0640). An
 // append-only or immutable inode refuses chown, so its flags are cleared
 // and set again: this runs only before lockdown, in PID 1.
-func giveToWorker(dir string) (int, error) {
+//
+// Boot work must not grow with the store (issue 18): PID 1 only creates,
+// renames and removes entries, and each of those changes the ctime of the
+// directory it happens in, so a directory whose ctime is before since
+// (the start of this maintenance window) holds nothing PID 1 made this
+// boot and is not entered. The whole tree is walked only while the
+// store's directory itself is not yet the worker's with mode 0750: for a
+// store written before that, and whenever since is zero. The store's
+// directory is given last, so a walk cut short is done again whole at the
+// next boot. A file that cannot be given is counted in the error and the
+// walk goes on.
+func giveToWorker(dir string, since time.Time) (int, error) {
 	// storeMode: the owner's bits as they are, the group reads (and
 	// searches a directory), others nothing (services/store's modes). The
 	// writer's lock stays the owner's alone: a reader who could open it
@@ -463,21 +474,22 @@ func giveToWorker(dir string) (int, error) {
 		}
 		return m.Perm()&0o700 | 0o040
 	}
-	n := 0
-	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := e.Info()
-		if err != nil {
-			return err
-		}
+	given := func(fi fs.FileInfo, mode fs.FileMode) bool {
 		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok || e.Type()&fs.ModeSymlink != 0 {
-			return nil
-		}
+		return ok && st.Uid == roles.WorkerUID && st.Gid == roles.WorkerUID && fi.Mode().Perm() == mode
+	}
+	root, err := os.Lstat(dir)
+	if err != nil {
+		return 0, fmt.Errorf("give %s to the worker: %w", dir, err)
+	}
+	// A second of slack: a file system's clock may round.
+	whole := since.IsZero() || !given(root, storeMode(dir, root.Mode()))
+	since = since.Add(-time.Second)
+	n := 0
+	var failed []error
+	give := func(p string, fi fs.FileInfo) error {
 		mode := storeMode(p, fi.Mode())
-		if st.Uid == roles.WorkerUID && st.Gid == roles.WorkerUID && fi.Mode().Perm() == mode {
+		if given(fi, mode) {
 			return nil
 		}
 		flags, err := fsflag.Get(p)
@@ -504,7 +516,39 @@ func giveToWorker(dir string) (int, error) {
 		}
 		n++
 		return nil
+	}
+	err = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			failed = append(failed, err)
+			return nil
+		}
+		if e.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		fi, err := e.Info()
+		if err != nil {
+			failed = append(failed, err)
+			return nil
+		}
+		if p == dir {
+			return nil // last, below
+		}
+		if e.IsDir() && !whole {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && time.Unix(st.Ctim.Unix()).Before(since) {
+				return fs.SkipDir // nothing made in it this boot
+			}
+		}
+		if err := give(p, fi); err != nil {
+			failed = append(failed, err)
+		}
+		return nil
 	})
+	if err == nil && len(failed) == 0 {
+		err = give(dir, root)
+	}
+	if err == nil && len(failed) > 0 {
+		err = fmt.Errorf("%d entries not given (first: %w)", len(failed), failed[0])
+	}
 	if err != nil {
 		return n, fmt.Errorf("give %s to the worker: %w", dir, err)
 	}

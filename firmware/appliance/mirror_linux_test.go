@@ -76,7 +76,7 @@ func TestGiveToWorker(t *testing.T) {
 			_ = fsflag.Clear(filepath.Join(dir, tt.name), fsflag.Immutable|fsflag.Append)
 		}
 	})
-	n, err := giveToWorker(dir)
+	n, err := giveToWorker(dir, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +110,83 @@ func TestGiveToWorker(t *testing.T) {
 			}
 			if got := flags & (fsflag.Immutable | fsflag.Append); got != tt.flags {
 				t.Errorf("flags %#x, want %#x", got, tt.flags)
+			}
+		})
+	}
+}
+
+// TestGiveToWorkerOnlyWhatThisBootMade: with the store's directory
+// already the worker's, giveToWorker enters only the directories whose
+// ctime is after the maintenance window started (so boot work does not
+// grow with the store): what PID 1 made this boot, a new directory and a
+// file renamed into an old one, is given; a directory untouched since an
+// earlier boot is not entered (the root-owned file planted in it before
+// the window stays as it was, which shows it was not walked). A store
+// directory that is not yet the worker's, 0750, is walked whole.
+func TestGiveToWorkerOnlyWhatThisBootMade(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (chown, inode flags)")
+	}
+	mk := func(t *testing.T, p string, dir bool, owner int, mode os.FileMode) {
+		t.Helper()
+		var err error
+		if dir {
+			err = os.Mkdir(p, mode)
+		} else {
+			err = os.WriteFile(p, []byte(p), mode)
+		}
+		if err == nil {
+			err = os.Chown(p, owner, owner)
+		}
+		if err == nil {
+			err = os.Chmod(p, mode)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := func(t *testing.T, p string) int {
+		t.Helper()
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(fi.Sys().(*syscall.Stat_t).Uid)
+	}
+	for _, tc := range []struct {
+		name      string
+		rootMode  os.FileMode
+		wantOld   int // owner of the file in the untouched directory afterwards
+		wantGiven int
+	}{
+		{"store already the worker's", 0o750, 0, 3},
+		{"store of an older firmware", 0o700, roles.WorkerUID, 5}, // the root and the old file too
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "store")
+			mk(t, dir, true, roles.WorkerUID, tc.rootMode)
+			mk(t, filepath.Join(dir, "old"), true, roles.WorkerUID, 0o750)
+			mk(t, filepath.Join(dir, "old", "f"), false, 0, 0o600)
+			mk(t, filepath.Join(dir, "packs"), true, roles.WorkerUID, 0o750)
+			time.Sleep(2100 * time.Millisecond) // past the second of slack
+			since := time.Now()
+			mk(t, filepath.Join(dir, "new"), true, 0, 0o700)
+			mk(t, filepath.Join(dir, "new", "f"), false, 0, 0o600)
+			mk(t, filepath.Join(dir, "packs", "p"), false, 0, 0o600)
+			n, err := giveToWorker(dir, since)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != tc.wantGiven {
+				t.Errorf("gave %d inodes, want %d", n, tc.wantGiven)
+			}
+			for _, p := range []string{"new", "new/f", "packs/p", ""} {
+				if got := owner(t, filepath.Join(dir, p)); got != roles.WorkerUID {
+					t.Errorf("%s owned by %d, want the worker", p, got)
+				}
+			}
+			if got := owner(t, filepath.Join(dir, "old", "f")); got != tc.wantOld {
+				t.Errorf("old/f owned by %d, want %d", got, tc.wantOld)
 			}
 		})
 	}

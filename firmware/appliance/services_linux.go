@@ -36,6 +36,7 @@ func (a *appliance) maintenance(ctx context.Context) error {
 		return nil
 	}
 	a.log.Info("phase 6/8 maintenance: journal recovery, mirror, advance the trusted time, prune with it")
+	start := time.Now() // what PID 1 makes from here on is given to the worker at the end
 	var st *store.Store
 	var unwritable []dataStore
 	if err := bounded(ctx, "journal recovery (opening the store as its writer)", recoveryDeadline, deadlineGrace, func(ctx context.Context) {
@@ -64,7 +65,7 @@ func (a *appliance) maintenance(ctx context.Context) error {
 	stores := append([]dataStore(nil), a.stores...)
 	a.mu.Unlock()
 	for _, d := range stores {
-		n, err := giveToWorker(d.Dir)
+		n, err := giveToWorker(d.Dir, start)
 		if err != nil {
 			a.alert(alertkind.DiskError, "disk-error: files made at boot not given to the worker; it may fail to read them", "disk", d.Name, "error", err)
 		} else if n > 0 {
