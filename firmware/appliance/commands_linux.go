@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -263,18 +262,18 @@ func listSnapshots(s *store.Store, out io.Writer) error {
 
 // listObjects reads every object of a snapshot back through the store
 // (every chunk authenticated) and prints its SHA-256, size and key (Go
-// quoted, so hostile keys cannot move the cursor).
+// quoted, so hostile keys cannot move the cursor), in the order the
+// snapshot recorded them (a pull records them in the source's listing
+// order). It streams the manifest (WalkObjects): PID 1's memory does not
+// grow with the snapshot's object count.
 func listObjects(ctx context.Context, s *store.Store, id, prefix string, out io.Writer) error {
-	m, err := s.ReadManifest(id)
-	if err != nil {
-		return err
-	}
-	objs := m.Objects
-	sort.Slice(objs, func(i, j int) bool { return string(objs[i].Key) < string(objs[j].Key) })
 	n := 0
-	for _, o := range objs {
+	_, err := s.WalkObjects(id, func(o store.Object) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if o.DeleteMarker || !strings.HasPrefix(string(o.Key), prefix) {
-			continue
+			return nil
 		}
 		h := sha256.New()
 		if err := s.WriteObject(ctx, o, h); err != nil {
@@ -282,6 +281,10 @@ func listObjects(ctx context.Context, s *store.Store, id, prefix string, out io.
 		}
 		fmt.Fprintf(out, "%x %d %s\r\n", h.Sum(nil), o.Size, strconv.Quote(string(o.Key)))
 		n++
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(out, "%d object(s) read back\r\n", n)
 	return nil
@@ -318,13 +321,21 @@ func (a *appliance) extend(ctx context.Context, cmd console.Command, out io.Writ
 		if err != nil {
 			return err
 		}
+		// The start time is in the snapshot's head: no need to read its
+		// object list, which grows with the bucket.
 		var started time.Time
 		err = a.withReader(ctx, func(s *store.Store) error {
-			mf, err := s.ReadManifest(cmd.Args[0])
-			if err == nil {
-				started = mf.Started
+			infos, err := s.Snapshots()
+			if err != nil {
+				return err
 			}
-			return err
+			for _, si := range infos {
+				if si.ID == cmd.Args[0] {
+					started = si.Started
+					return nil
+				}
+			}
+			return fmt.Errorf("snapshot %q: %w", cmd.Args[0], store.ErrNotFound)
 		})
 		if err != nil {
 			return err
