@@ -16,20 +16,6 @@ import (
 
 var testMaster = bytes.Repeat([]byte{0x42}, store.MasterKeySize)
 
-// testKeys derives the worker's subkeys of the store at dir from testMaster.
-func testKeys(t testing.TB, dir string) store.StoreKeys {
-	t.Helper()
-	id, err := store.ReadID(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := store.DeriveKeys(testMaster, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // TestRoleInitsHoldNoPID1Key: what PID 1 sends the worker and the export
 // carries neither the master key nor any key PID 1 derives for its own
 // records, and no key either gets opens or forges the config partition's

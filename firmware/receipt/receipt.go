@@ -206,6 +206,23 @@ func Verify(b []byte, pub *ecdsa.PublicKey) (*Receipt, error) {
 	return r, nil
 }
 
+// VerifyFor is Verify for one snapshot: the receipt b must also name
+// snapshot id and sign digest, the SHA-256 of the manifest the caller
+// holds (or computed itself). Every failure says INVALID.
+func VerifyFor(b []byte, pub *ecdsa.PublicKey, id string, digest [32]byte) (*Receipt, error) {
+	r, err := Verify(b, pub)
+	if err != nil {
+		return nil, fmt.Errorf("receipt of snapshot %s: INVALID: %w", id, err)
+	}
+	if r.SnapshotID != id {
+		return nil, fmt.Errorf("receipt of snapshot %s: INVALID: it names snapshot %s", id, r.SnapshotID)
+	}
+	if r.ManifestDigest != digest {
+		return nil, fmt.Errorf("receipt of snapshot %s: INVALID: manifest digest %x, receipt signs %x", id, digest, r.ManifestDigest)
+	}
+	return r, nil
+}
+
 // KeyID is SHA-256 of the key's PKIX DER encoding.
 func KeyID(pub *ecdsa.PublicKey) ([32]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)

@@ -275,19 +275,9 @@ func VerifyReceipt(s *store.Store, id string, pub *ecdsa.PublicKey) (*receipt.Re
 	if err != nil {
 		return nil, fmt.Errorf("receipt of snapshot %s: %w", id, err)
 	}
-	r, err := receipt.Verify(raw, pub)
-	if err != nil {
-		return nil, fmt.Errorf("receipt of snapshot %s: INVALID: %w", id, err)
-	}
-	if r.SnapshotID != id {
-		return nil, fmt.Errorf("receipt of snapshot %s: INVALID: it names snapshot %s", id, r.SnapshotID)
-	}
 	d, err := s.ManifestDigest(id)
 	if err != nil {
 		return nil, fmt.Errorf("receipt of snapshot %s: %w", id, err)
 	}
-	if d != r.ManifestDigest {
-		return nil, fmt.Errorf("receipt of snapshot %s: INVALID: manifest digest %x, receipt signs %x: %w", id, d, r.ManifestDigest, store.ErrCorrupt)
-	}
-	return r, nil
+	return receipt.VerifyFor(raw, pub, id, d)
 }
