@@ -906,6 +906,19 @@ func (ix *index) addMem(name string, es []packEntry) {
 	}
 }
 
+// records is how many entries the index holds, in runs and in memory: at
+// least the number of distinct chunks it knows (a chunk stored twice
+// counts twice).
+func (ix *index) records() uint64 {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n := uint64(ix.memN)
+	for _, r := range ix.runs {
+		n += r.n
+	}
+	return n
+}
+
 // addPack indexes a pack just sealed (or copied in). On a read-write store
 // its entries are written as a run once enough have gathered.
 func (ix *index) addPack(name string, es []packEntry) {

@@ -25,6 +25,9 @@ type PruneOptions struct {
 	// (hosts and tests). T only runs late, so prune never refuses a time
 	// for being far past an earlier one.
 	Now time.Time
+	// liveBits forces the size of the live set's filter (tests); 0 sizes
+	// it from the index (liveset.go).
+	liveBits uint
 }
 
 // PruneResult says what prune removed (or, in a dry run, would remove).
@@ -57,8 +60,10 @@ type PruneResult struct {
 // records. Unsealed files (journals, a manifest not yet sealed) only add
 // live chunks. A foreign entry is skipped and reported in Skipped; a sealed
 // manifest that cannot be read makes prune remove no pack at all. Manifests
-// are streamed one frame at a time and only chunk IDs are kept, so memory
-// is bounded by the live chunk set, not by objects times snapshots.
+// are streamed one frame at a time and the live chunk IDs go into a Bloom
+// filter of about 3 bytes a chunk (liveset.go), so memory is neither
+// objects times snapshots nor a map of every live chunk; a false positive
+// only keeps a pack.
 func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error) {
 	if s.ro {
 		return nil, errors.New("prune: store opened read-only")
@@ -139,8 +144,12 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 			newest[sums[id].source] = id
 		}
 	}
-	live := map[ChunkID]struct{}{}
-	mark := func(c ChunkID) { live[c] = struct{}{} }
+	live, err := newLiveSet(s.idx.records(), o.liveBits)
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	s.log.Info("prune: live chunk set", "bytes", live.bytes(), "index_entries", s.idx.records())
+	mark := live.add
 	for _, id := range ids {
 		sum, ok := sums[id]
 		if !ok {
@@ -191,7 +200,7 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		}
 		dead := sealed && !res.KeptAllPacks
 		for _, e := range es {
-			if _, ok := live[e.id]; ok {
+			if live.mayHave(e.id) {
 				dead = false
 				break
 			}
