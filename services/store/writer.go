@@ -32,10 +32,16 @@ type BeginOptions struct {
 var ErrOutOfOrder = errors.New("object key out of order in a sorted snapshot")
 
 // maxQueuedBytes bounds the records (estimated as journalObjects does)
-// waiting for the open pack to be sealed: past it the pack is closed early,
-// so a pull that reuses many objects while it writes few new chunks does
-// not hold their records until the pack fills.
-const maxQueuedBytes = 4 << 20
+// waiting for the packs holding their chunks to be sealed: past it the
+// open pack is closed early (a pull that reuses many objects while it
+// writes few new chunks does not hold their records until a pack fills),
+// or the recorder waits for the packs being sealed. maxFinishing bounds
+// the packs being sealed at once (each holds the records queued with it):
+// a recorder waits past it.
+const (
+	maxQueuedBytes = 2 << 20
+	maxFinishing   = 2
+)
 
 // Snapshot is a snapshot being written. Objects reach the journal once the
 // pack holding their chunks is sealed, in the order they were recorded;
@@ -439,16 +445,26 @@ func (sn *Snapshot) record(obj Object) error {
 	sn.queuedSz += recordSize(toWire(obj))
 	sn.objects++
 	sn.bytes += obj.Size
-	switch {
-	case sn.pw == nil && len(sn.finishing) == 0 && len(sn.queued) >= 1024:
+	if sn.pw == nil && len(sn.finishing) == 0 && len(sn.queued) >= 1024 {
 		// Every chunk is already in a sealed pack.
 		return sn.flushQueued()
-	case sn.pw != nil && sn.queuedSz >= maxQueuedBytes:
-		// Records wait for the open pack; seal it early rather than hold
-		// them (memory must not grow with what a pull reuses).
-		sn.closePack()
 	}
-	return nil
+	// Memory must not grow with what a pull records: bound the records
+	// waiting for packs, and the packs being sealed.
+	for sn.queuedSz >= maxQueuedBytes && sn.ferr == nil {
+		switch {
+		case sn.pw != nil:
+			sn.closePack() // takes the queued records along
+		case len(sn.finishing) == 0 && !sn.finisher:
+			return sn.flushQueued()
+		default:
+			sn.cond.Wait()
+		}
+	}
+	for len(sn.finishing) > maxFinishing && sn.ferr == nil {
+		sn.cond.Wait()
+	}
+	return sn.ferr
 }
 
 // recordSize estimates the bytes of an object record in a frame.
