@@ -421,7 +421,7 @@ func (p *Puller) pullOnce(ctx context.Context, src config.Source, b bucket) (*Re
 		errs.add("listing failed after %d objects: %v", res.Listed, listErr)
 	}
 	log.Info("listed", "entries", res.Listed, "unchanged", res.Reused, "to_fetch", toFetch, "fetch_bytes", fetchBytes)
-	if p.Progress != nil && toFetch > 0 {
+	if p.Progress != nil && toFetch > 0 && storeErr == nil {
 		// Fetches started as the listing went; the total is known now.
 		p.Progress.Planned(toFetch, fetchBytes)
 	}
