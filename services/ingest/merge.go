@@ -130,8 +130,9 @@ type objStream struct {
 	ok      bool // cur is valid
 	started bool
 	// group is the records of the key last asked for (at most
-	// maxKeyGroup of them).
+	// maxKeyGroup of them), state its live state (over all of them).
 	group []store.Object
+	state groupState
 }
 
 func openStream(s *store.Store, id string) *objStream {
@@ -177,7 +178,7 @@ func (st *objStream) seek(key []byte, skipped func(k []byte, g *groupState)) err
 			return err
 		}
 	}
-	st.group = st.group[:0]
+	st.group, st.state = st.group[:0], groupState{}
 	for st.ok && bytes.Compare(st.cur.Key, key) < 0 {
 		k := st.cur.Key
 		var g groupState
@@ -195,6 +196,7 @@ func (st *objStream) seek(key []byte, skipped func(k []byte, g *groupState)) err
 		if len(st.group) < maxKeyGroup {
 			st.group = append(st.group, st.cur)
 		}
+		st.state.add(st.cur)
 		if err := st.advance(); err != nil {
 			return err
 		}
@@ -298,9 +300,7 @@ func (m *mergePast) observe(e entry, inOrder bool) error {
 				return err
 			}
 			if st == m.base {
-				for _, o := range st.group {
-					m.cur.add(o)
-				}
+				m.cur = st.state
 			}
 		}
 	}

@@ -455,3 +455,39 @@ func TestPullRefusesOutOfOrderListing(t *testing.T) {
 	}
 	checkOrder(t, s, res.Snapshot, listed(t, mb, false), map[string]bool{"b\x00": true})
 }
+
+// TestMergeKeyWithManyVersions: a key with more versions than a stream
+// holds for one key (maxKeyGroup) costs no more memory: the versions past
+// the bound are fetched again, the snapshot is still whole and in order,
+// and the key's live state (its newest version) is still found.
+func TestMergeKeyWithManyVersions(t *testing.T) {
+	s := newStore(t)
+	b := &memBucket{versioned: true}
+	b.put([]byte("a"), []byte("a"))
+	for i := range maxKeyGroup + 10 {
+		b.put([]byte("many"), fmt.Appendf(nil, "version %d", i))
+	}
+	b.put([]byte("z"), []byte("z"))
+	al := &alerts{}
+	p := &Puller{Store: s, Log: testLogger(t), Alerter: al}
+	src := testSource("versions", "mem", "mem")
+	src.S3.CheckETagMD5 = false
+	ctx := context.Background()
+	if _, err := p.pull(ctx, src, b); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.pull(ctx, src, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reused != maxKeyGroup+2 || res.Fetched != 10 || res.MassChange != nil || len(al.list()) != 0 {
+		t.Errorf("re-pull: reused %d, fetched %d, mass change %+v", res.Reused, res.Fetched, res.MassChange)
+	}
+	checkOrder(t, s, res.Snapshot, listed(t, b, true), nil)
+	got, _ := snapshotContents(t, s, res.Snapshot)
+	for _, o := range b.objs {
+		if !bytes.Equal(got[version{string(o.key), o.version}], o.data) {
+			t.Fatalf("%q %s restores differently", o.key, o.version)
+		}
+	}
+}
