@@ -46,10 +46,12 @@ const (
 	DefaultRetries             = 5
 	DefaultMassChangeThreshold = 0.30
 	DefaultMaxObjectSize       = 5 << 40 // 5 TiB, the largest object S3 allows
-	// DefaultMaxObjectsPerPull keeps a pull within the appliance's 96 MiB
-	// memory budget: about 220 bytes of RSS per listed entry (docs/faults.md)
-	// plus the store's chunk buffers. A bigger bucket needs a bigger limit
-	// and the RAM to go with it.
+	// DefaultMaxObjectsPerPull bounds what one pull takes from a source.
+	// It was set to keep a pull within the appliance's 96 MiB memory
+	// budget, at about 220 bytes of RSS per listed entry; a pull of sorted
+	// snapshots (issue 18) keeps no per-entry state, so it now bounds time
+	// and manifest size only, and a bigger bucket needs a bigger limit but
+	// no more RAM.
 	DefaultMaxObjectsPerPull = 250_000         // listing entries (versions count) per pull
 	DefaultQuota             = int64(64 << 40) // 64 TiB of object bytes per snapshot
 	// MinScheduleInterval is the shortest "every" a schedule accepts.

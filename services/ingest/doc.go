@@ -11,17 +11,26 @@
 //  3. lists the bucket (ListObjectsV2, or ListObjectVersions when versioning
 //     is or was enabled, so every version is kept: each version is one
 //     object, keyed by key + version ID; delete markers are recorded as
-//     objects with DeleteMarker set);
-//  4. compares the listing with the source's previous snapshot: when more
-//     than the configured share of its live objects is gone or changed, or
-//     the bucket is empty, it raises an alert and (configurable, on by
-//     default) puts a legal hold on the source's earlier snapshots;
-//  5. reuses every unchanged object (same key, version, size, ETag and
-//     last-modified time) by its chunk list, with no GET;
-//  6. streams every new or changed body through parallel GETs into the
+//     objects with DeleteMarker set), and processes the listing as it
+//     streams by, in S3's order (keys ascending by byte; an entry listed
+//     below a key already listed is refused with a recorded error):
+//  4. reuses every unchanged object (same key, version, size, ETag and
+//     last-modified time) by its chunk list, with no GET. The previous
+//     snapshots are sorted too, so their object streams are merged with
+//     the listing in one pass (merge.go); an older, unsorted one is read
+//     into a map instead, and the log says so;
+//  5. streams every new or changed body through parallel GETs into the
 //     store, checking its length, its MD5 against a single-part ETag and
 //     any x-amz-checksum-* the source declares; a body cut mid-transfer is
-//     resumed with a Range GET that must match the same ETag;
+//     resumed with a Range GET that must match the same ETag. GETs run
+//     across a window of listWindow entries ahead of the last record, and
+//     records reach the snapshot strictly in listing order (a sorted
+//     snapshot);
+//  6. once the listing is complete, compares it with the source's previous
+//     snapshot (counted on the merge as it went): when more than the
+//     configured share of its live objects is gone or changed, or the
+//     bucket is empty, it raises an alert and (configurable, on by
+//     default) puts a legal hold on the source's earlier snapshots;
 //  7. commits the snapshot, marked incomplete when anything failed or a
 //     bound was hit, with every error recorded in it.
 //
@@ -56,15 +65,20 @@
 // [85%] is in use. Scheduled and one-off pulls both go through Puller.Pull,
 // so both are checked.
 //
-// Limits: the listing and the previous snapshot's manifest are held in
-// memory (O(objects): about 220 bytes of peak RSS per listed entry to
-// fetch, so max_objects_per_pull is what bounds a pull's memory; the
-// store's writer also keeps every object it records); a listing cut by an
-// error is not used for mass-change detection; retries use exponential
-// backoff but no rate limit is applied to the source; a pull that cannot
-// even reach its source commits no snapshot (the error is returned, and
-// logged by the caller); a pull stopped by a full disk keeps nothing of
-// what it fetched (the store cannot close a pack that failed mid-write), so
-// the 85% alert is the warning to act on. The Scheduler runs one pull at a
-// time, since the store has one writer.
+// Limits: a pull's memory does not grow with the object count (no list of
+// the bucket, of the previous snapshot or of what it records is kept: one
+// manifest frame per merged snapshot, the window of entries in flight and
+// the store's chunk buffers; TestPullMemoryFlat), except when a previous
+// snapshot is not sorted (written before sorted snapshots): then the
+// previous snapshots are read into a map, about 2 KB per object, until a
+// pull has written a complete sorted one (the baseline). Only the newest
+// maxMergeStreams-1 incomplete snapshots after the baseline are reused
+// from, beside it. A listing cut by an error is not used for mass-change
+// detection; retries use exponential backoff but no rate limit is applied
+// to the source; a pull that cannot even reach its source commits no
+// snapshot (the error is returned, and logged by the caller); a pull
+// stopped by a full disk keeps nothing of what it fetched (the store
+// cannot close a pack that failed mid-write), so the 85% alert is the
+// warning to act on. The Scheduler runs one pull at a time, since the
+// store has one writer.
 package ingest

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -201,6 +202,18 @@ func (b *memBucket) List(ctx context.Context, versions bool, fn func(entry) erro
 	for _, o := range objs {
 		latest[string(o.key)] = o // later puts are newer
 	}
+	// As S3 lists: keys in ascending byte order, a key's versions newest
+	// first.
+	seq := map[*memObj]int{}
+	for i, o := range objs {
+		seq[o] = i
+	}
+	slices.SortStableFunc(objs, func(a, b *memObj) int {
+		if c := bytes.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		return seq[b] - seq[a]
+	})
 	for _, o := range objs {
 		isLatest := latest[string(o.key)] == o
 		if !versions && (!isLatest || o.deleteMarker) {

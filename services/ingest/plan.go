@@ -6,39 +6,6 @@ import (
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
 
-// entryChunk is how many entries one chunk of an entryList holds.
-const entryChunk = 1024
-
-// entryList is an append-only list of entries kept in fixed chunks, so that
-// growing it never copies what it holds: a slice grown by append briefly
-// holds its old and new arrays, and up to twice what it needs after.
-type entryList struct {
-	chunks [][]entry
-	n      int
-}
-
-func (l *entryList) add(e entry) {
-	if l.n%entryChunk == 0 {
-		l.chunks = append(l.chunks, make([]entry, 0, entryChunk))
-	}
-	c := &l.chunks[len(l.chunks)-1]
-	*c = append(*c, e)
-	l.n++
-}
-
-func (l *entryList) len() int { return l.n }
-
-// all yields the entries in order.
-func (l *entryList) all(yield func(entry) bool) {
-	for _, c := range l.chunks {
-		for _, e := range c {
-			if !yield(e) {
-				return
-			}
-		}
-	}
-}
-
 // liveInfo is what mass-change detection compares.
 type liveInfo struct {
 	size    int64

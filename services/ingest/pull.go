@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -116,60 +117,6 @@ func (p *Puller) pull(ctx context.Context, src config.Source, b bucket) (*Result
 	return res, err
 }
 
-// objKey identifies one object version.
-type objKey struct{ key, version string }
-
-// history is what earlier snapshots of a source tell a pull.
-type history struct {
-	all      []store.SnapshotInfo // the source's snapshots, oldest first
-	starts   []time.Time          // start times of complete snapshots
-	baseline *store.Manifest      // latest complete snapshot (else latest)
-	reuse    map[objKey]store.Object
-}
-
-func (p *Puller) history(source string) (*history, error) {
-	infos, err := p.Store.Snapshots()
-	if err != nil {
-		return nil, fmt.Errorf("list snapshots: %w", err)
-	}
-	h := &history{reuse: map[objKey]store.Object{}}
-	base := -1
-	for _, si := range infos {
-		if si.Source != source {
-			continue
-		}
-		h.all = append(h.all, si)
-		if si.Complete {
-			h.starts = append(h.starts, si.Started)
-			base = len(h.all) - 1
-		}
-	}
-	if len(h.all) == 0 {
-		return h, nil
-	}
-	if base < 0 {
-		base = len(h.all) - 1
-	}
-	// Objects can be reused from the baseline and from any (incomplete)
-	// snapshot after it.
-	for i := base; i < len(h.all); i++ {
-		m, err := p.Store.ReadManifest(h.all[i].ID)
-		if err != nil {
-			return nil, fmt.Errorf("read previous snapshot: %w", err)
-		}
-		if i == base {
-			h.baseline = m
-		}
-		for _, o := range m.Objects {
-			if o.DeleteMarker {
-				continue
-			}
-			h.reuse[objKey{string(o.Key), o.VersionID}] = o
-		}
-	}
-	return h, nil
-}
-
 // finishInterrupted commits, as incomplete, any snapshot of source that a
 // crash left in progress, so its objects stay referenced and reusable.
 func (p *Puller) finishInterrupted(ctx context.Context, source string, log hclog.Logger) error {
@@ -229,6 +176,159 @@ func (l *errorLog) finish() {
 // errTooMany stops a listing at max_objects_per_pull.
 var errTooMany = errors.New("too many objects")
 
+// listWindow is how many listed entries the pull keeps in flight ahead
+// of the record it writes next (a few listing pages): fetches run across
+// them, so one large object does not stall the others, while records
+// reach the snapshot strictly in listing order.
+const listWindow = 4096
+
+// slot is one listed entry on its way to the snapshot, in listing order.
+type slot struct {
+	e    entry // to fetch (when done is set)
+	obj  store.Object
+	done chan struct{} // nil when obj is known at listing time; else closed once fetched
+	ok   bool          // obj is to be recorded (set before done is closed)
+}
+
+// pipeline runs a pull's fetches and records: the listing hands it slots
+// in order, workers fetch, one emitter records in order.
+type pipeline struct {
+	p      *Puller
+	src    config.Source
+	b      bucket
+	sn     *store.Snapshot
+	res    *Result
+	errs   *errorLog
+	log    hclog.Logger
+	ctx    context.Context // cancelled on a store failure
+	cancel context.CancelFunc
+
+	order chan *slot
+	work  chan *slot
+	wg    sync.WaitGroup // workers
+	emit  chan struct{}  // closed when the emitter is done
+
+	fetched, failed, resumes, fetchedBytes atomic.Int64
+
+	mu       sync.Mutex
+	storeErr error // the first store failure: it ends the pull
+}
+
+func newPipeline(ctx context.Context, p *Puller, src config.Source, b bucket, sn *store.Snapshot, res *Result, errs *errorLog, log hclog.Logger) *pipeline {
+	pl := &pipeline{p: p, src: src, b: b, sn: sn, res: res, errs: errs, log: log,
+		order: make(chan *slot, listWindow), work: make(chan *slot), emit: make(chan struct{})}
+	pl.ctx, pl.cancel = context.WithCancel(ctx)
+	for range max(1, src.Parallel) {
+		pl.wg.Add(1)
+		go pl.worker()
+	}
+	go pl.emitter()
+	return pl
+}
+
+// fail records a store failure and stops the pull.
+func (pl *pipeline) fail(err error) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.storeErr == nil {
+		pl.storeErr = err
+		pl.cancel()
+	}
+}
+
+func (pl *pipeline) err() error {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.storeErr
+}
+
+// ready queues an object known at listing time (reused, or a delete
+// marker) for recording.
+func (pl *pipeline) ready(o store.Object) error {
+	select {
+	case pl.order <- &slot{obj: o, ok: true}:
+		return nil
+	case <-pl.ctx.Done():
+		return pl.ctx.Err()
+	}
+}
+
+// fetch queues e for a GET; its record follows in order once fetched.
+func (pl *pipeline) fetch(e entry) error {
+	sl := &slot{e: e, done: make(chan struct{})}
+	select {
+	case pl.order <- sl:
+	case <-pl.ctx.Done():
+		return pl.ctx.Err()
+	}
+	// The slot is in order: it must be finished even if the pull stops.
+	select {
+	case pl.work <- sl:
+		return nil
+	case <-pl.ctx.Done():
+		close(sl.done) // not fetched: nothing to record
+		return pl.ctx.Err()
+	}
+}
+
+func (pl *pipeline) worker() {
+	defer pl.wg.Done()
+	for sl := range pl.work {
+		pl.fetchSlot(sl)
+		close(sl.done)
+	}
+}
+
+func (pl *pipeline) fetchSlot(sl *slot) {
+	e := sl.e
+	o, r, err := pl.p.fetchOne(pl.ctx, pl.src, pl.b, pl.sn, e, pl.log)
+	pl.resumes.Add(int64(r))
+	switch {
+	case err == nil:
+		pl.fetched.Add(1)
+		pl.fetchedBytes.Add(o.Size)
+		sl.obj, sl.ok = o, true
+	case errors.Is(err, store.ErrSnapshotClosed) || isStoreWriteErr(err):
+		pl.fail(err)
+	case pl.ctx.Err() != nil:
+		// Interrupted: reported once by the caller.
+		pl.failed.Add(1)
+	default:
+		pl.failed.Add(1)
+		pl.errs.add("object %s version %q: %v", quoteKey(e.Key), e.VersionID, err)
+	}
+}
+
+// emitter records the slots in listing order.
+func (pl *pipeline) emitter() {
+	defer close(pl.emit)
+	for sl := range pl.order {
+		if sl.done != nil {
+			<-sl.done
+		}
+		if !sl.ok || pl.err() != nil {
+			continue
+		}
+		if err := pl.sn.PutExisting(sl.obj); err != nil {
+			pl.fail(err)
+		}
+	}
+}
+
+// finish waits for every fetch and record, and adds the counts to res.
+func (pl *pipeline) finish() error {
+	close(pl.work)
+	close(pl.order)
+	pl.wg.Wait()
+	<-pl.emit
+	pl.cancel()
+	pl.res.Fetched += int(pl.fetched.Load())
+	pl.res.FetchedBytes += pl.fetchedBytes.Load()
+	pl.res.Failed += int(pl.failed.Load())
+	pl.res.Resumes += int(pl.resumes.Load())
+	return pl.err()
+}
+
 func (p *Puller) pullOnce(ctx context.Context, src config.Source, b bucket) (*Result, error) {
 	log := p.log().With("source", src.Name)
 	versioned, err := b.Versioned(ctx)
@@ -242,9 +342,14 @@ func (p *Puller) pullOnce(ctx context.Context, src config.Source, b bucket) (*Re
 	if err != nil {
 		return nil, fmt.Errorf("source %q: %w", src.Name, err)
 	}
+	prev, err := h.open(p.Store, log)
+	if err != nil {
+		return nil, fmt.Errorf("source %q: %w", src.Name, err)
+	}
+	defer prev.close()
 	res := &Result{Source: src.Name, Versioned: versioned}
 	res.RetainUntil = src.Retention.RetainUntil(p.now(), h.starts)
-	sn, err := p.Store.Begin(ctx, store.BeginOptions{Source: src.Name, RetainUntil: res.RetainUntil})
+	sn, err := p.Store.Begin(ctx, store.BeginOptions{Source: src.Name, RetainUntil: res.RetainUntil, Sorted: true})
 	if err != nil {
 		return nil, fmt.Errorf("source %q: %w", src.Name, err)
 	}
@@ -252,32 +357,36 @@ func (p *Puller) pullOnce(ctx context.Context, src config.Source, b bucket) (*Re
 	log = log.With("snapshot", sn.ID())
 	log.Info("pull started", "versioned", versioned, "retain_until", res.RetainUntil, "previous", len(h.all))
 	errs := &errorLog{sn: sn, log: log}
-	var storeErr error // a store failure ends the pull
 
-	// List, reusing unchanged objects and planning GETs for the rest.
-	var plan entryList
-	var planBytes, total int64
-	mass := newMassTracker(h.baseline)
-	listErr := b.List(ctx, versioned, func(e entry) error {
+	// List; each entry is reused, recorded as a delete marker, refused or
+	// fetched, and recorded in listing order (the snapshot is sorted).
+	pl := newPipeline(ctx, p, src, b, sn, res, errs, log)
+	var toFetch int
+	var fetchBytes, total int64
+	var lastKey []byte
+	listErr := b.List(pl.ctx, versioned, func(e entry) error {
 		if int64(res.Listed) >= src.Limits.MaxObjectsPerPull {
 			return errTooMany
 		}
 		res.Listed++
-		if e.IsLatest {
-			mass.add(e)
+		inOrder := res.Listed == 1 || bytes.Compare(e.Key, lastKey) >= 0
+		if err := prev.observe(e, inOrder); err != nil {
+			pl.fail(err)
+			return err
 		}
 		if len(e.Key) > MaxKeyBytes {
 			res.Failed++
 			errs.add("object %s... version %q: key of %d bytes exceeds %d (S3's limit); not pulled", quoteKey(e.Key[:64]), e.VersionID, len(e.Key), MaxKeyBytes)
 			return nil
 		}
-		if e.DeleteMarker {
-			o := store.Object{Key: e.Key, VersionID: e.VersionID, ModTime: e.ModTime, DeleteMarker: true}
-			if err := sn.PutExisting(o); err != nil {
-				storeErr = err
-				return err
-			}
+		if !inOrder {
+			res.Failed++
+			errs.add("object %s version %q: listed after %s, out of S3's key order; not pulled", quoteKey(e.Key), e.VersionID, quoteKey(lastKey))
 			return nil
+		}
+		lastKey = append(lastKey[:0], e.Key...)
+		if e.DeleteMarker {
+			return pl.ready(store.Object{Key: e.Key, VersionID: e.VersionID, ModTime: e.ModTime, DeleteMarker: true})
 		}
 		if e.Size < 0 || e.Size > src.Limits.MaxObjectSize {
 			res.Failed++
@@ -290,45 +399,47 @@ func (p *Puller) pullOnce(ctx context.Context, src config.Source, b bucket) (*Re
 			return nil
 		}
 		total += e.Size
-		if o, ok := h.reuse[objKey{string(e.Key), e.VersionID}]; ok && o.Size == e.Size && o.ETag == e.ETag && o.ModTime.Equal(e.ModTime) {
-			if err := sn.PutExisting(o); err != nil {
-				storeErr = err
-				return err
-			}
+		if o, ok := prev.find(e); ok && o.Size == e.Size && o.ETag == e.ETag && o.ModTime.Equal(e.ModTime) {
 			res.Reused++
-			return nil
+			return pl.ready(o)
 		}
-		plan.add(e)
-		planBytes += e.Size
-		return nil
+		toFetch++
+		fetchBytes += e.Size
+		return pl.fetch(e)
 	})
+	storeErr := pl.err()
 	listed := listErr == nil
 	switch {
 	case listErr == nil:
 	case storeErr != nil:
 	case errors.Is(listErr, errTooMany):
 		errs.add("listing stopped after %d objects: max_objects_per_pull (%d) reached; the rest of the bucket is not in this snapshot", res.Listed, src.Limits.MaxObjectsPerPull)
+	case ctx.Err() != nil && (errors.Is(listErr, context.Canceled) || errors.Is(listErr, context.DeadlineExceeded)):
+		// Interrupted: reported once below.
+		listed = false
 	default:
 		errs.add("listing failed after %d objects: %v", res.Listed, listErr)
 	}
-	log.Info("listed", "entries", res.Listed, "unchanged", res.Reused, "to_fetch", plan.len(), "fetch_bytes", planBytes)
+	log.Info("listed", "entries", res.Listed, "unchanged", res.Reused, "to_fetch", toFetch, "fetch_bytes", fetchBytes)
+	if p.Progress != nil && toFetch > 0 && storeErr == nil {
+		// Fetches started as the listing went; the total is known now.
+		p.Progress.Planned(toFetch, fetchBytes)
+	}
 
 	// A wiped or rewritten source: alert, and hold what came before.
 	if listed && storeErr == nil {
-		if mc := mass.result(src.MassChangeThreshold); mc != nil {
+		mc, err := prev.massChange(src.MassChangeThreshold)
+		switch {
+		case err != nil:
+			pl.fail(err)
+		case mc != nil:
 			res.MassChange = mc
 			p.onMassChange(ctx, src, h, res, log)
 		}
 	}
 
-	// Fetch new and changed objects.
-	if storeErr == nil && plan.len() > 0 {
-		if p.Progress != nil {
-			p.Progress.Planned(plan.len(), planBytes)
-		}
-		storeErr = p.fetchAll(ctx, src, b, sn, &plan, res, errs, log)
-	}
-	if storeErr != nil {
+	// Wait for the fetches and records still in flight.
+	if storeErr = pl.finish(); storeErr != nil {
 		// The store cannot take more (a full disk, an I/O error): the
 		// snapshot in progress is discarded; packs it sealed stay until
 		// prune finds them unreferenced, and committed snapshots are not
@@ -368,59 +479,6 @@ func firstOr(errs []string) string {
 	return errs[0]
 }
 
-// fetchAll GETs plan with src.Parallel workers, streaming each body into
-// sn (the snapshot bounds the memory of all of them together). Object
-// errors are recorded; a store error is returned.
-func (p *Puller) fetchAll(ctx context.Context, src config.Source, b bucket, sn *store.Snapshot, plan *entryList, res *Result, errs *errorLog, log hclog.Logger) error {
-	var fetched, failed, resumes atomic.Int64
-	var fetchedBytes atomic.Int64
-	var storeErr error
-	var once sync.Once
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	worker := func(work <-chan entry) {
-		defer wg.Done()
-		for e := range work {
-			n, r, err := p.fetchOne(ctx, src, b, sn, e, log)
-			resumes.Add(int64(r))
-			switch {
-			case err == nil:
-				fetched.Add(1)
-				fetchedBytes.Add(n)
-			case errors.Is(err, store.ErrSnapshotClosed) || isStoreWriteErr(err):
-				once.Do(func() { storeErr = err; cancel() })
-			case ctx.Err() != nil:
-				// Interrupted: reported once by the caller.
-				failed.Add(1)
-			default:
-				failed.Add(1)
-				errs.add("object %s version %q: %v", quoteKey(e.Key), e.VersionID, err)
-			}
-		}
-	}
-	work := make(chan entry)
-	for range max(1, min(src.Parallel, plan.len())) {
-		wg.Add(1)
-		go worker(work)
-	}
-feed:
-	for e := range plan.all {
-		select {
-		case work <- e:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(work)
-	wg.Wait()
-	res.Fetched += int(fetched.Load())
-	res.FetchedBytes += fetchedBytes.Load()
-	res.Failed += int(failed.Load())
-	res.Resumes += int(resumes.Load())
-	return storeErr
-}
-
 // storeWriteErr marks a failure of the store itself (not of the source).
 type storeWriteErr struct{ err error }
 
@@ -432,9 +490,10 @@ func isStoreWriteErr(err error) bool {
 	return errors.As(err, &s)
 }
 
-// fetchOne GETs one object version into sn and returns its size and the
-// number of Range resumes it took.
-func (p *Puller) fetchOne(ctx context.Context, src config.Source, b bucket, sn *store.Snapshot, e entry, log hclog.Logger) (int64, int, error) {
+// fetchOne GETs one object version's body into sn's packs and returns the
+// object, not yet recorded (the pipeline records it in listing order), and
+// the number of Range resumes it took.
+func (p *Puller) fetchOne(ctx context.Context, src config.Source, b bucket, sn *store.Snapshot, e entry, log hclog.Logger) (store.Object, int, error) {
 	var onRead func(int)
 	if p.Progress != nil {
 		onRead = p.Progress.Transferred
@@ -444,11 +503,11 @@ func (p *Puller) fetchOne(ctx context.Context, src config.Source, b bucket, sn *
 	// The first GET comes before Put: its headers carry the content type
 	// and user metadata the object is recorded with.
 	if err := r.open(); err != nil {
-		return 0, 0, err
+		return store.Object{}, 0, err
 	}
 	ct, meta := r.metadata()
 	if n := metaBytes(meta); n > MaxUserMetaBytes {
-		return 0, r.resumes, fmt.Errorf("user metadata of %d bytes exceeds %d (S3's limit); not pulled", n, MaxUserMetaBytes)
+		return store.Object{}, r.resumes, fmt.Errorf("user metadata of %d bytes exceeds %d (S3's limit); not pulled", n, MaxUserMetaBytes)
 	}
 	var verifyErr error
 	info := store.ObjectInfo{
@@ -460,16 +519,16 @@ func (p *Puller) fetchOne(ctx context.Context, src config.Source, b bucket, sn *
 		},
 	}
 	var readErr error
-	obj, err := sn.Put(ctx, info, readErrTap{r, &readErr})
+	obj, err := sn.StoreBody(ctx, info, readErrTap{r, &readErr})
 	if err != nil {
 		if verifyErr != nil || readErr != nil || ctx.Err() != nil {
 			// The source's fault: the body was not what it declared, or
 			// could not be read.
-			return 0, r.resumes, err
+			return store.Object{}, r.resumes, err
 		}
-		return 0, r.resumes, storeWriteErr{err}
+		return store.Object{}, r.resumes, storeWriteErr{err}
 	}
-	return obj.Size, r.resumes, nil
+	return obj, r.resumes, nil
 }
 
 // readErrTap remembers the last read error, so a failed Put can be told

@@ -115,6 +115,7 @@ func TestManifestFormatTables(t *testing.T) {
 	for _, tc := range []struct{ mdMarker, codeMarker string }{
 		{"From `manifest.go`", "// Manifest file layout"},
 		{"Format 2 tail", "The format 2 tail body"},
+		{"The head, a CBOR map", "The head, a CBOR map"},
 	} {
 		fromMD := tableAfter(t, string(md), tc.mdMarker, "")
 		fromCode := tableAfter(t, string(code), tc.codeMarker, "//\t")

@@ -111,9 +111,14 @@ func putObjects(t testing.TB, s *Store, source string, until time.Time, objs map
 			t.Fatalf("put %q: %v", k, err)
 		}
 	}
-	m, err := sn.Commit(ctx, CommitOptions{})
+	c, err := sn.Commit(ctx, CommitOptions{})
 	if err != nil {
 		t.Fatalf("commit: %v", err)
+	}
+	// Commit returns the summary; the callers want the objects too.
+	m, err := s.ReadManifest(c.ID)
+	if err != nil {
+		t.Fatalf("read manifest: %v", err)
 	}
 	return m
 }

@@ -31,9 +31,14 @@ func (sn *Snapshot) PutPaths(ctx context.Context, paths []string) error {
 // putPaths is PutPaths reading parallel files at once; with 1 the order of
 // work is fixed, which crash tests need to hit the same point twice.
 func (sn *Snapshot) putPaths(ctx context.Context, paths []string, parallel int) error {
+	// The CLI's local put keeps a map of what a resumed snapshot holds
+	// (its memory grows with that count; pulls do not use this path).
 	have := map[string]Object{}
-	for _, o := range sn.Objects() {
+	if err := sn.WalkJournaled(func(o Object) error {
 		have[string(o.Key)] = o
+		return nil
+	}); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

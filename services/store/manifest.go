@@ -27,12 +27,27 @@ import (
 //	|      |   L  nonce(12) || AES-GCM(meta key, AD = "HFSF" || ID ||       |
 //	|      |      frame number u64 BE || kind) of the body || tag(16)       |
 //
-// Frame 0 is the head (CBOR: source, start, retention); object frames
-// follow (CBOR arrays of objects); a committed manifest ends with exactly
-// one tail frame. The frame number in the AD stops frames from being
-// dropped, reordered or moved between snapshots. A journal without a tail
-// is a snapshot in progress; a torn last frame is cut off when it is
-// resumed.
+// Frame 0 is the head (CBOR map, below); object frames follow (CBOR arrays
+// of objects); a committed manifest ends with exactly one tail frame. The
+// frame number in the AD stops frames from being dropped, reordered or
+// moved between snapshots. A journal without a tail is a snapshot in
+// progress; a torn last frame is cut off when it is resumed. The head, a CBOR map with integer keys (a reader ignores keys
+// it does not know, so an older reader reads a newer head):
+//
+//	| key | field                                                       |
+//	|-----|-------------------------------------------------------------|
+//	| 1   | source name (text)                                          |
+//	| 2   | started, Unix ns                                            |
+//	| 3   | retain until, Unix ns (0: none)                             |
+//	| 4   | legal hold (bool)                                           |
+//	| 5   | sorted (bool): objects are recorded in ascending byte order |
+//	|     | of their keys (equal keys adjacent), as S3 lists them       |
+//
+// A sorted snapshot is written so by the store: recording a key below the
+// one before fails (ErrOutOfOrder), so the flag is never a promise a
+// writer could break. Readers may then merge its objects with a listing
+// in one pass; snapshots without it (format 1, and format 2 written
+// before the flag) are in whatever order they were recorded.
 //
 // Format 1 ends with a CBOR tail (end time, completeness, errors, totals),
 // so its summary is found only by walking every frame. Format 2 makes the
@@ -96,6 +111,7 @@ type Manifest struct {
 	RetainUntil time.Time // as recorded at creation; see Retention for the effective value
 	LegalHold   bool
 	Complete    bool     // false when the pull hit errors or bounds
+	Sorted      bool     // objects are in ascending key order (head key 5)
 	Errors      []string // every error the pull recorded
 	Objects     []Object // empty when only the summary was read
 	Count       int64    // number of objects
@@ -107,6 +123,7 @@ type wireHead struct {
 	Started     int64  `cbor:"2,keyasint"`
 	RetainUntil int64  `cbor:"3,keyasint"`
 	LegalHold   bool   `cbor:"4,keyasint"`
+	Sorted      bool   `cbor:"5,keyasint,omitempty"`
 }
 
 type wireObject struct {
@@ -370,7 +387,7 @@ func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChu
 			if err := s.codec.unmarshal(plain, &h); err != nil {
 				return nil, st, fmt.Errorf("manifest head: %w", err)
 			}
-			m.Source, m.Started, m.RetainUntil, m.LegalHold = h.Source, unixOrZero(h.Started), unixOrZero(h.RetainUntil), h.LegalHold
+			m.Source, m.Started, m.RetainUntil, m.LegalHold, m.Sorted = h.Source, unixOrZero(h.Started), unixOrZero(h.RetainUntil), h.LegalHold, h.Sorted
 		case frameObjects:
 			if plain == nil {
 				continue
@@ -534,7 +551,7 @@ func (s *Store) readHead(f io.ReaderAt, size int64) (*Manifest, error) {
 	if err := s.codec.unmarshal(body, &h); err != nil {
 		return nil, fmt.Errorf("manifest head: %w", err)
 	}
-	m.Source, m.Started, m.RetainUntil, m.LegalHold = h.Source, unixOrZero(h.Started), unixOrZero(h.RetainUntil), h.LegalHold
+	m.Source, m.Started, m.RetainUntil, m.LegalHold, m.Sorted = h.Source, unixOrZero(h.Started), unixOrZero(h.RetainUntil), h.LegalHold, h.Sorted
 
 	var th [frameHdrLen]byte
 	if _, err := f.ReadAt(th[:], tailAt); err != nil {

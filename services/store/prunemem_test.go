@@ -41,7 +41,6 @@ func writeBigSnapshot(t *testing.T, s *Store, n int, chunks []Object, until time
 		if err := sn.journalObjects(objs); err != nil {
 			t.Fatal(err)
 		}
-		sn.done = nil // the test keeps no object list either
 	}
 	sn.mu.Unlock()
 	if _, err := sn.Commit(t.Context(), CommitOptions{}); err != nil {

@@ -171,7 +171,11 @@ func TestResumeAndDiscard(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := map[string]bool{}
-	for _, o := range sn2.Objects() {
+	journaled, err := sn2.Objects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range journaled {
 		done[string(o.Key)] = true
 	}
 	if !done["a"] {

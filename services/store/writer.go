@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,12 +21,35 @@ type BeginOptions struct {
 	Source      string
 	RetainUntil time.Time
 	LegalHold   bool
+	// Sorted makes the snapshot sorted (manifest head key 5): objects must
+	// be recorded in ascending byte order of their keys, and recording one
+	// below the last fails with ErrOutOfOrder.
+	Sorted bool
 }
 
+// ErrOutOfOrder is returned when an object recorded in a sorted snapshot
+// has a key below the one recorded before it.
+var ErrOutOfOrder = errors.New("object key out of order in a sorted snapshot")
+
+// maxQueuedBytes bounds the records (estimated as journalObjects does)
+// waiting for the packs holding their chunks to be sealed: past it the
+// open pack is closed early (a pull that reuses many objects while it
+// writes few new chunks does not hold their records until a pack fills),
+// or the recorder waits for the packs being sealed. maxFinishing bounds
+// the packs being sealed at once (each holds the records queued with it):
+// a recorder waits past it.
+const (
+	maxQueuedBytes = 2 << 20
+	maxFinishing   = 2
+)
+
 // Snapshot is a snapshot being written. Objects reach the journal once the
-// pack holding their chunks is sealed; Commit makes the snapshot permanent.
-// Put, PutExisting and RecordError are safe for concurrent use; Commit and
-// Abort must not race with them.
+// pack holding their chunks is sealed, in the order they were recorded;
+// Commit makes the snapshot permanent. The snapshot keeps counts, not a
+// list of what it recorded (memory does not grow with the object count):
+// what is journaled is read back from the journal (Objects, WalkJournaled).
+// Put, StoreBody, PutExisting and RecordError are safe for concurrent use;
+// Commit and Abort must not race with them.
 type Snapshot struct {
 	s    *Store
 	id   string
@@ -40,7 +64,9 @@ type Snapshot struct {
 	ferr      error                // first error of the finishing goroutine
 	pending   map[ChunkID]struct{} // chunks in the open pack or a finishing one
 	queued    []Object             // objects whose chunks are not all sealed yet
-	done      []Object             // objects already in the journal
+	queuedSz  int                  // their records' estimated size
+	lastKey   []byte               // key last recorded (sorted snapshots)
+	recorded  bool                 // an object was recorded (lastKey is set)
 	errs      []string
 	objects   int64
 	bytes     int64
@@ -82,7 +108,7 @@ func (s *Store) Begin(ctx context.Context, o BeginOptions) (*Snapshot, error) {
 		return nil, fmt.Errorf("begin snapshot: clock: %w", err)
 	}
 	sn := s.newSnapshot(newSnapshotID(now))
-	sn.head = wireHead{Source: o.Source, Started: now.UnixNano(), LegalHold: o.LegalHold}
+	sn.head = wireHead{Source: o.Source, Started: now.UnixNano(), LegalHold: o.LegalHold, Sorted: o.Sorted}
 	if !o.RetainUntil.IsZero() {
 		sn.head.RetainUntil = o.RetainUntil.UnixNano()
 	}
@@ -168,24 +194,40 @@ func (s *Store) readJournal(id string) (*Manifest, frameStats, error) {
 }
 
 // Resume reopens a snapshot left in progress. A torn last frame is cut off;
-// Objects returns what it already holds, so the caller can skip those.
+// Objects (or WalkJournaled) returns what it already holds, so the caller
+// can skip those. The journal is streamed one frame at a time: memory does
+// not grow with what it holds.
 func (s *Store) Resume(ctx context.Context, id string) (*Snapshot, error) {
 	if !ValidSnapshotID(id) {
 		return nil, fmt.Errorf("resume: bad snapshot id %q", id)
 	}
-	m, st, err := s.readJournal(id)
+	jf, _, err := openStoreFile(s.path(wipDir, id+".journal"), os.O_RDONLY, maxManifestFile)
+	if err != nil {
+		return nil, fmt.Errorf("resume %s: %w", id, err)
+	}
+	var lastKey []byte
+	recorded, inOrder := false, true
+	m, st, err := s.walkManifestFrames(jf, true, false, nil, func(o Object) error {
+		for _, c := range o.Chunks {
+			if !s.idx.has(c) {
+				return fmt.Errorf("journal names chunk %s that no pack holds: %w", c, ErrCorrupt)
+			}
+		}
+		if recorded && bytes.Compare(o.Key, lastKey) < 0 {
+			inOrder = false
+		}
+		lastKey, recorded = append(lastKey[:0], o.Key...), true
+		return nil
+	})
+	jf.Close()
 	if err != nil {
 		return nil, fmt.Errorf("resume %s: %w", id, err)
 	}
 	if st.tail {
 		return nil, fmt.Errorf("resume %s: journal is complete; reopening the store commits it", id)
 	}
-	for _, o := range m.Objects {
-		for _, c := range o.Chunks {
-			if !s.idx.has(c) {
-				return nil, fmt.Errorf("resume %s: journal names chunk %s that no pack holds: %w", id, c, ErrCorrupt)
-			}
-		}
+	if m.Sorted && !inOrder {
+		return nil, fmt.Errorf("resume %s: sorted journal holds keys out of order: %w", id, ErrCorrupt)
 	}
 	path := s.path(wipDir, id+".journal")
 	f, _, err := openStoreFile(path, os.O_WRONLY|os.O_APPEND, maxManifestFile)
@@ -197,13 +239,13 @@ func (s *Store) Resume(ctx context.Context, id string) (*Snapshot, error) {
 		return nil, fmt.Errorf("resume: cut torn frame: %w", err)
 	}
 	sn := s.newSnapshot(id)
-	sn.done, sn.objects, sn.bytes = m.Objects, int64(len(m.Objects)), m.Bytes
-	sn.head = wireHead{Source: m.Source, Started: m.Started.UnixNano(), LegalHold: m.LegalHold}
+	sn.objects, sn.bytes, sn.lastKey, sn.recorded = m.Count, m.Bytes, lastKey, recorded
+	sn.head = wireHead{Source: m.Source, Started: m.Started.UnixNano(), LegalHold: m.LegalHold, Sorted: m.Sorted}
 	if !m.RetainUntil.IsZero() {
 		sn.head.RetainUntil = m.RetainUntil.UnixNano()
 	}
 	sn.j = &journal{s: s, f: f, id: id, seq: st.frames, off: st.validLen, v1: st.v1, path: path}
-	s.log.Info("snapshot resumed", "id", id, "source", m.Source, "objects", len(m.Objects))
+	s.log.Info("snapshot resumed", "id", id, "source", m.Source, "objects", m.Count)
 	return sn, nil
 }
 
@@ -223,11 +265,52 @@ func (s *Store) Discard(id string) error {
 // ID returns the snapshot ID.
 func (sn *Snapshot) ID() string { return sn.id }
 
-// Objects returns the objects already in the journal (after Resume).
-func (sn *Snapshot) Objects() []Object {
+// Objects returns the objects already in the journal (after Resume), read
+// back from it: memory grows with their count. WalkJournaled streams them.
+func (sn *Snapshot) Objects() ([]Object, error) {
+	var out []Object
+	err := sn.WalkJournaled(func(o Object) error {
+		out = append(out, o)
+		return nil
+	})
+	return out, err
+}
+
+// Count returns the number of objects recorded so far.
+func (sn *Snapshot) Count() int64 {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
-	return slices.Clone(sn.done)
+	return sn.objects
+}
+
+// WalkJournaled hands the objects already in the journal to fn in the
+// order recorded, reading the journal one frame at a time; an error from
+// fn stops the walk and is returned. Objects recorded but still waiting
+// for their pack are not in the journal yet; right after Resume, every
+// object is.
+func (sn *Snapshot) WalkJournaled(fn func(Object) error) error {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.closed {
+		return ErrSnapshotClosed
+	}
+	f, _, err := openStoreFile(sn.j.path, os.O_RDONLY, maxManifestFile)
+	if err != nil {
+		return fmt.Errorf("read journal %s: %w", sn.id, err)
+	}
+	defer f.Close()
+	var fnErr error
+	_, _, err = sn.s.walkManifestFrames(io.LimitReader(f, sn.j.off), true, false, nil, func(o Object) error {
+		fnErr = fn(o)
+		return fnErr
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	if err != nil {
+		return fmt.Errorf("read journal %s: %w", sn.id, err)
+	}
+	return nil
 }
 
 // RecordError notes an error in the snapshot record.
@@ -279,6 +362,28 @@ type chunkJob struct {
 // Put streams r through the chunker into the snapshot. The returned object
 // is recorded; its Size is what was read.
 func (sn *Snapshot) Put(ctx context.Context, info ObjectInfo, r io.Reader) (Object, error) {
+	obj, err := sn.StoreBody(ctx, info, r)
+	if err != nil {
+		return Object{}, err
+	}
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.closed {
+		return Object{}, ErrSnapshotClosed
+	}
+	if err := sn.record(obj); err != nil {
+		return Object{}, err
+	}
+	return obj, nil
+}
+
+// StoreBody streams r through the chunker into the snapshot's packs and
+// returns the object, without recording it: PutExisting records it, so a
+// caller that stores several bodies at once can record them in an order of
+// its choosing (a sorted snapshot). Its chunks stay referenced only once
+// it is recorded: an object stored and never recorded leaves chunks that
+// prune removes.
+func (sn *Snapshot) StoreBody(ctx context.Context, info ObjectInfo, r io.Reader) (Object, error) {
 	sn.mu.Lock()
 	closed := sn.closed
 	sn.mu.Unlock()
@@ -306,14 +411,6 @@ func (sn *Snapshot) Put(ctx context.Context, info ObjectInfo, r io.Reader) (Obje
 			obj.Checksums[k] = v
 		}
 	}
-	sn.mu.Lock()
-	defer sn.mu.Unlock()
-	if sn.closed {
-		return Object{}, ErrSnapshotClosed
-	}
-	if err := sn.record(obj); err != nil {
-		return Object{}, err
-	}
 	return obj, nil
 }
 
@@ -335,14 +432,44 @@ func (sn *Snapshot) PutExisting(obj Object) error {
 
 // record queues obj for the journal; sn.mu is held.
 func (sn *Snapshot) record(obj Object) error {
+	if sn.ferr != nil {
+		return sn.ferr
+	}
+	if sn.head.Sorted {
+		if sn.recorded && bytes.Compare(obj.Key, sn.lastKey) < 0 {
+			return fmt.Errorf("record %q after %q: %w", obj.Key, sn.lastKey, ErrOutOfOrder)
+		}
+		sn.lastKey, sn.recorded = append(sn.lastKey[:0], obj.Key...), true
+	}
 	sn.queued = append(sn.queued, obj)
+	sn.queuedSz += recordSize(toWire(obj))
 	sn.objects++
 	sn.bytes += obj.Size
 	if sn.pw == nil && len(sn.finishing) == 0 && len(sn.queued) >= 1024 {
 		// Every chunk is already in a sealed pack.
 		return sn.flushQueued()
 	}
-	return nil
+	// Memory must not grow with what a pull records: bound the records
+	// waiting for packs, and the packs being sealed.
+	for sn.queuedSz >= maxQueuedBytes && sn.ferr == nil {
+		switch {
+		case sn.pw != nil:
+			sn.closePack() // takes the queued records along
+		case len(sn.finishing) == 0 && !sn.finisher:
+			return sn.flushQueued()
+		default:
+			sn.cond.Wait()
+		}
+	}
+	for len(sn.finishing) > maxFinishing && sn.ferr == nil {
+		sn.cond.Wait()
+	}
+	return sn.ferr
+}
+
+// recordSize estimates the bytes of an object record in a frame.
+func recordSize(w wireObject) int {
+	return len(w.Key) + len(w.Chunks) + len(w.ETag) + len(w.VersionID) + len(w.ContentType) + mapBytes(w.UserMeta) + mapBytes(w.Checksums) + 64
 }
 
 // store chunks r and writes new chunks to packs. Hashing and sealing run on
@@ -480,7 +607,7 @@ func (sn *Snapshot) closePack() {
 	}
 	pw := sn.pw
 	sn.pw = nil
-	pw.objects, sn.queued = sn.queued, nil
+	pw.objects, sn.queued, sn.queuedSz = sn.queued, nil, 0
 	sn.finishing = append(sn.finishing, pw)
 	if !sn.finisher {
 		sn.finisher = true
@@ -537,7 +664,7 @@ func (sn *Snapshot) waitFinished() error {
 // in sealed packs. sn.mu is held.
 func (sn *Snapshot) flushQueued() error {
 	objs := sn.queued
-	sn.queued = nil
+	sn.queued, sn.queuedSz = nil, 0
 	return sn.journalObjects(objs)
 }
 
@@ -550,7 +677,7 @@ func (sn *Snapshot) journalObjects(objs []Object) error {
 		n := 0
 		for _, o := range objs {
 			w := toWire(o)
-			sz := len(w.Key) + len(w.Chunks) + len(w.ETag) + len(w.VersionID) + len(w.ContentType) + mapBytes(w.UserMeta) + mapBytes(w.Checksums) + 64
+			sz := recordSize(w)
 			if n > 0 && size+sz > 4<<20 {
 				break
 			}
@@ -565,7 +692,6 @@ func (sn *Snapshot) journalObjects(objs []Object) error {
 		if err := sn.j.writeFrame(frameObjects, plain); err != nil {
 			return err
 		}
-		sn.done = append(sn.done, objs[:n]...)
 		objs = objs[n:]
 	}
 	return nil
@@ -588,6 +714,8 @@ type CommitOptions struct {
 
 // Commit seals the last pack, writes the tail, moves the manifest into
 // snapshots/ (the commit point), sets its retention xattrs and seals it.
+// The Manifest returned is the summary (Objects empty; Count and Bytes):
+// ReadManifest or WalkObjects read the objects back.
 func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, error) {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
@@ -619,7 +747,7 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 	m := &Manifest{
 		ID: sn.id, Source: sn.head.Source, Started: unixOrZero(sn.head.Started), Finished: unixOrZero(tail.Finished),
 		RetainUntil: unixOrZero(sn.head.RetainUntil), LegalHold: sn.head.LegalHold, Complete: tail.Complete,
-		Errors: sn.errs, Objects: sn.done, Count: sn.objects, Bytes: sn.bytes,
+		Sorted: sn.head.Sorted, Errors: sn.errs, Count: sn.objects, Bytes: sn.bytes,
 	}
 	if err := s.sealManifest(s.path(snapshotsDir, sn.id+".snap"), m); err != nil {
 		return nil, err

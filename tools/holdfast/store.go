@@ -176,7 +176,7 @@ func (a *app) put(ctx context.Context, dir string, paths []string, sf *storeFlag
 		return fmt.Errorf("commit %s: %w", sn.ID(), err)
 	}
 	fmt.Fprintf(a.stdout, "snapshot %s committed: source %s, %d objects, %d bytes (%s)\n",
-		m.ID, displayText(m.Source), len(m.Objects), m.Bytes, humanBytes(m.Bytes))
+		m.ID, displayText(m.Source), m.Count, m.Bytes, humanBytes(m.Bytes))
 	fmt.Fprintf(a.stdout, "retain until %s, legal hold %s, complete %s\n",
 		formatTime(m.RetainUntil), yesNo(m.LegalHold), yesNo(m.Complete))
 	if len(m.Errors) > 0 {
@@ -215,7 +215,7 @@ func (a *app) beginOrResume(ctx context.Context, s *store.Store, pf *putFlags, u
 		if err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(a.stdout, "resumed interrupted snapshot %s (%d objects already stored)\n", r.ID, len(sn.Objects()))
+		fmt.Fprintf(a.stdout, "resumed interrupted snapshot %s (%d objects already stored)\n", r.ID, sn.Count())
 		return sn, nil
 	}
 	return s.Begin(ctx, store.BeginOptions{Source: pf.source, RetainUntil: until, LegalHold: pf.legalHold})
