@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/holdfast-appliance/holdfast/services/config"
+	"github.com/holdfast-appliance/holdfast/services/restore"
 	"github.com/holdfast-appliance/holdfast/tools/testminio"
 )
 
@@ -292,6 +295,26 @@ func TestMinIOVersioned(t *testing.T) {
 	}
 	if _, ok := got[version{"keep", ""}]; ok {
 		t.Errorf("keep has no version ID")
+	}
+	// A restore writes each key's current version: doc's second, and not
+	// keep, deleted at the source (the snapshot lists doc's versions
+	// newest first, as S3 does; before, restore took the last recorded).
+	out := filepath.Join(t.TempDir(), "out")
+	res, err := restore.ToDir(ctx, s, r2.Snapshot, "", out, restore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Objects != 9 || res.DeleteMarkers != 1 {
+		t.Errorf("restore: %+v, want 9 objects (doc and 8 others) and keep skipped", res)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "doc")); err != nil || !bytes.Equal(b, v2) {
+		t.Errorf("restored doc %q, %v; want the current version %q", b, err, v2)
+	}
+	if _, err := os.Lstat(filepath.Join(out, "keep")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("keep, deleted at the source, was restored: %v", err)
+	}
+	if _, o, err := s.FindObject(r2.Snapshot, []byte("doc")); err != nil || o.Size != int64(len(v2)) {
+		t.Errorf("cat doc: %+v, %v; want the current version", o, err)
 	}
 }
 

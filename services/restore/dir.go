@@ -88,7 +88,7 @@ func ToDir(ctx context.Context, s *store.Store, snapshotID, prefix, dir string, 
 	if err != nil {
 		return nil, err
 	}
-	m, objs, deleted, err := plan(s, snapshotID, prefix, o)
+	sel, err := Select(s, snapshotID, prefix, o.Exact)
 	if err != nil {
 		return nil, err
 	}
@@ -98,9 +98,9 @@ func ToDir(ctx context.Context, s *store.Store, snapshotID, prefix, dir string, 
 	}
 	defer unix.Close(root)
 	w := &dirWriter{s: s, root: root}
-	o.Logger.Info("restore to directory", "snapshot", snapshotID, "objects", len(objs), "dir", dir)
-	n, b, err := runAll(ctx, objs, o, w.write)
-	res := &Result{Objects: n, Bytes: b, DeleteMarkers: deleted, SnapshotSource: m.Source}
+	o.Logger.Info("restore to directory", "snapshot", snapshotID, "objects", sel.Objects, "dir", dir)
+	n, b, err := runAll(ctx, sel, o, w.write)
+	res := &Result{Objects: n, Bytes: b, DeleteMarkers: sel.DeleteMarkers, SnapshotSource: sel.Manifest.Source}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	res.UnsafeKeys = len(w.unsafe)

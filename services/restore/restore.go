@@ -1,13 +1,16 @@
 // Package restore gets data back out of a Holdfast store: it writes the
 // objects of one snapshot (all of them, those whose key starts with a
 // prefix, or one exact key) to an S3-compatible bucket with minio-go
-// (ToS3) or to a local directory (ToDir).
+// (ToS3) or to a local directory (ToDir). It streams the snapshot twice
+// (once to count, once to write): for a snapshot a pull wrote (sorted),
+// memory does not grow with its object count.
 //
 // Every chunk is checked by the store as it is read (its keyed ID and its
 // AEAD tag), so damaged data is never written out silently: the restore
 // fails and names the object. When a snapshot records a key more than once
-// (versions of an S3 object) the last one recorded is restored; a key whose
-// last record is a delete marker is skipped. VerifyReceipt verifies a
+// (versions of an S3 object) its current record is restored (the source's
+// latest version: store.WalkCurrent); a key whose current record is a
+// delete marker is skipped. VerifyReceipt verifies a
 // snapshot's signed receipt offline against the manifest the store holds.
 //
 // Keys are data. ToS3 writes each object under the target prefix followed
@@ -25,7 +28,7 @@
 // follows a symlink and never overwrites anything: it refuses a target
 // directory that is not empty.
 //
-// Limits: object versions other than the last of each key, modification
+// Limits: object versions other than the current one of each key, modification
 // times, ETags and version IDs are not restored (S3 sets its own); ToS3
 // overwrites objects of the same name in the target bucket; a key the
 // target refuses (MinIO: ".." segments, invalid UTF-8, over 1024 bytes)
@@ -36,6 +39,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"errors"
@@ -129,53 +133,66 @@ func (o Options) withDefaults(parallel int) (Options, error) {
 	return o, nil
 }
 
-// Select returns the objects of manifest m a restore writes, in manifest
-// order: for each key matching prefix (or equal to it when exact), its last
-// record; keys whose last record is a delete marker are left out and
-// counted.
-func Select(m *store.Manifest, prefix string, exact bool) (objs []store.Object, deleted int) {
-	last := map[string]int{}
-	for i, o := range m.Objects {
-		k := string(o.Key)
-		if (exact && k == prefix) || (!exact && strings.HasPrefix(k, prefix)) {
-			last[k] = i
+// Selection is what a restore of one snapshot writes: the current record
+// (store.WalkCurrent) of every key that matches the prefix (or equals it,
+// with Exact) and is not a delete marker.
+type Selection struct {
+	Manifest      *store.Manifest // the snapshot's summary (Objects empty)
+	Objects       int
+	Bytes         int64
+	DeleteMarkers int // matching keys whose current record is a delete marker
+	s             *store.Store
+	id            string
+	match         func([]byte) bool
+}
+
+// Select counts what a restore of snapshot id writes, in one streaming
+// pass over the snapshot (store.WalkCurrent: memory does not grow with the
+// object count of a sorted snapshot). It fails with store.ErrNotFound when
+// a prefix or exact key matches nothing.
+func Select(s *store.Store, id, prefix string, exact bool) (*Selection, error) {
+	sel := &Selection{s: s, id: id, match: func(k []byte) bool {
+		if exact {
+			return string(k) == prefix
 		}
-	}
-	for i, o := range m.Objects {
-		if j, ok := last[string(o.Key)]; !ok || j != i {
-			continue
-		}
+		return strings.HasPrefix(string(k), prefix)
+	}}
+	m, err := s.WalkCurrent(id, sel.match, func(o store.Object) error {
 		if o.DeleteMarker {
-			deleted++
-			continue
+			sel.DeleteMarkers++
+			return nil
 		}
-		objs = append(objs, o)
-	}
-	return objs, deleted
-}
-
-// plan reads the manifest and selects the objects.
-func plan(s *store.Store, snapshotID, prefix string, o Options) (*store.Manifest, []store.Object, int, error) {
-	m, err := s.ReadManifest(snapshotID)
+		sel.Objects++
+		sel.Bytes += o.Size
+		return nil
+	})
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("restore: read snapshot %s: %w", snapshotID, err)
+		return nil, fmt.Errorf("restore: read snapshot %s: %w", id, err)
 	}
-	objs, deleted := Select(m, prefix, o.Exact)
-	if len(objs) == 0 && (o.Exact || prefix != "") {
-		return nil, nil, 0, fmt.Errorf("restore: snapshot %s holds no object matching %q: %w", snapshotID, prefix, store.ErrNotFound)
+	sel.Manifest = m
+	if sel.Objects == 0 && (exact || prefix != "") {
+		return nil, fmt.Errorf("restore: snapshot %s holds no object matching %q: %w", id, prefix, store.ErrNotFound)
 	}
-	return m, objs, deleted, nil
+	return sel, nil
 }
 
-// runAll calls write for every object with o.Parallel workers. The first
-// error stops the rest; it is returned.
-func runAll(ctx context.Context, objs []store.Object, o Options, write func(context.Context, store.Object) error) (int, int64, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var total int64
-	for _, ob := range objs {
-		total += ob.Size
-	}
+// each walks the selection again, handing fn each object to write.
+func (sel *Selection) each(fn func(store.Object) error) error {
+	_, err := sel.s.WalkCurrent(sel.id, sel.match, func(o store.Object) error {
+		if o.DeleteMarker {
+			return nil
+		}
+		return fn(o)
+	})
+	return err
+}
+
+// runAll calls write for every object of sel with o.Parallel workers,
+// walking the snapshot as they go. The first error stops the rest; it is
+// returned.
+func runAll(ctx context.Context, sel *Selection, o Options, write func(context.Context, store.Object) error) (int, int64, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var (
 		mu       sync.Mutex
 		firstErr error
@@ -184,7 +201,7 @@ func runAll(ctx context.Context, objs []store.Object, o Options, write func(cont
 		wg       sync.WaitGroup
 	)
 	jobs := make(chan store.Object)
-	for range min(o.Parallel, max(len(objs), 1)) {
+	for range min(o.Parallel, max(sel.Objects, 1)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -194,30 +211,36 @@ func runAll(ctx context.Context, objs []store.Object, o Options, write func(cont
 				if err != nil {
 					if firstErr == nil {
 						firstErr = err
-						cancel()
+						cancel(err)
 					}
 				} else {
 					done++
 					bytesW += ob.Size
 					if o.Progress != nil {
-						o.Progress(Progress{Key: ob.Key, Objects: done, TotalObjects: len(objs), Bytes: bytesW, TotalBytes: total})
+						o.Progress(Progress{Key: ob.Key, Objects: done, TotalObjects: sel.Objects, Bytes: bytesW, TotalBytes: sel.Bytes})
 					}
 				}
 				mu.Unlock()
 			}
 		}()
 	}
-feed:
-	for _, ob := range objs {
+	walkErr := sel.each(func(ob store.Object) error {
+		// The snapshot is read again: its objects own their buffers.
+		ob.Key = bytes.Clone(ob.Key)
 		select {
 		case jobs <- ob:
+			return nil
 		case <-ctx.Done():
-			break feed
+			return context.Cause(ctx)
 		}
-	}
+	})
 	close(jobs)
 	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
+	switch {
+	case firstErr != nil:
+	case walkErr != nil:
+		firstErr = fmt.Errorf("restore: read snapshot %s: %w", sel.id, walkErr)
+	case ctx.Err() != nil:
 		firstErr = fmt.Errorf("restore: %w", context.Cause(ctx))
 	}
 	return done, bytesW, firstErr
@@ -244,7 +267,7 @@ func ToS3(ctx context.Context, s *store.Store, snapshotID, prefix string, dst Ta
 	if dst.Bucket == "" {
 		return nil, errors.New("restore: target bucket is empty")
 	}
-	m, objs, deleted, err := plan(s, snapshotID, prefix, o)
+	sel, err := Select(s, snapshotID, prefix, o.Exact)
 	if err != nil {
 		return nil, err
 	}
@@ -259,11 +282,11 @@ func ToS3(ctx context.Context, s *store.Store, snapshotID, prefix string, dst Ta
 	if !ok {
 		return nil, fmt.Errorf("restore: target %s has no bucket %q", dst.Endpoint, dst.Bucket)
 	}
-	o.Logger.Info("restore to S3", "snapshot", snapshotID, "objects", len(objs), "endpoint", dst.Endpoint, "bucket", dst.Bucket)
+	o.Logger.Info("restore to S3", "snapshot", snapshotID, "objects", sel.Objects, "endpoint", dst.Endpoint, "bucket", dst.Bucket)
 	w := newS3Writer(s, cl, dst, o)
 	defer w.Close()
-	n, b, err := runAll(ctx, objs, o, w.write)
-	res := &Result{Objects: n, Bytes: b, DeleteMarkers: deleted, SnapshotSource: m.Source}
+	n, b, err := runAll(ctx, sel, o, w.write)
+	res := &Result{Objects: n, Bytes: b, DeleteMarkers: sel.DeleteMarkers, SnapshotSource: sel.Manifest.Source}
 	return res, err
 }
 

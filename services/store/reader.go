@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -170,30 +169,6 @@ func (s *Store) WalkObjects(id string, fn func(Object) error) (*Manifest, error)
 		return nil, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
 	}
 	return m, nil
-}
-
-// FindObject returns the object with key in snapshot id, and the
-// snapshot's summary (Objects empty). When a snapshot holds the key more
-// than once (versions of an S3 object, or a file that changed before a
-// resumed put read it again) the last one recorded wins. It streams the
-// manifest (WalkObjects): memory does not grow with the object count
-// (time still does).
-func (s *Store) FindObject(id string, key []byte) (*Manifest, Object, error) {
-	var found Object
-	ok := false
-	m, err := s.WalkObjects(id, func(o Object) error {
-		if bytes.Equal(o.Key, key) {
-			found, ok = o, true
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, Object{}, err
-	}
-	if !ok {
-		return nil, Object{}, fmt.Errorf("object %q in %s: %w", key, id, ErrNoObject)
-	}
-	return m, found, nil
 }
 
 // ChunkReader reads chunks by ID, keeping pack files open. Not safe for
