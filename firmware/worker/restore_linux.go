@@ -118,11 +118,9 @@ func (w *worker) restoreSnapshot(ctx context.Context, req restoreRequest, progre
 		return nil, fmt.Errorf("open the store read-only: %w", err)
 	}
 	defer st.Close()
-	m, err := st.ReadManifest(req.Snapshot)
-	if errors.Is(err, store.ErrNotFound) {
+	if _, err := st.SnapshotHead(req.Snapshot); errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("no snapshot %q in the store (the snapshots command lists them)", req.Snapshot)
-	}
-	if err != nil {
+	} else if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", req.Snapshot, err)
 	}
 	rc, err := restore.VerifyReceipt(st, req.Snapshot, pub)
@@ -130,18 +128,18 @@ func (w *worker) restoreSnapshot(ctx context.Context, req restoreRequest, progre
 		log.Error("restore refused: receipt check failed", "snapshot", req.Snapshot, "error", err)
 		return nil, fmt.Errorf("refused, nothing was written: %w", err)
 	}
-	objs, deleted := restore.Select(m, req.Prefix, req.Exact)
+	// Counted in one streaming pass: the object list is never held.
+	sel, err := restore.Select(st, req.Snapshot, req.Prefix, req.Exact)
 	switch {
-	case len(objs) == 0 && req.Exact:
+	case errors.Is(err, store.ErrNotFound) && req.Exact:
 		return nil, fmt.Errorf("snapshot %s holds no object %q (or it was deleted at the source)", req.Snapshot, req.Prefix)
-	case len(objs) == 0 && req.Prefix != "":
+	case errors.Is(err, store.ErrNotFound) && req.Prefix != "":
 		return nil, fmt.Errorf("snapshot %s holds no object under %q", req.Snapshot, req.Prefix)
+	case err != nil:
+		return nil, err
 	}
-	rep := control.RestoreReport{Snapshot: req.Snapshot, Target: req.Target, Source: m.Source, Receipt: hex.EncodeToString(rc.ManifestDigest[:]),
-		TotalObjects: len(objs), DeleteMarkers: deleted}
-	for _, o := range objs {
-		rep.TotalBytes += o.Size
-	}
+	rep := control.RestoreReport{Snapshot: req.Snapshot, Target: req.Target, Source: sel.Manifest.Source, Receipt: hex.EncodeToString(rc.ManifestDigest[:]),
+		TotalObjects: sel.Objects, TotalBytes: sel.Bytes, DeleteMarkers: sel.DeleteMarkers}
 	progress(rep)
 	log.Info("restore started", "snapshot", req.Snapshot, "source", rep.Source, "target", tg.Name, "endpoint", tg.S3.Endpoint,
 		"bucket", tg.S3.Bucket, "objects", rep.TotalObjects, "bytes", rep.TotalBytes, "receipt", "verified")
