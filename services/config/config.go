@@ -46,13 +46,14 @@ const (
 	DefaultRetries             = 5
 	DefaultMassChangeThreshold = 0.30
 	DefaultMaxObjectSize       = 5 << 40 // 5 TiB, the largest object S3 allows
-	// DefaultMaxObjectsPerPull bounds what one pull takes from a source.
-	// It was set to keep a pull within the appliance's 96 MiB memory
-	// budget, at about 220 bytes of RSS per listed entry; a pull of sorted
-	// snapshots (issue 18) keeps no per-entry state, so it now bounds time
-	// and manifest size only, and a bigger bucket needs a bigger limit but
-	// no more RAM.
-	DefaultMaxObjectsPerPull = 250_000         // listing entries (versions count) per pull
+	// DefaultMaxObjectsPerPull is no bound: a pull keeps no per-entry
+	// state (it streams the listing and merges it with sorted snapshots,
+	// issue 18), so a bucket of any size is pulled whole in bounded memory.
+	// It was 250,000, set to keep a pull within the 96 MiB budget at about
+	// 220 bytes of RSS per listed entry. An operator may still set one;
+	// without one, a source that lists without end is bounded by the disk
+	// (a disk-full alert), as one that sends large objects always was.
+	DefaultMaxObjectsPerPull = math.MaxInt64   // listing entries (versions count) per pull: unlimited
 	DefaultQuota             = int64(64 << 40) // 64 TiB of object bytes per snapshot
 	// MinScheduleInterval is the shortest "every" a schedule accepts.
 	MinScheduleInterval = 5 * time.Minute
