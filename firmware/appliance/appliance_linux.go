@@ -107,9 +107,9 @@ type appliance struct {
 	// pulls): a ring of their own, so that no flood of the worker's
 	// pushes PID 1's own alerts out of status.
 	workerAlerts []string
-	unsent   []*control.SendAlert // alerts raised before the worker ran (sendBootAlerts)
-	measured bool                 // PCR 15 holds this boot's config digest
-	locked   bool                 // lockdown has begun: no more formatting
+	unsent       []*control.SendAlert // alerts raised before the worker ran (sendBootAlerts)
+	measured     bool                 // PCR 15 holds this boot's config digest
+	locked       bool                 // lockdown has begun: no more formatting
 	// held are PID 1's read-only descriptors on the data disks, from
 	// lockdown on, when /dev has no disk node (devfs_linux.go).
 	held heldDisks
