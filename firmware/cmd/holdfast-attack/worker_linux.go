@@ -72,6 +72,15 @@ import (
 // | junk-state          | thousands of empty files in state/                               |
 // | junk-index          | thousands of empty files in index/                               |
 // | clock-log-junk      | random bytes appended to state/clock.log                         |
+//
+// Then, when PID 1 gave it control channels (-control-fd, -lying-fd;
+// issue 16), it runs the control techniques of control_linux.go, one row
+// each (ATTACK N worker-control NAME: refused|SUCCEEDED|n/a: detail), and
+// ends with
+//
+//	ATTACK SUMMARY worker-adversary planted=P disks=D control=C succeeded=S
+//
+// exiting 1 when a control technique succeeded.
 
 // workerCommand is the first argument that selects the worker adversary.
 const workerCommand = "worker-adversary"
