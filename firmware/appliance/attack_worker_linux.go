@@ -206,10 +206,14 @@ func (a *appliance) advState() advSnapshot {
 		sum := sha256.Sum256(b)
 		s.config[e.Name()] = fmt.Sprintf("%s %x %v", e.Type(), sum[:8], err)
 	}
+	// The options of the mount holding part.Dir (the longest mount point
+	// above it).
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		best := ""
 		for _, l := range strings.Split(string(mi), "\n") {
-			if f := strings.Fields(l); len(f) > 5 && f[4] == part.Dir {
-				s.configMnt = f[5]
+			f := strings.Fields(l)
+			if len(f) > 5 && len(f[4]) >= len(best) && (f[4] == part.Dir || f[4] == "/" || strings.HasPrefix(part.Dir, f[4]+"/")) {
+				best, s.configMnt = f[4], f[4]+" "+f[5]
 			}
 		}
 	}
@@ -271,8 +275,12 @@ func (a *appliance) advChecks(out io.Writer, before advSnapshot, ctl *control.Co
 		}
 	}
 	sort.Strings(diff)
-	row("config-partition-unchanged", len(diff) > 0 || before.configMnt != after.configMnt || len(before.config) == 0,
-		"%d files byte-identical (SHA-256); changed: %v; mounted %s before, %s after", len(before.config), diff, before.configMnt, after.configMnt)
+	ro := func(m string) bool {
+		_, opts, _ := strings.Cut(m, " ")
+		return slices.Contains(strings.Split(opts, ","), "ro")
+	}
+	row("config-partition-unchanged", len(diff) > 0 || before.configMnt != after.configMnt || len(before.config) == 0 || !ro(after.configMnt),
+		"%d files byte-identical (SHA-256); changed: %v; mounted %q before, %q after", len(before.config), diff, before.configMnt, after.configMnt)
 	a.mu.Lock()
 	var foreign []string
 	for src := range a.pulls {

@@ -289,7 +289,10 @@ func (l *lyingWorker) fakeRetention(row func(string, result)) {
 		select {
 		case v := <-l.verdicts:
 			l.mu.Lock()
-			ext := strings.Join(l.extends, ", ")
+			ext := "none came"
+			if len(l.extends) > 0 {
+				ext = l.extends[len(l.extends)-1]
+			}
 			l.mu.Unlock()
 			switch {
 			case strings.Contains(v, ": done"):
