@@ -265,8 +265,15 @@ func (l *lyingWorker) handle(_ context.Context, req control.Request) (control.Re
 		return &control.Empty{}, nil // "done", and nothing recorded
 	case *control.SendAlert:
 		if strings.HasPrefix(m.Text, "CONSOLE: ") {
+			// The verdict follows the extend it judges: name that one.
+			l.mu.Lock()
+			ext := "none came"
+			if len(l.extends) > 0 {
+				ext = l.extends[len(l.extends)-1]
+			}
+			l.mu.Unlock()
 			select {
-			case l.verdicts <- m.Text:
+			case l.verdicts <- ext + "\x00" + m.Text:
 			default:
 			}
 		} else {
@@ -288,12 +295,7 @@ func (l *lyingWorker) fakeRetention(row func(string, result)) {
 	for _, name := range []string{"fake-hold", "fake-extend"} {
 		select {
 		case v := <-l.verdicts:
-			l.mu.Lock()
-			ext := "none came"
-			if len(l.extends) > 0 {
-				ext = l.extends[len(l.extends)-1]
-			}
-			l.mu.Unlock()
+			ext, v, _ := strings.Cut(v, "\x00")
 			switch {
 			case strings.Contains(v, ": done"):
 				row(name, succeededf("answered extend (%s) with {} and recorded nothing; the console said: %s", ext, v))
