@@ -30,8 +30,13 @@ var (
 	// workerIdentRE is its first line: who it runs as, and each disk's
 	// store.
 	workerIdentRE = regexp.MustCompile(`worker adversary: uid=(\d+) gid=(\d+) capabilities effective=(\S+) permitted=(\S+) bounding=(\S+); stores ([^\r\n]*)`)
-	pruneDoneRE   = regexp.MustCompile(`prune done: expired=(\d+)[^\n]*`)
-	foreignRE     = regexp.MustCompile(`attack: foreign entries in the store[^\n]*`)
+	// controlRowRE is one row of its control techniques
+	// (firmware/cmd/holdfast-attack/control_linux.go), controlCheckRE
+	// one of PID 1's verdicts after them (attack_worker_linux.go).
+	controlRowRE   = regexp.MustCompile(`^ATTACK (\d+) worker-control (\S+): (refused|SUCCEEDED|n/a): (.*)$`)
+	controlCheckRE = regexp.MustCompile(`^ATTACK CHECK worker-control (\S+): (refused|SUCCEEDED): (.*)$`)
+	pruneDoneRE    = regexp.MustCompile(`prune done: expired=(\d+)[^\n]*`)
+	foreignRE      = regexp.MustCompile(`attack: foreign entries in the store[^\n]*`)
 )
 
 // workerClasses are the classes the worker adversary plants on each disk
@@ -55,6 +60,17 @@ var workerClasses = []struct {
 	{"junk-index", "3000 empty files", true, true},
 	{"clock-log-junk", "appended", true, true},
 }
+
+// controlTechniques are the worker adversary's control techniques, in
+// their order; controlChecks PID 1's verdicts after them.
+var (
+	controlTechniques = []string{"fake-hold", "fake-extend", "status-flood-invented", "status-flood-configured", "status-error-flood",
+		"alert-flood", "escape-sequences", "sign-flood", "concurrent-flood", "sign-missing", "sign-unsealed", "sign-foreign-id",
+		"sign-foreign-digest", "config-write-ops", "wrong-side-ops", "fake-replies", "notice-request-mixup", "malformed-frames",
+		"primary-foreign", "oversized-frame", "pid1-memory"}
+	controlChecks = []string{"config-partition-unchanged", "status-only-configured", "primary-unchanged", "own-alert-kept",
+		"goroutines-back", "pid1-memory"}
+)
 
 // TestWorkerAdversary is issue 15's adversary in QEMU: code inside the
 // worker, uid 1000, with its keys (the store subkeys of its "init" message,
@@ -155,6 +171,56 @@ func TestWorkerAdversary(t *testing.T) {
 				t.Errorf("%s: %s: %s: %s, want planted and %q", d, c.name, row.result, row.detail, c.detail)
 			}
 		}
+	}
+	// Issue 16: the control channel. Every technique has a row, none
+	// succeeded, PID 1's checks all hold; the console still answers,
+	// quotes the worker's words and shows PID 1's own alert.
+	var ctlTable []attackRow
+	ctlRows := map[string]attackRow{}
+	for _, l := range strings.Split(strings.ReplaceAll(res, "\r", ""), "\n") {
+		if w := controlRowRE.FindStringSubmatch(l); w != nil {
+			n, _ := strconv.Atoi(w[1])
+			row := attackRow{n: n, category: "worker (uid 1000, its keys): control channel", name: w[2], result: w[3], detail: w[4]}
+			ctlRows[w[2]] = row
+			ctlTable = append(ctlTable, row)
+		}
+		if w := controlCheckRE.FindStringSubmatch(l); w != nil {
+			row := attackRow{category: "PID 1's check after it", name: w[1], result: w[2], detail: w[3]}
+			ctlRows["CHECK "+w[1]] = row
+			ctlTable = append(ctlTable, row)
+		}
+	}
+	for _, name := range controlTechniques {
+		row, ok := ctlRows[name]
+		switch {
+		case !ok:
+			t.Errorf("control technique %s: no row", name)
+		case row.result == "SUCCEEDED" || (row.result == "n/a" && name != "pid1-memory"):
+			t.Errorf("control technique %s: %s: %s", name, row.result, row.detail)
+		default:
+			t.Logf("control %s: %s: %s", name, row.result, row.detail)
+		}
+	}
+	for _, name := range controlChecks {
+		row, ok := ctlRows["CHECK "+name]
+		switch {
+		case !ok:
+			t.Errorf("PID 1's check %s: no row", name)
+		case row.result != "refused":
+			t.Errorf("PID 1's check %s: %s: %s", name, row.result, row.detail)
+		default:
+			t.Logf("check %s: %s", name, row.detail)
+		}
+	}
+	if !strings.Contains(res, "succeeded=0") {
+		t.Errorf("the worker adversary's summary does not say succeeded=0")
+	}
+	st := g.run(ctx, "status")
+	if strings.ContainsAny(st, "\x1b\u009b") {
+		t.Errorf("status shows the worker's escape sequences unquoted:\n%q", lastLines(st, 20))
+	}
+	if !strings.Contains(st, "the worker adversary starts") {
+		t.Errorf("PID 1's own alert is gone from status after the worker's floods:\n%s", lastLines(st, 60))
 	}
 	g.powerOff(ctx)
 
@@ -291,7 +357,7 @@ func TestWorkerAdversary(t *testing.T) {
 	}
 	t.Logf("worker adversary: %d entries planted on %d disks; verdicts over two boots: failed=%v", len(rows), len(disks), t.Failed())
 	if p := os.Getenv("HOLDFAST_ATTACK_TABLE"); p != "" {
-		writeWorkerTable(t, p, table, !t.Failed())
+		writeWorkerTable(t, p, table, ctlTable, !t.Failed())
 	}
 	t.Logf("worker adversary test in %s", time.Since(v.start).Round(time.Second))
 }
@@ -362,7 +428,8 @@ func waitReadyOrSafe(ctx context.Context, t *testing.T, g *guest) string {
 
 // writeWorkerTable writes the worker adversary's rows for docs/lockdown.md:
 // the verdict is the two boots' (refused: nothing lost, reported).
-func writeWorkerTable(t *testing.T, p string, rows []attackRow, ok bool) {
+// The control channel's rows follow (C1...), their result their own.
+func writeWorkerTable(t *testing.T, p string, rows, ctl []attackRow, ok bool) {
 	var b strings.Builder
 	b.WriteString("| # | adversary | technique | disks | result | what was planted, and what the sealer said |\n|---|---|---|---|---|---|\n")
 	for i, r := range rows {
@@ -371,6 +438,10 @@ func writeWorkerTable(t *testing.T, p string, rows []attackRow, ok bool) {
 			res = "SUCCEEDED (see the test log)"
 		}
 		fmt.Fprintf(&b, "| W%d | worker (uid 1000, its keys) | %s | %s | %s | %s |\n", i+1, r.name, r.category, res, strings.ReplaceAll(r.detail, "|", `\|`))
+	}
+	b.WriteString("\n| # | adversary | technique | result | what it sent, and what PID 1 answered |\n|---|---|---|---|---|\n")
+	for i, r := range ctl {
+		fmt.Fprintf(&b, "| C%d | %s | %s | %s | %s |\n", i+1, r.category, r.name, r.result, strings.ReplaceAll(r.detail, "|", `\|`))
 	}
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
 		t.Errorf("attack table: %v", err)

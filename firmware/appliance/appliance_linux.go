@@ -103,9 +103,13 @@ type appliance struct {
 	maint    *maintenancePlan    // the maintenance reboots (maintreboot_linux.go)
 	pulls    map[string]*pullStatus
 	alerts   []string
-	unsent   []*control.SendAlert // alerts raised before the worker ran (sendBootAlerts)
-	measured bool                 // PCR 15 holds this boot's config digest
-	locked   bool                 // lockdown has begun: no more formatting
+	// workerAlerts are what the worker reported (its alerts, failed
+	// pulls): a ring of their own, so that no flood of the worker's
+	// pushes PID 1's own alerts out of status.
+	workerAlerts []string
+	unsent       []*control.SendAlert // alerts raised before the worker ran (sendBootAlerts)
+	measured     bool                 // PCR 15 holds this boot's config digest
+	locked       bool                 // lockdown has begun: no more formatting
 	// held are PID 1's read-only descriptors on the data disks, from
 	// lockdown on, when /dev has no disk node (devfs_linux.go).
 	held heldDisks
@@ -131,14 +135,18 @@ func (a *appliance) setPhase(p string) {
 // network): at once when the worker runs, otherwise when it starts
 // (sendBootAlerts), so that what the boot found (a missing disk, a frozen
 // prune) leaves the box too.
-func (a *appliance) alert(kind, msg string, args ...any) {
+func (a *appliance) alert(kind, msg string, args ...any) { a.alertIn(&a.alerts, kind, msg, args...) }
+
+// alertIn is alert, kept in ring (a.alerts, or a.workerAlerts for what
+// the worker reported).
+func (a *appliance) alertIn(ring *[]string, kind, msg string, args ...any) {
 	a.log.Error(msg, append([]any{"alert", true, "kind", kind}, args...)...)
 	a.mu.Lock()
 	line := msg
 	for i := 0; i+1 < len(args); i += 2 {
 		line += fmt.Sprintf(" %v=%v", args[i], args[i+1])
 	}
-	a.keepAlertLocked(line)
+	keepAlertLocked(ring, line)
 	w := a.worker
 	m := &control.SendAlert{Kind: kind, Text: control.Clip(line)}
 	if w == nil && len(a.unsent) < maxAlerts {
@@ -166,11 +174,12 @@ func (a *appliance) sendBootAlerts() {
 // maxAlerts is how many recent alerts status shows.
 const maxAlerts = 50
 
-// keepAlertLocked records an alert line for status; a.mu is held.
-func (a *appliance) keepAlertLocked(line string) {
-	a.alerts = append(a.alerts, time.Now().UTC().Format(time.RFC3339)+" "+line)
-	if len(a.alerts) > maxAlerts {
-		a.alerts = a.alerts[len(a.alerts)-maxAlerts:]
+// keepAlertLocked records an alert line for status in ring (a.alerts or
+// a.workerAlerts), which keeps the last maxAlerts; a.mu is held.
+func keepAlertLocked(ring *[]string, line string) {
+	*ring = append(*ring, time.Now().UTC().Format(time.RFC3339)+" "+line)
+	if len(*ring) > maxAlerts {
+		*ring = (*ring)[len(*ring)-maxAlerts:]
 	}
 }
 

@@ -217,6 +217,11 @@ func (a *appliance) status() string {
 	for _, al := range a.alerts {
 		fmt.Fprintf(&b, "  %s\n", al)
 	}
+	// Kept apart: no flood of the worker's pushes PID 1's alerts out.
+	fmt.Fprintf(&b, "worker alerts: %d\n", len(a.workerAlerts))
+	for _, al := range a.workerAlerts {
+		fmt.Fprintf(&b, "  %s\n", al)
+	}
 	// Sources, summaries, errors, alerts and the mirror and scrub lines
 	// carry words the worker chose: nothing in them may act on a terminal.
 	return string(console.Quote([]byte(b.String())))

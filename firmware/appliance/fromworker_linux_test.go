@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/holdfast-appliance/holdfast/boards"
 	"github.com/holdfast-appliance/holdfast/firmware/configpart"
 	"github.com/holdfast-appliance/holdfast/firmware/control"
 	"github.com/holdfast-appliance/holdfast/firmware/receipt"
@@ -271,3 +272,32 @@ func TestSignOnlySealedManifestDigest(t *testing.T) {
 }
 
 func timeSleep() { time.Sleep(10 * time.Millisecond) }
+
+// TestWorkerCannotWashPID1Alerts: PID 1's own alerts stay in the
+// console's status however many alerts and failed pulls the worker
+// reports (before: one ring of 50 for both, and 50 alert notices pushed
+// PID 1's out; the worker adversary's alert-flood, issue 16).
+func TestWorkerCannotWashPID1Alerts(t *testing.T) {
+	a := pid1ForTest(t)
+	a.o.Board = &boards.Board{Name: "test"}
+	const own = "lockdown: PID 1 keeps capabilities it should have dropped"
+	a.alert("appliance", own)
+	for i := range 2 * maxAlerts {
+		if _, err := a.fromWorker(t.Context(), &control.AlertNotice{Kind: "attack", Text: fmt.Sprintf("verify OK %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.recordPull("mail", &pullStatus{Err: fmt.Sprintf("fake failure %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := a.status()
+	if !strings.Contains(st, own) {
+		t.Errorf("PID 1's alert is gone from status after the worker's flood:\n%s", st)
+	}
+	if !strings.Contains(st, "verify OK 99") || !strings.Contains(st, "fake failure 99") {
+		t.Errorf("status does not show the worker's latest alerts:\n%s", st)
+	}
+	if n := strings.Count(st, "\n  "); n > 3*maxAlerts {
+		t.Errorf("status shows %d alert lines, more than PID 1's and the worker's rings", n)
+	}
+}

@@ -366,7 +366,7 @@ func (a *appliance) fromWorker(ctx context.Context, req control.Request) (contro
 			line += " snapshot=" + m.Snapshot
 		}
 		a.mu.Lock()
-		a.keepAlertLocked(line)
+		keepAlertLocked(&a.workerAlerts, line)
 		a.mu.Unlock()
 		return nil, nil
 	case *control.PrimaryNotice:
@@ -441,7 +441,7 @@ func (a *appliance) recordPull(source string, ps *pullStatus) error {
 		return control.Errorf(control.NotFound, "no source %q in the config", source)
 	}
 	if ps.Err != "" {
-		a.alert(alertkind.PullFailed, "pull failed", "source", source, "error", ps.Err)
+		a.alertIn(&a.workerAlerts, alertkind.PullFailed, "pull failed", "source", source, "error", ps.Err)
 	}
 	a.mu.Lock()
 	a.pulls[source] = ps

@@ -167,7 +167,8 @@ func New(rw io.ReadWriter, o Options) *Conn {
 	return c
 }
 
-// Done is closed when the channel ended.
+// Done is closed when the channel ended; rw is closed then, when it is an
+// io.Closer.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err is why the channel ended (io.EOF when the other side closed it).
@@ -207,6 +208,11 @@ func (c *Conn) read(r io.Reader) {
 	}
 	c.mu.Unlock()
 	c.cancel()
+	// An ended channel is closed, so that the other side sees it end
+	// (a writer of an oversized line would otherwise block for ever).
+	if cl, ok := r.(io.Closer); ok {
+		_ = cl.Close()
+	}
 	close(c.done)
 }
 

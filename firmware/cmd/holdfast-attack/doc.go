@@ -25,6 +25,12 @@
 // when nothing succeeded and the store is unchanged, 1 otherwise, 2 when it
 // refuses to run.
 //
+// The worker adversary (holdfast-attack worker-adversary, worker_linux.go
+// and control_linux.go) is a mode of its own, started as the worker by a
+// test image's attack-worker command: it plants hostile entries in every
+// store with the worker's keys and plays the worker against PID 1's control
+// protocol (floods, fakes, a hold it answers without recording).
+//
 // The techniques that model the network intruder who took over the worker
 // run in a child re-executed as the owner uid (-as-owner NAME), and the
 // identity techniques run a child as every uid and gid that owns anything

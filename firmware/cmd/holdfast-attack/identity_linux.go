@@ -250,6 +250,8 @@ var identityBatteries = map[string]func(*env) result{
 	"store":               (*env).storeEveryIdentity,        // roles_linux.go
 	"config":              (*env).configEveryIdentity,       // roles_linux.go
 	"signal-ptrace":       (*env).signalPtraceEveryIdentity, // roles_linux.go
+	"channels":            (*env).channelsEveryIdentity,     // roles_linux.go
+	"net":                 (*env).netEveryIdentity,          // roles_linux.go
 }
 
 // asEveryIdentity runs a battery in a child as each identity.

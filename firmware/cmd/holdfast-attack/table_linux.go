@@ -91,6 +91,8 @@ func techniques() []technique {
 		{cat: "identity", name: "store-every-identity", what: "as every identity, each role with its groups: unlink, truncate, write, clear flags, chmod a sealed pack and manifest, rename the manifest, create in tmp/ and flock the writer's lock (not the owner), on every data disk's store", run: func(e *env) result { return e.asEveryIdentity("store") }},
 		{cat: "identity", name: "config-every-identity", what: "as every identity: unlink, truncate, overwrite the config partition's sealed files", run: func(e *env) result { return e.asEveryIdentity("config") }},
 		{cat: "identity", name: "signal-ptrace-every-identity", what: "as every identity: kill(pid, 0) and PTRACE_ATTACH of PID 1, the sealer, the worker and the export not of its uid", run: func(e *env) result { return e.asEveryIdentity("signal-ptrace") }},
+		{cat: "identity", name: "channels-every-identity", what: "as every identity: reopen /proc/PID/fd/* and pidfd_getfd fds 0-15 of PID 1, the sealer, the worker and the export not of its uid (the control channel and the sealer sockets); connect to every named unix socket", run: func(e *env) result { return e.asEveryIdentity("channels") }},
+		{cat: "identity", name: "net-every-identity", what: "as every identity: raw and packet sockets, bind TCP and UDP ports 22, 80, 443, 873, add an address and a route and set lo down by netlink, open ip_unprivileged_port_start and ip_forward for writing", run: func(e *env) result { return e.asEveryIdentity("net") }},
 		{cat: "identity", name: "mount-every-identity", what: "as every identity: devtmpfs on /tmp, tmpfs and bind over /dev, remount /dev read-write", run: func(e *env) result { return e.asEveryIdentity("mount") }},
 
 		// Raw disks and the boot medium.

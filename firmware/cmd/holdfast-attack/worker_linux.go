@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,6 +72,15 @@ import (
 // | junk-state          | thousands of empty files in state/                               |
 // | junk-index          | thousands of empty files in index/                               |
 // | clock-log-junk      | random bytes appended to state/clock.log                         |
+//
+// Then, when PID 1 gave it control channels (-control-fd, -lying-fd;
+// issue 16), it runs the control techniques of control_linux.go, one row
+// each (ATTACK N worker-control NAME: refused|SUCCEEDED|n/a: detail), and
+// ends with
+//
+//	ATTACK SUMMARY worker-adversary planted=P disks=D control=C succeeded=S
+//
+// exiting 1 when a control technique succeeded.
 
 // workerCommand is the first argument that selects the worker adversary.
 const workerCommand = "worker-adversary"
@@ -98,6 +108,10 @@ type workerArgs struct {
 	uid    int
 	stores []string
 	disks  []string
+	// controlFD and lyingFD are the control channels to PID 1 a TEST
+	// image's PID 1 gives the adversary (control_linux.go); 0: none.
+	controlFD, lyingFD int
+	sources            []string
 }
 
 func parseWorkerArgs(args []string, stderr io.Writer) (*workerArgs, error) {
@@ -109,11 +123,16 @@ func parseWorkerArgs(args []string, stderr io.Writer) (*workerArgs, error) {
 	fs.IntVar(&w.uid, "uid", 1000, "the worker's uid (and gid)")
 	fs.StringVar(&stores, "stores", "", "comma-separated store directories, one per data disk; sealer sockets are fds 3.. in this order")
 	fs.StringVar(&disks, "disks", "", "comma-separated disk names, as -stores")
+	fs.IntVar(&w.controlFD, "control-fd", 0, "a control channel to PID 1, served by its handler for the worker (0: none)")
+	fs.IntVar(&w.lyingFD, "lying-fd", 0, "a control channel on which PID 1 has the adversary carry out hold and extend (0: none)")
+	var sources string
+	fs.StringVar(&sources, "sources", "", "comma-separated sources of the config")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	w.stores = splitList(stores)
 	w.disks = splitList(disks)
+	w.sources = splitList(sources)
 	if len(w.stores) == 0 || len(w.disks) != len(w.stores) {
 		return nil, fmt.Errorf("-stores (%d) and -disks (%d) must name the same, non-zero number of disks", len(w.stores), len(w.disks))
 	}
@@ -185,6 +204,12 @@ func workerMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "holdfast-attack: worker's store keys: %d-byte meta key, %v\n", len(keys.Meta), err)
 		return 2
 	}
+	// PID 1 carries out the console's hold and extend on the lying
+	// channel as soon as the adversary runs: answer from the start.
+	var lying *lyingWorker
+	if w.lyingFD > 0 {
+		lying = newLyingWorker(os.NewFile(uintptr(w.lyingFD), "lying worker"))
+	}
 	var targets []plantTarget
 	for i, dir := range w.stores {
 		fd := 3 + i
@@ -200,8 +225,29 @@ func workerMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "holdfast-attack: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "ATTACK SUMMARY worker-adversary planted=%d disks=%d\n", n, len(targets))
+	control, succeeded := 0, 0
+	if w.controlFD > 0 {
+		ctl := newRawConn(os.NewFile(uintptr(w.controlFD), "control"))
+		controlAttack(controlTarget{ctl: ctl, lying: lying, sources: w.sources, store: w.stores[0]}, func(name string, r result) {
+			n++
+			control++
+			if r.outcome == outSucceeded {
+				succeeded++
+			}
+			fmt.Fprintf(stdout, "ATTACK %d worker-control %s: %s: %s\n", n, name, r.outcome, oneLine(r.detail))
+		})
+	}
+	fmt.Fprintf(stdout, "ATTACK SUMMARY worker-adversary planted=%d disks=%d control=%d succeeded=%d\n", n-control, len(targets), control, succeeded)
+	if succeeded > 0 {
+		return 1
+	}
 	return 0
+}
+
+// oneLine keeps a detail on one row: control characters are escaped.
+func oneLine(s string) string {
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }
 
 // deadlineSealer asks the sealer over conn, each request bounded by
