@@ -125,7 +125,13 @@ func (a *appliance) restore(ctx context.Context, args []string, out io.Writer) e
 		return err
 	}
 	a.mu.Lock()
-	cfg, w, t, dir := a.cfg, a.worker, a.tpm, a.storeDir
+	cfg, w, t := a.cfg, a.worker, a.tpm
+	dirs := []string{a.storeDir}
+	for _, d := range a.stores {
+		if d.Dir != a.storeDir {
+			dirs = append(dirs, d.Dir)
+		}
+	}
 	a.mu.Unlock()
 	if cfg == nil || w == nil {
 		return errors.New("restore needs a config and a running worker")
@@ -144,7 +150,20 @@ func (a *appliance) restore(ctx context.Context, args []string, out io.Writer) e
 	// PID 1 checks the receipt itself before it asks the worker for
 	// anything (the worker checks it again, against the manifest it
 	// reads): a worker that lied about a snapshot cannot get one restored.
-	digest, err := checkReceipt(ctx, dir, ra.snapshot, pub)
+	// Every data disk holds the same store: the first whose sealed copy
+	// proves the receipt will do (the primary may have failed this boot;
+	// the worker restores from the disk it uses and checks again there).
+	var digest [32]byte
+	for i, dir := range dirs {
+		d, cerr := checkReceipt(ctx, dir, ra.snapshot, pub)
+		if cerr == nil {
+			digest, err = d, nil
+			break
+		}
+		if i == 0 {
+			err = cerr
+		}
+	}
 	if err != nil {
 		a.log.Error("restore refused: receipt check failed", "snapshot", ra.snapshot, "error", err)
 		return fmt.Errorf("restore refused, nothing was written: %w", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -233,4 +234,29 @@ target "t0" {
 			}
 		})
 	}
+
+	// The primary disk failed this boot (its store unreadable): the
+	// receipt is proved on the mirror's copy, and the restore goes on.
+	t.Run("primary failed, mirror proves it", func(t *testing.T) {
+		fw.mu.Lock()
+		fw.reqs, fw.fail = nil, nil
+		fw.mu.Unlock()
+		gone := filepath.Join(t.TempDir(), "failed-primary")
+		a.mu.Lock()
+		a.storeDir, a.stores = gone, []dataStore{{Name: "vdb", Dir: gone}, {Name: "vdc", Dir: dir}}
+		a.mu.Unlock()
+		var out bytes.Buffer
+		if err := a.restore(ctx, []string{good, "t0"}, &out); err != nil {
+			t.Fatalf("restore with the primary gone: %v\n%s", err, out.String())
+		}
+		if !strings.Contains(out.String(), fmt.Sprintf("receipt checked by PID 1 (manifest sha256 %x)", digest)) {
+			t.Errorf("output %q", out.String())
+		}
+		a.mu.Lock()
+		a.stores = []dataStore{{Name: "vdb", Dir: gone}}
+		a.mu.Unlock()
+		if err := a.restore(ctx, []string{good, "t0"}, &out); err == nil || !strings.Contains(err.Error(), "restore refused") {
+			t.Errorf("restore with no readable store: %v", err)
+		}
+	})
 }
