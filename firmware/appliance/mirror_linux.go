@@ -451,9 +451,12 @@ func (a *appliance) newCopy(ctx context.Context, primary *store.Store, serial, l
 //
 // Boot work must not grow with the store (issue 18): PID 1 only creates,
 // renames and removes entries, and each of those changes the ctime of the
-// directory it happens in, so a directory whose ctime is before since
-// (the start of this maintenance window) holds nothing PID 1 made this
-// boot and is not entered. The whole tree is walked only while the
+// directory it happens in (not of the directories above it), so the
+// entries of a directory whose ctime is before since (the start of this
+// maintenance window) are not examined, and such a directory below the
+// first level (a pack shard) is not even listed: only the first level
+// (STORE/packs, STORE/snapshots, ...) is always listed, for the
+// directories in it. The whole tree is walked only while the
 // store's directory itself is not yet the worker's with mode 0750: for a
 // store written before that, and whenever since is zero. The store's
 // directory is given last, so a walk cut short is done again whole at the
@@ -517,6 +520,13 @@ func giveToWorker(dir string, since time.Time) (int, error) {
 		n++
 		return nil
 	}
+	// changed: the directories whose entries are examined (made or
+	// touched this boot: their ctime is after since).
+	changed := map[string]bool{}
+	recent := func(fi fs.FileInfo) bool {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		return whole || !ok || !time.Unix(st.Ctim.Unix()).Before(since)
+	}
 	err = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			failed = append(failed, err)
@@ -525,17 +535,30 @@ func giveToWorker(dir string, since time.Time) (int, error) {
 		if e.Type()&fs.ModeSymlink != 0 {
 			return nil
 		}
+		if p == dir {
+			changed[p] = recent(root)
+			return nil // given last, below
+		}
+		parentChanged := changed[filepath.Dir(p)]
+		if !e.IsDir() && !parentChanged {
+			return nil // in a directory untouched this boot: not even stat
+		}
 		fi, err := e.Info()
 		if err != nil {
 			failed = append(failed, err)
 			return nil
 		}
-		if p == dir {
-			return nil // last, below
-		}
-		if e.IsDir() && !whole {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && time.Unix(st.Ctim.Unix()).Before(since) {
-				return fs.SkipDir // nothing made in it this boot
+		if e.IsDir() {
+			changed[p] = recent(fi)
+			// The store is two levels deep (STORE/packs/XX/pack): a
+			// directory below the first level that was not touched this
+			// boot holds nothing PID 1 made; one at the first level is
+			// listed for its subdirectories.
+			if !changed[p] && strings.Count(strings.TrimPrefix(p, dir+"/"), "/") >= 1 {
+				return fs.SkipDir
+			}
+			if !changed[p] && !parentChanged {
+				return nil // neither made nor touched this boot
 			}
 		}
 		if err := give(p, fi); err != nil {

@@ -119,10 +119,11 @@ func TestGiveToWorker(t *testing.T) {
 // already the worker's, giveToWorker enters only the directories whose
 // ctime is after the maintenance window started (so boot work does not
 // grow with the store): what PID 1 made this boot, a new directory and a
-// file renamed into an old one, is given; a directory untouched since an
-// earlier boot is not entered (the root-owned file planted in it before
-// the window stays as it was, which shows it was not walked). A store
-// directory that is not yet the worker's, 0750, is walked whole.
+// file in a pack shard (two levels down, below a directory whose ctime did
+// not change), is given; a directory untouched since an earlier boot is
+// not examined (the root-owned files planted in them before the window
+// stay as they were, which shows they were not walked). A store directory
+// that is not yet the worker's, 0750, is walked whole.
 func TestGiveToWorkerOnlyWhatThisBootMade(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root (chown, inode flags)")
@@ -156,23 +157,31 @@ func TestGiveToWorkerOnlyWhatThisBootMade(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		rootMode  os.FileMode
-		wantOld   int // owner of the file in the untouched directory afterwards
+		wantOld   int // owner of the files planted in untouched directories afterwards
 		wantGiven int
 	}{
 		{"store already the worker's", 0o750, 0, 3},
-		{"store of an older firmware", 0o700, roles.WorkerUID, 5}, // the root and the old file too
+		{"store of an older firmware", 0o700, roles.WorkerUID, 6}, // the root and the planted files too
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "store")
 			mk(t, dir, true, roles.WorkerUID, tc.rootMode)
-			mk(t, filepath.Join(dir, "old"), true, roles.WorkerUID, 0o750)
-			mk(t, filepath.Join(dir, "old", "f"), false, 0, 0o600)
-			mk(t, filepath.Join(dir, "packs"), true, roles.WorkerUID, 0o750)
+			for _, d := range []string{"old", "packs", "packs/ab", "packs/cd"} {
+				mk(t, filepath.Join(dir, d), true, roles.WorkerUID, 0o750)
+			}
+			// Made as root before this boot's window: left alone unless
+			// the whole store is walked.
+			planted := []string{"old/f", "packs/cd/q"}
+			for _, f := range planted {
+				mk(t, filepath.Join(dir, f), false, 0, 0o600)
+			}
 			time.Sleep(2100 * time.Millisecond) // past the second of slack
 			since := time.Now()
+			// Made this boot: a new directory with a file, and a file in
+			// a pack shard (its parent, packs, keeps its old ctime).
 			mk(t, filepath.Join(dir, "new"), true, 0, 0o700)
 			mk(t, filepath.Join(dir, "new", "f"), false, 0, 0o600)
-			mk(t, filepath.Join(dir, "packs", "p"), false, 0, 0o600)
+			mk(t, filepath.Join(dir, "packs", "ab", "p"), false, 0, 0o600)
 			n, err := giveToWorker(dir, since)
 			if err != nil {
 				t.Fatal(err)
@@ -180,13 +189,15 @@ func TestGiveToWorkerOnlyWhatThisBootMade(t *testing.T) {
 			if n != tc.wantGiven {
 				t.Errorf("gave %d inodes, want %d", n, tc.wantGiven)
 			}
-			for _, p := range []string{"new", "new/f", "packs/p", ""} {
+			for _, p := range []string{"new", "new/f", "packs/ab/p", ""} {
 				if got := owner(t, filepath.Join(dir, p)); got != roles.WorkerUID {
-					t.Errorf("%s owned by %d, want the worker", p, got)
+					t.Errorf("%q owned by %d, want the worker", p, got)
 				}
 			}
-			if got := owner(t, filepath.Join(dir, "old", "f")); got != tc.wantOld {
-				t.Errorf("old/f owned by %d, want %d", got, tc.wantOld)
+			for _, p := range planted {
+				if got := owner(t, filepath.Join(dir, p)); got != tc.wantOld {
+					t.Errorf("%s owned by %d, want %d", p, got, tc.wantOld)
+				}
 			}
 		})
 	}
