@@ -52,14 +52,11 @@ func (a *appliance) workerInit(refs []diskRef, floor time.Time, wrapped []byte) 
 		TrustedTime: floor, Create: a.newStore, Recovery: wrapped}, nil
 }
 
-// controlKeys and storeKeys carry store.StoreKeys over the control
-// protocol, which imports nothing of the store.
+// controlKeys carries store.StoreKeys over the control protocol, which
+// imports nothing of the store (the worker turns them back: storeKeys in
+// firmware/worker).
 func controlKeys(k store.StoreKeys) control.StoreKeys {
 	return control.StoreKeys{ID: k.ID, ChunkID: k.ChunkID, Data: k.Data, Meta: k.Meta, Clock: k.Clock}
-}
-
-func storeKeys(k control.StoreKeys) store.StoreKeys {
-	return store.StoreKeys{ID: k.ID, ChunkID: k.ChunkID, Data: k.Data, Meta: k.Meta, Clock: k.Clock}
 }
 
 // exportInit is the export's init: the store's read-only subkeys.

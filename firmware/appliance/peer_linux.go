@@ -12,10 +12,3 @@ type (
 	diskRef       = control.Disk
 	restoreReport = control.RestoreReport
 )
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
