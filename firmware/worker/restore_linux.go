@@ -66,7 +66,7 @@ type restoreRequest struct {
 	Prefix           string // with Exact: the key
 	Exact            bool
 	ReceiptKey       []byte // PEM PKIX: the TPM's receipt key
-	// Options tune restore.ToS3 (tests); Exact, Logger and Progress are
+	// Options tune restore.ToS3Selected (tests); Exact, Logger and Progress are
 	// set by restoreSnapshot.
 	Options restore.Options
 }
@@ -151,7 +151,7 @@ func (w *worker) restoreSnapshot(ctx context.Context, req restoreRequest, progre
 		rep.Objects, rep.Bytes = p.Objects, p.Bytes
 		progress(rep)
 	}
-	res, err := restore.ToS3(ctx, st, req.Snapshot, req.Prefix, tg.S3, o)
+	res, err := restore.ToS3Selected(ctx, sel, tg.S3, o)
 	if res != nil {
 		rep.Objects, rep.Bytes, rep.DeleteMarkers = res.Objects, res.Bytes, res.DeleteMarkers
 	}

@@ -260,16 +260,24 @@ func NewClient(t Target) (*minio.Client, error) {
 // metadata. Objects larger than opts.PartSize are uploaded in parts. The
 // bucket must exist.
 func ToS3(ctx context.Context, s *store.Store, snapshotID, prefix string, dst Target, opts Options) (*Result, error) {
+	sel, err := Select(s, snapshotID, prefix, opts.Exact)
+	if err != nil {
+		return nil, err
+	}
+	return ToS3Selected(ctx, sel, dst, opts)
+}
+
+// ToS3Selected is ToS3 for a selection the caller counted already (the
+// worker reports the totals before the first object is written), so the
+// snapshot is not walked a second time to count it. opts.Exact is the
+// selection's.
+func ToS3Selected(ctx context.Context, sel *Selection, dst Target, opts Options) (*Result, error) {
 	o, err := opts.withDefaults(DefaultS3Parallel)
 	if err != nil {
 		return nil, err
 	}
 	if dst.Bucket == "" {
 		return nil, errors.New("restore: target bucket is empty")
-	}
-	sel, err := Select(s, snapshotID, prefix, o.Exact)
-	if err != nil {
-		return nil, err
 	}
 	cl, err := NewClient(dst)
 	if err != nil {
@@ -282,8 +290,8 @@ func ToS3(ctx context.Context, s *store.Store, snapshotID, prefix string, dst Ta
 	if !ok {
 		return nil, fmt.Errorf("restore: target %s has no bucket %q", dst.Endpoint, dst.Bucket)
 	}
-	o.Logger.Info("restore to S3", "snapshot", snapshotID, "objects", sel.Objects, "endpoint", dst.Endpoint, "bucket", dst.Bucket)
-	w := newS3Writer(s, cl, dst, o)
+	o.Logger.Info("restore to S3", "snapshot", sel.id, "objects", sel.Objects, "endpoint", dst.Endpoint, "bucket", dst.Bucket)
+	w := newS3Writer(sel.s, cl, dst, o)
 	defer w.Close()
 	n, b, err := runAll(ctx, sel, o, w.write)
 	res := &Result{Objects: n, Bytes: b, DeleteMarkers: sel.DeleteMarkers, SnapshotSource: sel.Manifest.Source}
