@@ -351,6 +351,29 @@ func (s *Store) walkObjects(r io.Reader, fn func(Object) error) (*Manifest, erro
 // with onObject set it hands each object to onObject, instead of
 // collecting objects.
 func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChunk func(ChunkID), onObject func(Object) error) (m *Manifest, st frameStats, err error) {
+	return s.walkFrames(r, partial, skipObjects, walkHooks{onChunk: onChunk, onObject: onObject})
+}
+
+// frameLoc is where an object frame lies in a manifest: the frame number
+// its AD carries, the offset of its header and its length with the header.
+type frameLoc struct {
+	seq uint64
+	off int64
+	n   int64
+}
+
+// walkHooks are what walkFrames hands decoded frames to; see
+// walkManifestFrames. With onFrame set (and onObject and onChunk nil) the
+// objects of each object frame go to onFrame, together with where the
+// frame lies, instead of being collected.
+type walkHooks struct {
+	onChunk  func(ChunkID)
+	onObject func(Object) error
+	onFrame  func(frameLoc, []Object) error
+}
+
+func (s *Store) walkFrames(r io.Reader, partial, skipObjects bool, h walkHooks) (m *Manifest, st frameStats, err error) {
+	onChunk, onObject := h.onChunk, h.onObject
 	fr, err := s.newFrameReader(r)
 	if err != nil {
 		return nil, st, err
@@ -402,6 +425,7 @@ func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChu
 			if err := s.codec.unmarshal(plain, &objs); err != nil {
 				return nil, st, fmt.Errorf("manifest objects: %w", err)
 			}
+			var frame []Object // with onFrame
 			for _, w := range objs {
 				o, err := fromWire(w)
 				if err != nil {
@@ -410,15 +434,23 @@ func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChu
 				if o.Size > math.MaxInt64-m.Bytes {
 					return nil, st, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
 				}
-				if onObject != nil {
+				switch {
+				case onObject != nil:
 					if err := onObject(o); err != nil {
 						return nil, st, err
 					}
-				} else {
+				case h.onFrame != nil:
+					frame = append(frame, o)
+				default:
 					m.Objects = append(m.Objects, o)
 				}
 				m.Count++
 				m.Bytes += o.Size
+			}
+			if h.onFrame != nil {
+				if err := h.onFrame(frameLoc{seq: fr.seq - 1, off: start, n: fr.off - start}, frame); err != nil {
+					return nil, st, err
+				}
 			}
 		case frameErrors:
 			if err := s.codec.unmarshal(plain, &m.Errors); err != nil {

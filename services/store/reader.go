@@ -113,22 +113,22 @@ func (s *Store) manifestSummary(f *os.File, size int64) (*Manifest, error) {
 }
 
 // openCommitted opens the manifest of committed snapshot id as hostile
-// input (regular file, no symlink, bounded); an ID that is not one, or no
-// such snapshot, is ErrNotFound.
-func (s *Store) openCommitted(id string) (*os.File, error) {
+// input (regular file, no symlink, bounded) and returns its size; an ID
+// that is not one, or no such snapshot, is ErrNotFound.
+func (s *Store) openCommitted(id string) (*os.File, int64, error) {
 	if !ValidSnapshotID(id) {
-		return nil, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
+		return nil, 0, fmt.Errorf("snapshot %q: %w", id, ErrNotFound)
 	}
-	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
+	f, size, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
+		return nil, 0, fmt.Errorf("snapshot %s: %w", id, ErrNotFound)
 	}
-	return f, err
+	return f, size, err
 }
 
 // ReadManifest reads a whole committed manifest.
 func (s *Store) ReadManifest(id string) (*Manifest, error) {
-	f, err := s.openCommitted(id)
+	f, _, err := s.openCommitted(id)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 // may see objects of a manifest that turns out damaged further on (the
 // error says so); an error from fn stops the walk and is returned as it is.
 func (s *Store) WalkObjects(id string, fn func(Object) error) (*Manifest, error) {
-	f, err := s.openCommitted(id)
+	f, _, err := s.openCommitted(id)
 	if err != nil {
 		return nil, err
 	}

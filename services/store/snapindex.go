@@ -1,0 +1,286 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+)
+
+// ErrNotSorted means a snapshot's objects are not recorded in key order
+// (format 1, or format 2 written before sorted snapshots), so it cannot be
+// indexed by IndexSnapshot; read it whole (ReadManifest, WalkCurrent).
+var ErrNotSorted = errors.New("snapshot is not sorted")
+
+// indexFrameCache is how many decoded object frames a SnapshotIndex keeps.
+const indexFrameCache = 2
+
+// SnapshotIndex reads a committed sorted snapshot by key without holding
+// its objects: it keeps where each object frame lies in the manifest and
+// the first and last key of its records, and decodes a frame only when a
+// lookup or an iterator reaches it. Every frame read is checked as a full
+// read checks it (header bounds, AES-GCM under the frame number, record
+// checks) and must match what the index pass saw.
+//
+// Limits: memory is O(frames), not O(objects): about 100 bytes plus the
+// frame's first and last key per object frame. A pull writes frames of
+// 1024 records or up to 4 MiB of records, so a million-object snapshot
+// takes about a thousand entries (under 1 MiB with S3 keys of up to 1 KiB);
+// a snapshot written one record per frame degenerates to one entry per
+// record. On top of that it keeps the last indexFrameCache decoded frames
+// (each up to 4 MiB of records, a few times that decoded) and each
+// iterator holds one decoded frame. The manifest is reopened (as hostile
+// input, like every committed manifest) for each frame decoded, so an
+// index holds no file open and needs no Close. Building the index reads and
+// authenticates the whole manifest once. Safe for concurrent use; an
+// iterator is not.
+type SnapshotIndex struct {
+	s      *Store
+	id     string
+	head   *Manifest // summary, Objects empty
+	size   int64     // manifest size when indexed
+	v1     bool
+	frames []indexFrame
+	live   int64
+
+	mu    sync.Mutex
+	cache []decodedFrame // most recently used first
+}
+
+// indexFrame is one object frame of an indexed manifest that holds records.
+type indexFrame struct {
+	loc         frameLoc
+	count       int
+	first, last []byte
+}
+
+type decodedFrame struct {
+	i    int
+	objs []Object
+}
+
+// IndexSnapshot indexes committed sorted snapshot id in one streaming pass
+// over its manifest. A snapshot that is not sorted is ErrNotSorted.
+func (s *Store) IndexSnapshot(id string) (*SnapshotIndex, error) {
+	head, err := s.SnapshotHead(id)
+	if err != nil {
+		return nil, err
+	}
+	if !head.Sorted {
+		return nil, fmt.Errorf("snapshot %s: %w", id, ErrNotSorted)
+	}
+	f, size, err := s.openCommitted(id)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	x := &SnapshotIndex{s: s, id: id, size: size}
+	var prev []byte
+	recorded := false
+	m, st, err := s.walkFrames(f, false, false, walkHooks{onFrame: func(loc frameLoc, objs []Object) error {
+		if len(objs) == 0 {
+			return nil
+		}
+		for _, o := range objs {
+			c := 1
+			if recorded {
+				c = bytes.Compare(o.Key, prev)
+			}
+			if c < 0 {
+				return fmt.Errorf("sorted manifest records %q after %q: %w", o.Key, prev, ErrCorrupt)
+			}
+			if c > 0 && !o.DeleteMarker {
+				x.live++
+			}
+			prev, recorded = append(prev[:0], o.Key...), true
+		}
+		x.frames = append(x.frames, indexFrame{loc: loc, count: len(objs),
+			first: bytes.Clone(objs[0].Key), last: bytes.Clone(objs[len(objs)-1].Key)})
+		return nil
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	if m.ID != id {
+		return nil, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
+	}
+	if !m.Sorted {
+		return nil, fmt.Errorf("manifest %s: its head said sorted, its full read not: %w", id, ErrCorrupt)
+	}
+	x.head, x.v1 = m, st.v1
+	return x, nil
+}
+
+// Summary returns the snapshot's summary (Objects empty); do not modify it.
+func (x *SnapshotIndex) Summary() *Manifest { return x.head }
+
+// Live returns how many keys have a current record that is not a delete
+// marker.
+func (x *SnapshotIndex) Live() int64 { return x.live }
+
+// frameFor returns the first frame whose last key is at least key: the
+// frame that holds the first record at or after key.
+func (x *SnapshotIndex) frameFor(key []byte) int {
+	return sort.Search(len(x.frames), func(i int) bool { return bytes.Compare(x.frames[i].last, key) >= 0 })
+}
+
+// Find returns the current record of key (the first, in a sorted
+// snapshot; it may be a delete marker) and whether the snapshot records
+// key. It decodes at most one frame. The record shares memory with the
+// index's cache: do not modify it.
+func (x *SnapshotIndex) Find(key []byte) (Object, bool, error) {
+	i := x.frameFor(key)
+	if i == len(x.frames) {
+		return Object{}, false, nil
+	}
+	objs, err := x.frame(i)
+	if err != nil {
+		return Object{}, false, err
+	}
+	j := searchObjects(objs, key)
+	if j < len(objs) && bytes.Equal(objs[j].Key, key) {
+		return objs[j], true, nil
+	}
+	return Object{}, false, nil
+}
+
+// searchObjects returns the index of the first record at or after key.
+func searchObjects(objs []Object, key []byte) int {
+	return sort.Search(len(objs), func(j int) bool { return bytes.Compare(objs[j].Key, key) >= 0 })
+}
+
+// frame returns the records of frame i, from the cache or decoded.
+func (x *SnapshotIndex) frame(i int) ([]Object, error) {
+	x.mu.Lock()
+	for n, c := range x.cache {
+		if c.i == i {
+			copy(x.cache[1:n+1], x.cache[:n])
+			x.cache[0] = c
+			x.mu.Unlock()
+			return c.objs, nil
+		}
+	}
+	x.mu.Unlock()
+	objs, err := x.readFrame(i)
+	if err != nil {
+		return nil, err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.cache) < indexFrameCache {
+		x.cache = append(x.cache, decodedFrame{})
+	}
+	copy(x.cache[1:], x.cache[:len(x.cache)-1])
+	x.cache[0] = decodedFrame{i: i, objs: objs}
+	return objs, nil
+}
+
+// readFrame reads and checks frame i from the manifest, as walkFrames
+// does, and checks that it holds what the index pass saw.
+func (x *SnapshotIndex) readFrame(i int) ([]Object, error) {
+	e := x.frames[i]
+	f, size, err := x.s.openCommitted(x.id)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if size != x.size {
+		return nil, fmt.Errorf("manifest %s changed since it was indexed (%d bytes, then %d): %w", x.id, size, x.size, ErrCorrupt)
+	}
+	fr := &frameReader{s: x.s, r: bufio.NewReaderSize(io.NewSectionReader(f, e.loc.off, e.loc.n), 64<<10),
+		id: x.id, seq: e.loc.seq, v1: x.v1, off: e.loc.off}
+	kind, plain, err := fr.next()
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", x.id, err)
+	}
+	if kind != frameObjects || fr.off != e.loc.off+e.loc.n {
+		return nil, fmt.Errorf("manifest %s frame %d: not the object frame indexed: %w", x.id, e.loc.seq, ErrCorrupt)
+	}
+	var ws []wireObject
+	if err := x.s.codec.unmarshal(plain, &ws); err != nil {
+		return nil, fmt.Errorf("manifest %s objects: %w", x.id, err)
+	}
+	objs := make([]Object, len(ws))
+	for j, w := range ws {
+		if objs[j], err = fromWire(w); err != nil {
+			return nil, fmt.Errorf("manifest %s: %w", x.id, err)
+		}
+	}
+	if len(objs) != e.count || !bytes.Equal(objs[0].Key, e.first) || !bytes.Equal(objs[len(objs)-1].Key, e.last) {
+		return nil, fmt.Errorf("manifest %s frame %d: not the records indexed: %w", x.id, e.loc.seq, ErrCorrupt)
+	}
+	return objs, nil
+}
+
+// SnapshotIter walks the current records of an indexed snapshot in key
+// order, one decoded frame at a time. Not safe for concurrent use.
+type SnapshotIter struct {
+	x       *SnapshotIndex
+	fi      int      // frame
+	objs    []Object // its records, nil until read
+	pos     int      // next record in objs
+	seekKey []byte   // with seeking: where to start in frame fi once read
+	seeking bool
+	prev    []byte // key of the record last returned
+	started bool
+	err     error
+}
+
+// Seek returns an iterator over the current records (delete markers
+// included) whose keys are at least key, in key order.
+func (x *SnapshotIndex) Seek(key []byte) *SnapshotIter {
+	it := &SnapshotIter{x: x}
+	it.Seek(key)
+	return it
+}
+
+// Seek moves the iterator to the first key at least key (before or after
+// where it is). Within the frame it holds it decodes nothing.
+func (it *SnapshotIter) Seek(key []byte) {
+	i := it.x.frameFor(key)
+	if it.objs != nil && i == it.fi {
+		it.pos = searchObjects(it.objs, key)
+	} else {
+		it.fi, it.objs, it.pos = i, nil, 0
+		it.seekKey, it.seeking = append(it.seekKey[:0], key...), true
+	}
+	it.started = false
+}
+
+// Next returns the next current record; false at the end or on an error
+// (see Err). The record shares memory with the index's cache: do not
+// modify it.
+func (it *SnapshotIter) Next() (Object, bool) {
+	for it.err == nil && it.fi < len(it.x.frames) {
+		if it.objs == nil {
+			objs, err := it.x.frame(it.fi)
+			if err != nil {
+				it.err = err
+				return Object{}, false
+			}
+			it.objs, it.pos = objs, 0
+			if it.seeking {
+				it.pos = searchObjects(objs, it.seekKey)
+				it.seeking = false
+			}
+		}
+		if it.pos >= len(it.objs) {
+			it.fi, it.objs = it.fi+1, nil
+			continue
+		}
+		o := it.objs[it.pos]
+		it.pos++
+		if it.started && bytes.Equal(o.Key, it.prev) {
+			continue // an older version: the first record is current
+		}
+		it.prev, it.started = append(it.prev[:0], o.Key...), true
+		return o, true
+	}
+	return Object{}, false
+}
+
+// Err returns the error that ended the iteration, if any.
+func (it *SnapshotIter) Err() error { return it.err }

@@ -1,0 +1,282 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+	"time"
+)
+
+// indexFixture commits a sorted snapshot of about 3,300 records that the
+// store writes in frames of 1024 records (records whose chunks are all
+// stored go to the journal 1024 at a time), with versioned keys, delete
+// markers, and keys whose versions straddle frame boundaries. It returns
+// the snapshot's ID and every key it records, sorted.
+func indexFixture(t *testing.T, s *Store) (string, [][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	sn, err := s.Begin(ctx, BeginOptions{Source: "body"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := sn.Put(ctx, ObjectInfo{Key: []byte("x")}, bytes.NewReader([]byte("content")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Commit(ctx, CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sn, err = s.Begin(ctx, BeginOptions{Source: "idx", Sorted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys [][]byte
+	n := 0
+	put := func(key []byte, version string, del bool) {
+		o := body
+		o.Key, o.VersionID, o.DeleteMarker = key, version, del
+		if del {
+			o.Chunks, o.Size = nil, 0
+		}
+		if err := sn.PutExisting(o); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	for i := 0; n < 3300; i++ {
+		key := fmt.Appendf(nil, "k/%05d", i)
+		if i == 0 {
+			key = []byte{} // the empty key sorts first
+		}
+		keys = append(keys, key)
+		versions := 1
+		switch {
+		case n >= 1022 && n <= 1024, n >= 2046 && n <= 2047:
+			versions = 3 // straddles the boundary after record 1024 or 2048
+		case i%7 == 3:
+			versions = 2
+		}
+		for v := range versions {
+			put(key, fmt.Sprintf("%d.%d", i, v), i%5 == 1 && v == 0 || i%11 == 2 && v == 1)
+		}
+	}
+	m, err := sn.Commit(ctx, CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.ID, keys
+}
+
+// currentRecords returns the current record of every key of snapshot id as
+// WalkCurrent (restore, cat) sees them.
+func currentRecords(t *testing.T, s *Store, id string) []Object {
+	t.Helper()
+	var cur []Object
+	if _, err := s.WalkCurrent(id, nil, func(o Object) error { cur = append(cur, o); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return cur
+}
+
+func recordName(o Object) string {
+	return fmt.Sprintf("%q@%s del=%v", o.Key, o.VersionID, o.DeleteMarker)
+}
+
+// TestSnapshotIndexFind: Find returns the current record WalkCurrent hands
+// over for every key (versioned, deleted, on either side of a frame
+// boundary), nothing for keys the snapshot lacks, and decodes at most one
+// frame per lookup.
+func TestSnapshotIndexFind(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	id, keys := indexFixture(t, s)
+	x, err := s.IndexSnapshot(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x.frames) < 3 {
+		t.Fatalf("%d object frames; the test needs several", len(x.frames))
+	}
+	straddles := 0
+	for i := 1; i < len(x.frames); i++ {
+		if bytes.Equal(x.frames[i-1].last, x.frames[i].first) {
+			straddles++
+		}
+	}
+	if straddles < 2 {
+		t.Fatalf("%d keys straddle a frame boundary; the test needs 2", straddles)
+	}
+	cur := currentRecords(t, s, id)
+	if len(cur) != len(keys) {
+		t.Fatalf("%d current records of %d keys", len(cur), len(keys))
+	}
+	var live int64
+	for _, o := range cur {
+		if !o.DeleteMarker {
+			live++
+		}
+	}
+	if x.Live() != live || x.Summary().Count != 3300 || !x.Summary().Sorted {
+		t.Errorf("live %d (want %d), summary %+v", x.Live(), live, x.Summary())
+	}
+	for _, want := range cur {
+		got, ok, err := x.Find(want.Key)
+		if err != nil || !ok || recordName(got) != recordName(want) {
+			t.Fatalf("Find(%q) = %s, %v, %v; want %s", want.Key, recordName(got), ok, err, recordName(want))
+		}
+	}
+	for _, k := range []string{"\x00", "a", "k/", "k/00000", "k/00001\x00", "k/0100", "k/99999", "l", "\xff"} {
+		if o, ok, err := x.Find([]byte(k)); ok || err != nil {
+			t.Errorf("Find(%q) = %s, %v, %v; want absent", k, recordName(o), ok, err)
+		}
+	}
+	// Lookups in key order decode each frame once.
+	reads := 0
+	x2, err := s.IndexSnapshot(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range cur {
+		before := x2.cachedFrames()
+		if _, _, err := x2.Find(o.Key); err != nil {
+			t.Fatal(err)
+		}
+		if x2.cachedFrames() != before {
+			reads++
+		}
+	}
+	if reads > len(x2.frames) {
+		t.Errorf("%d frames decoded for %d lookups in key order over %d frames", reads, len(cur), len(x2.frames))
+	}
+
+	if _, err := s.IndexSnapshot("20260101T000000Z-00000000"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("index of a missing snapshot: %v", err)
+	}
+	un := putObjects(t, s, "unsorted", time.Time{}, map[string][]byte{"a": []byte("a")})
+	if _, err := s.IndexSnapshot(un.ID); !errors.Is(err, ErrNotSorted) {
+		t.Errorf("index of an unsorted snapshot: %v, want ErrNotSorted", err)
+	}
+}
+
+// cachedFrames lists the decoded frames cached, for tests.
+func (x *SnapshotIndex) cachedFrames() string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var ids []int
+	for _, c := range x.cache {
+		ids = append(ids, c.i)
+	}
+	return fmt.Sprint(ids)
+}
+
+// TestSnapshotIndexSeek: an iterator started at any key, or between keys,
+// hands over the current records from there in order, and one moved with
+// Seek (forwards and back, within its frame or not) does too.
+func TestSnapshotIndexSeek(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	id, _ := indexFixture(t, s)
+	x, err := s.IndexSnapshot(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := currentRecords(t, s, id)
+	names := make([]string, len(cur))
+	for i, o := range cur {
+		names[i] = recordName(o)
+	}
+	take := func(it *SnapshotIter, n int) []string {
+		var out []string
+		for len(out) < n {
+			o, ok := it.Next()
+			if !ok {
+				break
+			}
+			out = append(out, recordName(o))
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	check := func(desc string, got []string, from, n int) {
+		t.Helper()
+		want := names[from:min(from+n, len(names))]
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: got %q, want %q", desc, got, want)
+		}
+	}
+	// From every key, and from just after it (between keys).
+	for i, o := range cur {
+		check(fmt.Sprintf("seek %q", o.Key), take(x.Seek(o.Key), 4), i, 4)
+		after := append(slices.Clip(o.Key), 0)
+		check(fmt.Sprintf("seek %q", after), take(x.Seek(after), 4), i+1, 4)
+	}
+	// The whole walk, from the start and from a few places.
+	for _, from := range []int{0, 1, 1000, len(cur) / 2, len(cur) - 1} {
+		check(fmt.Sprintf("walk from %d", from), take(x.Seek(cur[from].Key), len(cur)), from, len(cur))
+	}
+	check("seek past the end", take(x.Seek([]byte("\xff")), 10), len(cur), 10)
+	// One iterator moved around.
+	it := x.Seek(nil)
+	pos := 0
+	for _, to := range []int{5, 6, 3, 900, 1200, 20, len(cur) - 2, 1, len(cur) / 3} {
+		check(fmt.Sprintf("from %d", pos), take(it, 3), pos, 3)
+		it.Seek(cur[to].Key)
+		pos = to
+	}
+	check(fmt.Sprintf("from %d", pos), take(it, len(cur)), pos, len(cur))
+}
+
+// TestSnapshotIndexRefusesDamage: a flipped bit in an object frame fails
+// the index pass; one made after the index was built fails the lookup and
+// the iterator that read that frame, not the others.
+func TestSnapshotIndexRefusesDamage(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	id, _ := indexFixture(t, s)
+	x, err := s.IndexSnapshot(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.path(snapshotsDir, id+".snap")
+	good, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := slices.Clone(good)
+	f := x.frames[1]
+	bad[f.loc.off+f.loc.n/2] ^= 1
+	unsealAll(t, s.Dir())
+	if err := os.WriteFile(p, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.IndexSnapshot(id); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("index of a damaged manifest: %v, want ErrCorrupt", err)
+	}
+	if _, ok, err := x.Find(x.frames[1].last); !errors.Is(err, ErrCorrupt) || ok {
+		t.Errorf("Find in the damaged frame: %v, %v; want ErrCorrupt", ok, err)
+	}
+	if _, ok, err := x.Find(x.frames[0].first); err != nil || !ok {
+		t.Errorf("Find in a good frame: %v, %v", ok, err)
+	}
+	it := x.Seek(x.frames[0].first)
+	n := 0
+	for _, ok := it.Next(); ok; _, ok = it.Next() {
+		n++
+	}
+	if !errors.Is(it.Err(), ErrCorrupt) || n == 0 || n > x.frames[0].count {
+		t.Errorf("iterator over the damaged frame: %d records, then %v", n, it.Err())
+	}
+	// A manifest of another size than the one indexed is refused.
+	if err := os.WriteFile(p, append(slices.Clone(good), 0), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	x.mu.Lock()
+	x.cache = nil
+	x.mu.Unlock()
+	if _, _, err := x.Find(x.frames[0].first); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Find in a grown manifest: %v, want ErrCorrupt", err)
+	}
+}
