@@ -1,6 +1,7 @@
 // Package storetest gives tests of any package a directory where a Holdfast
 // store can live: on a filesystem with inode flags, removable afterwards
-// even though the store sealed its files. It is for tests only.
+// even though the store sealed its files; and a sampler of peak heap use
+// for memory tests. It is for tests only.
 //
 // Limits: needs root (CAP_LINUX_IMMUTABLE) and a filesystem under TMPDIR
 // that supports FS_IOC_SETFLAGS (ext4, xfs, btrfs); it fails the test, never
