@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -196,33 +197,116 @@ func (c *catalog) load(ctx context.Context) (*generation, error) {
 	return g, nil
 }
 
-// view is the live objects of one snapshot, sorted by key: for each key
-// its newest record (latest modification time; among equal times the one
-// recorded last), left out when that record is a delete marker.
+// contents is how listings and GETs read one snapshot: its live keys in
+// byte order, each with its current record (the store's rule, as restore
+// and cat use it: in a sorted snapshot a key's first record, in another
+// its last); a key whose current record is a delete marker is absent.
+type contents interface {
+	// find returns the current record of key k.
+	find(k string) (*store.Object, bool, error)
+	// iter returns an iterator over the keys at least from.
+	iter(from string) keyIter
+	// empty reports whether the snapshot has no live key.
+	empty() bool
+}
+
+// keyIter walks the live keys of a snapshot in byte order.
+type keyIter interface {
+	// next returns the next key and its current record; false at the
+	// end or on an error (see err).
+	next() (string, *store.Object, bool)
+	// seek moves to the first key at least from.
+	seek(from string)
+	err() error
+}
+
+// sortedContents serves a sorted snapshot through the store's index of
+// its manifest: memory is O(manifest frames), not O(objects)
+// (store.SnapshotIndex says what it holds).
+type sortedContents struct{ x *store.SnapshotIndex }
+
+func (c sortedContents) find(k string) (*store.Object, bool, error) {
+	o, ok, err := c.x.Find([]byte(k))
+	if err != nil || !ok || o.DeleteMarker {
+		return nil, false, err
+	}
+	return &o, true, nil
+}
+
+func (c sortedContents) iter(from string) keyIter { return &sortedIter{it: c.x.Seek([]byte(from))} }
+
+func (c sortedContents) empty() bool { return c.x.Live() == 0 }
+
+type sortedIter struct{ it *store.SnapshotIter }
+
+func (s *sortedIter) next() (string, *store.Object, bool) {
+	for {
+		o, ok := s.it.Next()
+		if !ok {
+			return "", nil, false
+		}
+		if !o.DeleteMarker {
+			return string(o.Key), &o, true
+		}
+	}
+}
+
+func (s *sortedIter) seek(from string) { s.it.Seek([]byte(from)) }
+func (s *sortedIter) err() error       { return s.it.Err() }
+
+// view is the live objects of a snapshot that is not sorted (written
+// before sorted snapshots), held in memory (O(objects)) and sorted by key:
+// for each key its last record, left out when that is a delete marker.
 type view struct {
 	keys []string
 	objs []store.Object
 }
 
-// find returns the object with key k.
-func (v *view) find(k string) (*store.Object, bool) {
+func (v *view) find(k string) (*store.Object, bool, error) {
 	i := sort.SearchStrings(v.keys, k)
 	if i < len(v.keys) && v.keys[i] == k {
-		return &v.objs[i], true
+		return &v.objs[i], true, nil
 	}
-	return nil, false
+	return nil, false, nil
 }
 
+func (v *view) iter(from string) keyIter {
+	it := &viewIter{v: v}
+	it.seek(from)
+	return it
+}
+
+func (v *view) empty() bool { return len(v.keys) == 0 }
+
+type viewIter struct {
+	v *view
+	i int
+}
+
+func (it *viewIter) next() (string, *store.Object, bool) {
+	if it.i >= len(it.v.keys) {
+		return "", nil, false
+	}
+	it.i++
+	return it.v.keys[it.i-1], &it.v.objs[it.i-1], true
+}
+
+func (it *viewIter) seek(from string) { it.i = sort.SearchStrings(it.v.keys, from) }
+func (it *viewIter) err() error       { return nil }
+
+// newView builds the view of a manifest read whole, current records by
+// the store's rule (store.WalkCurrent): the first record of a key in a
+// sorted snapshot, the last in another.
 func newView(m *store.Manifest) *view {
-	best := make(map[string]int, len(m.Objects))
+	cur := make(map[string]int, len(m.Objects))
 	for i, o := range m.Objects {
 		k := string(o.Key)
-		if j, ok := best[k]; !ok || !o.ModTime.Before(m.Objects[j].ModTime) {
-			best[k] = i
+		if _, seen := cur[k]; !seen || !m.Sorted {
+			cur[k] = i
 		}
 	}
-	v := &view{keys: make([]string, 0, len(best))}
-	for k, i := range best {
+	v := &view{keys: make([]string, 0, len(cur))}
+	for k, i := range cur {
 		if !m.Objects[i].DeleteMarker {
 			v.keys = append(v.keys, k)
 		}
@@ -230,13 +314,14 @@ func newView(m *store.Manifest) *view {
 	sort.Strings(v.keys)
 	v.objs = make([]store.Object, len(v.keys))
 	for i, k := range v.keys {
-		v.objs[i] = m.Objects[best[k]]
+		v.objs[i] = m.Objects[cur[k]]
 	}
 	return v
 }
 
-// viewCache keeps the views of the most recently used snapshots. Manifests
-// never change, so a view stays valid for as long as its snapshot exists.
+// viewCache keeps the contents of the most recently used snapshots: the
+// index of a sorted one, the view of another. Manifests never change, so
+// an entry stays valid for as long as its snapshot exists.
 type viewCache struct {
 	max int
 
@@ -247,7 +332,7 @@ type viewCache struct {
 
 type viewEntry struct {
 	ready chan struct{}
-	v     *view
+	v     contents
 	err   error
 }
 
@@ -255,8 +340,8 @@ func newViewCache(max int) *viewCache {
 	return &viewCache{max: max, entries: map[string]*viewEntry{}}
 }
 
-// peek returns the view of id if it is cached and loaded.
-func (vc *viewCache) peek(id string) (*view, bool) {
+// peek returns the contents of id if they are cached and loaded.
+func (vc *viewCache) peek(id string) (contents, bool) {
 	vc.mu.Lock()
 	e, ok := vc.entries[id]
 	vc.mu.Unlock()
@@ -271,10 +356,10 @@ func (vc *viewCache) peek(id string) (*view, bool) {
 	}
 }
 
-// get returns the view of snapshot id, reading its manifest from st when
-// it is not cached. Concurrent callers for the same snapshot share one
-// read.
-func (vc *viewCache) get(ctx context.Context, st *store.Store, id string) (*view, error) {
+// get returns the contents of snapshot id, reading its manifest from st
+// when they are not cached: a sorted snapshot is indexed, another read
+// whole. Concurrent callers for the same snapshot share one read.
+func (vc *viewCache) get(ctx context.Context, st *store.Store, id string) (contents, error) {
 	vc.mu.Lock()
 	e, ok := vc.entries[id]
 	if ok {
@@ -296,12 +381,7 @@ func (vc *viewCache) get(ctx context.Context, st *store.Store, id string) (*view
 	}
 	vc.mu.Unlock()
 
-	m, err := st.ReadManifest(id)
-	if err != nil {
-		e.err = fmt.Errorf("read manifest of snapshot %s: %w", id, err)
-	} else {
-		e.v = newView(m)
-	}
+	e.v, e.err = readContents(st, id)
 	close(e.ready)
 	if e.err != nil {
 		vc.mu.Lock()
@@ -312,6 +392,23 @@ func (vc *viewCache) get(ctx context.Context, st *store.Store, id string) (*view
 		vc.mu.Unlock()
 	}
 	return e.v, e.err
+}
+
+// readContents indexes snapshot id when it is sorted and reads it whole
+// into a view when not.
+func readContents(st *store.Store, id string) (contents, error) {
+	x, err := st.IndexSnapshot(id)
+	if err == nil {
+		return sortedContents{x}, nil
+	}
+	if !errors.Is(err, store.ErrNotSorted) {
+		return nil, fmt.Errorf("index manifest of snapshot %s: %w", id, err)
+	}
+	m, err := st.ReadManifest(id)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest of snapshot %s: %w", id, err)
+	}
+	return newView(m), nil
 }
 
 // touch moves id to the most recently used end; vc.mu is held.

@@ -33,9 +33,10 @@
 //	| bucket creation date   | start of the source's oldest snapshot                  |
 //	| key ID/               | "folder" of snapshot ID (25 characters,                |
 //	|                        | YYYYMMDDTHHMMSSZ-xxxxxxxx), complete or not            |
-//	| key ID/K               | object K of snapshot ID: the newest record of K        |
-//	|                        | (latest modification time, then last recorded); absent |
-//	|                        | when that record is a delete marker                    |
+//	| key ID/K               | object K of snapshot ID: K's current record, as        |
+//	|                        | restore writes it (sorted snapshot: the first record   |
+//	|                        | of K, newest version; older store: the last recorded); |
+//	|                        | absent when that record is a delete marker             |
 //	| key latest/K           | object K of the source's newest complete snapshot      |
 //	|                        | (by start time); latest/ is absent when there is none  |
 //	| key order              | byte order: ID/... by ID, then latest/...              |
@@ -83,9 +84,14 @@
 // clients (minio-go); source names that cannot be a URL path segment
 // (possible with `holdfast store put --source`) are not exported; a
 // bucket's top-level listing shows an ID/ for a snapshot whose every key
-// is a delete marker until its manifest was read once; the object lists of
-// the CachedSnapshots most recently used snapshots are kept in memory
-// (O(objects) each); at most MaxStreams object bodies are read at once,
+// is a delete marker until its manifest was read once; of the
+// CachedSnapshots most recently used snapshots, a sorted one (every pull
+// since sorted snapshots) is kept as an index of its manifest's frames
+// (O(frames): about a thousand entries for a million objects, plus up to
+// two decoded frames of 4 MiB of records), any other as its whole object
+// list (O(objects): snapshots of stores written before sorted snapshots);
+// a GET or listing in a sorted snapshot decodes the manifest frame that
+// holds its key; at most MaxStreams object bodies are read at once,
 // each holding one chunk (up to 8 MiB) in memory; there is no rate limit
 // on requests or on failed signatures (each is logged); chunk sizes are not
 // in the store's public API, so a Range GET far into an object reads (and

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -112,16 +113,38 @@ var hostileKeys = []string{
 	strings.Repeat("long/", 10) + strings.Repeat("k", 900), // 950 bytes
 }
 
-// addSnapshot commits objs as one snapshot of source.
+// addSnapshot commits objs as one snapshot of source, not sorted (as
+// stores written before sorted snapshots hold them).
 func (f *fixture) addSnapshot(t testing.TB, s *store.Store, source string, objs []obj, incomplete bool) snap {
 	t.Helper()
+	return f.add(t, s, source, objs, incomplete, false)
+}
+
+// addSorted commits objs, stably sorted by key, as one sorted snapshot
+// of source (as a pull writes them).
+func (f *fixture) addSorted(t testing.TB, s *store.Store, source string, objs []obj, incomplete bool) snap {
+	t.Helper()
+	objs = slices.Clone(objs)
+	for i := range objs {
+		if objs[i].mod.IsZero() {
+			objs[i].mod = baseTime.Add(time.Duration(i) * time.Second) // as given, not as sorted
+		}
+	}
+	slices.SortStableFunc(objs, func(a, b obj) int { return strings.Compare(a.key, b.key) })
+	return f.add(t, s, source, objs, incomplete, true)
+}
+
+// add commits objs; the export serves each key's current record by the
+// store's rule: the first in a sorted snapshot, the last in another.
+func (f *fixture) add(t testing.TB, s *store.Store, source string, objs []obj, incomplete, sorted bool) snap {
+	t.Helper()
 	ctx := context.Background()
-	sn, err := s.Begin(ctx, store.BeginOptions{Source: source})
+	sn, err := s.Begin(ctx, store.BeginOptions{Source: source, Sorted: sorted})
 	if err != nil {
 		t.Fatal(err)
 	}
 	live := map[string]obj{}
-	newest := map[string]time.Time{}
+	seen := map[string]bool{}
 	for i, o := range objs {
 		if o.mod.IsZero() {
 			o.mod = baseTime.Add(time.Duration(i) * time.Second)
@@ -148,8 +171,8 @@ func (f *fixture) addSnapshot(t testing.TB, s *store.Store, source string, objs 
 				t.Fatalf("put %q: %v", o.key, err)
 			}
 		}
-		if prev, ok := newest[o.key]; !ok || !o.mod.Before(prev) {
-			newest[o.key] = o.mod
+		if !seen[o.key] || !sorted {
+			seen[o.key] = true
 			if o.deleted {
 				delete(live, o.key)
 			} else {
@@ -169,10 +192,12 @@ func (f *fixture) addSnapshot(t testing.TB, s *store.Store, source string, objs 
 // newFixture builds the store every export test serves:
 //
 //	docs  snapshot 1: hostile keys, content types, metadata, versions,
-//	                  a delete marker, keys XML cannot carry, a 20 MiB object
-//	docs  snapshot 2: a subset, changed content  <- latest/ (newest complete)
+//	                  a delete marker, keys XML cannot carry, a 20 MiB
+//	                  object; not sorted (an older store's)
+//	docs  snapshot 2: a subset, changed content, sorted, with a version
+//	                  and a delete marker    <- latest/ (newest complete)
 //	docs  snapshot 3: incomplete                  (not latest)
-//	mail  snapshot 1: file-system-safe keys for rclone
+//	mail  snapshot 1: file-system-safe keys for rclone, sorted
 //	"bad name" snapshot: a source that cannot be a bucket
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
@@ -207,12 +232,17 @@ func newFixture(t testing.TB) *fixture {
 		{key: "plain.txt", data: []byte("hello again, export\n"), contentType: "text/plain", meta: map[string]string{"owner": "bob"}, md5: true},
 		{key: "big.bin", data: randBytes(3, 9<<20+7), sha256: true},
 		{key: "empty", data: []byte{}},
+		// A pull records a key's versions newest first: the first is current.
+		{key: "versioned", data: []byte("newest version, recorded first"), mod: baseTime.Add(2 * time.Hour)},
+		{key: "versioned", data: []byte("older version"), mod: baseTime.Add(time.Hour)},
+		{key: "gone", deleted: true, mod: baseTime.Add(time.Hour)},
+		{key: "gone", data: []byte("deleted since")},
 	}
 	for i, k := range hostileKeys {
 		second = append(second, obj{key: k, data: randBytes(uint64(200+i), 500+i), md5: i%3 == 0, sha256: i%3 == 1,
 			contentType: []string{"", "image/png", "text/x-odd"}[i%3], meta: map[string]string{"index": fmt.Sprint(i)}})
 	}
-	f.addSnapshot(t, s, "docs", second, false)
+	f.addSorted(t, s, "docs", second, false)
 	f.addSnapshot(t, s, "docs", []obj{{key: "partial", data: []byte("from a pull that failed")}}, true)
 
 	mail := []obj{
@@ -224,7 +254,7 @@ func newFixture(t testing.TB) *fixture {
 		{key: "a/b/c/d/e/f/g/deep.txt", data: []byte("deep")},
 		{key: strings.Repeat("n", 200) + "/" + strings.Repeat("m", 200), data: []byte("long names")},
 	}
-	f.addSnapshot(t, s, "mail", mail, false)
+	f.addSorted(t, s, "mail", mail, false)
 	f.addSnapshot(t, s, "bad name", []obj{{key: "x", data: []byte("x")}}, false)
 	return f
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -64,16 +63,17 @@ type listResult struct {
 	next      string // marker of the next page when truncated
 }
 
-// viewSource gives listings the view of a snapshot.
+// viewSource gives listings the contents of a snapshot.
 type viewSource interface {
-	view(ctx context.Context, id string) (*view, error)
-	cachedView(id string) (*view, bool)
+	view(ctx context.Context, id string) (contents, error)
+	cachedView(id string) (contents, bool)
 }
 
 // list walks the segments in key order and returns up to p.maxKeys keys
 // and common prefixes. A snapshot whose keys all roll up into one common
 // prefix (the usual "delimiter /" listing of a bucket's top level) is not
-// read at all.
+// read at all; within a snapshot the keys that roll up into a common
+// prefix are skipped by seeking past them, not read one by one.
 func list(ctx context.Context, vs viewSource, segs []segment, started map[string]time.Time, p listParams) (listResult, error) {
 	var res listResult
 	limit := p.maxKeys + 1 // one more, to know whether the listing is truncated
@@ -94,7 +94,7 @@ func list(ctx context.Context, vs viewSource, segs []segment, started map[string
 		if p.delimiter != "" && len(p.prefix) <= len(sg.name) {
 			if i := strings.Index(sg.name[len(p.prefix):], p.delimiter); i >= 0 {
 				cp := sg.name[:len(p.prefix)+i+len(p.delimiter)]
-				if v, ok := vs.cachedView(sg.id); ok && len(v.keys) == 0 {
+				if v, ok := vs.cachedView(sg.id); ok && v.empty() {
 					continue
 				}
 				if cp > p.marker && (len(res.items) == 0 || res.items[len(res.items)-1].key != cp) {
@@ -109,16 +109,21 @@ func list(ctx context.Context, vs viewSource, segs []segment, started map[string
 		if err != nil {
 			return listResult{}, err
 		}
-		lo := 0
+		from := ""
 		if len(p.prefix) > len(sg.name) {
-			lo = sort.SearchStrings(v.keys, p.prefix[len(sg.name):])
+			from = p.prefix[len(sg.name):]
 		}
-		if rest, ok := strings.CutPrefix(p.marker, sg.name); ok {
-			lo = max(lo, sort.Search(len(v.keys), func(i int) bool { return v.keys[i] > rest }))
+		if rest, ok := strings.CutPrefix(p.marker, sg.name); ok && rest+"\x00" > from {
+			from = rest + "\x00" // the first key after the marker
 		}
+		it := v.iter(from)
 		full := false
-		for i := lo; i < len(v.keys); {
-			k := sg.name + v.keys[i]
+		for {
+			rel, o, ok := it.next()
+			if !ok {
+				break
+			}
+			k := sg.name + rel
 			if !strings.HasPrefix(k, p.prefix) {
 				break
 			}
@@ -131,17 +136,20 @@ func list(ctx context.Context, vs viewSource, segs []segment, started map[string
 						}
 					}
 					// Skip the rest of the keys that roll up into cp.
-					rel := cp[len(sg.name):]
-					i = sort.Search(len(v.keys), func(x int) bool {
-						return v.keys[x] > rel && !strings.HasPrefix(v.keys[x], rel)
-					})
+					end, ok := prefixEnd(cp[len(sg.name):])
+					if !ok {
+						break
+					}
+					it.seek(end)
 					continue
 				}
 			}
-			if full = add(listItem{key: k, obj: &v.objs[i], snapped: started[sg.id]}); full {
+			if full = add(listItem{key: k, obj: o, snapped: started[sg.id]}); full {
 				break
 			}
-			i++
+		}
+		if err := it.err(); err != nil {
+			return listResult{}, err
 		}
 		if full {
 			break
@@ -156,6 +164,19 @@ func list(ctx context.Context, vs viewSource, segs []segment, started map[string
 		}
 	}
 	return res, nil
+}
+
+// prefixEnd returns the smallest key that sorts after every key starting
+// with p; false when there is none (p is empty or all 0xff bytes).
+func prefixEnd(p string) (string, bool) {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
 }
 
 // xmlSafe reports whether s can be written in XML 1.0 exactly: valid

@@ -18,7 +18,7 @@ type fakeViews struct {
 	reads map[string]int
 }
 
-func (f *fakeViews) view(_ context.Context, id string) (*view, error) {
+func (f *fakeViews) view(_ context.Context, id string) (contents, error) {
 	f.reads[id]++
 	v, ok := f.views[id]
 	if !ok {
@@ -27,7 +27,7 @@ func (f *fakeViews) view(_ context.Context, id string) (*view, error) {
 	return v, nil
 }
 
-func (f *fakeViews) cachedView(string) (*view, bool) { return nil, false }
+func (f *fakeViews) cachedView(string) (contents, bool) { return nil, false }
 
 func makeView(keys []string) *view {
 	sort.Strings(keys)
@@ -86,14 +86,7 @@ func itemKeys(items []listItem) []string {
 // page with the obvious algorithm.
 func TestListMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
-	alphabet := []string{"a", "b", "/", "-", "ü", "a/", "%", " "}
-	randKey := func(n int) string {
-		var b strings.Builder
-		for i := 0; i < n; i++ {
-			b.WriteString(alphabet[rng.IntN(len(alphabet))])
-		}
-		return b.String()
-	}
+	randKey := randKeyFunc(rng)
 	for round := 0; round < 300; round++ {
 		fv := &fakeViews{views: map[string]*view{}, reads: map[string]int{}}
 		var segs []segment
@@ -124,41 +117,62 @@ func TestListMatchesReference(t *testing.T) {
 		}
 		sort.Strings(all)
 
-		p := listParams{maxKeys: 1 + rng.IntN(6)}
-		switch rng.IntN(4) {
-		case 1:
-			p.prefix = segs[rng.IntN(len(segs))].name
-		case 2:
-			p.prefix = segs[rng.IntN(len(segs))].name + randKey(rng.IntN(2))
-		case 3:
-			if len(all) > 0 {
-				k := all[rng.IntN(len(all))]
-				p.prefix = k[:rng.IntN(len(k)+1)]
-			}
+		checkRandomListing(t, fmt.Sprintf("round %d", round), rng, randKey, fv, segs, all)
+	}
+}
+
+// listAlphabet makes keys with many shared prefixes and delimiters.
+var listAlphabet = []string{"a", "b", "/", "-", "ü", "a/", "%", " "}
+
+func randKeyFunc(rng *rand.Rand) func(n int) string {
+	return func(n int) string {
+		var b strings.Builder
+		for i := 0; i < n; i++ {
+			b.WriteString(listAlphabet[rng.IntN(len(listAlphabet))])
 		}
-		p.delimiter = []string{"", "", "/", "-", "a/", "Z", "T"}[rng.IntN(7)]
-		if rng.IntN(3) == 0 && len(all) > 0 {
-			p.marker = all[rng.IntN(len(all))]
+		return b.String()
+	}
+}
+
+// checkRandomListing lists segs (whose keys are all, sorted) with a random
+// prefix, delimiter, marker and page size, page by page, and compares
+// every page with the obvious algorithm.
+func checkRandomListing(t *testing.T, round string, rng *rand.Rand, randKey func(int) string, vs viewSource, segs []segment, all []string) {
+	t.Helper()
+	p := listParams{maxKeys: 1 + rng.IntN(6)}
+	switch rng.IntN(4) {
+	case 1:
+		p.prefix = segs[rng.IntN(len(segs))].name
+	case 2:
+		p.prefix = segs[rng.IntN(len(segs))].name + randKey(rng.IntN(2))
+	case 3:
+		if len(all) > 0 {
+			k := all[rng.IntN(len(all))]
+			p.prefix = k[:rng.IntN(len(k)+1)]
 		}
-		desc := fmt.Sprintf("round %d: prefix %q delimiter %q marker %q max %d", round, p.prefix, p.delimiter, p.marker, p.maxKeys)
-		for page := 0; ; page++ {
-			got, err := list(context.Background(), fv, segs, nil, p)
-			if err != nil {
-				t.Fatalf("%s: %v", desc, err)
-			}
-			want := refList(all, p)
-			if fmt.Sprint(itemKeys(got.items)) != fmt.Sprint(itemKeys(want.items)) || got.truncated != want.truncated || got.next != want.next {
-				t.Fatalf("%s page %d:\n got %q truncated %v next %q\nwant %q truncated %v next %q",
-					desc, page, itemKeys(got.items), got.truncated, got.next, itemKeys(want.items), want.truncated, want.next)
-			}
-			if !got.truncated {
-				break
-			}
-			if page > len(all)+2 {
-				t.Fatalf("%s: listing does not end", desc)
-			}
-			p.marker = got.next
+	}
+	p.delimiter = []string{"", "", "/", "-", "a/", "Z", "T"}[rng.IntN(7)]
+	if rng.IntN(3) == 0 && len(all) > 0 {
+		p.marker = all[rng.IntN(len(all))]
+	}
+	desc := fmt.Sprintf("%s: prefix %q delimiter %q marker %q max %d", round, p.prefix, p.delimiter, p.marker, p.maxKeys)
+	for page := 0; ; page++ {
+		got, err := list(context.Background(), vs, segs, nil, p)
+		if err != nil {
+			t.Fatalf("%s: %v", desc, err)
 		}
+		want := refList(all, p)
+		if fmt.Sprint(itemKeys(got.items)) != fmt.Sprint(itemKeys(want.items)) || got.truncated != want.truncated || got.next != want.next {
+			t.Fatalf("%s page %d:\n got %q truncated %v next %q\nwant %q truncated %v next %q",
+				desc, page, itemKeys(got.items), got.truncated, got.next, itemKeys(want.items), want.truncated, want.next)
+		}
+		if !got.truncated {
+			break
+		}
+		if page > len(all)+2 {
+			t.Fatalf("%s: listing does not end", desc)
+		}
+		p.marker = got.next
 	}
 }
 
@@ -191,30 +205,61 @@ func TestListTopLevelReadsNoManifest(t *testing.T) {
 	}
 }
 
-func TestNewViewPicksNewestRecord(t *testing.T) {
+// TestNewViewPicksCurrentRecord: a snapshot read whole serves each key's
+// current record by the store's rule, as restore does: the last recorded
+// in a snapshot that is not sorted (whatever the modification times), the
+// first in a sorted one; a key whose current record is a delete marker is
+// absent.
+func TestNewViewPicksCurrentRecord(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
-	m := &store.Manifest{Objects: []store.Object{
-		{Key: []byte("v"), ModTime: t0.Add(2 * time.Second), Size: 2},           // newest version, listed first
-		{Key: []byte("v"), ModTime: t0, Size: 1},                                // an older version recorded after it
+	unsorted := []store.Object{
+		{Key: []byte("v"), ModTime: t0.Add(2 * time.Second), Size: 2},           // newer modification time ...
+		{Key: []byte("v"), ModTime: t0, Size: 1},                                // ... but this one is recorded last
 		{Key: []byte("gone"), ModTime: t0, Size: 3},                             // content ...
 		{Key: []byte("gone"), ModTime: t0.Add(time.Second), DeleteMarker: true}, // ... then deleted
 		{Key: []byte("back"), ModTime: t0, DeleteMarker: true},                  // deleted ...
 		{Key: []byte("back"), ModTime: t0.Add(time.Second), Size: 4},            // ... then written again
 		{Key: []byte("tie"), ModTime: t0, Size: 5},
-		{Key: []byte("tie"), ModTime: t0, Size: 6}, // same time: the later record wins
-	}}
-	v := newView(m)
-	if fmt.Sprint(v.keys) != "[back tie v]" {
-		t.Fatalf("keys %q", v.keys)
+		{Key: []byte("tie"), ModTime: t0, Size: 6},
+		{Key: []byte("old"), ModTime: t0.Add(time.Second), DeleteMarker: true}, // a delete marker ...
+		{Key: []byte("old"), ModTime: t0, Size: 7},                             // ... then an older write, recorded last
 	}
-	for k, size := range map[string]int64{"v": 2, "back": 4, "tie": 6} {
-		o, ok := v.find(k)
-		if !ok || o.Size != size {
-			t.Errorf("%s: %v %+v, want size %d", k, ok, o, size)
-		}
+	sorted := []store.Object{
+		{Key: []byte("a"), Size: 1, ModTime: t0.Add(time.Second)}, // newest version first
+		{Key: []byte("a"), Size: 2, ModTime: t0},
+		{Key: []byte("b"), DeleteMarker: true, ModTime: t0.Add(time.Second)},
+		{Key: []byte("b"), Size: 3, ModTime: t0},
+		{Key: []byte("c"), Size: 4},
 	}
-	if _, ok := v.find("gone"); ok {
-		t.Error("a key whose newest record is a delete marker is served")
+	for _, tc := range []struct {
+		name   string
+		m      *store.Manifest
+		keys   string
+		sizes  map[string]int64
+		absent []string
+	}{
+		{"not sorted: the last recorded", &store.Manifest{Objects: unsorted}, "[back old tie v]",
+			map[string]int64{"v": 1, "back": 4, "tie": 6, "old": 7}, []string{"gone", "x"}},
+		{"sorted: the first", &store.Manifest{Objects: sorted, Sorted: true}, "[a c]",
+			map[string]int64{"a": 1, "c": 4}, []string{"b", "x"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newView(tc.m)
+			if fmt.Sprint(v.keys) != tc.keys {
+				t.Fatalf("keys %q, want %s", v.keys, tc.keys)
+			}
+			for k, size := range tc.sizes {
+				o, ok, err := v.find(k)
+				if !ok || err != nil || o.Size != size {
+					t.Errorf("%s: %v %v %+v, want size %d", k, ok, err, o, size)
+				}
+			}
+			for _, k := range tc.absent {
+				if _, ok, _ := v.find(k); ok {
+					t.Errorf("%s is served", k)
+				}
+			}
+		})
 	}
 }
 

@@ -75,7 +75,13 @@ func (s *Server) objectOp(req *request, g *generation) *s3Error {
 		}
 		return errInternal()
 	}
-	o, ok := v.find(key)
+	o, ok, err := v.find(key)
+	if err != nil {
+		if req.r.Context().Err() == nil {
+			s.log.Error("cannot read snapshot", "bucket", b.name, "snapshot", si.ID, "error", err)
+		}
+		return errInternal()
+	}
 	if !ok {
 		return errNoSuchKey()
 	}

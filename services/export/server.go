@@ -617,11 +617,11 @@ type viewSrc struct {
 	g *generation
 }
 
-func (v viewSrc) view(ctx context.Context, id string) (*view, error) {
+func (v viewSrc) view(ctx context.Context, id string) (contents, error) {
 	return v.s.views.get(ctx, v.g.st, id)
 }
 
-func (v viewSrc) cachedView(id string) (*view, bool) { return v.s.views.peek(id) }
+func (v viewSrc) cachedView(id string) (contents, bool) { return v.s.views.peek(id) }
 
 // commonListParams parses what V1 and V2 share.
 func commonListParams(q rawQuery) (p listParams, encode bool, serr *s3Error) {
