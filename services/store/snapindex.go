@@ -170,6 +170,11 @@ func (x *SnapshotIndex) frame(i int) ([]Object, error) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	for _, c := range x.cache {
+		if c.i == i {
+			return c.objs, nil // decoded meanwhile by another caller
+		}
+	}
 	if len(x.cache) < indexFrameCache {
 		x.cache = append(x.cache, decodedFrame{})
 	}

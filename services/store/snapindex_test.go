@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -279,4 +280,38 @@ func TestSnapshotIndexRefusesDamage(t *testing.T) {
 	if _, _, err := x.Find(x.frames[0].first); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Find in a grown manifest: %v, want ErrCorrupt", err)
 	}
+}
+
+// TestSnapshotIndexConcurrent: lookups and iterators from several
+// goroutines share one index and its frame cache (run with -race).
+func TestSnapshotIndexConcurrent(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	id, _ := indexFixture(t, s)
+	x, err := s.IndexSnapshot(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := currentRecords(t, s, id)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < len(cur); i += 97 {
+				o, ok, err := x.Find(cur[i].Key)
+				if err != nil || !ok || recordName(o) != recordName(cur[i]) {
+					t.Errorf("Find(%q) = %s, %v, %v", cur[i].Key, recordName(o), ok, err)
+					return
+				}
+				it := x.Seek(cur[i].Key)
+				for j := i; j < min(i+3, len(cur)); j++ {
+					if o, ok := it.Next(); !ok || recordName(o) != recordName(cur[j]) {
+						t.Errorf("seek %q, record %d: %s, %v, %v", cur[i].Key, j-i, recordName(o), ok, it.Err())
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
