@@ -544,3 +544,35 @@ func TestMinIOBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestMinIOGetHashesOnce: a GET from offset 0 still asks for the object's
+// checksums, but the body comes back unwrapped: body.verify checks every
+// declared full-object checksum itself, so a second hash of the same bytes
+// inside minio-go would be wasted CPU.
+func TestMinIOGetHashesOnce(t *testing.T) {
+	m := testminio.Start(t)
+	m.MakeBucket(t, "once", false)
+	data := randBytes(9, 300<<10)
+	m.Put(t, "once", "sha256", data, minio.PutObjectOptions{Checksum: minio.ChecksumSHA256})
+	b, err := newS3Bucket(minioSource(m, "once", m.Endpoint, "once"), NetLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	ctx := context.Background()
+	var e entry
+	if err := b.List(ctx, false, func(x entry) error { e = x; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	rc, bi, err := b.Get(ctx, e, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if bi.Checksums["sha256"] == "" {
+		t.Fatalf("checksums %v: the GET did not ask for them", bi.Checksums)
+	}
+	if typ := fmt.Sprintf("%T", rc); strings.Contains(typ, "checksum") {
+		t.Errorf("body is %s: minio-go hashes it a second time", typ)
+	}
+}

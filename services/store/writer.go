@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -73,6 +74,7 @@ type Snapshot struct {
 	closed    bool
 
 	chunkers sync.Pool      // splitter (chunking.go), reused across Puts
+	hashers  sync.Pool      // chunk ID hashers (keys.idHasher), reused across Puts
 	bufs     chan *chunkBuf // free chunk buffers; bounds memory across all Puts
 }
 
@@ -494,7 +496,14 @@ func (sn *Snapshot) store(ctx context.Context, r io.Reader) ([]ChunkID, int64, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h := s.keys.idHasher()
+			// A new HMAC hashes its key twice (inner and outer pad):
+			// per worker per object, that added up over a bucket of
+			// small objects.
+			h, _ := sn.hashers.Get().(hash.Hash)
+			if h == nil {
+				h = s.keys.idHasher()
+			}
+			defer sn.hashers.Put(h)
 			for j := range jobs {
 				j.id = sumID(h, j.data)
 				j.plainLen = len(j.data)
