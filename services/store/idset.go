@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"container/heap"
 	"encoding/binary"
 	"errors"
@@ -52,6 +53,7 @@ import (
 //	| merge readers        | at most idMergeBudget              | 512 KiB   | 4 MiB       |
 //	| directory            | 4 * (2^B + 1), B = log2(n/64)      | 32 KiB    | 4 MiB       |
 //	| lookup buffer        | 32 * idBucketBuf                   | 16 KiB    | 16 KiB      |
+//	| sorted lookup window | 32 * idWindowIDs                   | 64 KiB    | 64 KiB      |
 //	| open temporary files | fanout-1 per level, plus 2         | 10        | 75          |
 //	| temporary disk, peak | 32 bytes per ID added, twice       | 64 MB     | 6.4 GB      |
 //	| temporary disk, I/O  | each ID written once per level + 1 | 2 times   | 3 times     |
@@ -65,6 +67,7 @@ const (
 	defaultIDFanout   = 64        // runs merged at once
 	idBucketTarget    = 64        // least average IDs per directory bucket
 	idBucketBuf       = 512       // IDs a lookup reads at once
+	idWindowIDs       = 2048      // IDs a sorted lookup reads at once: 64 KiB
 	idMergeBudget     = 4 << 20   // bytes of read buffers over all runs being merged
 	minIDMergeBuffer  = 4 << 10
 	maxIDMergeBuffer  = 64 << 10
@@ -115,7 +118,13 @@ func (b *idSetBuilder) add(id ChunkID) error {
 	return nil
 }
 
-func compareIDs(a, b ChunkID) int { return bytes.Compare(a[:], b[:]) }
+// compareIDs orders IDs bytewise.
+func compareIDs(a, b ChunkID) int {
+	if x, y := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(b[:8]); x != y {
+		return cmp.Compare(x, y)
+	}
+	return bytes.Compare(a[8:], b[8:])
+}
 
 // sortRun sorts and de-duplicates the buffer in place.
 func (b *idSetBuilder) sortRun() {
@@ -331,12 +340,9 @@ type idSet struct {
 	f     *os.File
 	n     uint64
 	dir   []uint32
-	shift uint // bucket(id) = top 64-shift bits of id; 64 means one bucket
-	buf   []byte
-
-	last     ChunkID // the last ID looked up, and the answer
-	lastHas  bool
-	haveLast bool
+	shift uint   // bucket(id) = top 64-shift bits of id; 64 means one bucket
+	buf   []byte // has's bucket
+	win   []byte // hasSorted's window, made on its first call
 }
 
 func (s *idSet) bucket(id ChunkID) uint64 {
@@ -354,22 +360,14 @@ func (s *idSet) len() uint64 {
 	return s.n
 }
 
-// has reports whether id is in the set. Errors are the temporary file's.
+// has reports whether id is in the set (one pread). Errors are the
+// temporary file's. Verify asks hasSorted instead, many IDs at once.
 func (s *idSet) has(id ChunkID) (bool, error) {
-	if s.haveLast && id == s.last {
-		return s.lastHas, nil
-	}
-	var ok bool
 	if s.f == nil {
-		_, ok = slices.BinarySearchFunc(s.mem, id, compareIDs)
-	} else {
-		var err error
-		if ok, err = s.fileHas(id); err != nil {
-			return false, err
-		}
+		_, ok := slices.BinarySearchFunc(s.mem, id, compareIDs)
+		return ok, nil
 	}
-	s.last, s.lastHas, s.haveLast = id, ok, true
-	return ok, nil
+	return s.fileHas(id)
 }
 
 func (s *idSet) fileHas(id ChunkID) (bool, error) {
@@ -383,18 +381,7 @@ func (s *idSet) fileHas(id ChunkID) (bool, error) {
 		if _, err := s.f.ReadAt(buf, lo*int64(idSize)); err != nil {
 			return false, fmt.Errorf("chunk ID set: read: %w", err)
 		}
-		for l, h := 0, len(buf)/idSize; l < h; {
-			m := int(uint(l+h) >> 1)
-			switch c := bytes.Compare(buf[m*idSize:(m+1)*idSize], id[:]); {
-			case c == 0:
-				return true, nil
-			case c < 0:
-				l = m + 1
-			default:
-				h = m
-			}
-		}
-		return false, nil
+		return searchIDs(buf, id), nil
 	}
 	// A bucket larger than the buffer: search the file itself.
 	one := s.buf[:idSize]
@@ -415,9 +402,90 @@ func (s *idSet) fileHas(id ChunkID) (bool, error) {
 	return false, nil
 }
 
+// idRef names ids[i] in a hasSorted call; top is its first 8 bytes, big
+// endian, the key refs are sorted by.
+type idRef struct {
+	top uint64
+	i   uint32
+}
+
+// newIDRef returns the idRef of id, the ith ID.
+func newIDRef(id ChunkID, i int) idRef {
+	return idRef{top: binary.BigEndian.Uint64(id[:8]), i: uint32(i)}
+}
+
+// hasSorted sets found[r.i] to whether ids[r.i] is in the set for each r
+// of refs, which must be sorted by top (any order is correct, only
+// slower). Where the IDs are dense it reads the set file in windows of
+// idWindowIDs IDs, each bucket at most once; where they are sparse, one
+// bucket per pread.
+func (s *idSet) hasSorted(ids []ChunkID, refs []idRef, found []bool) error {
+	if s.f == nil {
+		for _, r := range refs {
+			_, found[r.i] = slices.BinarySearchFunc(s.mem, ids[r.i], compareIDs)
+		}
+		return nil
+	}
+	if len(s.win) == 0 {
+		s.win = make([]byte, idWindowIDs*idSize)
+	}
+	var wlo, whi int64 // IDs of the file in s.win[:(whi-wlo)*idSize]
+	for k, r := range refs {
+		id := ids[r.i]
+		b := s.bucket(id)
+		lo, hi := int64(s.dir[b]), int64(s.dir[b+1])
+		switch {
+		case lo >= hi:
+			found[r.i] = false
+			continue
+		case hi-lo > idWindowIDs:
+			ok, err := s.fileHas(id)
+			if err != nil {
+				return err
+			}
+			found[r.i] = ok
+			continue
+		case lo < wlo || hi > whi:
+			// Read from this bucket to the end of the last bucket that
+			// later IDs need and the window holds.
+			end := hi
+			for _, next := range refs[k+1:] {
+				e := int64(s.dir[s.bucket(ids[next.i])+1])
+				if e-lo > idWindowIDs {
+					break
+				}
+				end = max(end, e)
+			}
+			buf := s.win[:(end-lo)*int64(idSize)]
+			if _, err := s.f.ReadAt(buf, lo*int64(idSize)); err != nil {
+				return fmt.Errorf("chunk ID set: read: %w", err)
+			}
+			wlo, whi = lo, end
+		}
+		found[r.i] = searchIDs(s.win[(lo-wlo)*int64(idSize):(hi-wlo)*int64(idSize)], id)
+	}
+	return nil
+}
+
+// searchIDs reports whether sorted packed IDs buf hold id.
+func searchIDs(buf []byte, id ChunkID) bool {
+	for l, h := 0, len(buf)/idSize; l < h; {
+		m := int(uint(l+h) >> 1)
+		switch c := bytes.Compare(buf[m*idSize:(m+1)*idSize], id[:]); {
+		case c == 0:
+			return true
+		case c < 0:
+			l = m + 1
+		default:
+			h = m
+		}
+	}
+	return false
+}
+
 // close drops the set and its file.
 func (s *idSet) close() error {
-	s.mem, s.dir, s.buf = nil, nil, nil
+	s.mem, s.dir, s.buf, s.win = nil, nil, nil, nil
 	if s.f == nil {
 		return nil
 	}

@@ -1,8 +1,10 @@
 package store
 
 import (
+	"cmp"
 	"encoding/binary"
 	"os"
+	"slices"
 	"testing"
 )
 
@@ -98,24 +100,52 @@ func TestIDSet(t *testing.T) {
 					t.Fatalf("has(%s) = %v, want %v", id, got, in[id])
 				}
 			}
+			var asked []ChunkID
 			for _, id := range tc.ids {
-				check(id)
-				check(id) // the cache of the last lookup
+				asked = append(asked, id, id) // twice: the cache of the last lookup
 				// Neighbours: same top bits, absent.
 				for _, d := range []byte{1, 0xff} {
 					n := id
 					n[31] += d
-					check(n)
+					asked = append(asked, n)
 				}
 				n := id
 				binary.BigEndian.PutUint64(n[24:], binary.BigEndian.Uint64(n[24:])^1<<40)
-				check(n)
+				asked = append(asked, n)
 			}
-			for _, id := range idsFrom(99, 2000, 0) {
+			asked = append(asked, idsFrom(99, 2000, 0)...)
+			var top ChunkID
+			for i := range top {
+				top[i] = 0xff
+			}
+			asked = append(asked, ChunkID{}, top)
+			for _, id := range asked {
 				check(id)
 			}
-			for _, id := range []ChunkID{{}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} {
-				check(id)
+			// The same, many at once, sorted (in one call and in small
+			// batches) and not.
+			for _, sorted := range []bool{true, false} {
+				for _, batch := range []int{len(asked), 3} {
+					for first := 0; first < len(asked); first += batch {
+						ids := asked[first:min(len(asked), first+batch)]
+						refs := make([]idRef, len(ids))
+						for i, id := range ids {
+							refs[i] = newIDRef(id, i)
+						}
+						if sorted {
+							slices.SortFunc(refs, func(a, b idRef) int { return cmp.Compare(a.top, b.top) })
+						}
+						found := make([]bool, len(ids))
+						if err := s.hasSorted(ids, refs, found); err != nil {
+							t.Fatal(err)
+						}
+						for i, id := range ids {
+							if found[i] != in[id] {
+								t.Fatalf("hasSorted (sorted %v, batches of %d): %s found %v, want %v", sorted, batch, id, found[i], in[id])
+							}
+						}
+					}
+				}
 			}
 		})
 	}
@@ -144,4 +174,54 @@ func TestIDSetDirectory(t *testing.T) {
 		}
 		s.close()
 	}
+}
+
+// BenchmarkIDSetHas measures one lookup in a set of a million IDs held in
+// a file, half of them present.
+func BenchmarkIDSetHas(b *testing.B) {
+	const n = 1 << 20
+	ids := idsFrom(1, n, 0)
+	bd := newIDSetBuilder(b.TempDir(), 0, 0)
+	for _, id := range ids {
+		if err := bd.add(id); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s, err := bd.finish()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.close()
+	absent := idsFrom(2, 1024, 0)
+	asked := func(i int) ChunkID {
+		if i%2 == 1 {
+			return absent[i%len(absent)]
+		}
+		return ids[(i*7919)%n]
+	}
+	b.Run("one", func(b *testing.B) {
+		for i := range b.N {
+			if _, err := s.has(asked(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// Batches of 64Ki sorted IDs, as Verify asks.
+	b.Run("sorted", func(b *testing.B) {
+		const batch = 64 << 10
+		buf := make([]ChunkID, 0, batch)
+		refs := make([]idRef, 0, batch)
+		found := make([]bool, batch)
+		for i := 0; i < b.N; i += batch {
+			buf, refs = buf[:0], refs[:0]
+			for j := i; j < min(b.N, i+batch); j++ {
+				buf = append(buf, asked(j))
+				refs = append(refs, newIDRef(buf[len(buf)-1], len(buf)-1))
+			}
+			slices.SortFunc(refs, func(a, b idRef) int { return cmp.Compare(a.top, b.top) })
+			if err := s.hasSorted(buf, refs, found); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
