@@ -79,6 +79,7 @@ const (
 type idSetBuilder struct {
 	dir    string // where temporary files go
 	fanout int    // most runs merged at once
+	runIDs int    // most IDs in run
 	run    []ChunkID
 	runs   []idRun // levels never increase along the slice
 	added  uint64
@@ -94,15 +95,16 @@ type idRun struct {
 
 // newIDSetBuilder returns a builder whose temporary files go to dir, which
 // sorts runIDs IDs at a time in RAM (0 means defaultIDRun) and merges at
-// most fanout runs at once (0 means defaultIDFanout).
-func newIDSetBuilder(dir string, runIDs, fanout int) *idSetBuilder {
+// most fanout runs at once (0 means defaultIDFanout). hint, the number of
+// IDs expected, sizes the first buffer; it grows up to runIDs if more come.
+func newIDSetBuilder(dir string, runIDs, fanout int, hint uint64) *idSetBuilder {
 	if runIDs <= 0 {
 		runIDs = defaultIDRun
 	}
 	if fanout < 2 {
 		fanout = defaultIDFanout
 	}
-	return &idSetBuilder{dir: dir, fanout: fanout, run: make([]ChunkID, 0, runIDs)}
+	return &idSetBuilder{dir: dir, fanout: fanout, runIDs: runIDs, run: make([]ChunkID, 0, min(hint, uint64(runIDs)))}
 }
 
 // add puts id in the set.
@@ -111,8 +113,12 @@ func (b *idSetBuilder) add(id ChunkID) error {
 		return fmt.Errorf("chunk ID set: more than %d IDs", uint64(maxIDSetSize))
 	}
 	b.added++
-	b.run = append(b.run, id)
 	if len(b.run) == cap(b.run) {
+		// Grow by doubling, never past runIDs.
+		b.run = append(make([]ChunkID, 0, min(max(2*cap(b.run), 1024), b.runIDs)), b.run...)
+	}
+	b.run = append(b.run, id)
+	if len(b.run) == b.runIDs {
 		return b.flush()
 	}
 	return nil

@@ -44,29 +44,32 @@ func TestIDSet(t *testing.T) {
 		ids    []ChunkID
 		runIDs int
 		fanout int
+		hint   uint64
 		inFile bool
 	}{
-		{"empty", nil, 0, 0, false},
-		{"empty with small runs", nil, 4, 0, false},
-		{"one ID", idsFrom(2, 1, 0), 0, 0, false},
-		{"one run in RAM", idsFrom(3, 5000, 0), 0, 0, false},
-		{"exactly one full run", idsFrom(4, 64, 0), 64, 0, true},
-		{"many runs", idsFrom(5, 20000, 0), 1000, 0, true},
-		{"many runs merged in levels", idsFrom(11, 20000, 0), 100, 3, true},
-		{"runs of one ID merged in pairs", idsFrom(12, 300, 0), 1, 2, true},
-		{"runs of one ID", idsFrom(6, 50, 0), 1, 0, true},
-		{"duplicates in RAM", dup, 0, 0, false},
-		{"duplicates across runs", dup, 37, 0, true},
-		{"duplicates across runs merged in levels", dup, 37, 2, true},
-		{"all one ID", append(make([]ChunkID, 0, 100), idsFrom(7, 1, 0)[0], idsFrom(7, 1, 0)[0], idsFrom(7, 1, 0)[0]), 2, 0, true},
-		{"top 2 bytes shared", idsFrom(8, 3000, 2), 500, 0, true},
-		{"top 8 bytes shared (bucket over the buffer)", idsFrom(9, 4000, 8), 700, 0, true},
-		{"top 31 bytes shared", lastByteOnly(256), 30, 0, true},
+		{"empty", nil, 0, 0, 0, false},
+		{"empty with small runs", nil, 4, 0, 0, false},
+		{"one ID", idsFrom(2, 1, 0), 0, 0, 0, false},
+		{"one run in RAM", idsFrom(3, 5000, 0), 0, 0, 0, false},
+		{"one run in RAM, hint too small", idsFrom(3, 5000, 0), 0, 0, 10, false},
+		{"many runs, hint too large", idsFrom(5, 5000, 0), 1000, 0, 1 << 40, true},
+		{"exactly one full run", idsFrom(4, 64, 0), 64, 0, 0, true},
+		{"many runs", idsFrom(5, 20000, 0), 1000, 0, 0, true},
+		{"many runs merged in levels", idsFrom(11, 20000, 0), 100, 3, 0, true},
+		{"runs of one ID merged in pairs", idsFrom(12, 300, 0), 1, 2, 0, true},
+		{"runs of one ID", idsFrom(6, 50, 0), 1, 0, 0, true},
+		{"duplicates in RAM", dup, 0, 0, 0, false},
+		{"duplicates across runs", dup, 37, 0, 0, true},
+		{"duplicates across runs merged in levels", dup, 37, 2, 0, true},
+		{"all one ID", append(make([]ChunkID, 0, 100), idsFrom(7, 1, 0)[0], idsFrom(7, 1, 0)[0], idsFrom(7, 1, 0)[0]), 2, 0, 0, true},
+		{"top 2 bytes shared", idsFrom(8, 3000, 2), 500, 0, 0, true},
+		{"top 8 bytes shared (bucket over the buffer)", idsFrom(9, 4000, 8), 700, 0, 0, true},
+		{"top 31 bytes shared", lastByteOnly(256), 30, 0, 0, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			b := newIDSetBuilder(dir, tc.runIDs, tc.fanout)
+			b := newIDSetBuilder(dir, tc.runIDs, tc.fanout, tc.hint)
 			for _, id := range tc.ids {
 				if err := b.add(id); err != nil {
 					t.Fatal(err)
@@ -155,7 +158,7 @@ func TestIDSet(t *testing.T) {
 // average and cover the file exactly.
 func TestIDSetDirectory(t *testing.T) {
 	for _, n := range []int{10, 127, 128, 1000, 100_000} {
-		b := newIDSetBuilder(t.TempDir(), min(64, n/2), 8)
+		b := newIDSetBuilder(t.TempDir(), min(64, n/2), 8, 0)
 		for _, id := range idsFrom(uint64(n), n, 0) {
 			if err := b.add(id); err != nil {
 				t.Fatal(err)
@@ -181,7 +184,7 @@ func TestIDSetDirectory(t *testing.T) {
 func BenchmarkIDSetHas(b *testing.B) {
 	const n = 1 << 20
 	ids := idsFrom(1, n, 0)
-	bd := newIDSetBuilder(b.TempDir(), 0, 0)
+	bd := newIDSetBuilder(b.TempDir(), 0, 0, n)
 	for _, id := range ids {
 		if err := bd.add(id); err != nil {
 			b.Fatal(err)

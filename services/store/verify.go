@@ -75,7 +75,7 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 func (s *Store) Verify(ctx context.Context) (*Report, error) {
 	r := &Report{}
 	// The good chunks are kept in a sorted file, not in RAM (idset.go).
-	b := newIDSetBuilder(s.verifyTempDir(), s.idRun, 0)
+	b := newIDSetBuilder(s.verifyTempDir(), s.idRun, 0, s.idx.records())
 	defer b.discard()
 	if err := s.verifyPacks(ctx, r, b); err != nil {
 		return nil, err
