@@ -111,7 +111,7 @@ func verifyGrowth(t *testing.T, n int) int64 {
 // peak over 20,000 by at most 12 MiB: the parts that do grow reach their
 // bounds before 200,000 (the run sorted in RAM, 4 MiB; the batch of
 // references, 3 MiB; the merge's readers), about 8.5 MiB here. The old
-// map of good chunks made it 19 MiB more, and twice that at 400,000.
+// map of good chunks made it 19 MiB more.
 func TestVerifyMemoryFlat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds stores of 20,000 and 200,000 chunks")
