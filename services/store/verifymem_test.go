@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
 // plantGoodPacks writes packs of perPack chunks each, n chunks in all,
@@ -88,20 +89,16 @@ func verifyGrowth(t *testing.T, n int) int64 {
 	s = reopen(t, s, Options{Logger: hclog.NewNullLogger()})
 	objects := writeChunkSnapshot(t, s, ids, 64)
 	ids = nil
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
 	start := time.Now()
 	var r *Report
 	var err error
-	peak := peakHeap(func() { r, err = s.Verify(t.Context()) })
+	grew := int64(storetest.HeapPeak(func() { r, err = s.Verify(t.Context()) }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !r.OK() || r.Chunks != n || r.Objects != objects {
 		t.Fatalf("verify of %d chunks: %d chunks, %d objects (want %d), problems %v", n, r.Chunks, r.Objects, objects, r.Problems)
 	}
-	grew := int64(peak) - int64(before.HeapInuse)
 	t.Logf("verify of %d chunks took %s; heap grew %.1f MiB", n, time.Since(start).Round(time.Millisecond), float64(grew)/(1<<20))
 	return grew
 }
