@@ -92,6 +92,12 @@ type Options struct {
 	// Hook, when set, is called at every named point of the write path
 	// (crash tests kill the process there). Production code leaves it nil.
 	Hook func(point string)
+	// TempDir is where Verify sorts the IDs of the good chunks it found
+	// (32 bytes per chunk, twice at the peak; unnamed files, gone when
+	// Verify returns or the process dies: see idset.go). Empty means the
+	// store's tmp/ for a read-write store, else os.TempDir(): a read-only
+	// store may be on a read-only mount.
+	TempDir string
 }
 
 // InitOptions configure a new store.
@@ -160,6 +166,8 @@ type Store struct {
 	ro     bool
 	lock   *os.File
 	idx    *index
+	tmp    string // Options.TempDir
+	idRun  int    // IDs Verify sorts in RAM per run; 0 means defaultIDRun (tests set fewer)
 }
 
 // Init creates a new store in dir, which must not exist or be empty. It
@@ -294,7 +302,7 @@ func Open(ctx context.Context, dir string, ks KeySource, o Options) (*Store, err
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, id: id, keys: k, codec: c, ro: o.ReadOnly, hook: o.Hook, signer: o.Signer}
+	s := &Store{dir: dir, id: id, keys: k, codec: c, ro: o.ReadOnly, hook: o.Hook, signer: o.Signer, tmp: o.TempDir}
 	if err := c.unmarshal(body, &s.cfg); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"hash"
 	"io/fs"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -72,10 +74,17 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 // names exactly which snapshots and objects are damaged. It changes nothing.
 func (s *Store) Verify(ctx context.Context) (*Report, error) {
 	r := &Report{}
-	good := map[ChunkID]bool{}
-	if err := s.verifyPacks(ctx, r, good); err != nil {
+	// The good chunks are kept in a sorted file, not in RAM (idset.go).
+	b := newIDSetBuilder(s.verifyTempDir(), s.idRun, 0, s.idx.records())
+	defer b.discard()
+	if err := s.verifyPacks(ctx, r, b); err != nil {
 		return nil, err
 	}
+	good, err := b.finish()
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	defer good.close()
 	if err := s.verifySnapshots(ctx, r, good); err != nil {
 		return nil, err
 	}
@@ -97,6 +106,17 @@ func (s *Store) Verify(ctx context.Context) (*Report, error) {
 		s.problem(r, Problem{Kind: "foreign", Detail: fmt.Sprintf("%d more foreign entries not named", r.Foreign-maxForeignReported)})
 	}
 	return r, nil
+}
+
+// verifyTempDir is where Verify keeps its set of good chunks.
+func (s *Store) verifyTempDir() string {
+	switch {
+	case s.tmp != "":
+		return s.tmp
+	case !s.ro:
+		return s.path(tmpDir)
+	}
+	return os.TempDir()
 }
 
 func (s *Store) foreign(r *Report, rel, detail string) {
@@ -197,7 +217,7 @@ func (s *Store) checkSealed(r *Report, rel string) {
 	}
 }
 
-func (s *Store) verifyPacks(ctx context.Context, r *Report, good map[ChunkID]bool) error {
+func (s *Store) verifyPacks(ctx context.Context, r *Report, good *idSetBuilder) error {
 	var shards []string
 	if err := scanDir(s.path(packsDir), func(name string, typ fs.FileMode) error {
 		if !typ.IsDir() || !isShard(name) {
@@ -223,17 +243,21 @@ func (s *Store) verifyPacks(ctx context.Context, r *Report, good map[ChunkID]boo
 			rel := packsDir + "/" + sh + "/" + name
 			r.Packs++
 			s.checkSealed(r, rel)
-			s.verifyPack(r, rel, name, good, h)
+			if err := s.verifyPack(r, rel, name, good, h); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func (s *Store) verifyPack(r *Report, rel, name string, good map[ChunkID]bool, h hash.Hash) {
+// verifyPack checks one pack and adds its good chunks to good. Damage is
+// reported in r; the error is good's (its temporary files).
+func (s *Store) verifyPack(r *Report, rel, name string, good *idSetBuilder, h hash.Hash) error {
 	raw, err := readStoreFile(s.path(rel), s.maxPackFile())
 	if err != nil {
 		s.problem(r, Problem{Kind: "pack", Path: rel, Detail: err.Error()})
-		return
+		return nil
 	}
 	sum := sha256.Sum256(raw)
 	if hex.EncodeToString(sum[:]) != name {
@@ -264,7 +288,9 @@ func (s *Store) verifyPack(r *Report, rel, name string, good map[ChunkID]bool, h
 			bad++
 			continue
 		}
-		good[e.id] = true
+		if err := good.add(e.id); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
 	}
 	if bad > 0 {
 		// A trailer is authenticated with the meta key only: a pack whose
@@ -272,9 +298,10 @@ func (s *Store) verifyPack(r *Report, rel, name string, good map[ChunkID]bool, h
 		// readers take those chunks from the other packs that hold them.
 		s.problem(r, Problem{Kind: "pack", Path: rel, Detail: fmt.Sprintf("trailer lies or blobs are damaged: %d of %d chunks fail their check at the place the trailer gives", bad, len(es))})
 	}
+	return nil
 }
 
-func (s *Store) verifySnapshots(ctx context.Context, r *Report, good map[ChunkID]bool) error {
+func (s *Store) verifySnapshots(ctx context.Context, r *Report, good *idSet) error {
 	names, err := s.regularNames(r, snapshotsDir, func(n string) bool {
 		id, ok := strings.CutSuffix(n, ".snap")
 		return ok && ValidSnapshotID(id)
@@ -286,6 +313,7 @@ func (s *Store) verifySnapshots(ctx context.Context, r *Report, good map[ChunkID
 	if err != nil {
 		return err
 	}
+	batch := &chunkCheck{set: good}
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -299,16 +327,21 @@ func (s *Store) verifySnapshots(ctx context.Context, r *Report, good map[ChunkID
 		var bad []Problem
 		var objects int
 		var size int64
+		var setErr error
+		batch.reset(id)
 		m, err := s.streamManifestObjects(id, func(o Object) {
 			objects++
 			size += o.Size
-			for _, c := range o.Chunks {
-				if !good[c] {
-					bad = append(bad, Problem{Kind: "object", Snapshot: id, Key: o.Key, Detail: fmt.Sprintf("chunk %s is missing or damaged", c)})
-					break
-				}
+			if setErr == nil {
+				setErr = batch.add(o, &bad)
 			}
 		})
+		if setErr == nil {
+			setErr = batch.flush(&bad)
+		}
+		if setErr != nil {
+			return fmt.Errorf("verify: %w", setErr)
+		}
 		if err != nil {
 			s.problem(r, Problem{Kind: "manifest", Path: rel, Snapshot: id, Detail: err.Error()})
 			r.DamagedSnapshots = append(r.DamagedSnapshots, id)
@@ -328,6 +361,91 @@ func (s *Store) verifySnapshots(ctx context.Context, r *Report, good map[ChunkID
 		}
 	}
 	sort.Strings(r.DamagedSnapshots)
+	return nil
+}
+
+// Bounds of one batch of chunkCheck: it holds about 50 bytes per
+// reference and 12 per object, beside the keys.
+const (
+	checkBatchRefs     = 64 << 10
+	checkBatchObjects  = 64 << 10
+	checkBatchKeyBytes = 2 << 20
+)
+
+// chunkCheck checks the chunk references of a snapshot's objects against
+// the set of good chunks a batch at a time: sorted, the lookups of a batch
+// read the set's file forward (idSet.hasSorted), instead of one pread per
+// reference. An object is damaged if one of its chunks is not good; the
+// problem names its first such chunk, and objects are reported in the
+// manifest's order.
+type chunkCheck struct {
+	set   *idSet
+	snap  string
+	ids   []ChunkID // every reference of the batch, in object order
+	refs  []idRef
+	found []bool
+	objs  []checkObject
+	keys  []byte
+}
+
+// checkObject is one object of a batch: its key, keys[keyOff:keyEnd],
+// and its chunks, ids[first:] up to the next object's first.
+type checkObject struct {
+	keyOff, keyEnd, first uint32
+}
+
+// reset starts the batches of snapshot id.
+func (c *chunkCheck) reset(id string) {
+	c.snap = id
+	c.ids, c.objs, c.keys = c.ids[:0], c.objs[:0], c.keys[:0]
+}
+
+// add queues o, checking the batch first when it is full.
+func (c *chunkCheck) add(o Object, bad *[]Problem) error {
+	if len(o.Chunks) == 0 {
+		return nil
+	}
+	if len(c.ids)+len(o.Chunks) > checkBatchRefs || len(c.objs) >= checkBatchObjects || len(c.keys)+len(o.Key) > checkBatchKeyBytes {
+		if err := c.flush(bad); err != nil {
+			return err
+		}
+	}
+	c.objs = append(c.objs, checkObject{keyOff: uint32(len(c.keys)), keyEnd: uint32(len(c.keys) + len(o.Key)), first: uint32(len(c.ids))})
+	c.keys = append(c.keys, o.Key...)
+	c.ids = append(c.ids, o.Chunks...)
+	return nil
+}
+
+// flush checks the batch and appends a problem for each damaged object.
+func (c *chunkCheck) flush(bad *[]Problem) error {
+	if len(c.ids) == 0 {
+		return nil
+	}
+	c.refs = c.refs[:0]
+	for i, id := range c.ids {
+		c.refs = append(c.refs, newIDRef(id, i))
+	}
+	slices.SortFunc(c.refs, func(a, b idRef) int { return cmp.Compare(a.top, b.top) })
+	if cap(c.found) < len(c.ids) {
+		c.found = make([]bool, len(c.ids))
+	}
+	found := c.found[:len(c.ids)]
+	if err := c.set.hasSorted(c.ids, c.refs, found); err != nil {
+		return err
+	}
+	for k, o := range c.objs {
+		end := uint32(len(c.ids))
+		if k+1 < len(c.objs) {
+			end = c.objs[k+1].first
+		}
+		for i := o.first; i < end; i++ {
+			if !found[i] {
+				*bad = append(*bad, Problem{Kind: "object", Snapshot: c.snap, Key: bytes.Clone(c.keys[o.keyOff:o.keyEnd]), Detail: fmt.Sprintf("chunk %s is missing or damaged", c.ids[i])})
+				break
+			}
+		}
+	}
+	c.ids, c.objs, c.keys = c.ids[:0], c.objs[:0], c.keys[:0]
 	return nil
 }
 

@@ -3,6 +3,8 @@ package store
 import (
 	"bytes"
 	"os"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -85,6 +87,17 @@ func TestVerifyNamesDamage(t *testing.T) {
 			if r.OK() {
 				t.Fatal("verify found nothing after damage")
 			}
+			// The same report with the set of good chunks merged from
+			// runs of one chunk into a file (idset.go).
+			s.idRun = 1
+			rFile, err := s.Verify(t.Context())
+			s.idRun = 0
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(r, rFile) {
+				t.Errorf("verify with the good chunks in a file reported\n%+v\nin RAM\n%+v", rFile, r)
+			}
 			for _, p := range r.Problems {
 				t.Logf("problem: %s", p)
 			}
@@ -101,6 +114,47 @@ func TestVerifyNamesDamage(t *testing.T) {
 			slices.Sort(got)
 			if !slices.Equal(got, tc.wantObjects) {
 				t.Errorf("damaged objects %q, want %q", got, tc.wantObjects)
+			}
+		})
+	}
+}
+
+// TestVerifyTempDir: Verify sorts its good chunks in Options.TempDir when
+// given (an error there is Verify's), else in the store's tmp/ when
+// read-write and os.TempDir() when read-only; it leaves nothing there.
+func TestVerifyTempDir(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	putObjects(t, s, "src", time.Time{}, map[string][]byte{"a": randBytes(1, 300<<10), "b": randBytes(2, 300<<10)})
+	if got := s.verifyTempDir(); got != s.path(tmpDir) {
+		t.Errorf("read-write store: temporary files go to %s, want its tmp/", got)
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name    string
+		o       Options
+		wantDir string
+		wantErr bool
+	}{
+		{"read-only", Options{ReadOnly: true}, os.TempDir(), false},
+		{"given", Options{TempDir: dir}, dir, false},
+		{"given, read-only", Options{ReadOnly: true, TempDir: dir}, dir, false},
+		{"given, missing", Options{ReadOnly: true, TempDir: filepath.Join(dir, "missing")}, filepath.Join(dir, "missing"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := reopen(t, s, tc.o)
+			if got := s.verifyTempDir(); got != tc.wantDir {
+				t.Errorf("temporary files go to %s, want %s", got, tc.wantDir)
+			}
+			s.idRun = 1
+			r, err := s.Verify(t.Context())
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("verify: %v, want an error: %v", err, tc.wantErr)
+			}
+			if err == nil && !r.OK() {
+				t.Fatalf("verify: %v", r.Problems)
+			}
+			if es, _ := os.ReadDir(dir); len(es) != 0 {
+				t.Errorf("verify left %d entries in %s", len(es), dir)
 			}
 		})
 	}

@@ -21,7 +21,9 @@ and objects are damaged. It prints the counts and every problem.
 
 verify opens the store read-only and changes nothing. After a crash, files
 that were renamed into place but not yet sealed show as flag problems until
-the next read-write open (put or prune) seals them.
+the next read-write open (put or prune) seals them. It sorts the IDs of the
+good chunks in unnamed files in $TMPDIR (default /tmp; 32 bytes a chunk,
+twice at the peak; gone when it exits), so its memory stays flat.
 
 Exit status 1 when any problem was found.`,
 		Example: `  holdfast store verify /srv/hf --key-file hf.key`,
