@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +24,11 @@ import (
 	"github.com/holdfast-appliance/holdfast/services/sealer"
 	"github.com/holdfast-appliance/holdfast/services/store"
 )
+
+// workerMemoryExtra is what the worker's soft memory limit allows beyond a
+// pull's (ingest.MemoryLimit): the mirror sync and a scrub slice, which
+// read packs beside a pull, and the control channel.
+const workerMemoryExtra = 16 << 20
 
 // worker is the unprivileged process that pulls and writes the store.
 type worker struct {
@@ -79,8 +86,17 @@ func Run(log hclog.Logger) error {
 		return errors.New("control channel closed before init")
 	}
 	jobs := make([]ingest.Job, 0, len(w.cfg.Sources))
+	parallel := 0
 	for _, s := range w.cfg.Sources {
 		jobs = append(jobs, ingest.Job{Name: s.Name, Every: s.Schedule.Every})
+		parallel = max(parallel, s.Parallel)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Pulls run one at a time; the mirror sync and a scrub slice may
+		// run beside one. Without a limit the heap goal grows with the
+		// GC's headroom past the appliance's 96 MiB budget (measured with
+		// holdfast pull, which sets the same limit).
+		debug.SetMemoryLimit(ingest.MemoryLimit(runtime.GOMAXPROCS(0), parallel) + workerMemoryExtra)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-w.peer.Done(); cancel() }()

@@ -69,19 +69,6 @@ configuration format is described in docs/config.md.`,
 	return cmd
 }
 
-// pullMemoryLimit is the soft memory limit of a pull (bytes) on procs
-// cores with at most parallel GETs per source: the store's chunk buffers
-// (procs+2 of 4 MiB, services/store newSnapshot), one FastCDC scan buffer
-// of 6 MiB per GET in flight, and 32 MiB for the rest (listing window,
-// index, HTTP, runtime) and GC headroom. A pull whose working set is
-// larger still runs (the GC then runs more often), so the limit only
-// trims headroom. 72 MiB on a 2-core appliance with the default 4 GETs,
-// which keeps peak RSS well under its 96 MiB budget.
-func pullMemoryLimit(procs, parallel int) int64 {
-	const mib = 1 << 20
-	return 32*mib + int64(procs+2)*4*mib + int64(max(parallel, 1))*6*mib
-}
-
 // barProgress drives a progress bar from a pull.
 type barProgress struct{ bar *progressbar.ProgressBar }
 
@@ -141,7 +128,7 @@ func (a *app) pull(ctx context.Context, pf *pullFlags, explicitLevel bool) error
 		for _, src := range sources {
 			parallel = max(parallel, src.Parallel)
 		}
-		debug.SetMemoryLimit(pullMemoryLimit(runtime.GOMAXPROCS(0), parallel))
+		debug.SetMemoryLimit(ingest.MemoryLimit(runtime.GOMAXPROCS(0), parallel))
 	}
 	alerter, alertsDone, err := pullAlerter(ctx, cfg, log)
 	if err != nil {
