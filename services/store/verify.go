@@ -231,6 +231,9 @@ func (s *Store) verifyPacks(ctx context.Context, r *Report, good *idSetBuilder) 
 	}
 	sort.Strings(shards)
 	h := s.keys.idHasher()
+	// Most packs are the target size and a part of a chunk: one buffer a
+	// quarter larger holds them all.
+	buf := make([]byte, 0, int64(s.cfg.PackSize)+int64(s.cfg.PackSize)/4)
 	for _, sh := range shards {
 		names, err := s.regularNames(r, packsDir+"/"+sh, func(n string) bool { return isPackName(n) && strings.HasPrefix(n, sh) }, "a pack")
 		if err != nil {
@@ -243,7 +246,7 @@ func (s *Store) verifyPacks(ctx context.Context, r *Report, good *idSetBuilder) 
 			rel := packsDir + "/" + sh + "/" + name
 			r.Packs++
 			s.checkSealed(r, rel)
-			if err := s.verifyPack(r, rel, name, good, h); err != nil {
+			if err := s.verifyPack(r, rel, name, good, h, &buf); err != nil {
 				return err
 			}
 		}
@@ -252,12 +255,17 @@ func (s *Store) verifyPacks(ctx context.Context, r *Report, good *idSetBuilder) 
 }
 
 // verifyPack checks one pack and adds its good chunks to good. Damage is
-// reported in r; the error is good's (its temporary files).
-func (s *Store) verifyPack(r *Report, rel, name string, good *idSetBuilder, h hash.Hash) error {
-	raw, err := readStoreFile(s.path(rel), s.maxPackFile())
+// reported in r; the error is good's (its temporary files). The pack is
+// read into *buf, which keeps the largest buffer for the next pack: a new
+// 16 MiB buffer per pack took verify's heap from 19 MB live to 54 MB.
+func (s *Store) verifyPack(r *Report, rel, name string, good *idSetBuilder, h hash.Hash, buf *[]byte) error {
+	raw, err := readStoreFileInto(s.path(rel), s.maxPackFile(), *buf)
 	if err != nil {
 		s.problem(r, Problem{Kind: "pack", Path: rel, Detail: err.Error()})
 		return nil
+	}
+	if cap(raw) > cap(*buf) {
+		*buf = raw
 	}
 	sum := sha256.Sum256(raw)
 	if hex.EncodeToString(sum[:]) != name {
