@@ -64,14 +64,14 @@ func openStoreFile(path string, flag int, max int64) (*os.File, int64, error) {
 
 // readStoreFile reads a whole store file of at most max bytes.
 func readStoreFile(path string, max int64) ([]byte, error) {
-	return readStoreFileInto(path, max, nil)
+	return readStoreFileInto(path, max, nil, 0)
 }
 
-// readStoreFileInto is readStoreFile reading into buf when it has room
-// (else into a new slice), so a loop over many large files (verify's
-// packs) reuses one buffer instead of leaving one file's worth of garbage
-// each.
-func readStoreFileInto(path string, max int64, buf []byte) ([]byte, error) {
+// readStoreFileInto is readStoreFile reading into buf when it has room,
+// else into a new slice with slack/100 more room (so that a loop over
+// many large files, verify's packs, reuses one buffer instead of leaving
+// one file's worth of garbage each).
+func readStoreFileInto(path string, max int64, buf []byte, slack int64) ([]byte, error) {
 	f, n, err := openStoreFile(path, os.O_RDONLY, max)
 	if err != nil {
 		return nil, err
@@ -81,7 +81,7 @@ func readStoreFileInto(path string, max int64, buf []byte) ([]byte, error) {
 	if int64(cap(buf)) >= n {
 		b = buf[:n]
 	} else {
-		b = make([]byte, n)
+		b = make([]byte, n, n+n*slack/100)
 	}
 	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
