@@ -4,7 +4,8 @@ package ingest
 // synthetic bucket of N small objects with keys shaped like maildir paths
 // through the real pull (listing, plan, reuse, GETs, chunking, packing,
 // commit) without S3, then ls, cat of one object, prune and verify; time
-// and peak RSS of each step. By default it runs at 3,000 objects as an
+// and peak RSS of each step; the pulls run under the soft memory limit of
+// holdfast pull and the worker (MemoryLimit). By default it runs at 3,000 objects as an
 // ordinary test of those steps; HOLDFAST_BENCH_SCALE_OBJECTS=N runs it at
 // N (tools/scripts/bench-scale.sh).
 
@@ -153,6 +154,9 @@ func TestScale(t *testing.T) {
 	var ids []string
 	pull := func(name string, wantFetched int) {
 		steps = append(steps, measure(t, name, func() string {
+			// Under the soft memory limit holdfast pull and the
+			// appliance's worker set, so the figures are theirs.
+			defer debug.SetMemoryLimit(debug.SetMemoryLimit(MemoryLimit(runtime.GOMAXPROCS(0), src.Parallel)))
 			res, err := p.pull(ctx, src, b)
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
