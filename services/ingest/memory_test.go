@@ -9,12 +9,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"runtime"
 	"runtime/debug"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
 // tinyBucket is a bucket of n small objects whose keys, contents and ETags
@@ -64,43 +64,6 @@ func (b *tinyBucket) Get(_ context.Context, e entry, off int64) (io.ReadCloser, 
 	return io.NopCloser(bytes.NewReader(c[off:])), bodyInfo{Length: int64(len(c)) - off, ETag: b.entry(i).ETag}, nil
 }
 
-// heapPeak samples HeapInuse while f runs and returns the peak above what
-// was in use before f started.
-func heapPeak(f func()) uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	before := ms.HeapInuse
-	var mu sync.Mutex
-	peak := before
-	sample := func() {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		mu.Lock()
-		peak = max(peak, ms.HeapInuse)
-		mu.Unlock()
-	}
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				sample()
-			}
-		}
-	}()
-	f()
-	close(stop)
-	<-done
-	sample()
-	return peak - before
-}
-
 // pullPeaks runs a first pull, a no-change pull and a pull after 1% of
 // the objects changed of a bucket of n objects, and returns the peak heap
 // of each.
@@ -123,7 +86,7 @@ func pullPeaks(t *testing.T, n int) [3]uint64 {
 		}
 		var res *Result
 		var err error
-		peaks[i] = heapPeak(func() { res, err = p.pull(ctx, src, b) })
+		peaks[i] = storetest.HeapPeak(func() { res, err = p.pull(ctx, src, b) })
 		if err != nil {
 			t.Fatalf("%d objects, pull %d: %v", n, i, err)
 		}

@@ -6,9 +6,10 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
 // writeBigSnapshot commits a snapshot of n objects with 1 KiB keys and
@@ -49,37 +50,13 @@ func writeBigSnapshot(t *testing.T, s *Store, n int, chunks []Object, until time
 	sn.mu.Lock()
 }
 
-// peakHeap samples HeapInuse while f runs and returns the peak.
+// peakHeap returns the peak of HeapInuse while f runs (storetest.HeapPeak
+// gives it above the level after a collection before f).
 func peakHeap(f func()) uint64 {
-	var peak uint64
-	var mu sync.Mutex
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	sample := func() {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		mu.Lock()
-		peak = max(peak, ms.HeapInuse)
-		mu.Unlock()
-	}
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				sample()
-			}
-		}
-	}()
-	f()
-	close(stop)
-	<-done
-	sample()
-	return peak
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse + storetest.HeapPeak(f)
 }
 
 // Prune streams manifests and keeps only chunk IDs: its peak heap over 30
