@@ -40,19 +40,27 @@ func plantSyntheticPacks(tb testing.TB, s *Store, n, perPack int, seed uint64) [
 			es = append(es, e)
 		}
 		sample = append(sample, es[0].id, es[len(es)-1].id)
-		trailer := sealTo(nil, s.keys.meta, trailerAD, appendEntries(nil, es))
-		out := slices.Concat(body, trailer, binary.BigEndian.AppendUint32(nil, uint32(len(trailer))), []byte(packEndMagic))
-		sum := sha256.Sum256(out)
-		name := hex.EncodeToString(sum[:])
-		shard := s.path(packsDir, name[:2])
-		if err := s.ensureShard(shard); err != nil {
-			tb.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(shard, name), out, 0o600); err != nil {
-			tb.Fatal(err)
-		}
+		writePlantedPack(tb, s, body, es)
 	}
 	return sample
+}
+
+// writePlantedPack completes a pack of body (magic and blobs) and es with
+// its sealed trailer and end, and writes it under its name, unsealed and
+// not indexed.
+func writePlantedPack(tb testing.TB, s *Store, body []byte, es []packEntry) {
+	tb.Helper()
+	trailer := sealTo(nil, s.keys.meta, trailerAD, appendEntries(nil, es))
+	out := slices.Concat(body, trailer, binary.BigEndian.AppendUint32(nil, uint32(len(trailer))), []byte(packEndMagic))
+	sum := sha256.Sum256(out)
+	name := hex.EncodeToString(sum[:])
+	shard := s.path(packsDir, name[:2])
+	if err := s.ensureShard(shard); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(shard, name), out, 0o600); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // heapNow returns the live heap after a collection.

@@ -3,14 +3,9 @@ package store
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
-	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -39,17 +34,7 @@ func plantGoodPacks(tb testing.TB, s *Store, n, perPack int, seed uint64) []Chun
 			es = append(es, packEntry{id: id, offset: uint32(off), length: uint32(len(body) - off), plainLen: uint32(len(plain))})
 			ids = append(ids, id)
 		}
-		trailer := sealTo(nil, s.keys.meta, trailerAD, appendEntries(nil, es))
-		out := slices.Concat(body, trailer, binary.BigEndian.AppendUint32(nil, uint32(len(trailer))), []byte(packEndMagic))
-		sum := sha256.Sum256(out)
-		name := hex.EncodeToString(sum[:])
-		shard := s.path(packsDir, name[:2])
-		if err := s.ensureShard(shard); err != nil {
-			tb.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(shard, name), out, 0o600); err != nil {
-			tb.Fatal(err)
-		}
+		writePlantedPack(tb, s, body, es)
 	}
 	return ids
 }
