@@ -72,6 +72,19 @@ func indexFixture(t *testing.T, s *Store) (string, [][]byte) {
 	return m.ID, keys
 }
 
+// indexedFixture makes a store holding indexFixture's snapshot and
+// indexes it.
+func indexedFixture(t *testing.T) (*Store, string, [][]byte, *SnapshotIndex) {
+	t.Helper()
+	s := newStore(t, InitOptions{}, Options{})
+	id, keys := indexFixture(t, s)
+	x, err := s.IndexSnapshot(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, id, keys, x
+}
+
 // currentRecords returns the current record of every key of snapshot id as
 // WalkCurrent (restore, cat) sees them.
 func currentRecords(t *testing.T, s *Store, id string) []Object {
@@ -92,12 +105,7 @@ func recordName(o Object) string {
 // boundary), nothing for keys the snapshot lacks, and decodes at most one
 // frame per lookup.
 func TestSnapshotIndexFind(t *testing.T) {
-	s := newStore(t, InitOptions{}, Options{})
-	id, keys := indexFixture(t, s)
-	x, err := s.IndexSnapshot(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, id, keys, x := indexedFixture(t)
 	if len(x.frames) < 3 {
 		t.Fatalf("%d object frames; the test needs several", len(x.frames))
 	}
@@ -177,12 +185,7 @@ func (x *SnapshotIndex) cachedFrames() string {
 // hands over the current records from there in order, and one moved with
 // Seek (forwards and back, within its frame or not) does too.
 func TestSnapshotIndexSeek(t *testing.T) {
-	s := newStore(t, InitOptions{}, Options{})
-	id, _ := indexFixture(t, s)
-	x, err := s.IndexSnapshot(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, id, _, x := indexedFixture(t)
 	cur := currentRecords(t, s, id)
 	names := make([]string, len(cur))
 	for i, o := range cur {
@@ -235,12 +238,7 @@ func TestSnapshotIndexSeek(t *testing.T) {
 // the index pass; one made after the index was built fails the lookup and
 // the iterator that read that frame, not the others.
 func TestSnapshotIndexRefusesDamage(t *testing.T) {
-	s := newStore(t, InitOptions{}, Options{})
-	id, _ := indexFixture(t, s)
-	x, err := s.IndexSnapshot(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, id, _, x := indexedFixture(t)
 	p := s.path(snapshotsDir, id+".snap")
 	good, err := os.ReadFile(p)
 	if err != nil {
@@ -285,12 +283,7 @@ func TestSnapshotIndexRefusesDamage(t *testing.T) {
 // TestSnapshotIndexConcurrent: lookups and iterators from several
 // goroutines share one index and its frame cache (run with -race).
 func TestSnapshotIndexConcurrent(t *testing.T) {
-	s := newStore(t, InitOptions{}, Options{})
-	id, _ := indexFixture(t, s)
-	x, err := s.IndexSnapshot(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, id, _, x := indexedFixture(t)
 	cur := currentRecords(t, s, id)
 	var wg sync.WaitGroup
 	for g := range 4 {
