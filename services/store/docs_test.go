@@ -116,6 +116,7 @@ func TestManifestFormatTables(t *testing.T) {
 		{"From `manifest.go`", "// Manifest file layout"},
 		{"Format 2 tail", "The format 2 tail body"},
 		{"The head, a CBOR map", "The head, a CBOR map"},
+		{"object-chunk frame being a CBOR array", "The frame body is a CBOR array of references"},
 	} {
 		fromMD := tableAfter(t, string(md), tc.mdMarker, "")
 		fromCode := tableAfter(t, string(code), tc.codeMarker, "//\t")

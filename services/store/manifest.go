@@ -22,13 +22,16 @@ import (
 //	| 8    | magic "HFSNAP02" (format 2; "HFSNAP01": format 1, read only)   |
 //	| 25   | snapshot ID, ASCII "YYYYMMDDTHHMMSSZ-xxxxxxxx"                  |
 //	| ...  | frames, each:                                                  |
-//	|      |   1  kind: 1 head, 2 objects, 3 tail, 4 errors (format 2)      |
+//	|      |   1  kind: 1 head, 2 objects, 3 tail, 4 errors (format 2),     |
+//	|      |      5 object chunks (format 2)                                |
 //	|      |   4  L, big endian (at most 64 MiB)                            |
 //	|      |   L  nonce(12) || AES-GCM(meta key, AD = "HFSF" || ID ||       |
 //	|      |      frame number u64 BE || kind) of the body || tag(16)       |
 //
-// Frame 0 is the head (CBOR map, below); object frames follow (CBOR arrays
-// of objects); a committed manifest ends with exactly one tail frame. The
+// Frame 0 is the head (CBOR map, below); object frames (CBOR arrays of
+// objects) and object-chunk frames (below) follow, in the order their
+// records were recorded; a committed manifest ends with exactly one tail
+// frame. The
 // frame number in the AD stops frames from being dropped, reordered or
 // moved between snapshots. A journal without a tail is a snapshot in
 // progress; a torn last frame is cut off when it is resumed. The head, a CBOR map with integer keys (a reader ignores keys
@@ -67,6 +70,35 @@ import (
 //	| 8    | frame number of the tail (= frames before it)             |
 //	| 8    | offset of the errors frame in the file, 0 when none       |
 //	| 1    | flags: bit 0 complete; other bits zero                    |
+//
+// Object-chunk frames (kind 5) keep a snapshot's records out of the
+// manifest: the records are cut into metadata chunks, each a CBOR array of
+// objects exactly like an object frame's body, stored in packs like data
+// (chunk ID = HMAC of the plaintext under the chunk-ID key, sealed under
+// the data key), so a stretch of a bucket that did not change is the same
+// chunk in the next snapshot and is stored once. A cut falls after a
+// record whose key hashes (HMAC under the chunk-ID key, "HFMB" || key) to
+// a value whose low metaCutBits bits are zero, unless the next record has
+// the same key; it also falls before a record that would take the chunk
+// past metaChunkMax bytes, and after a record that brings the sizes of
+// the chunk's objects to the store's pack size (a crash loses only the
+// records since the last cut, so this bounds what a resumed pull fetches
+// again). Each rule depends only on the records, so an unchanged stretch
+// is cut the same way again. The frame body is a CBOR array of references,
+// each a map (metaRefs references at most per frame):
+//
+//	| key | field                                                       |
+//	|-----|-------------------------------------------------------------|
+//	| 1   | chunk ID (32 bytes)                                         |
+//	| 2   | record count (at least 1)                                   |
+//	| 3   | byte count (sum of the records' sizes)                      |
+//	| 4   | key of the first record (bytes)                             |
+//	| 5   | key of the last record (bytes)                              |
+//
+// A reader resolves each reference through the chunk index (every read of
+// the chunk is checked against its ID and tag) and checks that the chunk
+// holds what the reference says. A reference is journaled only once its
+// chunk and every chunk its records name are in sealed packs.
 const (
 	snapMagic   = "HFSNAP02"
 	snapMagicV1 = "HFSNAP01"
@@ -79,6 +111,15 @@ const (
 	frameObjects byte = 2
 	frameTail    byte = 3
 	frameErrors  byte = 4
+	frameRefs    byte = 5
+
+	// Metadata chunks: a cut after about one record in 2^metaCutBits
+	// (256: about 40 KiB of records shaped like a pull's), none past
+	// metaChunkMax bytes (nor past the store's largest chunk), and at most
+	// metaRefs references per object-chunk frame.
+	metaCutBits  = 8
+	metaChunkMax = 1 << 20
+	metaRefs     = 1024
 
 	tailBodyLen  = 41
 	tailFrameLen = frameHdrLen + tailBodyLen + sealOverhead
@@ -138,6 +179,37 @@ type wireObject struct {
 	Chunks      []byte            `cbor:"9,keyasint"` // 32 bytes per chunk ID
 	Deleted     bool              `cbor:"10,keyasint,omitempty"`
 }
+
+// wireRef is one reference of an object-chunk frame (layout above).
+type wireRef struct {
+	Chunk []byte `cbor:"1,keyasint"`
+	Count int64  `cbor:"2,keyasint"`
+	Bytes int64  `cbor:"3,keyasint"`
+	First []byte `cbor:"4,keyasint"`
+	Last  []byte `cbor:"5,keyasint"`
+}
+
+// id checks the reference's fields and returns its chunk ID.
+func (r wireRef) id() (ChunkID, error) {
+	if len(r.Chunk) != 32 || r.Count < 1 || r.Bytes < 0 {
+		return ChunkID{}, fmt.Errorf("object chunk reference: %w", ErrCorrupt)
+	}
+	return ChunkID(r.Chunk), nil
+}
+
+// MetaChunkError says a metadata chunk a manifest references could not be
+// read or does not hold what the reference says: the snapshot's records
+// in it are unknown (prune then removes no pack).
+type MetaChunkError struct {
+	Chunk ChunkID
+	Err   error
+}
+
+func (e *MetaChunkError) Error() string {
+	return fmt.Sprintf("metadata chunk %s: %v", e.Chunk, e.Err)
+}
+
+func (e *MetaChunkError) Unwrap() error { return e.Err }
 
 type wireTail struct {
 	Finished int64    `cbor:"1,keyasint"`
@@ -263,7 +335,7 @@ func (fr *frameReader) next() (kind byte, plain []byte, err error) {
 	}
 	kind = h[0]
 	n := binary.BigEndian.Uint32(h[1:])
-	last := frameErrors
+	last := frameRefs
 	if fr.v1 {
 		last = frameTail
 	}
@@ -271,7 +343,7 @@ func (fr *frameReader) next() (kind byte, plain []byte, err error) {
 		!fr.v1 && kind == frameTail && n != tailBodyLen+sealOverhead {
 		return 0, nil, fmt.Errorf("frame %d header: %w", fr.seq, ErrCorrupt)
 	}
-	if fr.skip && kind == frameObjects {
+	if fr.skip && (kind == frameObjects || kind == frameRefs) {
 		if _, err := fr.r.Discard(int(n)); err != nil {
 			return 0, nil, fmt.Errorf("frame %d body: %w", fr.seq, io.ErrUnexpectedEOF)
 		}
@@ -331,6 +403,15 @@ func (s *Store) manifestChunks(r io.Reader, partial bool, fn func(ChunkID)) (*Ma
 	return s.walkManifestFrames(r, partial, false, fn, nil)
 }
 
+// manifestSelf checks a manifest or journal on its own: every frame is
+// authenticated and the counts add up (an object-chunk frame's references
+// are summed), but no metadata chunk is read, so it needs no chunk index
+// (recovery runs before the index is opened; the mirror checks packs as
+// files of their own).
+func (s *Store) manifestSelf(r io.Reader, partial bool) (*Manifest, frameStats, error) {
+	return s.walkFrames(r, partial, false, walkHooks{refsOnly: true})
+}
+
 // manifestObjects streams every object of a committed manifest to fn, one
 // frame at a time, and returns its summary (Objects empty). fn may see
 // objects of a manifest that turns out damaged further on: the error says so.
@@ -354,26 +435,86 @@ func (s *Store) walkManifestFrames(r io.Reader, partial, skipObjects bool, onChu
 	return s.walkFrames(r, partial, skipObjects, walkHooks{onChunk: onChunk, onObject: onObject})
 }
 
-// frameLoc is where an object frame lies in a manifest: the frame number
-// its AD carries, the offset of its header and its length with the header.
+// frameLoc is where an object or object-chunk frame lies in a manifest:
+// the frame number its AD carries, the offset of its header and its
+// length with the header; for a metadata chunk, which reference of the
+// frame names it.
 type frameLoc struct {
 	seq uint64
 	off int64
 	n   int64
+	ref int
 }
 
 // walkHooks are what walkFrames hands decoded frames to; see
 // walkManifestFrames. With onFrame set (and onObject and onChunk nil) the
-// objects of each object frame go to onFrame, together with where the
-// frame lies, instead of being collected.
+// objects of each object frame and of each metadata chunk go to onFrame,
+// together with where the frame lies and the chunk (nil for an object
+// frame), instead of being collected. With refsOnly set, records are
+// counted but neither kept nor handed on, and metadata chunks are not read
+// (the references' counts are summed): the check of a manifest file on its
+// own, whose chunks are checked as packs.
 type walkHooks struct {
 	onChunk  func(ChunkID)
 	onObject func(Object) error
-	onFrame  func(frameLoc, []Object) error
+	onFrame  func(frameLoc, *ChunkID, []Object) error
+	refsOnly bool
+}
+
+// recordSpan is what frameRecords saw of the records it handled.
+type recordSpan struct {
+	keys        bool // first and last were decoded
+	first, last []byte
+}
+
+// frameRecords handles the records of one object frame or metadata chunk
+// (plain, a CBOR array of objects) as h asks, adding them to m's counts.
+// ref is the metadata chunk, nil for an object frame.
+func (s *Store) frameRecords(plain []byte, m *Manifest, h walkHooks, loc frameLoc, ref *ChunkID) (recordSpan, error) {
+	if h.onChunk != nil {
+		return recordSpan{}, s.frameChunks(plain, m, h.onChunk)
+	}
+	var objs []wireObject
+	if err := s.codec.unmarshal(plain, &objs); err != nil {
+		return recordSpan{}, fmt.Errorf("manifest objects: %w", err)
+	}
+	var span recordSpan
+	if len(objs) > 0 {
+		span = recordSpan{keys: true, first: objs[0].Key, last: objs[len(objs)-1].Key}
+	}
+	var frame []Object // with onFrame
+	for _, w := range objs {
+		o, err := fromWire(w)
+		if err != nil {
+			return span, err
+		}
+		if o.Size > math.MaxInt64-m.Bytes {
+			return span, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
+		}
+		switch {
+		case h.onObject != nil:
+			if err := h.onObject(o); err != nil {
+				return span, err
+			}
+		case h.onFrame != nil:
+			frame = append(frame, o)
+		default:
+			m.Objects = append(m.Objects, o)
+		}
+		m.Count++
+		m.Bytes += o.Size
+	}
+	if h.onFrame != nil {
+		if err := h.onFrame(loc, ref, frame); err != nil {
+			return span, err
+		}
+	}
+	return span, nil
 }
 
 func (s *Store) walkFrames(r io.Reader, partial, skipObjects bool, h walkHooks) (m *Manifest, st frameStats, err error) {
-	onChunk, onObject := h.onChunk, h.onObject
+	onChunk := h.onChunk
+	var cr *ChunkReader // reads metadata chunks, opened at the first
 	fr, err := s.newFrameReader(r)
 	if err != nil {
 		return nil, st, err
@@ -415,41 +556,65 @@ func (s *Store) walkFrames(r io.Reader, partial, skipObjects bool, h walkHooks) 
 			if plain == nil {
 				continue
 			}
-			if onChunk != nil {
-				if err := s.frameChunks(plain, m, onChunk); err != nil {
+			if h.refsOnly {
+				// Count the records without keeping them.
+				if err := s.frameChunks(plain, m, func(ChunkID) {}); err != nil {
 					return nil, st, err
 				}
 				break
 			}
-			var objs []wireObject
-			if err := s.codec.unmarshal(plain, &objs); err != nil {
-				return nil, st, fmt.Errorf("manifest objects: %w", err)
+			if _, err := s.frameRecords(plain, m, h, frameLoc{seq: fr.seq - 1, off: start, n: fr.off - start}, nil); err != nil {
+				return nil, st, err
 			}
-			var frame []Object // with onFrame
-			for _, w := range objs {
-				o, err := fromWire(w)
+		case frameRefs:
+			if plain == nil {
+				continue
+			}
+			var refs []wireRef
+			if err := s.codec.unmarshal(plain, &refs); err != nil {
+				return nil, st, fmt.Errorf("manifest object chunks: %w", err)
+			}
+			if len(refs) == 0 || len(refs) > metaRefs {
+				return nil, st, fmt.Errorf("object-chunk frame of %d references: %w", len(refs), ErrCorrupt)
+			}
+			loc := frameLoc{seq: fr.seq - 1, off: start, n: fr.off - start}
+			for i, r := range refs {
+				id, err := r.id()
 				if err != nil {
 					return nil, st, err
 				}
-				if o.Size > math.MaxInt64-m.Bytes {
-					return nil, st, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
-				}
-				switch {
-				case onObject != nil:
-					if err := onObject(o); err != nil {
-						return nil, st, err
+				if h.refsOnly {
+					if r.Bytes > math.MaxInt64-m.Bytes || r.Count > math.MaxInt64-m.Count {
+						return nil, st, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
 					}
-				case h.onFrame != nil:
-					frame = append(frame, o)
-				default:
-					m.Objects = append(m.Objects, o)
+					m.Count += r.Count
+					m.Bytes += r.Bytes
+					continue
 				}
-				m.Count++
-				m.Bytes += o.Size
-			}
-			if h.onFrame != nil {
-				if err := h.onFrame(frameLoc{seq: fr.seq - 1, off: start, n: fr.off - start}, frame); err != nil {
-					return nil, st, err
+				if onChunk != nil {
+					onChunk(id)
+				}
+				if cr == nil {
+					cr = s.NewChunkReader()
+					defer cr.Close()
+				}
+				body, err := cr.Read(id)
+				if err != nil {
+					return nil, st, &MetaChunkError{Chunk: id, Err: err}
+				}
+				count, nbytes := m.Count, m.Bytes
+				loc.ref = i
+				got, err := s.frameRecords(body, m, h, loc, &id)
+				if errors.Is(err, ErrCorrupt) {
+					return nil, st, &MetaChunkError{Chunk: id, Err: err}
+				}
+				if err != nil {
+					return nil, st, err // the hook's own error, as it is
+				}
+				if m.Count-count != r.Count || m.Bytes-nbytes != r.Bytes ||
+					got.keys && (!bytes.Equal(got.first, r.First) || !bytes.Equal(got.last, r.Last)) {
+					return nil, st, &MetaChunkError{Chunk: id, Err: fmt.Errorf("holds %d records of %d bytes from %q to %q; the manifest says %d of %d from %q to %q: %w",
+						m.Count-count, m.Bytes-nbytes, got.first, got.last, r.Count, r.Bytes, r.First, r.Last, ErrCorrupt)}
 				}
 			}
 		case frameErrors:

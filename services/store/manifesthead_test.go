@@ -125,8 +125,11 @@ func TestJournalCutAfterErrorsFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	sn.mu.Lock()
-	err = sn.waitFinished() // seals the open pack, as Commit does
+	err = sn.cutMeta() // as Commit does: stores the records' chunk,
 	if err == nil {
+		err = sn.waitFinished() // seals the open pack,
+	}
+	if err == nil { // and journals the reference
 		err = sn.flushQueued()
 	}
 	sn.mu.Unlock()

@@ -292,7 +292,7 @@ func (s *Store) checkManifestAt(p, id string) (checked, error) {
 	defer f.Close()
 	h := sha256.New()
 	n := &countWriter{w: h}
-	m, _, merr := s.readManifestFrames(io.TeeReader(f, n), false, false)
+	m, _, merr := s.manifestSelf(io.TeeReader(f, n), false)
 	// The digest covers the whole file, damaged or not (nothing is left
 	// after the tail of a good manifest).
 	if _, err := io.Copy(n, f); err != nil {

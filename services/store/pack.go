@@ -82,8 +82,8 @@ type packWriter struct {
 	tmpPath string
 	size    int64
 	entries []packEntry
-	objects []Object // objects durable once this pack is sealed
-	kicked  int64    // bytes handed to writeback so far
+	objects []journalItem // journal entries durable once this pack is sealed
+	kicked  int64         // bytes handed to writeback so far
 }
 
 func (s *Store) newPackWriter() (*packWriter, error) {

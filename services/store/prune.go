@@ -176,6 +176,12 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		if err := s.streamManifestChunks(s.path(wipDir, name), true, mark); err != nil {
 			// A journal unreadable from its head on references nothing a
 			// reader could find; a torn tail was cut at the last good frame.
+			// One whose metadata chunk does not read references records
+			// nobody can name: keep every pack.
+			var mc *MetaChunkError
+			if errors.As(err, &mc) {
+				res.KeptAllPacks = true
+			}
 			skip(wipDir+"/"+name, fmt.Sprintf("journal %s unreadable: %v", id, err))
 		}
 		return nil

@@ -14,8 +14,9 @@ import (
 
 // writeBigSnapshot commits a snapshot of n objects with 1 KiB keys and
 // 2 KiB of user metadata, each referencing one of chunks, writing the
-// journal frames directly (no content is chunked), so the test measures
-// prune, not ingest.
+// journal frames directly as object frames (no content is chunked, no
+// metadata chunk cut: manifests as large as the format allows), so the
+// test measures prune, not ingest.
 func writeBigSnapshot(t *testing.T, s *Store, n int, chunks []Object, until time.Time) {
 	t.Helper()
 	sn, err := s.Begin(t.Context(), BeginOptions{Source: "big", RetainUntil: until})
@@ -30,16 +31,16 @@ func writeBigSnapshot(t *testing.T, s *Store, n int, chunks []Object, until time
 	defer sn.mu.Unlock()
 	const batch = 1000
 	for i := 0; i < n; i += batch {
-		objs := make([]Object, 0, batch)
+		objs := make([]wireObject, 0, batch)
 		for j := i; j < min(n, i+batch); j++ {
 			c := chunks[j%len(chunks)]
 			key := bytes.Repeat([]byte{'k'}, 1024)
 			copy(key, strconv.Itoa(j))
-			objs = append(objs, Object{Key: key, Size: c.Size, UserMeta: meta, Chunks: c.Chunks})
+			objs = append(objs, toWire(Object{Key: key, Size: c.Size, UserMeta: meta, Chunks: c.Chunks}))
 			sn.objects++
 			sn.bytes += c.Size
 		}
-		if err := sn.journalObjects(objs); err != nil {
+		if err := sn.journalObjects([]journalItem{{inline: objs}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -50,9 +50,11 @@ type SnapshotIndex struct {
 	cache []decodedFrame // most recently used first
 }
 
-// indexFrame is one object frame of an indexed manifest that holds records.
+// indexFrame is one object frame of an indexed manifest that holds
+// records, or one metadata chunk an object-chunk frame references.
 type indexFrame struct {
 	loc         frameLoc
+	chunk       *ChunkID // the metadata chunk; nil for an object frame
 	count       int
 	first, last []byte
 }
@@ -80,7 +82,7 @@ func (s *Store) IndexSnapshot(id string) (*SnapshotIndex, error) {
 	x := &SnapshotIndex{s: s, id: id, size: size}
 	var prev []byte
 	recorded := false
-	m, st, err := s.walkFrames(f, false, false, walkHooks{onFrame: func(loc frameLoc, objs []Object) error {
+	m, st, err := s.walkFrames(f, false, false, walkHooks{onFrame: func(loc frameLoc, chunk *ChunkID, objs []Object) error {
 		if len(objs) == 0 {
 			return nil
 		}
@@ -97,7 +99,11 @@ func (s *Store) IndexSnapshot(id string) (*SnapshotIndex, error) {
 			}
 			prev, recorded = append(prev[:0], o.Key...), true
 		}
-		x.frames = append(x.frames, indexFrame{loc: loc, count: len(objs),
+		if chunk != nil {
+			c := *chunk
+			chunk = &c
+		}
+		x.frames = append(x.frames, indexFrame{loc: loc, chunk: chunk, count: len(objs),
 			first: bytes.Clone(objs[0].Key), last: bytes.Clone(objs[len(objs)-1].Key)})
 		return nil
 	}})
@@ -187,6 +193,9 @@ func (x *SnapshotIndex) frame(i int) ([]Object, error) {
 // does, and checks that it holds what the index pass saw.
 func (x *SnapshotIndex) readFrame(i int) ([]Object, error) {
 	e := x.frames[i]
+	if e.chunk != nil {
+		return x.readChunk(e)
+	}
 	f, size, err := x.s.openCommitted(x.id)
 	if err != nil {
 		return nil, err
@@ -204,17 +213,37 @@ func (x *SnapshotIndex) readFrame(i int) ([]Object, error) {
 	if kind != frameObjects || fr.off != e.loc.off+e.loc.n {
 		return nil, fmt.Errorf("manifest %s frame %d: not the object frame indexed: %w", x.id, e.loc.seq, ErrCorrupt)
 	}
+	return x.checkRecords(e, plain)
+}
+
+// readChunk reads the metadata chunk of entry e. The chunk is checked
+// against its ID (which the index pass read from the authenticated
+// manifest) and must hold what the index pass saw.
+func (x *SnapshotIndex) readChunk(e indexFrame) ([]Object, error) {
+	cr := x.s.NewChunkReader()
+	defer cr.Close()
+	plain, err := cr.Read(*e.chunk)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", x.id, &MetaChunkError{Chunk: *e.chunk, Err: err})
+	}
+	return x.checkRecords(e, plain)
+}
+
+// checkRecords decodes the records of entry e and checks them against
+// what the index pass saw.
+func (x *SnapshotIndex) checkRecords(e indexFrame, plain []byte) ([]Object, error) {
 	var ws []wireObject
 	if err := x.s.codec.unmarshal(plain, &ws); err != nil {
 		return nil, fmt.Errorf("manifest %s objects: %w", x.id, err)
 	}
 	objs := make([]Object, len(ws))
 	for j, w := range ws {
+		var err error
 		if objs[j], err = fromWire(w); err != nil {
 			return nil, fmt.Errorf("manifest %s: %w", x.id, err)
 		}
 	}
-	if len(objs) != e.count || !bytes.Equal(objs[0].Key, e.first) || !bytes.Equal(objs[len(objs)-1].Key, e.last) {
+	if len(objs) != e.count || len(objs) == 0 || !bytes.Equal(objs[0].Key, e.first) || !bytes.Equal(objs[len(objs)-1].Key, e.last) {
 		return nil, fmt.Errorf("manifest %s frame %d: not the records indexed: %w", x.id, e.loc.seq, ErrCorrupt)
 	}
 	return objs, nil

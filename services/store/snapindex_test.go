@@ -12,12 +12,13 @@ import (
 	"time"
 )
 
-// indexFixture commits a sorted snapshot of about 3,300 records that the
-// store writes in frames of 1024 records (records whose chunks are all
-// stored go to the journal 1024 at a time), with versioned keys, delete
-// markers, and keys whose versions straddle frame boundaries. It returns
-// the snapshot's ID and every key it records, sorted.
-func indexFixture(t *testing.T, s *Store) (string, [][]byte) {
+// indexFixture commits a sorted snapshot of about 3,300 records with
+// versioned keys and delete markers. With inline set the store writes them
+// in object frames of 1024 records, as stores did before object-chunk
+// frames, and keys whose versions straddle frame boundaries; otherwise in
+// metadata chunks (about 26). It returns the snapshot's ID and every key
+// it records, sorted.
+func indexFixture(t *testing.T, s *Store, inline bool) (string, [][]byte) {
 	t.Helper()
 	ctx := context.Background()
 	sn, err := s.Begin(ctx, BeginOptions{Source: "body"})
@@ -35,6 +36,7 @@ func indexFixture(t *testing.T, s *Store) (string, [][]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sn.inlineFrames = inline
 	var keys [][]byte
 	n := 0
 	put := func(key []byte, version string, del bool) {
@@ -74,15 +76,27 @@ func indexFixture(t *testing.T, s *Store) (string, [][]byte) {
 
 // indexedFixture makes a store holding indexFixture's snapshot and
 // indexes it.
-func indexedFixture(t *testing.T) (*Store, string, [][]byte, *SnapshotIndex) {
+func indexedFixture(t *testing.T, inline bool) (*Store, string, [][]byte, *SnapshotIndex) {
 	t.Helper()
 	s := newStore(t, InitOptions{}, Options{})
-	id, keys := indexFixture(t, s)
+	id, keys := indexFixture(t, s, inline)
 	x, err := s.IndexSnapshot(id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, id, keys, x
+}
+
+// eachFormat runs test on a snapshot written in metadata chunks and on
+// one written in object frames.
+func eachFormat(t *testing.T, test func(t *testing.T, inline bool)) {
+	for _, inline := range []bool{false, true} {
+		name := "metadata chunks"
+		if inline {
+			name = "object frames"
+		}
+		t.Run(name, func(t *testing.T) { test(t, inline) })
+	}
 }
 
 // currentRecords returns the current record of every key of snapshot id as
@@ -104,8 +118,10 @@ func recordName(o Object) string {
 // over for every key (versioned, deleted, on either side of a frame
 // boundary), nothing for keys the snapshot lacks, and decodes at most one
 // frame per lookup.
-func TestSnapshotIndexFind(t *testing.T) {
-	s, id, keys, x := indexedFixture(t)
+func TestSnapshotIndexFind(t *testing.T) { eachFormat(t, testSnapshotIndexFind) }
+
+func testSnapshotIndexFind(t *testing.T, inline bool) {
+	s, id, keys, x := indexedFixture(t, inline)
 	if len(x.frames) < 3 {
 		t.Fatalf("%d object frames; the test needs several", len(x.frames))
 	}
@@ -115,8 +131,13 @@ func TestSnapshotIndexFind(t *testing.T) {
 			straddles++
 		}
 	}
-	if straddles < 2 {
+	if inline && straddles < 2 {
 		t.Fatalf("%d keys straddle a frame boundary; the test needs 2", straddles)
+	}
+	for i, f := range x.frames {
+		if (f.chunk == nil) != inline {
+			t.Fatalf("entry %d: metadata chunk %v; the test wants object frames %v", i, f.chunk, inline)
+		}
 	}
 	cur := currentRecords(t, s, id)
 	if len(cur) != len(keys) {
@@ -184,8 +205,10 @@ func (x *SnapshotIndex) cachedFrames() string {
 // TestSnapshotIndexSeek: an iterator started at any key, or between keys,
 // hands over the current records from there in order, and one moved with
 // Seek (forwards and back, within its frame or not) does too.
-func TestSnapshotIndexSeek(t *testing.T) {
-	s, id, _, x := indexedFixture(t)
+func TestSnapshotIndexSeek(t *testing.T) { eachFormat(t, testSnapshotIndexSeek) }
+
+func testSnapshotIndexSeek(t *testing.T, inline bool) {
+	s, id, _, x := indexedFixture(t, inline)
 	cur := currentRecords(t, s, id)
 	names := make([]string, len(cur))
 	for i, o := range cur {
@@ -237,16 +260,27 @@ func TestSnapshotIndexSeek(t *testing.T) {
 // TestSnapshotIndexRefusesDamage: a flipped bit in an object frame fails
 // the index pass; one made after the index was built fails the lookup and
 // the iterator that read that frame, not the others.
-func TestSnapshotIndexRefusesDamage(t *testing.T) {
-	s, id, _, x := indexedFixture(t)
-	p := s.path(snapshotsDir, id+".snap")
+func TestSnapshotIndexRefusesDamage(t *testing.T) { eachFormat(t, testSnapshotIndexRefusesDamage) }
+
+func testSnapshotIndexRefusesDamage(t *testing.T, inline bool) {
+	s, id, _, x := indexedFixture(t, inline)
+	// The bit flips in the manifest's object frame, or in the pack that
+	// holds the metadata chunk.
+	f := x.frames[1]
+	p, off := s.path(snapshotsDir, id+".snap"), f.loc.off+f.loc.n/2
+	if !inline {
+		locs := s.idx.locations(*f.chunk)
+		if len(locs) != 1 {
+			t.Fatalf("metadata chunk in %d places", len(locs))
+		}
+		p, off = s.packPath(locs[0].packName()), int64(locs[0].offset)+int64(locs[0].length)/2
+	}
 	good, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bad := slices.Clone(good)
-	f := x.frames[1]
-	bad[f.loc.off+f.loc.n/2] ^= 1
+	bad[off] ^= 1
 	unsealAll(t, s.Dir())
 	if err := os.WriteFile(p, bad, 0o600); err != nil {
 		t.Fatal(err)
@@ -268,6 +302,13 @@ func TestSnapshotIndexRefusesDamage(t *testing.T) {
 	if !errors.Is(it.Err(), ErrCorrupt) || n == 0 || n > x.frames[0].count {
 		t.Errorf("iterator over the damaged frame: %d records, then %v", n, it.Err())
 	}
+	if !inline {
+		var mc *MetaChunkError
+		if _, _, err := x.Find(x.frames[1].last); !errors.As(err, &mc) || mc.Chunk != *x.frames[1].chunk {
+			t.Errorf("Find in the damaged metadata chunk: %v, want a MetaChunkError naming it", err)
+		}
+		return // the manifest itself is read only by the index pass
+	}
 	// A manifest of another size than the one indexed is refused.
 	if err := os.WriteFile(p, append(slices.Clone(good), 0), 0o600); err != nil {
 		t.Fatal(err)
@@ -282,8 +323,10 @@ func TestSnapshotIndexRefusesDamage(t *testing.T) {
 
 // TestSnapshotIndexConcurrent: lookups and iterators from several
 // goroutines share one index and its frame cache (run with -race).
-func TestSnapshotIndexConcurrent(t *testing.T) {
-	s, id, _, x := indexedFixture(t)
+func TestSnapshotIndexConcurrent(t *testing.T) { eachFormat(t, testSnapshotIndexConcurrent) }
+
+func testSnapshotIndexConcurrent(t *testing.T, inline bool) {
+	s, id, _, x := indexedFixture(t, inline)
 	cur := currentRecords(t, s, id)
 	var wg sync.WaitGroup
 	for g := range 4 {

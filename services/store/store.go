@@ -594,7 +594,7 @@ func (s *Store) journalSummary(id string) (*Manifest, frameStats, error) {
 		return nil, frameStats{}, err
 	}
 	defer f.Close()
-	return s.manifestChunks(f, true, func(ChunkID) {})
+	return s.manifestSelf(f, true)
 }
 
 // sealEntries runs sealIfComplete on every regular file of dir (relative to

@@ -55,7 +55,7 @@ func writeChunkSnapshot(t *testing.T, s *Store, ids []ChunkID, perObject int) in
 		sn.objects++
 		sn.bytes += o.Size
 		objects++
-		if err := sn.journalObjects([]Object{o}); err != nil {
+		if err := sn.journalObjects([]journalItem{{inline: []wireObject{toWire(o)}}}); err != nil {
 			sn.mu.Unlock()
 			t.Fatal(err)
 		}

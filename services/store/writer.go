@@ -64,14 +64,22 @@ type Snapshot struct {
 	finisher  bool                 // the finishing goroutine runs
 	ferr      error                // first error of the finishing goroutine
 	pending   map[ChunkID]struct{} // chunks in the open pack or a finishing one
-	queued    []Object             // objects whose chunks are not all sealed yet
-	queuedSz  int                  // their records' estimated size
-	lastKey   []byte               // key last recorded (sorted snapshots)
-	recorded  bool                 // an object was recorded (lastKey is set)
-	errs      []string
-	objects   int64
-	bytes     int64
-	closed    bool
+	meta      []wireObject         // records since the last metadata chunk cut
+	metaSz    int                  // their estimated size
+	metaData  int64                // the sum of their objects' sizes
+	metaCut   bool                 // a cut falls after meta's last record (unless the next has its key)
+	cutHash   hash.Hash            // decides cuts (keys.idHasher)
+	// inlineFrames writes records in object frames of 1024, as stores did
+	// before object-chunk frames (tests of readers of that format).
+	inlineFrames bool
+	queued       []journalItem // journal entries whose chunks are not all sealed yet
+	queuedSz     int           // their estimated size
+	lastKey      []byte        // key last recorded (sorted snapshots)
+	recorded     bool          // an object was recorded (lastKey is set)
+	errs         []string
+	objects      int64
+	bytes        int64
+	closed       bool
 
 	chunkers sync.Pool      // splitter (chunking.go), reused across Puts
 	hashers  sync.Pool      // chunk ID hashers (keys.idHasher), reused across Puts
@@ -163,7 +171,7 @@ func (s *Store) Interrupted() ([]Interrupted, error) {
 			return nil
 		}
 		defer f.Close()
-		m, _, err := s.manifestChunks(f, true, func(ChunkID) {})
+		m, _, err := s.manifestSelf(f, true)
 		if err != nil {
 			s.log.Warn("unreadable journal", "id", id, "error", err)
 			return nil
@@ -443,11 +451,12 @@ func (sn *Snapshot) record(obj Object) error {
 		}
 		sn.lastKey, sn.recorded = append(sn.lastKey[:0], obj.Key...), true
 	}
-	sn.queued = append(sn.queued, obj)
-	sn.queuedSz += recordSize(toWire(obj))
+	if err := sn.addRecord(toWire(obj)); err != nil {
+		return err
+	}
 	sn.objects++
 	sn.bytes += obj.Size
-	if sn.pw == nil && len(sn.finishing) == 0 && len(sn.queued) >= 1024 {
+	if sn.pw == nil && len(sn.finishing) == 0 && len(sn.queued) >= 64 {
 		// Every chunk is already in a sealed pack.
 		return sn.flushQueued()
 	}
@@ -467,6 +476,118 @@ func (sn *Snapshot) record(obj Object) error {
 		sn.cond.Wait()
 	}
 	return sn.ferr
+}
+
+// journalItem is one entry waiting for the journal: a reference to a
+// metadata chunk, or records written in an object frame (a format 1
+// journal, or records too large for a metadata chunk).
+type journalItem struct {
+	ref    *wireRef
+	inline []wireObject
+}
+
+// metaMax is the largest metadata chunk: metaChunkMax, and never past the
+// store's largest chunk, which readers bound blobs by.
+func (sn *Snapshot) metaMax() int {
+	return min(metaChunkMax, int(sn.s.cfg.MaxChunk))
+}
+
+// isCut reports whether a metadata chunk cut falls after a record of key
+// (format above walkFrames' frameRefs: HMAC under the chunk-ID key).
+func (sn *Snapshot) isCut(key []byte) bool {
+	h := sn.cutHasher()
+	h.Reset()
+	h.Write([]byte("HFMB"))
+	h.Write(key)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum[0]&(1<<metaCutBits-1) == 0
+}
+
+// addRecord adds w to the records of the metadata chunk being cut,
+// cutting first when a cut falls before it. sn.mu is held.
+func (sn *Snapshot) addRecord(w wireObject) error {
+	sz := recordSize(w)
+	if sn.inlineFrames {
+		if len(sn.meta) >= 1024 {
+			if err := sn.cutMeta(); err != nil {
+				return err
+			}
+		}
+		sn.meta = append(sn.meta, w)
+		sn.metaSz += sz
+		return nil
+	}
+	if len(sn.meta) > 0 && (sn.metaCut && !bytes.Equal(w.Key, sn.meta[len(sn.meta)-1].Key) || sn.metaSz+sz > sn.metaMax()) {
+		if err := sn.cutMeta(); err != nil {
+			return err
+		}
+	}
+	sn.meta = append(sn.meta, w)
+	sn.metaSz += sz
+	sn.metaData += w.Size
+	sn.metaCut = sn.isCut(w.Key)
+	if sn.metaData >= int64(sn.s.cfg.PackSize) {
+		// Records reach the journal only with their chunk: bound what a
+		// crash makes a resumed pull fetch again to about a pack of data.
+		return sn.cutMeta()
+	}
+	return nil
+}
+
+// cutMeta stores the records since the last cut as one metadata chunk
+// (unless the store has it already: an unchanged stretch of a bucket) and
+// queues the reference to it. A format 1 journal, or records whose
+// encoding is larger than a chunk may be, are queued to be written inline
+// in an object frame instead. sn.mu is held.
+func (sn *Snapshot) cutMeta() error {
+	recs, sz := sn.meta, sn.metaSz
+	sn.meta, sn.metaSz, sn.metaData, sn.metaCut = nil, 0, 0, false
+	if len(recs) == 0 {
+		return nil
+	}
+	inline := func() {
+		sn.queued = append(sn.queued, journalItem{inline: recs})
+		sn.queuedSz += sz
+	}
+	if sn.j.v1 || sn.inlineFrames {
+		inline()
+		return nil
+	}
+	plain, err := sn.s.codec.marshal(recs)
+	if err != nil {
+		return fmt.Errorf("metadata chunk: %w", err)
+	}
+	if len(plain) > sn.metaMax() {
+		inline()
+		return nil
+	}
+	id := sumID(sn.cutHasher(), plain)
+	if _, ok := sn.pending[id]; !ok && !sn.s.idx.has(id) {
+		ct := make([]byte, len(plain), len(plain)+sealOverhead)
+		copy(ct, plain)
+		var nonce [12]byte
+		ct = sealInPlace(sn.s.keys.data, &nonce, id[:], ct)
+		if err := sn.addChunk(id, &nonce, ct, len(plain)); err != nil {
+			return err
+		}
+	}
+	ref := &wireRef{Chunk: id[:], Count: int64(len(recs)), First: recs[0].Key, Last: recs[len(recs)-1].Key}
+	for _, w := range recs {
+		ref.Bytes += w.Size
+	}
+	sn.queued = append(sn.queued, journalItem{ref: ref})
+	sn.queuedSz += 64 + len(ref.First) + len(ref.Last)
+	return nil
+}
+
+// cutHasher returns the snapshot's chunk-ID hasher, set up once. sn.mu is
+// held.
+func (sn *Snapshot) cutHasher() hash.Hash {
+	if sn.cutHash == nil {
+		sn.cutHash = sn.s.keys.idHasher()
+	}
+	return sn.cutHash
 }
 
 // recordSize estimates the bytes of an object record in a frame.
@@ -669,39 +790,55 @@ func (sn *Snapshot) waitFinished() error {
 	return sn.ferr
 }
 
-// flushQueued writes queued objects to the journal; their chunks must all be
-// in sealed packs. sn.mu is held.
+// flushQueued writes queued entries to the journal; their chunks must all
+// be in sealed packs. sn.mu is held.
 func (sn *Snapshot) flushQueued() error {
-	objs := sn.queued
+	items := sn.queued
 	sn.queued, sn.queuedSz = nil, 0
-	return sn.journalObjects(objs)
+	return sn.journalObjects(items)
 }
 
-// journalObjects writes objects whose chunks are sealed to the journal, in
-// frames well under maxFrame. sn.mu is held.
-func (sn *Snapshot) journalObjects(objs []Object) error {
-	for len(objs) > 0 {
-		var batch []wireObject
-		size := 0
-		n := 0
-		for _, o := range objs {
-			w := toWire(o)
-			sz := recordSize(w)
-			if n > 0 && size+sz > 4<<20 {
-				break
+// journalObjects writes entries whose chunks are sealed to the journal, in
+// order: runs of references as object-chunk frames of at most metaRefs,
+// inline records as object frames well under maxFrame. sn.mu is held.
+func (sn *Snapshot) journalObjects(items []journalItem) error {
+	for len(items) > 0 {
+		if items[0].ref != nil {
+			var refs []*wireRef
+			for len(items) > 0 && items[0].ref != nil && len(refs) < metaRefs {
+				refs = append(refs, items[0].ref)
+				items = items[1:]
 			}
-			batch = append(batch, w)
-			size += sz
-			n++
+			plain, err := sn.s.codec.marshal(refs)
+			if err != nil {
+				return fmt.Errorf("journal object chunks: %w", err)
+			}
+			if err := sn.j.writeFrame(frameRefs, plain); err != nil {
+				return err
+			}
+			continue
 		}
-		plain, err := sn.s.codec.marshal(batch)
-		if err != nil {
-			return fmt.Errorf("journal objects: %w", err)
+		objs := items[0].inline
+		items = items[1:]
+		for len(objs) > 0 {
+			size, n := 0, 0
+			for _, w := range objs {
+				sz := recordSize(w)
+				if n > 0 && size+sz > 4<<20 {
+					break
+				}
+				size += sz
+				n++
+			}
+			plain, err := sn.s.codec.marshal(objs[:n])
+			if err != nil {
+				return fmt.Errorf("journal objects: %w", err)
+			}
+			if err := sn.j.writeFrame(frameObjects, plain); err != nil {
+				return err
+			}
+			objs = objs[n:]
 		}
-		if err := sn.j.writeFrame(frameObjects, plain); err != nil {
-			return err
-		}
-		objs = objs[n:]
 	}
 	return nil
 }
@@ -732,6 +869,9 @@ func (sn *Snapshot) Commit(ctx context.Context, o CommitOptions) (*Manifest, err
 		return nil, ErrSnapshotClosed
 	}
 	s := sn.s
+	if err := sn.cutMeta(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
 	if err := sn.waitFinished(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}

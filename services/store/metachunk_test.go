@@ -1,0 +1,294 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+// mailKeys returns n sorted keys shaped like maildir paths.
+func mailKeys(n int) [][]byte {
+	keys := make([][]byte, n)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "user%04d/Maildir/cur/%d.M%06dP%05d.mx1,S=%d:2,S", i/150, 1700000000+i*37, i*7919%1000000, i%30011, 1000+i*131%15000)
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	return keys
+}
+
+// storedBody commits an unsorted snapshot holding one small object and
+// returns it, so sorted snapshots can record objects that name its chunks.
+func storedBody(t *testing.T, s *Store) Object {
+	t.Helper()
+	sn, err := s.Begin(t.Context(), BeginOptions{Source: "body"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := sn.Put(t.Context(), ObjectInfo{Key: []byte("body")}, bytes.NewReader([]byte("a message")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Commit(t.Context(), CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// recordMail commits a sorted snapshot of one record per key, each naming
+// body's chunks; etag gives the ETag of key i.
+func recordMail(t *testing.T, s *Store, keys [][]byte, body Object, etag func(int) string) *Manifest {
+	t.Helper()
+	sn, err := s.Begin(t.Context(), BeginOptions{Source: "mail", Sorted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		o := body
+		o.Key, o.ETag, o.ModTime = k, etag(i), time.Unix(int64(1700000000+i), 0).UTC()
+		if err := sn.PutExisting(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := sn.Commit(t.Context(), CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// packBytes returns the total size of the store's pack files.
+func packBytes(t *testing.T, s *Store) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(s.path(packsDir), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		n += fi.Size()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func manifestBytes(t *testing.T, s *Store, id string) int64 {
+	t.Helper()
+	fi, err := os.Stat(s.path(snapshotsDir, id+".snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// TestMetadataChunksDedup: a snapshot's records go to metadata chunks, so
+// a snapshot of a bucket where nothing changed stores no chunk and a
+// manifest of references under 1% of the first snapshot's metadata; one
+// where a stretch of keys changed stores only the chunks around it. Every
+// snapshot reads back record for record, and verify finds nothing wrong.
+func TestMetadataChunksDedup(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	body := storedBody(t, s)
+	keys := mailKeys(20_000)
+	etag := func(i int) string { return fmt.Sprintf("%032x", i) }
+
+	p0 := packBytes(t, s)
+	m1 := recordMail(t, s, keys, body, etag)
+	meta1 := packBytes(t, s) - p0 + manifestBytes(t, s, m1.ID)
+
+	p1 := packBytes(t, s)
+	m2 := recordMail(t, s, keys, body, etag)
+	if got := packBytes(t, s) - p1; got != 0 {
+		t.Errorf("a snapshot where nothing changed wrote %d bytes of packs, want 0", got)
+	}
+	meta2 := manifestBytes(t, s, m2.ID)
+	t.Logf("first snapshot: %d bytes of metadata (%.1f per record); no-change snapshot: %d bytes (%.2f%%)", meta1, float64(meta1)/float64(len(keys)), meta2, 100*float64(meta2)/float64(meta1))
+	if meta2*100 >= meta1 {
+		t.Errorf("a snapshot where nothing changed wrote %d bytes of metadata, the first %d: want under 1%%", meta2, meta1)
+	}
+
+	// 100 keys in a row change (a user's folder): a few chunks around them.
+	p2 := packBytes(t, s)
+	changed := func(i int) string {
+		if i >= 7000 && i < 7100 {
+			return "changed"
+		}
+		return etag(i)
+	}
+	m3 := recordMail(t, s, keys, body, changed)
+	x2, err := s.IndexSnapshot(m2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x3, err := s.IndexSnapshot(m3.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := map[ChunkID]bool{}
+	for _, f := range x2.frames {
+		old[*f.chunk] = true
+	}
+	fresh := 0
+	records := 0
+	for _, f := range x3.frames {
+		if !old[*f.chunk] {
+			fresh++
+			records += f.count
+		}
+	}
+	// Chunk sizes are geometric (a cut after one key in 256 on average), so
+	// the chunks around the change may be large; their number is small.
+	t.Logf("100 changed keys: %d of %d chunks new, holding %d records; %d bytes of packs written", fresh, len(x3.frames), records, packBytes(t, s)-p2)
+	if fresh < 1 || fresh > 4 {
+		t.Errorf("100 changed keys in a row made %d new metadata chunks of %d; want 1 to 4", fresh, len(x3.frames))
+	}
+
+	for _, c := range []struct {
+		m    *Manifest
+		etag func(int) string
+	}{{m1, etag}, {m2, etag}, {m3, changed}} {
+		got, err := s.ReadManifest(c.m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Objects) != len(keys) || got.Count != int64(len(keys)) {
+			t.Fatalf("%s: %d records (count %d), want %d", c.m.ID, len(got.Objects), got.Count, len(keys))
+		}
+		for i, o := range got.Objects {
+			if !bytes.Equal(o.Key, keys[i]) || o.ETag != c.etag(i) || !slices.Equal(o.Chunks, body.Chunks) {
+				t.Fatalf("%s record %d: %q %q, want %q %q", c.m.ID, i, o.Key, o.ETag, keys[i], c.etag(i))
+			}
+		}
+	}
+	mustVerify(t, s)
+}
+
+// TestMetadataChunkReferenceChecked: the worker, which holds the meta key
+// and writes manifests, journals a reference whose chunk, counts or keys
+// are not the chunk's. Every read of the snapshot fails with a
+// MetaChunkError, and prune, which then cannot know what the snapshot's
+// records name, removes no pack, not even an expired snapshot's. The row
+// without forgery shows that prune removes that pack otherwise.
+func TestMetadataChunkReferenceChecked(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		forge func(r *wireRef)
+		// keepAll: prune cannot tell what the records name. Otherwise
+		// (a forged key, which names no chunk) it reads every chunk the
+		// records name, marks them, and may remove the expired pack.
+		keepAll bool
+	}{
+		{"none", nil, false},
+		{"count", func(r *wireRef) { r.Count++ }, true},
+		{"bytes", func(r *wireRef) { r.Bytes++ }, true},
+		{"first key", func(r *wireRef) { r.First = []byte("a") }, false},
+		{"last key", func(r *wireRef) { r.Last = append(slices.Clone(r.Last), 0) }, false},
+		{"chunk", func(r *wireRef) { r.Chunk = bytes.Repeat([]byte{7}, 32) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			clk := &fakeClock{t: t0}
+			s := newStore(t, InitOptions{}, Options{Clock: clk})
+			old, err := s.Begin(t.Context(), BeginOptions{Source: "mail", RetainUntil: t0.Add(time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := old.Put(t.Context(), ObjectInfo{Key: []byte("old")}, bytes.NewReader([]byte("only the expired snapshot names this"))); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := old.Commit(t.Context(), CommitOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			clk.set(t0.Add(time.Second))
+			body := storedBody(t, s)
+			clk.set(t0.Add(2 * time.Second))
+			sn, err := s.Begin(t.Context(), BeginOptions{Source: "mail", Sorted: true, RetainUntil: t0.Add(time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range mailKeys(50) {
+				o := body
+				o.Key = k
+				if err := sn.PutExisting(o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sn.mu.Lock()
+			err = sn.cutMeta() // as Commit does
+			if err == nil && (len(sn.queued) == 0 || sn.queued[0].ref == nil) {
+				err = fmt.Errorf("queued %+v, want references", sn.queued)
+			}
+			if err == nil && tc.forge != nil {
+				tc.forge(sn.queued[0].ref) // before it is journaled
+			}
+			if err == nil {
+				err = sn.waitFinished()
+			}
+			if err == nil {
+				err = sn.flushQueued()
+			}
+			sn.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := sn.Commit(t.Context(), CommitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mc *MetaChunkError
+			_, rerr := s.ReadManifest(m.ID)
+			_, werr := s.WalkObjects(m.ID, func(Object) error { return nil })
+			_, xerr := s.IndexSnapshot(m.ID)
+			for what, err := range map[string]error{"read": rerr, "walk": werr, "index": xerr} {
+				if tc.forge == nil && err != nil {
+					t.Errorf("%s: %v", what, err)
+				}
+				if tc.forge != nil && !errors.As(err, &mc) {
+					t.Errorf("%s: %v, want a MetaChunkError", what, err)
+				}
+			}
+			packs, err := s.listPacks()
+			if err != nil {
+				t.Fatal(err)
+			}
+			clk.set(t0.Add(48 * time.Hour))
+			res, err := s.Prune(context.Background(), PruneOptions{Now: t0.Add(48 * time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, err := s.listPacks()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Expired) != 1 {
+				t.Fatalf("prune expired %v, want the old snapshot", res.Expired)
+			}
+			if !tc.keepAll {
+				if res.KeptAllPacks || len(res.Packs) == 0 || len(after) >= len(packs) {
+					t.Errorf("prune: kept all %v, removed %d packs (%d before, %d after); want the expired one removed", res.KeptAllPacks, len(res.Packs), len(packs), len(after))
+				}
+				// Every chunk the kept snapshot names is still there.
+				if err := s.WriteObject(t.Context(), body, io.Discard); err != nil {
+					t.Errorf("after prune: %v", err)
+				}
+				if tc.forge == nil {
+					mustVerify(t, s)
+				}
+				return
+			}
+			if !res.KeptAllPacks || len(res.Packs) != 0 || !slices.Equal(packs, after) {
+				t.Errorf("prune with an unreadable snapshot: kept all %v, removed %d packs (%d before, %d after)", res.KeptAllPacks, len(res.Packs), len(packs), len(after))
+			}
+		})
+	}
+}
