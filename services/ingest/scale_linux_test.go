@@ -15,8 +15,10 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -134,6 +136,26 @@ func manifestSize(t *testing.T, s *store.Store, id string) int64 {
 	return st.Size()
 }
 
+// packBytes returns the total size of the store's pack files.
+func packBytes(t *testing.T, s *store.Store) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(filepath.Join(s.Dir(), "packs"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			n += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func TestScale(t *testing.T) {
 	n := 3000
 	if v := os.Getenv("HOLDFAST_BENCH_SCALE_OBJECTS"); v != "" {
@@ -169,7 +191,27 @@ func TestScale(t *testing.T) {
 		}))
 	}
 	pull("first pull", n)
+	packs := packBytes(t, s)
 	pull("no-change pull", 0)
+	// Metadata a no-change pull writes: its manifest of references and
+	// nothing in packs (every metadata chunk is the first pull's).
+	first, err := s.SnapshotMetadata(ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrote := packBytes(t, s) - packs + manifestSize(t, s, ids[1])
+	share := float64(wrote) / float64(first.Manifest+first.ChunkBytes)
+	metaNote := fmt.Sprintf("metadata of the first pull: %d bytes (manifest %d, %d metadata chunks of %d bytes); the no-change pull wrote %d bytes: %.2f%%",
+		first.Manifest+first.ChunkBytes, first.Manifest, first.Chunks, first.ChunkBytes, wrote, 100*share)
+	t.Log(metaNote)
+	if packBytes(t, s) != packs {
+		t.Errorf("the no-change pull wrote %d bytes of packs, want 0", packBytes(t, s)-packs)
+	}
+	// The goal (under 1%) is at benchmark sizes; at a few thousand objects
+	// a few random chunk sizes and the manifest's fixed frames weigh more.
+	if limit := map[bool]float64{true: 0.01, false: 0.03}[n >= 100_000]; share >= limit {
+		t.Errorf("the no-change pull wrote %.2f%% of a full snapshot's metadata; want under %.0f%%", 100*share, 100*limit)
+	}
 	b.changed = func(i int) bool { return i%100 == 37 }
 	pull("pull, 1% changed", (n+62)/100)
 
@@ -224,6 +266,7 @@ func TestScale(t *testing.T) {
 	for _, st := range steps {
 		fmt.Fprintf(&out, "| %s | %.2f | %.1f | %s |\n", st.name, st.seconds, float64(st.rssKiB)/1024, st.note)
 	}
+	fmt.Fprintf(&out, "\n%s\n", metaNote)
 	t.Log("\n" + out.String())
 	if path := os.Getenv("HOLDFAST_BENCH_SCALE_OUT"); path != "" {
 		if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {

@@ -459,6 +459,7 @@ type walkHooks struct {
 	onObject func(Object) error
 	onFrame  func(frameLoc, *ChunkID, []Object) error
 	refsOnly bool
+	onRef    func(ChunkID) // with refsOnly: each metadata chunk referenced
 }
 
 // recordSpan is what frameRecords saw of the records it handled.
@@ -584,6 +585,9 @@ func (s *Store) walkFrames(r io.Reader, partial, skipObjects bool, h walkHooks) 
 					return nil, st, err
 				}
 				if h.refsOnly {
+					if h.onRef != nil {
+						h.onRef(id)
+					}
 					if r.Bytes > math.MaxInt64-m.Bytes || r.Count > math.MaxInt64-m.Count {
 						return nil, st, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
 					}
