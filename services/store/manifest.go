@@ -460,6 +460,10 @@ type walkHooks struct {
 	onFrame  func(frameLoc, *ChunkID, []Object) error
 	refsOnly bool
 	onRef    func(ChunkID) // with refsOnly: each metadata chunk referenced
+	// seenRef, with onChunk, says whether a metadata chunk's records were
+	// already handed over (the same ID is the same records): such a chunk
+	// goes to onChunk but is not read again.
+	seenRef func(ChunkID) bool
 }
 
 // recordSpan is what frameRecords saw of the records it handled.
@@ -597,11 +601,17 @@ func (s *Store) walkFrames(r io.Reader, partial, skipObjects bool, h walkHooks) 
 				}
 				if onChunk != nil {
 					onChunk(id)
+					if h.seenRef != nil && h.seenRef(id) {
+						m.Count += r.Count // checked when it was read
+						m.Bytes += r.Bytes
+						continue
+					}
 				}
 				if cr == nil {
 					cr = s.NewChunkReader()
 					defer cr.Close()
 				}
+				s.metaReads.Add(1)
 				body, err := cr.Read(id)
 				if err != nil {
 					return nil, st, &MetaChunkError{Chunk: id, Err: err}

@@ -292,3 +292,37 @@ func TestMetadataChunkReferenceChecked(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneReadsSharedMetadataOnce: five snapshots of a bucket where
+// nothing changed share their metadata chunks; prune reads each once, not
+// once per snapshot, and still keeps every chunk they name.
+func TestPruneReadsSharedMetadataOnce(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	body := storedBody(t, s)
+	keys := mailKeys(5_000)
+	etag := func(i int) string { return fmt.Sprintf("%032x", i) }
+	var last *Manifest
+	for range 5 {
+		last = recordMail(t, s, keys, body, etag)
+	}
+	ms, err := s.SnapshotMetadata(last.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms.Chunks < 5 {
+		t.Fatalf("%d metadata chunks; the test needs several", ms.Chunks)
+	}
+	before := s.metaReads.Load()
+	res, err := s.Prune(t.Context(), PruneOptions{})
+	if err != nil || res.KeptAllPacks || len(res.Kept) != 6 {
+		t.Fatalf("prune: %+v, %v", res, err)
+	}
+	// The body's snapshot has a metadata chunk of its own.
+	if got := s.metaReads.Load() - before; got != int64(ms.Chunks)+1 {
+		t.Errorf("prune read %d metadata chunks; the 5 snapshots share %d, the body's snapshot has 1", got, ms.Chunks)
+	}
+	if err := s.WriteObject(t.Context(), body, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	mustVerify(t, s)
+}

@@ -150,6 +150,9 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 	}
 	s.log.Info("prune: live chunk set", "bytes", live.bytes(), "index_entries", s.idx.records())
 	mark := live.add
+	// Snapshots of an unchanged bucket share their metadata chunks: each
+	// is read once.
+	seenMeta := map[ChunkID]struct{}{}
 	for _, id := range ids {
 		sum, ok := sums[id]
 		if !ok {
@@ -160,7 +163,7 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 			continue
 		}
 		res.Kept = append(res.Kept, id)
-		if err := s.streamManifestChunks(s.path(snapshotsDir, id+".snap"), false, mark); err != nil {
+		if err := s.streamManifestChunks(s.path(snapshotsDir, id+".snap"), false, mark, seenMeta); err != nil {
 			res.KeptAllPacks = true
 			skip(snapshotsDir+"/"+id+".snap", "kept manifest unreadable, so what it references is unknown; no pack is removed: "+err.Error())
 		}
@@ -173,7 +176,7 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (*PruneResult, error)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := s.streamManifestChunks(s.path(wipDir, name), true, mark); err != nil {
+		if err := s.streamManifestChunks(s.path(wipDir, name), true, mark, seenMeta); err != nil {
 			// A journal unreadable from its head on references nothing a
 			// reader could find; a torn tail was cut at the last good frame.
 			// One whose metadata chunk does not read references records
@@ -361,13 +364,29 @@ func (s *Store) readManifestHead(id string) (*Manifest, bool, error) {
 }
 
 // streamManifestChunks hands every chunk a manifest (or, with partial, a
-// journal) references to fn, one frame at a time.
-func (s *Store) streamManifestChunks(path string, partial bool, fn func(ChunkID)) error {
+// journal) references to fn, one frame at a time. A metadata chunk whose
+// ID is in seen (when not nil) is handed over but not read again: its
+// records were, for an earlier manifest. Every chunk read is added to
+// seen. seen is exact (a Bloom filter's false positive here would leave
+// the chunks of unread records unmarked); it holds one ID per distinct
+// metadata chunk, about 32 bytes per 256 records of the kept snapshots'
+// union.
+func (s *Store) streamManifestChunks(path string, partial bool, fn func(ChunkID), seen map[ChunkID]struct{}) error {
 	f, _, err := openStoreFile(path, os.O_RDONLY, maxManifestFile)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	_, _, err = s.manifestChunks(f, partial, fn)
+	h := walkHooks{onChunk: fn}
+	if seen != nil {
+		h.seenRef = func(c ChunkID) bool {
+			if _, ok := seen[c]; ok {
+				return true
+			}
+			seen[c] = struct{}{}
+			return false
+		}
+	}
+	_, _, err = s.walkFrames(f, partial, false, h)
 	return err
 }

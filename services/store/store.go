@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -151,23 +152,25 @@ type storeConfig struct {
 // Store is an open store. Its methods are not safe for concurrent use
 // except where noted.
 type Store struct {
-	dir    string
-	id     [16]byte
-	cfg    storeConfig
-	keys   *keys
-	codec  codec
-	log    hclog.Logger
-	clock  Clock
-	pclock Clock // prune's clock
-	ownPC  bool  // pclock is separate: commits do not record the high-water mark
-	sealer Sealer
-	hook   func(string)
-	signer ReceiptSigner
-	ro     bool
-	lock   *os.File
-	idx    *index
-	tmp    string // Options.TempDir
-	idRun  int    // IDs Verify sorts in RAM per run; 0 means defaultIDRun (tests set fewer)
+	// metaReads counts metadata chunks read by manifest walks (tests).
+	metaReads atomic.Int64
+	dir       string
+	id        [16]byte
+	cfg       storeConfig
+	keys      *keys
+	codec     codec
+	log       hclog.Logger
+	clock     Clock
+	pclock    Clock // prune's clock
+	ownPC     bool  // pclock is separate: commits do not record the high-water mark
+	sealer    Sealer
+	hook      func(string)
+	signer    ReceiptSigner
+	ro        bool
+	lock      *os.File
+	idx       *index
+	tmp       string // Options.TempDir
+	idRun     int    // IDs Verify sorts in RAM per run; 0 means defaultIDRun (tests set fewer)
 }
 
 // Init creates a new store in dir, which must not exist or be empty. It
