@@ -214,10 +214,33 @@ func TestScale(t *testing.T) {
 	}
 	b.changed = func(i int) bool { return i%100 == 37 }
 	pull("pull, 1% changed", (n+62)/100)
+	// More snapshots of the bucket as it now is, for prune and verify over
+	// as many snapshots as a month of daily pulls keeps.
+	snapshots := 3
+	if v := os.Getenv("HOLDFAST_BENCH_SCALE_SNAPSHOTS"); v != "" {
+		var err error
+		if snapshots, err = strconv.Atoi(v); err != nil || snapshots < 3 {
+			t.Fatalf("HOLDFAST_BENCH_SCALE_SNAPSHOTS=%q: want a count of at least 3", v)
+		}
+	}
+	if snapshots > 3 {
+		steps = append(steps, measure(t, fmt.Sprintf("%d more no-change pulls", snapshots-3), func() string {
+			defer debug.SetMemoryLimit(debug.SetMemoryLimit(MemoryLimit(runtime.GOMAXPROCS(0), src.Parallel)))
+			before := packBytes(t, s)
+			for len(ids) < snapshots {
+				res, err := p.pull(ctx, src, b)
+				if err != nil || res.Fetched != 0 {
+					t.Fatalf("no-change pull %d: fetched %d, %v", len(ids)+1, res.Fetched, err)
+				}
+				ids = append(ids, res.Snapshot)
+			}
+			return fmt.Sprintf("packs grew by %d bytes", packBytes(t, s)-before)
+		}))
+	}
 
 	steps = append(steps, measure(t, "ls (snapshots)", func() string {
 		infos, err := s.Snapshots()
-		if err != nil || len(infos) != 3 {
+		if err != nil || len(infos) != snapshots {
 			t.Fatalf("snapshots: %d, %v", len(infos), err)
 		}
 		return fmt.Sprintf("%d snapshots", len(infos))
@@ -254,14 +277,14 @@ func TestScale(t *testing.T) {
 	}))
 	steps = append(steps, measure(t, "verify", func() string {
 		r, err := s.Verify(ctx)
-		if err != nil || !r.OK() || r.Snapshots != 3 {
+		if err != nil || !r.OK() || r.Snapshots != snapshots {
 			t.Fatalf("verify: %+v, %v", r, err)
 		}
 		return fmt.Sprintf("%d packs, %d chunks", r.Packs, r.Chunks)
 	}))
 
 	var out strings.Builder
-	fmt.Fprintf(&out, "bench-scale (store level, no S3): %d objects, 1-16 KiB, %d cores\n\n", n, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(&out, "bench-scale (store level, no S3): %d objects, 1-16 KiB, %d snapshots, %d cores\n\n", n, snapshots, runtime.GOMAXPROCS(0))
 	fmt.Fprintf(&out, "| step | time (s) | peak RSS (MiB) | |\n|---|---|---|---|\n")
 	for _, st := range steps {
 		fmt.Fprintf(&out, "| %s | %.2f | %.1f | %s |\n", st.name, st.seconds, float64(st.rssKiB)/1024, st.note)

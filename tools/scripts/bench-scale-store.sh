@@ -14,13 +14,16 @@
 # out/bench-scale-N.md. The MinIO half (a cached bucket of 1,000,000
 # objects, beside the bare listing time) is tools/scripts/bench-scale.sh.
 #
-# SCALE_OBJECTS sets the counts, default "100000 1000000".
+# SCALE_OBJECTS sets the counts, default "100000 1000000"; SCALE_SNAPSHOTS
+# the snapshots each ends with (no-change pulls after the third), default
+# 30, so prune and verify run over a month of daily snapshots.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO=$PWD
 GO=${GO:-go}
 COUNTS=${SCALE_OBJECTS:-100000 1000000}
+SNAPSHOTS=${SCALE_SNAPSHOTS:-30}
 
 log() { printf 'bench-scale: %s\n' "$*" >&2; }
 die() {
@@ -39,7 +42,7 @@ mkdir -p "$REPO/out"
 for n in $COUNTS; do
 	log "$n objects"
 	out="$REPO/out/bench-scale-$n.md"
-	(cd services/ingest && TMPDIR=$WORK HOLDFAST_BENCH_SCALE_OBJECTS=$n HOLDFAST_BENCH_SCALE_OUT=$out \
+	(cd services/ingest && TMPDIR=$WORK HOLDFAST_BENCH_SCALE_OBJECTS=$n HOLDFAST_BENCH_SCALE_SNAPSHOTS=$SNAPSHOTS HOLDFAST_BENCH_SCALE_OUT=$out \
 		"$WORK/ingest.test" -test.run '^TestScale$' -test.count 1 -test.timeout 0 >"$WORK/log-$n" 2>&1) ||
 		{ tail -40 "$WORK/log-$n" >&2; die "TestScale at $n objects failed"; }
 	cat "$out"
