@@ -44,8 +44,10 @@ const (
 	maxFinishing   = 2
 )
 
-// Snapshot is a snapshot being written. Objects reach the journal once the
-// pack holding their chunks is sealed, in the order they were recorded;
+// Snapshot is a snapshot being written. Records are cut into metadata
+// chunks (manifest.go, object-chunk frames), and a chunk's reference
+// reaches the journal once the packs holding it and its records' chunks
+// are sealed, in the order recorded;
 // Commit makes the snapshot permanent. The snapshot keeps counts, not a
 // list of what it recorded (memory does not grow with the object count):
 // what is journaled is read back from the journal (Objects, WalkJournaled).
@@ -296,8 +298,8 @@ func (sn *Snapshot) Count() int64 {
 // WalkJournaled hands the objects already in the journal to fn in the
 // order recorded, reading the journal one frame at a time; an error from
 // fn stops the walk and is returned. Objects recorded but still waiting
-// for their pack are not in the journal yet; right after Resume, every
-// object is.
+// for their pack, or for the cut of their metadata chunk, are not in the
+// journal yet; right after Resume, every object is.
 func (sn *Snapshot) WalkJournaled(fn func(Object) error) error {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
