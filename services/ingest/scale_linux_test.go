@@ -283,6 +283,28 @@ func TestScale(t *testing.T) {
 		return fmt.Sprintf("%d packs, %d chunks", r.Packs, r.Chunks)
 	}))
 
+	// The part of boot that depends on the store: PID 1 opens it
+	// read-write (recovery, index catch-up) before the worker starts.
+	// Beside it, an empty store opened the same way.
+	steps = append(steps, measure(t, "open (as at boot)", func() string {
+		openTime := func(dir string) (time.Duration, *store.Store) {
+			start := time.Now()
+			o, err := store.Open(ctx, dir, testKey, store.Options{Logger: testLogger(t)})
+			if err != nil {
+				t.Fatalf("open %s: %v", dir, err)
+			}
+			return time.Since(start), o
+		}
+		s.Close()
+		full, o := openTime(s.Dir())
+		t.Cleanup(func() { o.Close() })
+		e := newStore(t)
+		e.Close()
+		empty, eo := openTime(e.Dir())
+		eo.Close()
+		return fmt.Sprintf("%.3f s; an empty store %.3f s", full.Seconds(), empty.Seconds())
+	}))
+
 	var out strings.Builder
 	fmt.Fprintf(&out, "bench-scale (store level, no S3): %d objects, 1-16 KiB, %d snapshots, %d cores\n\n", n, snapshots, runtime.GOMAXPROCS(0))
 	fmt.Fprintf(&out, "| step | time (s) | peak RSS (MiB) | |\n|---|---|---|---|\n")
