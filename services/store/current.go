@@ -87,7 +87,13 @@ func (s *Store) FindObject(id string, key []byte) (*Manifest, Object, error) {
 	}
 	var found Object
 	ok := false
-	m, err := s.WalkObjects(id, func(o Object) error {
+	// In a sorted snapshot, metadata chunks that end before the key are
+	// skipped unread: cat reads the manifest and the chunk that holds it.
+	var wantRef func(first, last []byte) bool
+	if head.Sorted {
+		wantRef = func(_, last []byte) bool { return bytes.Compare(last, key) >= 0 }
+	}
+	m, err := s.walkCommitted(id, wantRef, func(o Object) error {
 		c := bytes.Compare(o.Key, key)
 		switch {
 		case c == 0 && head.Sorted:

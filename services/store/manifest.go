@@ -420,13 +420,6 @@ func (s *Store) manifestObjects(r io.Reader, fn func(Object)) (*Manifest, error)
 	return m, err
 }
 
-// walkObjects is manifestObjects whose fn can stop the walk: its error is
-// returned as it is.
-func (s *Store) walkObjects(r io.Reader, fn func(Object) error) (*Manifest, error) {
-	m, _, err := s.walkManifestFrames(r, false, false, nil, fn)
-	return m, err
-}
-
 // walkManifestFrames decodes a manifest or journal; with onChunk set it
 // decodes only sizes and chunk lists and hands each chunk ID to onChunk,
 // with onObject set it hands each object to onObject, instead of
@@ -464,6 +457,10 @@ type walkHooks struct {
 	// already handed over (the same ID is the same records): such a chunk
 	// goes to onChunk but is not read again.
 	seenRef func(ChunkID) bool
+	// wantRef, with onObject, says whether a metadata chunk's records
+	// (its reference's first and last key) are wanted: one that is not is
+	// counted from its reference and not read (a seek in a sorted snapshot).
+	wantRef func(first, last []byte) bool
 }
 
 // recordSpan is what frameRecords saw of the records it handled.
@@ -606,6 +603,11 @@ func (s *Store) walkFrames(r io.Reader, partial, skipObjects bool, h walkHooks) 
 						m.Bytes += r.Bytes
 						continue
 					}
+				}
+				if h.onObject != nil && h.wantRef != nil && !h.wantRef(r.First, r.Last) {
+					m.Count += r.Count
+					m.Bytes += r.Bytes
+					continue
 				}
 				if cr == nil {
 					cr = s.NewChunkReader()

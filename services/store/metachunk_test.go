@@ -326,3 +326,33 @@ func TestPruneReadsSharedMetadataOnce(t *testing.T) {
 	}
 	mustVerify(t, s)
 }
+
+// TestFindObjectReadsOneMetadataChunk: cat of one key in a sorted
+// snapshot reads the metadata chunk that holds it (and the next one only
+// when the key's records run on into it), not the chunks before it.
+func TestFindObjectReadsOneMetadataChunk(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	body := storedBody(t, s)
+	keys := mailKeys(20_000)
+	m := recordMail(t, s, keys, body, func(i int) string { return fmt.Sprintf("%032x", i) })
+	ms, err := s.SnapshotMetadata(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms.Chunks < 10 {
+		t.Fatalf("%d metadata chunks; the test needs many", ms.Chunks)
+	}
+	for _, i := range []int{0, 1, 7000, 13333, 19999} {
+		before := s.metaReads.Load()
+		_, o, err := s.FindObject(m.ID, keys[i])
+		if err != nil || !bytes.Equal(o.Key, keys[i]) || o.ETag != fmt.Sprintf("%032x", i) {
+			t.Fatalf("find key %d: %q %q, %v", i, o.Key, o.ETag, err)
+		}
+		if got := s.metaReads.Load() - before; got < 1 || got > 2 {
+			t.Errorf("find key %d read %d metadata chunks of %d; want 1 or 2", i, got, ms.Chunks)
+		}
+	}
+	if _, _, err := s.FindObject(m.ID, []byte("user9999/none")); !errors.Is(err, ErrNoObject) {
+		t.Errorf("find a key past the last: %v, want ErrNoObject", err)
+	}
+}

@@ -149,16 +149,23 @@ func (s *Store) ReadManifest(id string) (*Manifest, error) {
 // may see objects of a manifest that turns out damaged further on (the
 // error says so); an error from fn stops the walk and is returned as it is.
 func (s *Store) WalkObjects(id string, fn func(Object) error) (*Manifest, error) {
+	return s.walkCommitted(id, nil, fn)
+}
+
+// walkCommitted is WalkObjects; a metadata chunk whose reference wantRef
+// (when not nil) refuses is not read: its records are counted, not handed
+// to fn.
+func (s *Store) walkCommitted(id string, wantRef func(first, last []byte) bool, fn func(Object) error) (*Manifest, error) {
 	f, _, err := s.openCommitted(id)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	var fnErr error
-	m, err := s.walkObjects(f, func(o Object) error {
+	m, _, err := s.walkFrames(f, false, false, walkHooks{wantRef: wantRef, onObject: func(o Object) error {
 		fnErr = fn(o)
 		return fnErr
-	})
+	}})
 	if err != nil {
 		if fnErr != nil {
 			return nil, fnErr
