@@ -585,26 +585,24 @@ func (s *Store) walkFrames(r io.Reader, partial, skipObjects bool, h walkHooks) 
 				if err != nil {
 					return nil, st, err
 				}
-				if h.refsOnly {
+				// A chunk not read is counted from its reference.
+				unread := false
+				switch {
+				case h.refsOnly:
 					if h.onRef != nil {
 						h.onRef(id)
 					}
+					unread = true
+				case onChunk != nil:
+					onChunk(id)
+					unread = h.seenRef != nil && h.seenRef(id) // checked when it was read
+				case h.onObject != nil && h.wantRef != nil:
+					unread = !h.wantRef(r.First, r.Last)
+				}
+				if unread {
 					if r.Bytes > math.MaxInt64-m.Bytes || r.Count > math.MaxInt64-m.Count {
 						return nil, st, fmt.Errorf("manifest object sizes overflow: %w", ErrCorrupt)
 					}
-					m.Count += r.Count
-					m.Bytes += r.Bytes
-					continue
-				}
-				if onChunk != nil {
-					onChunk(id)
-					if h.seenRef != nil && h.seenRef(id) {
-						m.Count += r.Count // checked when it was read
-						m.Bytes += r.Bytes
-						continue
-					}
-				}
-				if h.onObject != nil && h.wantRef != nil && !h.wantRef(r.First, r.Last) {
 					m.Count += r.Count
 					m.Bytes += r.Bytes
 					continue
