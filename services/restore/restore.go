@@ -144,6 +144,7 @@ type Selection struct {
 	s             *store.Store
 	id            string
 	match         func([]byte) bool
+	rng           store.KeyRange // the keys match can accept: the walk seeks
 }
 
 // Select counts what a restore of snapshot id writes, in one streaming
@@ -157,7 +158,11 @@ func Select(s *store.Store, id, prefix string, exact bool) (*Selection, error) {
 		}
 		return strings.HasPrefix(string(k), prefix)
 	}}
-	m, err := s.WalkCurrent(id, sel.match, func(o store.Object) error {
+	sel.rng = store.PrefixRange([]byte(prefix))
+	if exact {
+		sel.rng = store.KeyRange{From: []byte(prefix), To: append([]byte(prefix), 0)}
+	}
+	m, err := s.WalkCurrentRange(id, sel.rng, sel.match, func(o store.Object) error {
 		if o.DeleteMarker {
 			sel.DeleteMarkers++
 			return nil
@@ -178,7 +183,7 @@ func Select(s *store.Store, id, prefix string, exact bool) (*Selection, error) {
 
 // each walks the selection again, handing fn each object to write.
 func (sel *Selection) each(fn func(store.Object) error) error {
-	_, err := sel.s.WalkCurrent(sel.id, sel.match, func(o store.Object) error {
+	_, err := sel.s.WalkCurrentRange(sel.id, sel.rng, sel.match, func(o store.Object) error {
 		if o.DeleteMarker {
 			return nil
 		}

@@ -31,6 +31,37 @@ var errStopWalk = errors.New("stop walk")
 // another it first reads every record (snapshots written before sorted
 // ones). An error from fn stops the walk and is returned as it is.
 func (s *Store) WalkCurrent(id string, match func(key []byte) bool, fn func(Object) error) (*Manifest, error) {
+	return s.WalkCurrentRange(id, KeyRange{}, match, fn)
+}
+
+// KeyRange is the keys from From (inclusive) up to To (exclusive); a nil
+// To has no end. The zero KeyRange is every key.
+type KeyRange struct{ From, To []byte }
+
+// PrefixRange returns the range of the keys that start with prefix.
+func PrefixRange(prefix []byte) KeyRange {
+	r := KeyRange{From: bytes.Clone(prefix)}
+	for to := bytes.Clone(prefix); len(to) > 0; to = to[:len(to)-1] {
+		if to[len(to)-1] != 0xff {
+			to[len(to)-1]++
+			r.To = to
+			break
+		}
+	}
+	return r
+}
+
+// Has reports whether key is in r.
+func (r KeyRange) Has(key []byte) bool {
+	return bytes.Compare(key, r.From) >= 0 && (r.To == nil || bytes.Compare(key, r.To) < 0)
+}
+
+// WalkCurrentRange is WalkCurrent of the keys in r (and for which match,
+// when not nil, is true). In a sorted snapshot it seeks: metadata chunks
+// whose keys all lie outside r are not read, and the walk stops past r,
+// so restoring one user's prefix of a large snapshot reads that part of it
+// (the summary returned is then the snapshot's head).
+func (s *Store) WalkCurrentRange(id string, r KeyRange, match func(key []byte) bool, fn func(Object) error) (*Manifest, error) {
 	head, err := s.SnapshotHead(id)
 	if err != nil {
 		return nil, err
@@ -38,10 +69,22 @@ func (s *Store) WalkCurrent(id string, match func(key []byte) bool, fn func(Obje
 	if match == nil {
 		match = func([]byte) bool { return true }
 	}
+	if inner := match; r.From != nil || r.To != nil {
+		match = func(k []byte) bool { return r.Has(k) && inner(k) }
+	}
 	if head.Sorted {
 		var prev []byte
 		first := true
-		return s.WalkObjects(id, func(o Object) error {
+		// A chunk is wanted when [first, last] meets r. Skipping the
+		// chunks before r leaves prev stale only for keys below r, which
+		// match refuses.
+		want := func(lo, hi []byte) bool {
+			return bytes.Compare(hi, r.From) >= 0 && (r.To == nil || bytes.Compare(lo, r.To) < 0)
+		}
+		m, err := s.walkCommitted(id, want, func(o Object) error {
+			if r.To != nil && bytes.Compare(o.Key, r.To) >= 0 {
+				return errStopWalk // past the range
+			}
 			if !first && bytes.Equal(o.Key, prev) {
 				return nil // an older version: the first record was current
 			}
@@ -51,6 +94,10 @@ func (s *Store) WalkCurrent(id string, match func(key []byte) bool, fn func(Obje
 			}
 			return fn(o)
 		})
+		if errors.Is(err, errStopWalk) {
+			return head, nil
+		}
+		return m, err
 	}
 	m, err := s.ReadManifest(id)
 	if err != nil {

@@ -356,3 +356,47 @@ func TestFindObjectReadsOneMetadataChunk(t *testing.T) {
 		t.Errorf("find a key past the last: %v, want ErrNoObject", err)
 	}
 }
+
+// TestWalkCurrentRangeSeeks: a walk of one prefix of a sorted snapshot
+// (restore --prefix) hands over exactly what a filtered walk of the whole
+// snapshot does, and reads only the metadata chunks that hold the prefix.
+func TestWalkCurrentRangeSeeks(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	body := storedBody(t, s)
+	keys := mailKeys(20_000)
+	m := recordMail(t, s, keys, body, func(i int) string { return fmt.Sprintf("%032x", i) })
+	ms, err := s.SnapshotMetadata(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	walk := func(r KeyRange, match func([]byte) bool) ([]string, int64) {
+		var got []string
+		before := s.metaReads.Load()
+		if _, err := s.WalkCurrentRange(m.ID, r, match, func(o Object) error {
+			got = append(got, string(o.Key))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got, s.metaReads.Load() - before
+	}
+	for _, prefix := range []string{"user0000/", "user0050/", "user0133/", "user0050/Maildir/cur/", "user9"} {
+		has := func(k []byte) bool { return bytes.HasPrefix(k, []byte(prefix)) }
+		want, all := walk(KeyRange{}, has)
+		got, reads := walk(PrefixRange([]byte(prefix)), nil)
+		if !slices.Equal(got, want) {
+			t.Errorf("prefix %q: %d keys, want %d", prefix, len(got), len(want))
+		}
+		// 150 keys of one user span at most a few chunks (one in 256 keys
+		// ends one), and the walk stops at the first chunk past them.
+		if all != int64(ms.Chunks) || reads > 4 {
+			t.Errorf("prefix %q: read %d metadata chunks of %d (a whole walk read %d); want at most 4", prefix, reads, ms.Chunks, all)
+		}
+	}
+	if r := PrefixRange([]byte("a\xff\xff")); string(r.To) != "b" {
+		t.Errorf("PrefixRange(a\\xff\\xff).To = %q, want b", r.To)
+	}
+	if r := PrefixRange([]byte("\xff")); r.To != nil {
+		t.Errorf("PrefixRange(\\xff).To = %q, want none", r.To)
+	}
+}
