@@ -19,24 +19,26 @@ var ErrNotSorted = errors.New("snapshot is not sorted")
 const indexFrameCache = 2
 
 // SnapshotIndex reads a committed sorted snapshot by key without holding
-// its objects: it keeps where each object frame lies in the manifest and
-// the first and last key of its records, and decodes a frame only when a
-// lookup or an iterator reaches it. Every frame read is checked as a full
-// read checks it (header bounds, AES-GCM under the frame number, record
-// checks) and must match what the index pass saw.
+// its objects: it keeps where each object frame lies in the manifest, or
+// which metadata chunk an object-chunk frame names, and the first and
+// last key of its records, and decodes one only when a lookup or an
+// iterator reaches it. Every frame read is checked as a full read checks
+// it (header bounds, AES-GCM under the frame number, record checks), every
+// metadata chunk against its ID and tag, and each must match what the
+// index pass saw.
 //
-// Limits: memory is O(frames), not O(objects): about 100 bytes plus the
-// frame's first and last key per object frame. A pull writes frames of
-// 1024 records or up to 4 MiB of records, so a million-object snapshot
-// takes about a thousand entries (under 1 MiB with S3 keys of up to 1 KiB);
-// a snapshot written one record per frame degenerates to one entry per
-// record. On top of that it keeps the last indexFrameCache decoded frames
-// (each up to 4 MiB of records, a few times that decoded) and each
-// iterator holds one decoded frame. The manifest is reopened (as hostile
-// input, like every committed manifest) for each frame decoded, so an
-// index holds no file open and needs no Close. Building the index reads and
-// authenticates the whole manifest once. Safe for concurrent use; an
-// iterator is not.
+// Limits: memory is O(entries), not O(objects): about 100 bytes plus the
+// first and last key per entry. A pull cuts metadata chunks of about 256
+// records (at most 1 MiB), so a million-object snapshot takes about 4,600
+// entries (about 1 MiB with maildir-shaped keys); older stores wrote
+// object frames of 1024 records or up to 4 MiB; a snapshot written one
+// record per frame degenerates to one entry per record. On top of that it
+// keeps the last indexFrameCache decoded entries (each up to 4 MiB of
+// records, a few times that decoded) and each iterator holds one decoded
+// entry. The manifest or pack is reopened (as hostile input) for each
+// entry decoded, so an index holds no file open and needs no Close.
+// Building the index reads and authenticates the whole manifest and every
+// metadata chunk once. Safe for concurrent use; an iterator is not.
 type SnapshotIndex struct {
 	s      *Store
 	id     string
