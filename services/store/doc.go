@@ -11,14 +11,18 @@
 // (HMAC-SHA256) so nobody can probe the store for known content, encrypted
 // with AES-256-GCM, and appended to a pack file that is fsynced, renamed into
 // packs/ and sealed. Each snapshot has one manifest that is also its journal
-// while the snapshot is in progress. The chunk index is a cache that can
+// while the snapshot is in progress; its object records are cut into
+// metadata chunks stored in packs like data (manifest.go, object-chunk
+// frames), so a snapshot of an unchanged bucket stores only a manifest of
+// references. The chunk index is a cache that can
 // always be rebuilt from the pack trailers; it lives on disk as sealed
 // sorted runs (index.go), so an open store's RAM does not grow with its
 // chunk count.
 //
 // Limits: one writer at a time (flock on STORE/lock); a manifest's objects are
-// streamed frame by frame but the writer keeps each object's chunk list in
-// memory until its frame is written; packs are never rewritten, so a pack
+// streamed frame by frame and metadata chunk by chunk, but the writer keeps
+// each object's record in memory until its metadata chunk is cut and its
+// reference journaled; packs are never rewritten, so a pack
 // with one live chunk is kept whole. Chunks are not compressed.
 //
 // The on-disk layout (see also docs/store-format.md):
