@@ -396,13 +396,6 @@ type wireChunks struct {
 	Deleted bool   `cbor:"10,keyasint,omitempty"`
 }
 
-// manifestChunks streams every chunk ID a manifest or journal references
-// to fn, one frame at a time, and returns its summary (Objects empty). It
-// keeps no object: memory is one frame, whatever the manifest's size.
-func (s *Store) manifestChunks(r io.Reader, partial bool, fn func(ChunkID)) (*Manifest, frameStats, error) {
-	return s.walkManifestFrames(r, partial, false, fn, nil)
-}
-
 // manifestSelf checks a manifest or journal on its own: every frame is
 // authenticated and the counts add up (an object-chunk frame's references
 // are summed), but no metadata chunk is read, so it needs no chunk index

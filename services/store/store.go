@@ -152,25 +152,25 @@ type storeConfig struct {
 // Store is an open store. Its methods are not safe for concurrent use
 // except where noted.
 type Store struct {
-	// metaReads counts metadata chunks read by manifest walks (tests).
-	metaReads atomic.Int64
-	dir       string
-	id        [16]byte
-	cfg       storeConfig
-	keys      *keys
-	codec     codec
-	log       hclog.Logger
-	clock     Clock
-	pclock    Clock // prune's clock
-	ownPC     bool  // pclock is separate: commits do not record the high-water mark
-	sealer    Sealer
-	hook      func(string)
-	signer    ReceiptSigner
-	ro        bool
-	lock      *os.File
-	idx       *index
-	tmp       string // Options.TempDir
-	idRun     int    // IDs Verify sorts in RAM per run; 0 means defaultIDRun (tests set fewer)
+	dir    string
+	id     [16]byte
+	cfg    storeConfig
+	keys   *keys
+	codec  codec
+	log    hclog.Logger
+	clock  Clock
+	pclock Clock // prune's clock
+	ownPC  bool  // pclock is separate: commits do not record the high-water mark
+	sealer Sealer
+	hook   func(string)
+	signer ReceiptSigner
+	ro     bool
+	lock   *os.File
+	idx    *index
+	tmp    string // Options.TempDir
+	idRun  int    // IDs Verify sorts in RAM per run; 0 means defaultIDRun (tests set fewer)
+
+	metaReads atomic.Int64 // metadata chunks read by manifest walks (tests)
 }
 
 // Init creates a new store in dir, which must not exist or be empty. It
