@@ -15,10 +15,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -27,6 +25,7 @@ import (
 	"time"
 
 	"github.com/holdfast-appliance/holdfast/services/store"
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
 // scaleBucket is a bucket of n objects whose keys, sizes (1 to 16 KiB)
@@ -128,34 +127,6 @@ func vmHWMSelf(t *testing.T) int64 {
 	return 0
 }
 
-func manifestSize(t *testing.T, s *store.Store, id string) int64 {
-	st, err := os.Stat(fmt.Sprintf("%s/snapshots/%s.snap", s.Dir(), id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Size()
-}
-
-// packBytes returns the total size of the store's pack files.
-func packBytes(t *testing.T, s *store.Store) int64 {
-	t.Helper()
-	var n int64
-	err := filepath.WalkDir(filepath.Join(s.Dir(), "packs"), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		fi, err := d.Info()
-		if err == nil {
-			n += fi.Size()
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 func TestScale(t *testing.T) {
 	n := 3000
 	if v := os.Getenv("HOLDFAST_BENCH_SCALE_OBJECTS"); v != "" {
@@ -187,11 +158,11 @@ func TestScale(t *testing.T) {
 				t.Errorf("%s: fetched %d, reused %d; want %d, %d", name, res.Fetched, res.Reused, wantFetched, n-wantFetched)
 			}
 			ids = append(ids, res.Snapshot)
-			return fmt.Sprintf("fetched %d, reused %d, manifest %d bytes", res.Fetched, res.Reused, manifestSize(t, s, res.Snapshot))
+			return fmt.Sprintf("fetched %d, reused %d, manifest %d bytes", res.Fetched, res.Reused, storetest.ManifestBytes(t, s.Dir(), res.Snapshot))
 		}))
 	}
 	pull("first pull", n)
-	packs := packBytes(t, s)
+	packs := storetest.PackBytes(t, s.Dir())
 	pull("no-change pull", 0)
 	// Metadata a no-change pull writes: its manifest of references and
 	// nothing in packs (every metadata chunk is the first pull's).
@@ -199,13 +170,13 @@ func TestScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrote := packBytes(t, s) - packs + manifestSize(t, s, ids[1])
+	wrote := storetest.PackBytes(t, s.Dir()) - packs + storetest.ManifestBytes(t, s.Dir(), ids[1])
 	share := float64(wrote) / float64(first.Manifest+first.ChunkBytes)
 	metaNote := fmt.Sprintf("metadata of the first pull: %d bytes (manifest %d, %d metadata chunks of %d bytes); the no-change pull wrote %d bytes: %.2f%%",
 		first.Manifest+first.ChunkBytes, first.Manifest, first.Chunks, first.ChunkBytes, wrote, 100*share)
 	t.Log(metaNote)
-	if packBytes(t, s) != packs {
-		t.Errorf("the no-change pull wrote %d bytes of packs, want 0", packBytes(t, s)-packs)
+	if storetest.PackBytes(t, s.Dir()) != packs {
+		t.Errorf("the no-change pull wrote %d bytes of packs, want 0", storetest.PackBytes(t, s.Dir())-packs)
 	}
 	// The goal (under 1%) is at benchmark sizes; at a few thousand objects
 	// a few random chunk sizes and the manifest's fixed frames weigh more.
@@ -226,7 +197,7 @@ func TestScale(t *testing.T) {
 	if snapshots > 3 {
 		steps = append(steps, measure(t, fmt.Sprintf("%d more no-change pulls", snapshots-3), func() string {
 			defer debug.SetMemoryLimit(debug.SetMemoryLimit(MemoryLimit(runtime.GOMAXPROCS(0), src.Parallel)))
-			before := packBytes(t, s)
+			before := storetest.PackBytes(t, s.Dir())
 			for len(ids) < snapshots {
 				res, err := p.pull(ctx, src, b)
 				if err != nil || res.Fetched != 0 {
@@ -234,7 +205,7 @@ func TestScale(t *testing.T) {
 				}
 				ids = append(ids, res.Snapshot)
 			}
-			return fmt.Sprintf("packs grew by %d bytes", packBytes(t, s)-before)
+			return fmt.Sprintf("packs grew by %d bytes", storetest.PackBytes(t, s.Dir())-before)
 		}))
 	}
 

@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/holdfast-appliance/holdfast/services/store/storetest"
 )
 
 // mailKeys returns n sorted keys shaped like maildir paths.
@@ -42,6 +41,25 @@ func storedBody(t *testing.T, s *Store) Object {
 	return body
 }
 
+// mailETag is the ETag recordMail gives key i when nothing changed.
+func mailETag(i int) string { return fmt.Sprintf("%032x", i) }
+
+// mailSnapshot makes a store holding one sorted snapshot of n
+// maildir-shaped keys (ETags mailETag) and returns the store, the keys
+// and the snapshot's summary and metadata size.
+func mailSnapshot(t *testing.T, n int) (*Store, [][]byte, *Manifest, MetadataSize) {
+	t.Helper()
+	s := newStore(t, InitOptions{}, Options{})
+	body := storedBody(t, s)
+	keys := mailKeys(n)
+	m := recordMail(t, s, keys, body, mailETag)
+	ms, err := s.SnapshotMetadata(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, keys, m, ms
+}
+
 // recordMail commits a sorted snapshot of one record per key, each naming
 // body's chunks; etag gives the ETag of key i.
 func recordMail(t *testing.T, s *Store, keys [][]byte, body Object, etag func(int) string) *Manifest {
@@ -64,33 +82,6 @@ func recordMail(t *testing.T, s *Store, keys [][]byte, body Object, etag func(in
 	return m
 }
 
-// packBytes returns the total size of the store's pack files.
-func packBytes(t *testing.T, s *Store) int64 {
-	t.Helper()
-	var n int64
-	err := filepath.WalkDir(s.path(packsDir), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		fi, err := d.Info()
-		n += fi.Size()
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func manifestBytes(t *testing.T, s *Store, id string) int64 {
-	t.Helper()
-	fi, err := os.Stat(s.path(snapshotsDir, id+".snap"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fi.Size()
-}
-
 // TestMetadataChunksDedup: a snapshot's records go to metadata chunks, so
 // a snapshot of a bucket where nothing changed stores no chunk and a
 // manifest of references under 1% of the first snapshot's metadata; one
@@ -100,30 +91,29 @@ func TestMetadataChunksDedup(t *testing.T) {
 	s := newStore(t, InitOptions{}, Options{})
 	body := storedBody(t, s)
 	keys := mailKeys(20_000)
-	etag := func(i int) string { return fmt.Sprintf("%032x", i) }
 
-	p0 := packBytes(t, s)
-	m1 := recordMail(t, s, keys, body, etag)
-	meta1 := packBytes(t, s) - p0 + manifestBytes(t, s, m1.ID)
+	p0 := storetest.PackBytes(t, s.Dir())
+	m1 := recordMail(t, s, keys, body, mailETag)
+	meta1 := storetest.PackBytes(t, s.Dir()) - p0 + storetest.ManifestBytes(t, s.Dir(), m1.ID)
 
-	p1 := packBytes(t, s)
-	m2 := recordMail(t, s, keys, body, etag)
-	if got := packBytes(t, s) - p1; got != 0 {
+	p1 := storetest.PackBytes(t, s.Dir())
+	m2 := recordMail(t, s, keys, body, mailETag)
+	if got := storetest.PackBytes(t, s.Dir()) - p1; got != 0 {
 		t.Errorf("a snapshot where nothing changed wrote %d bytes of packs, want 0", got)
 	}
-	meta2 := manifestBytes(t, s, m2.ID)
+	meta2 := storetest.ManifestBytes(t, s.Dir(), m2.ID)
 	t.Logf("first snapshot: %d bytes of metadata (%.1f per record); no-change snapshot: %d bytes (%.2f%%)", meta1, float64(meta1)/float64(len(keys)), meta2, 100*float64(meta2)/float64(meta1))
 	if meta2*100 >= meta1 {
 		t.Errorf("a snapshot where nothing changed wrote %d bytes of metadata, the first %d: want under 1%%", meta2, meta1)
 	}
 
 	// 100 keys in a row change (a user's folder): a few chunks around them.
-	p2 := packBytes(t, s)
+	p2 := storetest.PackBytes(t, s.Dir())
 	changed := func(i int) string {
 		if i >= 7000 && i < 7100 {
 			return "changed"
 		}
-		return etag(i)
+		return mailETag(i)
 	}
 	m3 := recordMail(t, s, keys, body, changed)
 	x2, err := s.IndexSnapshot(m2.ID)
@@ -148,7 +138,7 @@ func TestMetadataChunksDedup(t *testing.T) {
 	}
 	// Chunk sizes are geometric (a cut after one key in 256 on average), so
 	// the chunks around the change may be large; their number is small.
-	t.Logf("100 changed keys: %d of %d chunks new, holding %d records; %d bytes of packs written", fresh, len(x3.frames), records, packBytes(t, s)-p2)
+	t.Logf("100 changed keys: %d of %d chunks new, holding %d records; %d bytes of packs written", fresh, len(x3.frames), records, storetest.PackBytes(t, s.Dir())-p2)
 	if fresh < 1 || fresh > 4 {
 		t.Errorf("100 changed keys in a row made %d new metadata chunks of %d; want 1 to 4", fresh, len(x3.frames))
 	}
@@ -156,7 +146,7 @@ func TestMetadataChunksDedup(t *testing.T) {
 	for _, c := range []struct {
 		m    *Manifest
 		etag func(int) string
-	}{{m1, etag}, {m2, etag}, {m3, changed}} {
+	}{{m1, mailETag}, {m2, mailETag}, {m3, changed}} {
 		got, err := s.ReadManifest(c.m.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -300,10 +290,9 @@ func TestPruneReadsSharedMetadataOnce(t *testing.T) {
 	s := newStore(t, InitOptions{}, Options{})
 	body := storedBody(t, s)
 	keys := mailKeys(5_000)
-	etag := func(i int) string { return fmt.Sprintf("%032x", i) }
 	var last *Manifest
 	for range 5 {
-		last = recordMail(t, s, keys, body, etag)
+		last = recordMail(t, s, keys, body, mailETag)
 	}
 	ms, err := s.SnapshotMetadata(last.ID)
 	if err != nil {
@@ -331,21 +320,14 @@ func TestPruneReadsSharedMetadataOnce(t *testing.T) {
 // snapshot reads the metadata chunk that holds it (and the next one only
 // when the key's records run on into it), not the chunks before it.
 func TestFindObjectReadsOneMetadataChunk(t *testing.T) {
-	s := newStore(t, InitOptions{}, Options{})
-	body := storedBody(t, s)
-	keys := mailKeys(20_000)
-	m := recordMail(t, s, keys, body, func(i int) string { return fmt.Sprintf("%032x", i) })
-	ms, err := s.SnapshotMetadata(m.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, keys, m, ms := mailSnapshot(t, 20_000)
 	if ms.Chunks < 10 {
 		t.Fatalf("%d metadata chunks; the test needs many", ms.Chunks)
 	}
 	for _, i := range []int{0, 1, 7000, 13333, 19999} {
 		before := s.metaReads.Load()
 		_, o, err := s.FindObject(m.ID, keys[i])
-		if err != nil || !bytes.Equal(o.Key, keys[i]) || o.ETag != fmt.Sprintf("%032x", i) {
+		if err != nil || !bytes.Equal(o.Key, keys[i]) || o.ETag != mailETag(i) {
 			t.Fatalf("find key %d: %q %q, %v", i, o.Key, o.ETag, err)
 		}
 		if got := s.metaReads.Load() - before; got < 1 || got > 2 {
@@ -361,14 +343,7 @@ func TestFindObjectReadsOneMetadataChunk(t *testing.T) {
 // (restore --prefix) hands over exactly what a filtered walk of the whole
 // snapshot does, and reads only the metadata chunks that hold the prefix.
 func TestWalkCurrentRangeSeeks(t *testing.T) {
-	s := newStore(t, InitOptions{}, Options{})
-	body := storedBody(t, s)
-	keys := mailKeys(20_000)
-	m := recordMail(t, s, keys, body, func(i int) string { return fmt.Sprintf("%032x", i) })
-	ms, err := s.SnapshotMetadata(m.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _, m, ms := mailSnapshot(t, 20_000)
 	walk := func(r KeyRange, match func([]byte) bool) ([]string, int64) {
 		var got []string
 		before := s.metaReads.Load()

@@ -18,6 +18,37 @@ import (
 	"github.com/holdfast-appliance/holdfast/services/store/fsflag"
 )
 
+// PackBytes returns the total size of the pack files of the store in dir.
+func PackBytes(t testing.TB, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(filepath.Join(dir, "packs"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			n += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// ManifestBytes returns the size of committed snapshot id's manifest in
+// the store in dir.
+func ManifestBytes(t testing.TB, dir, id string) int64 {
+	t.Helper()
+	fi, err := os.Stat(filepath.Join(dir, "snapshots", id+".snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
 // Dir returns an empty directory (not yet created) for a store. The test's
 // cleanup clears the store's flags so the temporary directory can go.
 func Dir(t testing.TB) string {
