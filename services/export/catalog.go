@@ -235,7 +235,10 @@ func (c sortedContents) find(k string) (*store.Object, bool, error) {
 
 func (c sortedContents) iter(from string) keyIter { return &sortedIter{it: c.x.Seek([]byte(from))} }
 
-func (c sortedContents) empty() bool { return c.x.Live() == 0 }
+func (c sortedContents) empty() bool {
+	empty, err := c.x.Empty()
+	return err == nil && empty // one that does not read is listed, and fails when opened
+}
 
 type sortedIter struct{ it *store.SnapshotIter }
 

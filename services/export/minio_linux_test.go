@@ -411,21 +411,55 @@ func TestNewSnapshotsAppear(t *testing.T) {
 	}
 }
 
-// TestDamagedChunkIsNeverServed flips a byte of a pack: a GET of an object
-// with a chunk there fails (before the headers: 500; the store checks
-// every chunk), and never returns wrong bytes.
+// TestDamagedChunkIsNeverServed flips a byte every 32 KiB of every pack:
+// a GET of an object with a chunk there fails (before the headers: 500;
+// the store checks every chunk) and never returns wrong bytes, and the
+// failure is logged. Where a flip lands is up to the pack layout, so the
+// store itself says, key by key, what the export must do: a key whose
+// record does not read (its metadata chunk, or in a snapshot that is not
+// sorted any of them, is damaged) fails as "cannot read snapshot"; a key
+// whose record reads but whose data does not fails as "object read from
+// the store failed"; the rest are served whole.
 func TestDamagedChunkIsNeverServed(t *testing.T) {
 	f := newFixture(t)
 	damagePacks(t, f.dir)
+	ctx := context.Background()
+	const (
+		served = iota
+		recordFails
+		dataFails
+	)
+	keys := f.keys("docs")
+	want := make(map[string]int, len(keys))
+	st, err := store.Open(ctx, f.dir, testKey, store.Options{ReadOnly: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range keys {
+		seg, rest, _ := strings.Cut(key, "/")
+		if seg == "latest" {
+			seg = f.latest("docs").id
+		}
+		_, o, err := st.FindObject(seg, []byte(rest))
+		switch {
+		case err != nil:
+			want[key] = recordFails
+		case st.WriteObject(ctx, o, io.Discard) != nil:
+			want[key] = dataFails
+		default:
+			want[key] = served
+		}
+	}
+	st.Close()
+
 	ts := startServer(t, f.dir, nil)
 	cl := ts.clientRetries(t, testAccess, testSecret, 1)
-	ctx := context.Background()
-	failed := 0
-	for _, key := range f.keys("docs") {
+	failed := map[int]int{}
+	for _, key := range keys {
 		if !minioCanGet(key) {
 			continue
 		}
-		want, _ := f.lookup("docs", key)
+		wantObj, _ := f.lookup("docs", key)
 		o, err := cl.GetObject(ctx, "docs", key, minio.GetObjectOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -433,17 +467,27 @@ func TestDamagedChunkIsNeverServed(t *testing.T) {
 		got, err := io.ReadAll(o)
 		o.Close()
 		if err != nil {
-			failed++
+			if want[key] == served {
+				t.Errorf("%q: %v; the store reads it whole", key, err)
+			}
+			failed[want[key]]++
 			continue
 		}
-		if !bytes.Equal(got, want.data) {
+		if !bytes.Equal(got, wantObj.data) {
 			t.Fatalf("%q: served %d wrong bytes", key, len(got))
 		}
+		if want[key] != served {
+			t.Errorf("%q: served although the store does not read it (case %d)", key, want[key])
+		}
 	}
-	if failed == 0 {
+	if failed[recordFails]+failed[dataFails] == 0 {
 		t.Fatal("no GET failed although every pack is damaged")
 	}
-	if !strings.Contains(ts.logs.String(), "object read from the store failed") {
-		t.Error("the failure was not logged")
+	t.Logf("GETs that failed: %d for their record, %d for their data", failed[recordFails], failed[dataFails])
+	logs := ts.logs.String()
+	for c, msg := range map[int]string{recordFails: "cannot read snapshot", dataFails: "object read from the store failed"} {
+		if failed[c] > 0 != strings.Contains(logs, msg) {
+			t.Errorf("%d GETs failed so, and the log has %q: %v", failed[c], msg, strings.Contains(logs, msg))
+		}
 	}
 }

@@ -454,6 +454,10 @@ type walkHooks struct {
 	// (its reference's first and last key) are wanted: one that is not is
 	// counted from its reference and not read (a seek in a sorted snapshot).
 	wantRef func(first, last []byte) bool
+	// laterRef, with onFrame, takes each metadata chunk's reference in
+	// place of its records: the chunk is counted from its reference and
+	// not read (SnapshotIndex reads it when a lookup reaches it).
+	laterRef func(loc frameLoc, id ChunkID, r wireRef) error
 }
 
 // recordSpan is what frameRecords saw of the records it handled.
@@ -591,6 +595,12 @@ func (s *Store) walkFrames(r io.Reader, partial, skipObjects bool, h walkHooks) 
 					unread = h.seenRef != nil && h.seenRef(id) // checked when it was read
 				case h.onObject != nil && h.wantRef != nil:
 					unread = !h.wantRef(r.First, r.Last)
+				case h.laterRef != nil:
+					loc.ref = i
+					if err := h.laterRef(loc, id, r); err != nil {
+						return nil, st, err
+					}
+					unread = true
 				}
 				if unread {
 					if r.Bytes > math.MaxInt64-m.Bytes || r.Count > math.MaxInt64-m.Count {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"sync"
 )
@@ -25,7 +26,11 @@ const indexFrameCache = 2
 // iterator reaches it. Every frame read is checked as a full read checks
 // it (header bounds, AES-GCM under the frame number, record checks), every
 // metadata chunk against its ID and tag, and each must match what the
-// index pass saw.
+// index pass saw (for a chunk: its reference's count, bytes, first and
+// last key) and be in key order. A metadata chunk that does not read
+// fails the lookups and iterators that reach it (a MetaChunkError), not
+// the index or its other chunks: one damaged chunk on disk costs the
+// records in it, not the snapshot.
 //
 // Limits: memory is O(entries), not O(objects): about 100 bytes plus the
 // first and last key per entry. A pull cuts metadata chunks of about 256
@@ -37,8 +42,8 @@ const indexFrameCache = 2
 // records, a few times that decoded) and each iterator holds one decoded
 // entry. The manifest or pack is reopened (as hostile input) for each
 // entry decoded, so an index holds no file open and needs no Close.
-// Building the index reads and authenticates the whole manifest and every
-// metadata chunk once. Safe for concurrent use; an iterator is not.
+// Building the index reads and authenticates the whole manifest, not the
+// metadata chunks. Safe for concurrent use; an iterator is not.
 type SnapshotIndex struct {
 	s      *Store
 	id     string
@@ -46,7 +51,6 @@ type SnapshotIndex struct {
 	size   int64     // manifest size when indexed
 	v1     bool
 	frames []indexFrame
-	live   int64
 
 	mu    sync.Mutex
 	cache []decodedFrame // most recently used first
@@ -58,6 +62,7 @@ type indexFrame struct {
 	loc         frameLoc
 	chunk       *ChunkID // the metadata chunk; nil for an object frame
 	count       int
+	bytes       int64 // a metadata chunk's object bytes, from its reference
 	first, last []byte
 }
 
@@ -82,33 +87,37 @@ func (s *Store) IndexSnapshot(id string) (*SnapshotIndex, error) {
 	}
 	defer f.Close()
 	x := &SnapshotIndex{s: s, id: id, size: size}
-	var prev []byte
-	recorded := false
-	m, st, err := s.walkFrames(f, false, false, walkHooks{onFrame: func(loc frameLoc, chunk *ChunkID, objs []Object) error {
-		if len(objs) == 0 {
-			return nil
+	// add appends an entry; entries must follow each other in key order
+	// (records within one are checked when it is decoded).
+	add := func(e indexFrame) error {
+		if bytes.Compare(e.first, e.last) > 0 {
+			return fmt.Errorf("sorted manifest frame %d runs from %q back to %q: %w", e.loc.seq, e.first, e.last, ErrCorrupt)
 		}
-		for _, o := range objs {
-			c := 1
-			if recorded {
-				c = bytes.Compare(o.Key, prev)
-			}
-			if c < 0 {
-				return fmt.Errorf("sorted manifest records %q after %q: %w", o.Key, prev, ErrCorrupt)
-			}
-			if c > 0 && !o.DeleteMarker {
-				x.live++
-			}
-			prev, recorded = append(prev[:0], o.Key...), true
+		if n := len(x.frames); n > 0 && bytes.Compare(e.first, x.frames[n-1].last) < 0 {
+			return fmt.Errorf("sorted manifest records %q after %q: %w", e.first, x.frames[n-1].last, ErrCorrupt)
 		}
-		if chunk != nil {
-			c := *chunk
-			chunk = &c
-		}
-		x.frames = append(x.frames, indexFrame{loc: loc, chunk: chunk, count: len(objs),
-			first: bytes.Clone(objs[0].Key), last: bytes.Clone(objs[len(objs)-1].Key)})
+		x.frames = append(x.frames, e)
 		return nil
-	}})
+	}
+	m, st, err := s.walkFrames(f, false, false, walkHooks{
+		onFrame: func(loc frameLoc, _ *ChunkID, objs []Object) error {
+			if len(objs) == 0 {
+				return nil
+			}
+			if err := checkSorted(objs); err != nil {
+				return err
+			}
+			return add(indexFrame{loc: loc, count: len(objs),
+				first: bytes.Clone(objs[0].Key), last: bytes.Clone(objs[len(objs)-1].Key)})
+		},
+		laterRef: func(loc frameLoc, id ChunkID, r wireRef) error {
+			if r.Count > math.MaxInt32 {
+				return fmt.Errorf("object-chunk reference of %d records: %w", r.Count, ErrCorrupt)
+			}
+			return add(indexFrame{loc: loc, chunk: &id, count: int(r.Count), bytes: r.Bytes,
+				first: bytes.Clone(r.First), last: bytes.Clone(r.Last)})
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", id, err)
 	}
@@ -122,12 +131,32 @@ func (s *Store) IndexSnapshot(id string) (*SnapshotIndex, error) {
 	return x, nil
 }
 
+// checkSorted checks that objs are in key order (a key's versions next to
+// each other).
+func checkSorted(objs []Object) error {
+	for i := 1; i < len(objs); i++ {
+		if bytes.Compare(objs[i].Key, objs[i-1].Key) < 0 {
+			return fmt.Errorf("sorted manifest records %q after %q: %w", objs[i].Key, objs[i-1].Key, ErrCorrupt)
+		}
+	}
+	return nil
+}
+
 // Summary returns the snapshot's summary (Objects empty); do not modify it.
 func (x *SnapshotIndex) Summary() *Manifest { return x.head }
 
-// Live returns how many keys have a current record that is not a delete
-// marker.
-func (x *SnapshotIndex) Live() int64 { return x.live }
+// Empty reports whether no key's current record is an object (every one
+// is a delete marker, or there are none). It decodes entries from the
+// first until it finds an object, usually one.
+func (x *SnapshotIndex) Empty() (bool, error) {
+	it := x.Seek(nil)
+	for o, ok := it.Next(); ok; o, ok = it.Next() {
+		if !o.DeleteMarker {
+			return false, nil
+		}
+	}
+	return it.Err() == nil, it.Err()
+}
 
 // frameFor returns the first frame whose last key is at least key: the
 // frame that holds the first record at or after key.
@@ -220,35 +249,55 @@ func (x *SnapshotIndex) readFrame(i int) ([]Object, error) {
 
 // readChunk reads the metadata chunk of entry e. The chunk is checked
 // against its ID (which the index pass read from the authenticated
-// manifest) and must hold what the index pass saw.
+// manifest) and must hold what its reference says.
 func (x *SnapshotIndex) readChunk(e indexFrame) ([]Object, error) {
 	cr := x.s.NewChunkReader()
 	defer cr.Close()
+	x.s.metaReads.Add(1)
 	plain, err := cr.Read(*e.chunk)
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", x.id, &MetaChunkError{Chunk: *e.chunk, Err: err})
+		return nil, x.entryErr(e, err)
 	}
 	return x.checkRecords(e, plain)
 }
 
 // checkRecords decodes the records of entry e and checks them against
-// what the index pass saw.
+// what the index pass saw: count, first and last key, key order, and for
+// a metadata chunk the bytes its reference says.
 func (x *SnapshotIndex) checkRecords(e indexFrame, plain []byte) ([]Object, error) {
 	var ws []wireObject
 	if err := x.s.codec.unmarshal(plain, &ws); err != nil {
-		return nil, fmt.Errorf("manifest %s objects: %w", x.id, err)
+		return nil, x.entryErr(e, fmt.Errorf("objects: %w", err))
 	}
 	objs := make([]Object, len(ws))
+	var size int64
 	for j, w := range ws {
 		var err error
 		if objs[j], err = fromWire(w); err != nil {
-			return nil, fmt.Errorf("manifest %s: %w", x.id, err)
+			return nil, x.entryErr(e, err)
 		}
+		if objs[j].Size > math.MaxInt64-size {
+			return nil, x.entryErr(e, fmt.Errorf("object sizes overflow: %w", ErrCorrupt))
+		}
+		size += objs[j].Size
 	}
-	if len(objs) != e.count || len(objs) == 0 || !bytes.Equal(objs[0].Key, e.first) || !bytes.Equal(objs[len(objs)-1].Key, e.last) {
-		return nil, fmt.Errorf("manifest %s frame %d: not the records indexed: %w", x.id, e.loc.seq, ErrCorrupt)
+	if len(objs) != e.count || len(objs) == 0 || !bytes.Equal(objs[0].Key, e.first) || !bytes.Equal(objs[len(objs)-1].Key, e.last) ||
+		e.chunk != nil && size != e.bytes {
+		return nil, x.entryErr(e, fmt.Errorf("not the records indexed: %w", ErrCorrupt))
+	}
+	if err := checkSorted(objs); err != nil {
+		return nil, x.entryErr(e, err)
 	}
 	return objs, nil
+}
+
+// entryErr says which entry of the index err is about: a metadata chunk
+// as a MetaChunkError, an object frame by its number.
+func (x *SnapshotIndex) entryErr(e indexFrame, err error) error {
+	if e.chunk != nil {
+		return fmt.Errorf("manifest %s: %w", x.id, &MetaChunkError{Chunk: *e.chunk, Err: err})
+	}
+	return fmt.Errorf("manifest %s frame %d: %w", x.id, e.loc.seq, err)
 }
 
 // SnapshotIter walks the current records of an indexed snapshot in key

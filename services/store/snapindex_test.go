@@ -143,14 +143,19 @@ func testSnapshotIndexFind(t *testing.T, inline bool) {
 	if len(cur) != len(keys) {
 		t.Fatalf("%d current records of %d keys", len(cur), len(keys))
 	}
-	var live int64
-	for _, o := range cur {
-		if !o.DeleteMarker {
-			live++
-		}
+	if x.Summary().Count != 3300 || !x.Summary().Sorted {
+		t.Errorf("summary %+v", x.Summary())
 	}
-	if x.Live() != live || x.Summary().Count != 3300 || !x.Summary().Sorted {
-		t.Errorf("live %d (want %d), summary %+v", x.Live(), live, x.Summary())
+	// The index pass reads the manifest, not the metadata chunks.
+	reads0 := s.metaReads.Load()
+	if _, err := s.IndexSnapshot(id); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.metaReads.Load() - reads0; n != 0 {
+		t.Errorf("indexing read %d metadata chunks, want none", n)
+	}
+	if empty, err := x.Empty(); empty || err != nil {
+		t.Errorf("Empty() = %v, %v; the snapshot has live keys", empty, err)
 	}
 	for _, want := range cur {
 		got, ok, err := x.Find(want.Key)
@@ -188,6 +193,29 @@ func testSnapshotIndexFind(t *testing.T, inline bool) {
 	un := putObjects(t, s, "unsorted", time.Time{}, map[string][]byte{"a": []byte("a")})
 	if _, err := s.IndexSnapshot(un.ID); !errors.Is(err, ErrNotSorted) {
 		t.Errorf("index of an unsorted snapshot: %v, want ErrNotSorted", err)
+	}
+
+	// A snapshot whose every key is deleted is empty.
+	sn, err := s.Begin(context.Background(), BeginOptions{Source: "gone", Sorted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn.inlineFrames = inline
+	for _, k := range []string{"a", "b", "b"} {
+		if err := sn.PutExisting(Object{Key: []byte(k), DeleteMarker: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, err := sn.Commit(context.Background(), CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xg, err := s.IndexSnapshot(gone.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if empty, err := xg.Empty(); !empty || err != nil {
+		t.Errorf("Empty() of a snapshot of delete markers = %v, %v", empty, err)
 	}
 }
 
@@ -258,8 +286,9 @@ func testSnapshotIndexSeek(t *testing.T, inline bool) {
 }
 
 // TestSnapshotIndexRefusesDamage: a flipped bit in an object frame fails
-// the index pass; one made after the index was built fails the lookup and
-// the iterator that read that frame, not the others.
+// the index pass; one in a metadata chunk fails only the lookups in that
+// chunk, whenever the index was built; one made after the index was built
+// fails the lookup and the iterator that read that frame, not the others.
 func TestSnapshotIndexRefusesDamage(t *testing.T) { eachFormat(t, testSnapshotIndexRefusesDamage) }
 
 func testSnapshotIndexRefusesDamage(t *testing.T, inline bool) {
@@ -285,8 +314,30 @@ func testSnapshotIndexRefusesDamage(t *testing.T, inline bool) {
 	if err := os.WriteFile(p, bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.IndexSnapshot(id); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("index of a damaged manifest: %v, want ErrCorrupt", err)
+	if inline {
+		if _, err := s.IndexSnapshot(id); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("index of a damaged manifest: %v, want ErrCorrupt", err)
+		}
+	} else {
+		// The manifest is whole: the index builds, and only lookups in
+		// the damaged chunk fail.
+		x2, err := s.IndexSnapshot(id)
+		if err != nil {
+			t.Fatalf("index of a snapshot with one damaged metadata chunk: %v", err)
+		}
+		for i, g := range x2.frames {
+			_, ok, err := x2.Find(g.first)
+			var mc *MetaChunkError
+			if i == 1 && (!errors.As(err, &mc) || mc.Chunk != *f.chunk || ok) {
+				t.Errorf("Find in the damaged metadata chunk: %v, %v; want a MetaChunkError naming it", ok, err)
+			}
+			if i != 1 && (err != nil || !ok) {
+				t.Errorf("Find in good metadata chunk %d: %v, %v", i, ok, err)
+			}
+		}
+		if _, err := x2.Empty(); err != nil {
+			t.Errorf("Empty() with the first chunk whole: %v", err)
+		}
 	}
 	if _, ok, err := x.Find(x.frames[1].last); !errors.Is(err, ErrCorrupt) || ok {
 		t.Errorf("Find in the damaged frame: %v, %v; want ErrCorrupt", ok, err)
