@@ -78,8 +78,8 @@ func (s *Store) WalkCurrentRange(id string, r KeyRange, match func(key []byte) b
 		// A chunk is wanted when [first, last] meets r. Skipping the
 		// chunks before r leaves prev stale only for keys below r, which
 		// match refuses.
-		want := func(lo, hi []byte) bool {
-			return bytes.Compare(hi, r.From) >= 0 && (r.To == nil || bytes.Compare(lo, r.To) < 0)
+		want := func(_ ChunkID, ref wireRef) bool {
+			return bytes.Compare(ref.Last, r.From) >= 0 && (r.To == nil || bytes.Compare(ref.First, r.To) < 0)
 		}
 		m, err := s.walkCommitted(id, want, func(o Object) error {
 			if r.To != nil && bytes.Compare(o.Key, r.To) >= 0 {
@@ -136,9 +136,9 @@ func (s *Store) FindObject(id string, key []byte) (*Manifest, Object, error) {
 	ok := false
 	// In a sorted snapshot, metadata chunks that end before the key are
 	// skipped unread: cat reads the manifest and the chunk that holds it.
-	var wantRef func(first, last []byte) bool
+	var wantRef func(ChunkID, wireRef) bool
 	if head.Sorted {
-		wantRef = func(_, last []byte) bool { return bytes.Compare(last, key) >= 0 }
+		wantRef = func(_ ChunkID, r wireRef) bool { return bytes.Compare(r.Last, key) >= 0 }
 	}
 	m, err := s.walkCommitted(id, wantRef, func(o Object) error {
 		c := bytes.Compare(o.Key, key)

@@ -405,14 +405,6 @@ func (s *Store) manifestSelf(r io.Reader, partial bool) (*Manifest, frameStats, 
 	return s.walkFrames(r, partial, false, walkHooks{refsOnly: true})
 }
 
-// manifestObjects streams every object of a committed manifest to fn, one
-// frame at a time, and returns its summary (Objects empty). fn may see
-// objects of a manifest that turns out damaged further on: the error says so.
-func (s *Store) manifestObjects(r io.Reader, fn func(Object)) (*Manifest, error) {
-	m, _, err := s.walkManifestFrames(r, false, false, nil, func(o Object) error { fn(o); return nil })
-	return m, err
-}
-
 // walkManifestFrames decodes a manifest or journal; with onChunk set it
 // decodes only sizes and chunk lists and hands each chunk ID to onChunk,
 // with onObject set it hands each object to onObject, instead of
@@ -450,10 +442,12 @@ type walkHooks struct {
 	// already handed over (the same ID is the same records): such a chunk
 	// goes to onChunk but is not read again.
 	seenRef func(ChunkID) bool
-	// wantRef, with onObject, says whether a metadata chunk's records
-	// (its reference's first and last key) are wanted: one that is not is
-	// counted from its reference and not read (a seek in a sorted snapshot).
-	wantRef func(first, last []byte) bool
+	// wantRef, with onObject, says whether a metadata chunk's records are
+	// wanted: one that is not is counted from its reference and not read
+	// (a seek in a sorted snapshot; verify, for a chunk it checked under
+	// the same reference). One that is wanted is read next, its records
+	// handed to onObject, then checked against the reference.
+	wantRef func(id ChunkID, r wireRef) bool
 	// laterRef, with onFrame, takes each metadata chunk's reference in
 	// place of its records: the chunk is counted from its reference and
 	// not read (SnapshotIndex reads it when a lookup reaches it).
@@ -594,7 +588,7 @@ func (s *Store) walkFrames(r io.Reader, partial, skipObjects bool, h walkHooks) 
 					onChunk(id)
 					unread = h.seenRef != nil && h.seenRef(id) // checked when it was read
 				case h.onObject != nil && h.wantRef != nil:
-					unread = !h.wantRef(r.First, r.Last)
+					unread = !h.wantRef(id, r)
 				case h.laterRef != nil:
 					loc.ref = i
 					if err := h.laterRef(loc, id, r); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -211,14 +212,17 @@ func TestMetadataChunkReferenceChecked(t *testing.T) {
 			}
 			clk.set(t0.Add(time.Second))
 			body := storedBody(t, s)
+			// A clean snapshot of the same records, which shares the
+			// forged reference's chunk, comes first in verify's order.
+			clean := recordMail(t, s, mailKeys(50), body, mailETag)
 			clk.set(t0.Add(2 * time.Second))
 			sn, err := s.Begin(t.Context(), BeginOptions{Source: "mail", Sorted: true, RetainUntil: t0.Add(time.Hour)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, k := range mailKeys(50) {
+			for i, k := range mailKeys(50) {
 				o := body
-				o.Key = k
+				o.Key, o.ETag, o.ModTime = k, mailETag(i), time.Unix(int64(1700000000+i), 0).UTC()
 				if err := sn.PutExisting(o); err != nil {
 					t.Fatal(err)
 				}
@@ -264,6 +268,17 @@ func TestMetadataChunkReferenceChecked(t *testing.T) {
 				}
 				if tc.forge != nil && !errors.As(err, &mc) && !(what == "index" && errors.Is(err, ErrCorrupt)) {
 					t.Errorf("%s: %v, want a MetaChunkError", what, err)
+				}
+			}
+			// Verify names the forged snapshot, although it checked the
+			// chunk clean under the clean snapshot's reference.
+			if tc.forge != nil {
+				rep, err := s.Verify(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Contains(rep.DamagedSnapshots, m.ID) || slices.Contains(rep.DamagedSnapshots, clean.ID) {
+					t.Errorf("verify named %v damaged; want the forged %s, not the clean %s", rep.DamagedSnapshots, m.ID, clean.ID)
 				}
 			}
 			packs, err := s.listPacks()
@@ -404,5 +419,87 @@ func TestWalkCurrentRangeSeeks(t *testing.T) {
 	}
 	if r := PrefixRange([]byte("\xff")); r.To != nil {
 		t.Errorf("PrefixRange(\\xff).To = %q, want none", r.To)
+	}
+}
+
+// TestVerifyReadsSharedMetadataOnce: verify reads a metadata chunk that
+// several snapshots share once, when the first snapshot that names it is
+// found clean, and counts it from its reference in the others; its report
+// counts every snapshot's objects all the same. When a data chunk every
+// record names is damaged, no snapshot is clean: each is read whole and
+// named, with each of its objects.
+func TestVerifyReadsSharedMetadataOnce(t *testing.T) {
+	s := newStore(t, InitOptions{}, Options{})
+	body := storedBody(t, s)
+	keys := mailKeys(5_000)
+	for range 4 {
+		recordMail(t, s, keys, body, mailETag)
+	}
+	recordMail(t, s, keys, body, func(i int) string {
+		if i >= 500 && i < 520 {
+			return "changed"
+		}
+		return mailETag(i)
+	})
+	chunks := 0 // every reference, in every snapshot (the body's too)
+	unique := map[ChunkID]bool{}
+	all, err := s.Snapshots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		f, _, err := s.openCommitted(m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = s.walkFrames(f, false, false, walkHooks{refsOnly: true, onRef: func(c ChunkID) {
+			chunks++
+			unique[c] = true
+		}})
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(unique) < 5 || chunks < 3*len(unique) {
+		t.Fatalf("%d references to %d metadata chunks; the test needs several shared ones", chunks, len(unique))
+	}
+	verify := func() (*Report, int64) {
+		t.Helper()
+		before := s.metaReads.Load()
+		r, err := s.Verify(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, s.metaReads.Load() - before
+	}
+	r, reads := verify()
+	if !r.OK() || r.Snapshots != 6 || r.Objects != 5*len(keys)+1 {
+		t.Errorf("verify: ok %v, %d snapshots, %d objects; want 6 and %d: %v", r.OK(), r.Snapshots, r.Objects, 5*len(keys)+1, r.Problems)
+	}
+	if reads != int64(len(unique)) {
+		t.Errorf("verify read %d metadata chunks; %d distinct ones are referenced %d times", reads, len(unique), chunks)
+	}
+
+	locs := s.idx.locations(body.Chunks[0])
+	if len(locs) != 1 {
+		t.Fatalf("body chunk in %d places", len(locs))
+	}
+	p := s.packPath(locs[0].packName())
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[int64(locs[0].offset)+int64(locs[0].length)/2] ^= 1
+	unsealAll(t, s.Dir())
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, reads = verify()
+	if len(r.DamagedSnapshots) != 6 || len(r.DamagedObjects) != 5*len(keys)+1 {
+		t.Errorf("verify with the body damaged: %d damaged snapshots, %d damaged objects; want 6 and %d", len(r.DamagedSnapshots), len(r.DamagedObjects), 5*len(keys)+1)
+	}
+	if reads != int64(chunks) {
+		t.Errorf("verify with the body damaged read %d metadata chunks, want every reference's (%d)", reads, chunks)
 	}
 }

@@ -155,7 +155,7 @@ func (s *Store) WalkObjects(id string, fn func(Object) error) (*Manifest, error)
 // walkCommitted is WalkObjects; a metadata chunk whose reference wantRef
 // (when not nil) refuses is not read: its records are counted, not handed
 // to fn.
-func (s *Store) walkCommitted(id string, wantRef func(first, last []byte) bool, fn func(Object) error) (*Manifest, error) {
+func (s *Store) walkCommitted(id string, wantRef func(ChunkID, wireRef) bool, fn func(Object) error) (*Manifest, error) {
 	f, _, err := s.openCommitted(id)
 	if err != nil {
 		return nil, err
