@@ -357,12 +357,13 @@ func (s *Store) verifySnapshots(ctx context.Context, r *Report, good *idSet) err
 			}
 			return true
 		}
-		m, err := s.streamManifestObjects(id, want, func(o Object) {
+		m, err := s.walkCommitted(id, want, func(o Object) error {
 			objects++
 			size += o.Size
 			if setErr == nil {
 				setErr = batch.add(o, &bad)
 			}
+			return nil
 		})
 		if setErr == nil {
 			setErr = batch.flush(&bad)
@@ -534,25 +535,4 @@ func digestRef(id ChunkID, r wireRef) refDigest {
 	var d refDigest
 	copy(d[:], h.Sum(nil))
 	return d
-}
-
-// streamManifestObjects streams the objects of committed manifest id to
-// fn, one frame or metadata chunk at a time, and returns its summary
-// (Objects empty); a metadata chunk wantRef refuses is counted from its
-// reference, not read. fn may see objects of a manifest that turns out
-// damaged further on: the error says so.
-func (s *Store) streamManifestObjects(id string, wantRef func(ChunkID, wireRef) bool, fn func(Object)) (*Manifest, error) {
-	f, _, err := openStoreFile(s.path(snapshotsDir, id+".snap"), os.O_RDONLY, maxManifestFile)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	m, _, err := s.walkFrames(f, false, false, walkHooks{wantRef: wantRef, onObject: func(o Object) error { fn(o); return nil }})
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", id, err)
-	}
-	if m.ID != id {
-		return nil, fmt.Errorf("manifest %s holds snapshot %s: %w", id, m.ID, ErrCorrupt)
-	}
-	return m, nil
 }
