@@ -56,6 +56,11 @@ func (r KeyRange) Has(key []byte) bool {
 	return bytes.Compare(key, r.From) >= 0 && (r.To == nil || bytes.Compare(key, r.To) < 0)
 }
 
+// meets reports whether some key from first to last (inclusive) is in r.
+func (r KeyRange) meets(first, last []byte) bool {
+	return bytes.Compare(last, r.From) >= 0 && (r.To == nil || bytes.Compare(first, r.To) < 0)
+}
+
 // WalkCurrentRange is WalkCurrent of the keys in r (and for which match,
 // when not nil, is true). In a sorted snapshot it seeks: metadata chunks
 // whose keys all lie outside r are not read, and the walk stops past r,
@@ -78,9 +83,7 @@ func (s *Store) WalkCurrentRange(id string, r KeyRange, match func(key []byte) b
 		// A chunk is wanted when [first, last] meets r. Skipping the
 		// chunks before r leaves prev stale only for keys below r, which
 		// match refuses.
-		want := func(_ ChunkID, ref wireRef) bool {
-			return bytes.Compare(ref.Last, r.From) >= 0 && (r.To == nil || bytes.Compare(ref.First, r.To) < 0)
-		}
+		want := func(_ ChunkID, ref wireRef) bool { return r.meets(ref.First, ref.Last) }
 		m, err := s.walkCommitted(id, want, func(o Object) error {
 			if r.To != nil && bytes.Compare(o.Key, r.To) >= 0 {
 				return errStopWalk // past the range

@@ -406,7 +406,7 @@ func TestWalkCurrentRangeSeeks(t *testing.T) {
 		r := PrefixRange([]byte(prefix))
 		meet := 0
 		for _, f := range x.frames {
-			if bytes.Compare(f.last, r.From) >= 0 && (r.To == nil || bytes.Compare(f.first, r.To) < 0) {
+			if r.meets(f.first, f.last) {
 				meet++
 			}
 		}
